@@ -1,0 +1,1598 @@
+#!/usr/bin/env python3
+"""Report Huawei Cloud MaaS inference usage (tokens, requests, errors) for a time range.
+
+The MaaS ShowStatistics API answers one question: how much did this project use between two
+instants, for one service type, in windows of at most 30 days. This script turns a human time
+range (``--from/--to``, ``--last 7d``, ``--this-month``) in the user's time zone into those
+windows, signs each request with huaweicloudsdkcore's SDK-HMAC-SHA256 ``Signer``, sends them
+concurrently with retries and pacing, sums the answers exactly and prints a table, JSON or CSV.
+
+    export HW_ACCESS_KEY=... HW_SECRET_KEY=...
+    python3 maas_rest_usage_stats.py --from 2026-05-08 --to 2026-05-21
+
+The command-line contract (flags, formats, exit codes) is documented in README.md.
+Exit codes: 0 success, 1 API/network failure, 2 usage error, 3 credentials rejected or missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import csv
+import dataclasses
+import io
+import ipaddress
+import json
+import os
+import random
+import re
+import stat
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone, tzinfo
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from typing import Any, Callable, Iterable, Mapping, Sequence
+from urllib.parse import urlsplit
+
+__version__ = "1.0.0"
+
+# ----------------------------------------------------------------------------------------------
+# Constants
+# ----------------------------------------------------------------------------------------------
+
+SERVICE_NAMES = {1: "My Service", 2: "Preset Service", 4: "Custom Endpoint"}
+SHORT_SERVICE_NAMES = {1: "My", 2: "Preset", 4: "Custom"}  # table columns stay narrow
+SERVICE_ALIASES = {
+    "1": 1, "my": 1, "my-service": 1,
+    "2": 2, "preset": 2, "preset-service": 2,
+    "4": 4, "custom": 4, "custom-endpoint": 4,
+}
+INFER_TYPES = ("real_time", "batch")
+
+DEFAULT_REGION = "cn-southwest-2"  # the only region where MaaS ShowStatistics is offered
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+PROJECT_ID_RE = re.compile(r"^[a-z0-9]{32}$")
+MAAS_ENDPOINT_TEMPLATE = "https://modelarts.{region}.myhuaweicloud.com"
+IAM_ENDPOINT_TEMPLATE = "https://iam.{region}.myhuaweicloud.com"
+STATISTICS_PATH = "/v1/{project_id}/maas/monitoring/show-statistics"
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+MAX_WINDOW = timedelta(days=30)  # API rejects end_time - start_time > 30 days
+RETENTION = timedelta(days=30)  # MaaS keeps statistics for 30 days
+RATE_LIMIT = 200  # API allows 200 requests per minute per user
+RATE_PERIOD = 60.0
+MAX_CONCURRENCY = 16
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_AFTER_CAP = 60.0
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 8.0
+PROGRESS_MIN_REQUESTS = 5
+MAX_CREDENTIALS_BYTES = 64 * 1024  # a credentials file is a few hundred bytes; refuse a huge one
+
+# Response fields: name in the API -> (name in our output, kind). Tokens come in thousands.
+TOKEN_FIELDS = ("total_token", "total_prompt_token", "total_completion_token")
+COUNT_FIELDS = ("total_request_count", "total_error_count")
+BATCH_FIELDS = ("total_completion_tasks", "total_infer_count")
+METRIC_NAMES = (
+    "total_tokens", "prompt_tokens", "completion_tokens", "total_requests", "total_errors",
+    "error_rate", "total_completion_tasks", "total_infer_count",
+)
+
+ENV_AK, ENV_SK, ENV_TOKEN = "HW_ACCESS_KEY", "HW_SECRET_KEY", "HW_SECURITY_TOKEN"
+SDK_AK, SDK_SK, SDK_TOKEN = "HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "HUAWEICLOUD_SDK_SECURITY_TOKEN"
+PROJECT_ENVS = ("HW_PROJECT_ID", "HUAWEICLOUD_SDK_PROJECT_ID")
+PROFILE_ENV = "HUAWEICLOUD_SDK_CREDENTIALS_FILE"
+
+EXIT_OK, EXIT_API, EXIT_USAGE, EXIT_CREDENTIALS = 0, 1, 2, 3
+
+# ----------------------------------------------------------------------------------------------
+# Errors: each failure carries the exit code the contract gives it
+# ----------------------------------------------------------------------------------------------
+
+
+class ToolError(Exception):
+    """Base of every failure reported to the user as ``error: <message>``."""
+
+    exit_code = EXIT_API
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class UsageError(ToolError):
+    exit_code = EXIT_USAGE
+
+
+class CredentialsError(ToolError):
+    exit_code = EXIT_CREDENTIALS
+
+
+class ApiError(ToolError):
+    exit_code = EXIT_API
+
+
+class AuthRejected(ApiError):
+    """HTTP 401/403: the cloud refused the keys or the permissions."""
+
+    exit_code = EXIT_CREDENTIALS
+
+
+class MalformedResponse(ApiError):
+    pass
+
+
+# ----------------------------------------------------------------------------------------------
+# Credentials
+# ----------------------------------------------------------------------------------------------
+
+CREDENTIALS_HELP = (
+    f"set {ENV_AK} and {ENV_SK} (or {SDK_AK} and {SDK_SK}), "
+    "or pass --credentials-file PATH, or create ~/.huaweicloud/credentials with a [basic] section"
+)
+_KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: header-safe
+_ASSIGNMENT = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
+_FILE_KEYS = {
+    ENV_AK: "ak", SDK_AK: "ak", "AK": "ak",
+    ENV_SK: "sk", SDK_SK: "sk", "SK": "sk",
+    ENV_TOKEN: "token", SDK_TOKEN: "token", "SECURITY_TOKEN": "token",
+    "HW_PROJECT_ID": "project_id", "HUAWEICLOUD_SDK_PROJECT_ID": "project_id", "PROJECT_ID": "project_id",
+}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An AK/SK pair (and temporary token); ``repr`` never shows the values."""
+
+    ak: str = field(repr=False)
+    sk: str = field(repr=False)
+    security_token: str | None = field(default=None, repr=False)
+    source: str = ""
+    project_id: str | None = None
+
+    def __repr__(self) -> str:
+        token = ", security_token=<hidden>" if self.security_token else ""
+        return f"Credentials(source={self.source!r}, ak=<hidden>, sk=<hidden>{token})"
+
+    __str__ = __repr__
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.ak, self.sk, self.security_token) if s)
+
+
+def _checked_credentials(ak: str, sk: str, token: str | None, source: str,
+                         project_id: str | None = None) -> Credentials:
+    for name, value in (("access key", ak), ("secret key", sk), ("security token", token)):
+        if value is not None and not _KEY_CHARS.match(value):
+            raise CredentialsError(
+                f"the {name} from {source} is empty or contains spaces or non-ASCII characters",
+                hint=CREDENTIALS_HELP)
+    return Credentials(ak, sk, token or None, source, project_id or None)
+
+
+def read_credentials_file(path: str) -> str:
+    """Read a small UTF-8 text file, refusing directories, binaries and huge files."""
+    try:
+        with open(path, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            if stat.S_ISDIR(mode):
+                raise CredentialsError(f"credentials file {path} is a directory")
+            data = handle.read(MAX_CREDENTIALS_BYTES + 1)
+    except IsADirectoryError:
+        raise CredentialsError(f"credentials file {path} is a directory") from None
+    except FileNotFoundError:
+        raise CredentialsError(f"credentials file {path} does not exist", hint=CREDENTIALS_HELP) from None
+    except OSError as exc:
+        raise CredentialsError(f"cannot read credentials file {path}: {exc.strerror}") from None
+    if len(data) > MAX_CREDENTIALS_BYTES:
+        raise CredentialsError(
+            f"credentials file {path} is larger than {MAX_CREDENTIALS_BYTES // 1024} KiB: not a credentials file")
+    if b"\x00" in data:
+        raise CredentialsError(f"credentials file {path} is binary, not a text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise CredentialsError(f"credentials file {path} is not UTF-8 text") from None
+
+
+def file_permission_warning(path: str) -> str | None:
+    """A warning when a credentials file is readable by group or others (POSIX only)."""
+    if os.name != "posix":
+        return None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        return f"credentials file {path} is readable by other users; run: chmod 600 {path}"
+    return None
+
+
+def _content_lines(text: str) -> list[tuple[int, str]]:
+    """Numbered non-blank, non-comment lines (BOM and CRLF already handled by decoding/splitlines)."""
+    lines = []
+    for number, line in enumerate(text.lstrip("\ufeff").splitlines(), start=1):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            lines.append((number, stripped))
+    return lines
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return re.split(r"\s+#", value, maxsplit=1)[0].strip()
+
+
+def _parse_assignments(lines: list[tuple[int, str]], source: str) -> Credentials:
+    found: dict[str, str] = {}
+    for number, line in lines:
+        match = _ASSIGNMENT.match(line)
+        if not match:
+            raise CredentialsError(f"{source}, line {number}: expected KEY=VALUE like the other lines")
+        key = _FILE_KEYS.get(match.group(1).upper())
+        if key:
+            found[key] = _unquote(match.group(2))
+    if not found.get("ak") or not found.get("sk"):
+        raise CredentialsError(
+            f"{source} has KEY=VALUE lines but no {ENV_AK} and {ENV_SK} (or {SDK_AK} and {SDK_SK})")
+    return _checked_credentials(found["ak"], found["sk"], found.get("token"), source, found.get("project_id"))
+
+
+def _parse_console_csv(lines: list[tuple[int, str]], source: str) -> Credentials:
+    try:
+        rows = list(csv.reader(line for _, line in lines))
+    except csv.Error:
+        raise CredentialsError(f"{source} looks like a CSV file but cannot be read as one") from None
+    header = [c.strip().lower() for c in rows[0]]
+    try:
+        ak_col, sk_col = header.index("access key id"), header.index("secret access key")
+    except ValueError:
+        raise CredentialsError(
+            f"{source} looks like a CSV file but has no 'Access Key Id' and 'Secret Access Key' columns") from None
+    token_col = header.index("security token") if "security token" in header else None
+    if len(rows) < 2:
+        raise CredentialsError(f"{source} has a CSV header but no row of keys")
+    row = rows[1]
+    if len(row) <= max(ak_col, sk_col):
+        raise CredentialsError(f"{source}, line 2: the row has fewer columns than the header")
+    token = row[token_col].strip() if token_col is not None and token_col < len(row) else None
+    return _checked_credentials(row[ak_col].strip(), row[sk_col].strip(), token, source)
+
+
+def _parse_profile(text: str, source: str) -> Credentials:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(text, source=source)
+    except configparser.Error as exc:
+        line = getattr(exc, "lineno", None)
+        where = f", line {line}" if line else ""
+        raise CredentialsError(f"{source}{where}: not a valid credentials profile (INI) file") from None
+    if not parser.has_section("basic"):
+        raise CredentialsError(f"{source} has no [basic] section with ak and sk")
+    section = parser["basic"]
+    if not section.get("ak") or not section.get("sk"):
+        raise CredentialsError(f"{source}: the [basic] section needs both ak and sk")
+    return _checked_credentials(section["ak"].strip(), section["sk"].strip(),
+                                section.get("security_token", "").strip() or None, source,
+                                section.get("project_id", "").strip() or None)
+
+
+def parse_credentials_text(text: str, source: str) -> Credentials:
+    """Parse any supported credentials-file format. Messages name lines, never their content."""
+    lines = _content_lines(text)
+    if not lines:
+        raise CredentialsError(f"{source} contains no credentials", hint=CREDENTIALS_HELP)
+    first = lines[0][1]
+    if first.startswith("["):
+        return _parse_profile(text.lstrip("\ufeff"), source)
+    if "access key id" in first.lower():
+        return _parse_console_csv(lines, source)
+    if _ASSIGNMENT.match(first):
+        return _parse_assignments(lines, source)
+    if len(lines) == 1:
+        fields_ = [f.strip() for f in first.split(",")]
+        if len(fields_) in (2, 3) and all(fields_[:2]):
+            return _checked_credentials(fields_[0], fields_[1], fields_[2] if len(fields_) == 3 else None, source)
+        if "," in first:
+            raise CredentialsError(f"{source}, line {lines[0][0]}: expected AK,SK or AK,SK,TOKEN")
+        raise CredentialsError(
+            f"{source} has only one line: expected the AK on line 1 and the SK on line 2 (or AK,SK on one line)")
+    if len(lines) > 3:
+        raise CredentialsError(
+            f"{source} has {len(lines)} lines: expected AK and SK (and optionally a security token), "
+            "one per line, or KEY=VALUE lines")
+    for position, (number, line) in enumerate(lines):
+        # Keys never hold ',' or '='; a token (the third value) may end in base64 '=' padding.
+        if "," in line or ("=" in line and position < 2):
+            raise CredentialsError(f"{source}, line {number}: mixes formats; expected one value per line")
+    values = [line for _, line in lines]
+    return _checked_credentials(values[0], values[1], values[2] if len(values) == 3 else None, source)
+
+
+def load_credentials_file(path: str) -> Credentials:
+    return parse_credentials_text(read_credentials_file(path), f"credentials file {path}")
+
+
+def profile_path(env: Mapping[str, str]) -> str:
+    return env.get(PROFILE_ENV) or os.path.join(os.path.expanduser("~"), ".huaweicloud", "credentials")
+
+
+def load_credentials(path: str | None, env: Mapping[str, str]) -> Credentials:
+    """Apply the precedence: --credentials-file, HW_* env, HUAWEICLOUD_SDK_* env, SDK profile file."""
+    if path:
+        return load_credentials_file(path)
+    for ak_name, sk_name, token_name in ((ENV_AK, ENV_SK, ENV_TOKEN), (SDK_AK, SDK_SK, SDK_TOKEN)):
+        ak, sk = env.get(ak_name, "").strip(), env.get(sk_name, "").strip()
+        if ak and sk:
+            return _checked_credentials(ak, sk, env.get(token_name, "").strip() or None,
+                                        f"environment variables {ak_name}/{sk_name}")
+        if ak or sk:
+            present, missing = (ak_name, sk_name) if ak else (sk_name, ak_name)
+            raise CredentialsError(f"{present} is set but {missing} is not", hint=CREDENTIALS_HELP)
+    profile = profile_path(env)
+    if env.get(PROFILE_ENV) or os.path.isfile(profile):
+        return parse_credentials_text(read_credentials_file(profile), f"credentials file {profile}")
+    raise CredentialsError("no Huawei Cloud credentials found", hint=CREDENTIALS_HELP)
+
+
+def credentials_file_in_use(path: str | None, env: Mapping[str, str]) -> str | None:
+    """The credentials file that load_credentials reads, if any (for the permission warning)."""
+    if path:
+        return path
+    if any(env.get(name, "").strip() for name in (ENV_AK, ENV_SK, SDK_AK, SDK_SK)):
+        return None
+    profile = profile_path(env)
+    return profile if os.path.isfile(profile) else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Time: pure functions of (arguments, now, zone)
+# ----------------------------------------------------------------------------------------------
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_WHEN_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2}))?)?$")
+_LAST_RE = re.compile(r"^(\d+)([dh])$")
+BUCKET_UNITS = ("day", "week", "month")
+MIN_YEAR, MAX_YEAR = 1970, 9000  # epoch milliseconds; far from datetime's overflow at year 9999
+MAX_LAST = timedelta(days=100 * 366)
+
+
+@dataclass(frozen=True)
+class Period:
+    """A half-open interval [start, end) of aware UTC datetimes."""
+
+    start: datetime
+    end: datetime
+
+    @property
+    def start_ms(self) -> int:
+        return to_epoch_ms(self.start)
+
+    @property
+    def end_ms(self) -> int:
+        return to_epoch_ms(self.end)
+
+
+def to_epoch_ms(moment: datetime) -> int:
+    # Integer arithmetic: float timestamps can land a millisecond off.
+    return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+def from_epoch_ms(ms: int, zone: tzinfo) -> datetime:
+    return (EPOCH + timedelta(milliseconds=ms)).astimezone(zone)
+
+
+def load_zone(name: str) -> tzinfo:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        if not name or name.startswith(("/", ".")) or ".." in name:
+            raise ValueError(name)
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise UsageError(f"unknown time zone {name!r}",
+                         hint="use an IANA name such as Asia/Shanghai, Europe/Berlin or UTC") from None
+
+
+def local_zone_name() -> str | None:
+    """The OS time zone's IANA name, or None when it cannot be determined."""
+    try:
+        import tzlocal  # imported here: only runs that need the OS zone pay for it
+
+        name = tzlocal.get_localzone_name()
+    except Exception:  # tzlocal raises assorted errors on odd systems; UTC is the documented fallback
+        return None
+    return name or None
+
+
+def _exists(local: datetime) -> bool:
+    """Whether a wall-clock time exists in its zone (is not skipped by a DST jump)."""
+    round_trip = local.astimezone(timezone.utc).astimezone(local.tzinfo)
+    return round_trip.replace(tzinfo=None) == local.replace(tzinfo=None)
+
+
+def day_start(day: date, zone: tzinfo) -> datetime:
+    """The first valid instant of a local day (UTC): midnight, or the end of a DST gap over it."""
+    midnight = datetime(day.year, day.month, day.day, tzinfo=zone)
+    if _exists(midnight):
+        return midnight.astimezone(timezone.utc)
+    # In a gap, fold=1 maps to an instant before the jump and fold=0 to one after it:
+    # bisect between them for the transition instant, which is the day's first valid time.
+    low = midnight.replace(fold=1).astimezone(timezone.utc)
+    high = midnight.replace(fold=0).astimezone(timezone.utc)
+    while high - low > timedelta(seconds=1):
+        middle = low + (high - low) / 2
+        if middle.astimezone(zone).date() == day:
+            high = middle
+        else:
+            low = middle
+    return high.replace(microsecond=0)
+
+
+def parse_day(text: str, zone: tzinfo, now: datetime) -> date | None:
+    """The local date named by ``today``, ``yesterday`` or ``YYYY-MM-DD``; None for other forms."""
+    word = text.strip().lower()
+    today = now.astimezone(zone).date()
+    if word in ("today", "yesterday"):
+        return today - timedelta(days=1 if word == "yesterday" else 0)
+    match = _WHEN_RE.match(text.strip())
+    if not match or match.group(4) is not None:
+        return None
+    try:
+        day = date(*(int(g) for g in match.groups()[:3]))
+    except ValueError:
+        raise UsageError(f"{text!r} is not a valid date") from None
+    if not MIN_YEAR <= day.year <= MAX_YEAR:
+        raise UsageError(f"{text!r} is outside the years {MIN_YEAR}-{MAX_YEAR}")
+    return day
+
+
+def parse_when(text: str, zone: tzinfo, now: datetime) -> datetime:
+    """Parse a WHEN value (a date, a date-time, now, today or yesterday) into a UTC instant."""
+    if text.strip().lower() == "now":
+        return now.astimezone(timezone.utc)
+    day = parse_day(text, zone, now)
+    if day is not None:
+        return day_start(day, zone)
+    match = _WHEN_RE.match(text.strip())
+    if not match:
+        raise UsageError(f"cannot read the time {text!r}",
+                         hint="use YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]', now, today or yesterday")
+    fields_ = [int(g) for g in match.groups(default="0")]
+    try:
+        local = datetime(*fields_, tzinfo=zone)  # type: ignore[misc]
+    except ValueError:
+        raise UsageError(f"{text!r} is not a valid date or time") from None
+    if not MIN_YEAR <= local.year <= MAX_YEAR:
+        raise UsageError(f"{text!r} is outside the years {MIN_YEAR}-{MAX_YEAR}")
+    if not _exists(local):
+        raise UsageError(f"{text!r} does not exist in this time zone (the clocks skip it for daylight saving)")
+    return local.astimezone(timezone.utc)
+
+
+def parse_last(text: str) -> timedelta:
+    match = _LAST_RE.match(text.strip().lower())
+    if not match or int(match.group(1)) < 1:
+        raise UsageError(f"cannot read --last {text!r}", hint="use a whole number of days or hours, like 7d or 24h")
+    count = int(match.group(1))
+    if count > MAX_LAST // timedelta(hours=1):
+        raise UsageError(f"--last {text!r} is longer than a century")
+    length = timedelta(days=count) if match.group(2) == "d" else timedelta(hours=count)
+    if length > MAX_LAST:
+        raise UsageError(f"--last {text!r} is longer than a century")
+    return length
+
+
+def shift_days(moment: datetime, days: int, zone: tzinfo) -> datetime:
+    """The same local wall time ``days`` calendar days away; a skipped time moves past the gap."""
+    local = moment.astimezone(zone)
+    target = local.date() + timedelta(days=days)
+    if moment == day_start(local.date(), zone):
+        return day_start(target, zone)
+    return datetime.combine(target, local.time(), tzinfo=zone).astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class RangeRequest:
+    """The time-range flags as given on the command line."""
+
+    start: str | None = None
+    to: str | None = None
+    until: str | None = None
+    last: str | None = None
+    this_month: bool = False
+
+
+def resolve_period(request: RangeRequest, zone: tzinfo, now: datetime) -> Period:
+    """Turn the time-range flags into a Period of UTC instants; ``--to`` is exclusive, clamped to now."""
+    now = now.astimezone(timezone.utc)  # instants stay in UTC: same-tzinfo arithmetic is wall-clock
+    if request.last:
+        return Period(now - parse_last(request.last), now)
+    if request.this_month:
+        today = now.astimezone(zone).date()
+        return Period(day_start(today.replace(day=1), zone), now)
+    if request.until:
+        last_day = parse_day(request.until, zone, now)
+        if last_day is None:
+            raise UsageError(f"--until takes a date (YYYY-MM-DD, today or yesterday), not {request.until!r}")
+        end = day_start(last_day + timedelta(days=1), zone)
+    elif request.to:
+        end = parse_when(request.to, zone, now)
+    else:
+        end = now
+    end = min(end, now)
+    if request.start:
+        start = parse_when(request.start, zone, now)
+    elif request.to or request.until:
+        start = shift_days(end, -7, zone)
+    else:
+        start = end - timedelta(days=7)
+    if start >= end:
+        if start > now:
+            raise UsageError("the range starts in the future")
+        raise UsageError(
+            f"the range is empty: the start ({start.astimezone(zone):%Y-%m-%d %H:%M:%S}) is not before "
+            f"the end ({end.astimezone(zone):%Y-%m-%d %H:%M:%S}); --to is exclusive, --until names the "
+            "last day included")
+    return Period(start, end)
+
+
+def split_windows(start_ms: int, end_ms: int, limit_ms: int = to_epoch_ms(EPOCH + MAX_WINDOW)) -> list[tuple[int, int]]:
+    """Consecutive windows covering [start_ms, end_ms) exactly, each at most ``limit_ms`` long."""
+    windows = []
+    cursor = start_ms
+    while cursor < end_ms:
+        stop = min(cursor + limit_ms, end_ms)
+        windows.append((cursor, stop))
+        cursor = stop
+    return windows
+
+
+def _next_boundary(moment: datetime, unit: str, zone: tzinfo) -> datetime:
+    day = moment.astimezone(zone).date()
+    if unit == "day":
+        following = day + timedelta(days=1)
+    elif unit == "week":
+        following = day + timedelta(days=7 - day.weekday())  # weeks start on Monday
+    else:
+        following = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return day_start(following, zone)
+
+
+def split_buckets(period: Period, unit: str | None, zone: tzinfo) -> list[Period]:
+    """Calendar buckets following local midnights, the first and last clipped to the period."""
+    if unit is None:
+        return [period]
+    buckets = []
+    cursor = period.start
+    while cursor < period.end:
+        stop = min(_next_boundary(cursor, unit, zone), period.end)
+        buckets.append(Period(cursor, stop))
+        cursor = stop
+    return buckets
+
+
+# ----------------------------------------------------------------------------------------------
+# Console: every line for stderr goes through here, with secrets redacted
+# ----------------------------------------------------------------------------------------------
+
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str, limit: int = 300) -> str:
+    """Server-supplied text made safe for a terminal: no control characters, bounded length."""
+    text = _UNPRINTABLE.sub("?", str(text)).replace("\n", " ").strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Console:
+    """Notes, progress, verbose logs and errors on stderr; the result alone goes to stdout."""
+
+    def __init__(self, stream: Any = None, quiet: bool = False, verbose: bool = False) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.quiet = quiet
+        self.verbose = verbose
+        self._secrets: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+        self._progress_shown = False
+
+    def hide(self, secrets: Iterable[str]) -> None:
+        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _write(self, line: str) -> None:
+        with self._lock:
+            if self._progress_shown:
+                self.stream.write("\r\x1b[K")
+                self._progress_shown = False
+            self.stream.write(self.redact(line) + "\n")
+            self.stream.flush()
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self._write(f"note: {message}")
+
+    def warn(self, message: str) -> None:
+        self._write(f"warning: {message}")
+
+    def debug(self, message: str) -> None:
+        if self.verbose:
+            self._write(message)
+
+    def error(self, message: str, hint: str | None = None) -> None:
+        self._write(f"error: {message}")
+        if hint:
+            self._write(f"hint: {hint}")
+
+    def progress(self, done: int, total: int) -> None:
+        if self.quiet or total < PROGRESS_MIN_REQUESTS or not self.stream.isatty():
+            return
+        with self._lock:
+            self.stream.write(f"\r{done}/{total} requests")
+            self._progress_shown = done < total
+            if done >= total:
+                self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+# ----------------------------------------------------------------------------------------------
+# API client: the only code that talks HTTP
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    scheme: str
+    netloc: str  # host[:port] exactly as sent (and signed) in the Host header
+    host: str
+    base_path: str
+
+    def url(self, path: str) -> str:
+        return f"{self.scheme}://{self.netloc}{self.base_path}{path}"
+
+
+def parse_endpoint(url: str, option: str) -> Endpoint:
+    """Validate a base URL: https (http only for loopback), a host, no credentials or query."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise UsageError(f"{option} {url!r} is not an http(s) URL", hint="write it like https://host[:port]")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        raise UsageError(f"{option} {url!r} has an invalid port") from None
+    host = parts.hostname or ""
+    if not host or parts.username is not None or parts.query or parts.fragment:
+        raise UsageError(f"{option} {url!r} must be a plain base URL (no user, query or fragment)")
+    if parts.scheme == "http" and host not in LOOPBACK_HOSTS:
+        raise UsageError(f"{option} {url!r} uses plain http, which is allowed only for loopback hosts",
+                         hint="use https://")
+    if not re.fullmatch(r"[A-Za-z0-9.\-:\[\]]+", parts.netloc) or not re.fullmatch(r"[A-Za-z0-9._~/\-]*", parts.path):
+        raise UsageError(f"{option} {url!r} contains characters that do not belong in a host or path")
+    return Endpoint(parts.scheme, parts.netloc, host, parts.path.rstrip("/"))
+
+
+class RateLimiter:
+    """At most ``limit`` starts in any rolling ``period`` seconds; bursts below that pass at once."""
+
+    def __init__(self, limit: int, period: float, clock: Callable[[], float],
+                 sleep: Callable[[float], None]) -> None:
+        self.limit, self.period = limit, period
+        self._clock, self._sleep = clock, sleep
+        self._starts: deque[float] = deque()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = self._clock()
+                while self._starts and self._starts[0] <= now - self.period:
+                    self._starts.popleft()
+                if len(self._starts) < self.limit:
+                    self._starts.append(now)
+                    return
+                wait = self._starts[0] + self.period - now
+            self._sleep(wait)
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Retry-After in seconds or as an HTTP date, capped at RETRY_AFTER_CAP."""
+    if not value:
+        return None
+    value = value.strip()
+    if re.fullmatch(r"[0-9]+", value):
+        seconds = float(value)
+    else:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - now).total_seconds()
+    return max(0.0, min(seconds, RETRY_AFTER_CAP))
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    text: str
+    request_id: str
+    headers: Mapping[str, str]
+
+
+def describe_network_error(exc: Exception, timeout: float) -> str:
+    """A short, secret-free description of a requests exception."""
+    import requests  # already loaded by the caller; imported for the exception classes
+
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.SSLError):
+        match = re.search(r"certificate verify failed[^'\")]*", text)
+        return "TLS certificate verification failed" + (f" ({match.group(0).strip()})" if match else "")
+    if isinstance(exc, requests.exceptions.Timeout):
+        return f"no answer within {timeout:g} s (--timeout)"
+    for needle, meaning in (("refused", "connection refused"), ("reset", "connection reset by the server"),
+                            ("RemoteDisconnected", "the server closed the connection without answering"),
+                            ("Name or service not known", "the host name cannot be resolved"),
+                            ("nodename nor servname", "the host name cannot be resolved"),
+                            ("getaddrinfo failed", "the host name cannot be resolved")):
+        if needle in text:
+            return meaning
+    return f"network error ({type(exc).__name__})"
+
+
+def parse_json_text(text: str, what: str) -> Any:
+    """Parse a response body with exact decimals; NaN and Infinity are malformed."""
+    def reject(constant: str) -> Any:
+        raise ValueError(constant)
+
+    try:
+        return json.loads(text, parse_float=Decimal, parse_constant=reject)
+    except (ValueError, RecursionError):
+        snippet = printable(text, 80)
+        raise MalformedResponse(f"malformed response from {what}: not valid JSON ({snippet!r})") from None
+
+
+@dataclass(frozen=True)
+class Call:
+    """One ShowStatistics request: a window of one group."""
+
+    group: int
+    start_ms: int
+    end_ms: int
+    body: dict
+    label: str
+
+
+class MaasClient:
+    """Owns the HTTP session, the signer, pacing, retries and the mapping of failures to errors."""
+
+    def __init__(self, credentials: Credentials, maas: Endpoint, iam: Endpoint, *, timeout: float,
+                 retries: int, concurrency: int, console: Console,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 wall_clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        # Imported here: --help, --version, --dry-run and usage errors never pay for them.
+        import requests
+        from huaweicloudsdkcore.signer.signer import Signer
+
+        self._credentials = credentials
+        self._signer = Signer(credentials)
+        self.maas, self.iam = maas, iam
+        self.timeout, self.retries, self.concurrency = timeout, retries, concurrency
+        self.console = console
+        self._sleep, self._wall_clock, self._clock = sleep, wall_clock, clock
+        self._limiter = RateLimiter(RATE_LIMIT, RATE_PERIOD, clock, sleep)
+        self._cancelled = threading.Event()
+        self.warm = False  # set once a signed request of this run has succeeded
+        self._session = requests.Session()
+        # A truthy session.auth stops requests from letting a ~/.netrc entry replace the signed
+        # Authorization header; this callable leaves the request untouched.
+        self._session.auth = lambda request: request
+        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=MAX_CONCURRENCY, max_retries=0)
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+        self._session.headers["User-Agent"] = f"maas_rest_usage_stats/{__version__}"
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- one exchange -------------------------------------------------------------------------
+
+    def _signed(self, method: str, endpoint: Endpoint, path: str, query: Sequence[tuple[str, str]],
+                body: bytes) -> tuple[str, dict, bytes]:
+        from huaweicloudsdkcore.sdk_request import SdkRequest
+
+        headers = {"Host": endpoint.netloc, "X-Sdk-Date": self._wall_clock().strftime("%Y%m%dT%H%M%SZ")}
+        if body:
+            headers["Content-Type"] = "application/json"
+        if self._credentials.security_token:
+            headers["X-Security-Token"] = self._credentials.security_token
+        request = SdkRequest(method=method, schema=endpoint.scheme, host=endpoint.netloc,
+                             resource_path=endpoint.base_path + path, query_params=list(query),
+                             header_params=headers, body=body)
+        self._signer.sign(request)
+        # Send exactly what was signed: the SDK's URI (its canonical query), headers and bytes.
+        return request.url, dict(request.header_params), request.body
+
+    def _exchange(self, method: str, endpoint: Endpoint, path: str, what: str,
+                  query: Sequence[tuple[str, str]] = (), body: bytes = b"") -> Reply:
+        import requests
+
+        failure = ""
+        for attempt in range(self.retries + 1):
+            if self._cancelled.is_set():
+                raise ApiError(f"{what}: cancelled after another request failed")
+            self._limiter.acquire()
+            url, headers, payload = self._signed(method, endpoint, path, query, body)
+            started = self._clock()
+            retry_after = None
+            try:
+                response = self._session.request(method, url, headers=headers, data=payload or None,
+                                                  timeout=self.timeout, allow_redirects=False)
+                text = response.content.decode("utf-8", errors="replace")
+            except requests.exceptions.SSLError as exc:
+                raise ApiError(f"{what} failed: {describe_network_error(exc, self.timeout)}",
+                               hint="the server's certificate is not trusted; for a private CA set "
+                                    "REQUESTS_CA_BUNDLE to its PEM file") from None
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+                failure = f"{what} failed: {describe_network_error(exc, self.timeout)}"
+                self.console.debug(f"{method} {endpoint.base_path}{path} -> {failure}")
+            except requests.exceptions.RequestException as exc:
+                raise ApiError(f"{what} failed: {describe_network_error(exc, self.timeout)}") from None
+            else:
+                request_id = printable(response.headers.get("X-Request-Id", ""), 80)
+                elapsed_ms = (self._clock() - started) * 1000
+                self.console.debug(f"{method} {endpoint.base_path}{path} -> HTTP {response.status_code} "
+                                   f"in {elapsed_ms:.0f} ms (X-Request-Id: {request_id or '-'})")
+                reply = Reply(response.status_code, text, request_id, response.headers)
+                if response.status_code not in RETRY_STATUSES:
+                    return reply
+                failure = api_failure_message(what, reply)
+                retry_after = parse_retry_after(response.headers.get("Retry-After"), self._wall_clock())
+            if attempt == self.retries:
+                break
+            delay = retry_after if retry_after is not None else \
+                min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt) * random.uniform(0.5, 1.0)
+            self.console.debug(f"retrying in {delay:.1f} s ({attempt + 1}/{self.retries})")
+            self._sleep(delay)
+        raise ApiError(failure + (f" (after {self.retries + 1} attempts)" if self.retries else ""),
+                       hint="the service may be overloaded or unreachable; try again later, "
+                            "or raise --retries/--timeout")
+
+    def _checked(self, reply: Reply, what: str) -> Any:
+        """Map a final reply to data or to the contract's error."""
+        if reply.status in (401, 403):
+            raise AuthRejected(api_failure_message(what, reply), hint=auth_hint(reply.status))
+        if not 200 <= reply.status < 300:
+            message = api_failure_message(what, reply)
+            if 300 <= reply.status < 400:
+                location = printable(reply.headers.get("Location", ""), 120)
+                message += f"; redirect to {location!r} not followed"
+            raise ApiError(message)
+        self.warm = True
+        return parse_json_text(reply.text, what)
+
+    # -- the two API calls --------------------------------------------------------------------
+
+    def project_id(self, region: str) -> str:
+        what = f"IAM project lookup for {region}"
+        data = self._checked(self._exchange("GET", self.iam, "/v3/projects", what, query=[("name", region)]), what)
+        projects = data.get("projects") if isinstance(data, dict) else None
+        if not isinstance(projects, list):
+            raise MalformedResponse(f"malformed response from {what}: no 'projects' list")
+        exact = [p for p in projects if isinstance(p, dict) and p.get("name") == region]
+        if not exact:
+            raise ApiError(f"IAM has no project named {region} for these credentials",
+                           hint="check --region, or pass --project-id")
+        project = exact[0].get("id")
+        if not isinstance(project, str) or not PROJECT_ID_RE.match(project):
+            raise MalformedResponse(f"malformed response from {what}: the project id is not 32 lowercase "
+                                    "letters and digits")
+        return project
+
+    def show_statistics(self, project_id: str, call: Call) -> Any:
+        what = f"ShowStatistics for {call.label}"
+        body = json.dumps(call.body, separators=(",", ":")).encode()
+        path = STATISTICS_PATH.format(project_id=project_id)
+        return self._checked(self._exchange("POST", self.maas, path, what, body=body), what)
+
+    def fetch_all(self, project_id: str, calls: Sequence[Call]) -> list[Any]:
+        """Send every call, concurrently once one signed request has succeeded; all or nothing."""
+        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+        results: list[Any] = [None] * len(calls)
+        done = 0
+        pending_indexes = list(range(len(calls)))
+        if calls and not self.warm:
+            # A wrong key must cost one failed signature, not a burst: API Gateway locks a key
+            # after more than 5 consecutive failures.
+            results[0] = self.show_statistics(project_id, calls[0])
+            done = 1
+            self.console.progress(done, len(calls))
+            pending_indexes = pending_indexes[1:]
+        if not pending_indexes:
+            return results
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(pending_indexes)))
+        try:
+            futures = {pool.submit(self.show_statistics, project_id, calls[i]): i for i in pending_indexes}
+            remaining = set(futures)
+            while remaining:
+                finished, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
+                for future in finished:
+                    results[futures[future]] = future.result()  # re-raises the first failure
+                    done += 1
+                self.console.progress(done, len(calls))
+        except BaseException:
+            self._cancelled.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        return results
+
+
+def api_failure_message(what: str, reply: Reply) -> str:
+    """``<what> failed: HTTP <status>: <error_code>: <error_msg> (X-Request-Id: …)``."""
+    message = f"{what} failed: HTTP {reply.status}"
+    detail = ""
+    try:
+        data = json.loads(reply.text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        code, msg = data.get("error_code"), data.get("error_msg")
+        detail = ": ".join(printable(part, 200) for part in (code, msg) if isinstance(part, str) and part)
+    elif reply.text.lstrip()[:1] == "<":
+        detail = "an HTML page instead of JSON"
+    message += f": {detail}" if detail else ""
+    return message + (f" (X-Request-Id: {reply.request_id})" if reply.request_id else "")
+
+
+def auth_hint(status: int) -> str:
+    if status == 401:
+        return ("the signature was rejected: check that the AK and SK belong together and are active, "
+                "that a temporary AK comes with its security token, and that this machine's clock is "
+                "correct (signed requests expire after 15 minutes)")
+    return ("the credentials lack a permission: the IAM user needs modelarts:monitoring:get "
+            "(and iam:projects:get when the project id is looked up; or pass --project-id)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Aggregation: exact sums of the API's answers
+# ----------------------------------------------------------------------------------------------
+
+_PLAUSIBLE_MAX = Decimal(10) ** 15  # far above any real account; larger means a broken answer
+ZERO = Decimal(0)
+
+
+def _field(data: Mapping[str, Any], name: str, integral: bool, what: str) -> Any:
+    if name not in data:
+        raise MalformedResponse(f"malformed response from {what}: field {name!r} is missing")
+    value = data[name]
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        raise MalformedResponse(f"malformed response from {what}: field {name!r} is not a number")
+    number = Decimal(value)
+    if not number.is_finite() or number < 0 or number > _PLAUSIBLE_MAX:
+        raise MalformedResponse(f"malformed response from {what}: field {name!r} is out of range")
+    if integral:
+        if number != number.to_integral_value():
+            raise MalformedResponse(f"malformed response from {what}: field {name!r} is not a whole number")
+        return int(number)
+    return number
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Exact usage: counts as integers, tokens in thousands as Decimal (the API's unit)."""
+
+    requests: int = 0
+    errors: int = 0
+    tokens_k: Decimal = ZERO
+    prompt_k: Decimal = ZERO
+    completion_k: Decimal = ZERO
+    completion_tasks: int = 0
+    infer_count: int = 0
+
+    @classmethod
+    def from_response(cls, data: Any, what: str, batch: bool) -> Usage:
+        if not isinstance(data, dict):
+            raise MalformedResponse(f"malformed response from {what}: not a JSON object")
+        counts = [_field(data, name, True, what) for name in COUNT_FIELDS]
+        tokens = [_field(data, name, False, what) for name in TOKEN_FIELDS]
+        # Real-time answers may omit the batch counters; batch answers must carry them.
+        extra = [_field(data, name, True, what) if batch or name in data else 0 for name in BATCH_FIELDS]
+        return cls(*counts, *tokens, *extra)
+
+    def __add__(self, other: Usage) -> Usage:
+        with localcontext() as context:
+            context.prec = 60  # sums stay exact far beyond any real total
+            return Usage(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+
+    def metrics(self) -> dict[str, Any]:
+        """The contract's METRICS: actual tokens as integers, error rate in percent (2 decimals)."""
+        with localcontext() as context:
+            context.prec = 60
+
+            def tokens(thousands: Decimal) -> int:
+                return int((thousands * 1000).quantize(Decimal(1), ROUND_HALF_UP))
+
+            rate = None
+            if self.requests:
+                rate = (Decimal(self.errors) * 100 / self.requests).quantize(Decimal("0.01"), ROUND_HALF_UP)
+            return {
+                "total_tokens": tokens(self.tokens_k),
+                "prompt_tokens": tokens(self.prompt_k),
+                "completion_tokens": tokens(self.completion_k),
+                "total_requests": self.requests,
+                "total_errors": self.errors,
+                "error_rate": rate,
+                "total_completion_tasks": self.completion_tasks,
+                "total_infer_count": self.infer_count,
+            }
+
+
+def total_of(usages: Iterable[Usage]) -> Usage:
+    total = Usage()
+    for usage in usages:
+        total = total + usage
+    return total
+
+
+@dataclass(frozen=True)
+class Query:
+    """Everything a run asks the API, validated; no credentials, no network."""
+
+    region: str
+    zone_name: str
+    zone: tzinfo
+    period: Period
+    infer_type: str
+    service_types: tuple[int, ...]
+    api_keys: tuple[str, ...] | None
+    ips: tuple[str, ...] | None
+    bucket: str | None  # day, week, month or None
+    by_key: bool
+
+    @property
+    def batch(self) -> bool:
+        return self.infer_type == "batch"
+
+
+@dataclass(frozen=True)
+class Group:
+    """One output row: a time bucket, a service type and (when split by key) one key."""
+
+    period: Period
+    service_type: int
+    api_key: str | None
+
+
+def plan_groups(query: Query) -> list[Group]:
+    """Rows in time order, then service type, then key."""
+    keys: Sequence[str | None] = query.api_keys if query.by_key and query.api_keys is not None else (None,)
+    return [Group(bucket, service_type, key)
+            for bucket in split_buckets(query.period, query.bucket, query.zone)
+            for service_type in query.service_types
+            for key in keys]
+
+
+def request_body(query: Query, group: Group, start_ms: int, end_ms: int) -> dict:
+    body: dict[str, Any] = {"service_type": group.service_type, "start_time": start_ms, "end_time": end_ms,
+                            "timezone": query.zone_name, "infer_type": query.infer_type}
+    if group.api_key is not None:
+        body["api_keys"] = [group.api_key]
+    elif query.api_keys is not None:
+        body["api_keys"] = list(query.api_keys)
+    if query.ips is not None:
+        body["ips"] = list(query.ips)
+    return body
+
+
+def plan_calls(query: Query, groups: Sequence[Group]) -> list[Call]:
+    calls = []
+    for index, group in enumerate(groups):
+        for start_ms, end_ms in split_windows(group.period.start_ms, group.period.end_ms):
+            label = (f"{format_instant(from_epoch_ms(start_ms, query.zone))} ~ "
+                     f"{format_instant(from_epoch_ms(end_ms, query.zone))} "
+                     f"({SERVICE_NAMES[group.service_type]}"
+                     + (f", key {group.api_key!r}" if group.api_key is not None else "") + ")")
+            calls.append(Call(index, start_ms, end_ms, request_body(query, group, start_ms, end_ms), label))
+    return calls
+
+
+@dataclass(frozen=True)
+class Result:
+    query: Query
+    project_id: str
+    rows: list[tuple[Group, Usage]]
+    total: Usage
+    windows: list[tuple[Call, Any]]
+
+
+def aggregate(query: Query, project_id: str, groups: Sequence[Group], calls: Sequence[Call],
+              responses: Sequence[Any]) -> Result:
+    """Validate every answer, then sum per group and overall (nothing is summed if one is bad)."""
+    usages = [Usage.from_response(data, f"ShowStatistics for {call.label}", query.batch)
+              for call, data in zip(calls, responses)]
+    per_group: list[Usage] = [Usage() for _ in groups]
+    for call, usage in zip(calls, usages):
+        per_group[call.group] = per_group[call.group] + usage
+    return Result(query, project_id, list(zip(groups, per_group)), total_of(per_group),
+                  list(zip(calls, responses)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Rendering: table, JSON and CSV from the same Result
+# ----------------------------------------------------------------------------------------------
+
+
+def format_instant(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_tokens(tokens: int, unit: bool = True) -> str:
+    suffix = " tokens" if unit else ""
+    def scaled(scale: int) -> Decimal:
+        return (Decimal(tokens) / scale).quantize(Decimal("0.01"), ROUND_HALF_UP)
+
+    if scaled(10 ** 6) >= 1:  # by the rounded value: 999,995 tokens reads 1.00 M, not 1,000.00 K
+        return f"{scaled(10 ** 6):,} M{suffix}"
+    if tokens >= 1000:
+        return f"{scaled(1000):,} K{suffix}"
+    return f"{tokens:,}{suffix}"
+
+
+def format_rate(rate: Decimal | None) -> str:
+    return "-" if rate is None else f"{rate:.2f}%"
+
+
+def services_title(service_types: Sequence[int]) -> str:
+    if set(service_types) == set(SERVICE_NAMES):
+        return "All Services"
+    return " + ".join(SERVICE_NAMES[t] for t in service_types)
+
+
+def period_line(query: Query) -> str:
+    start, end = query.period.start.astimezone(query.zone), query.period.end.astimezone(query.zone)
+    names = dict.fromkeys(n for n in (start.tzname(), end.tzname()) if n)
+    return f"Period: {format_instant(start)} ~ {format_instant(end)} ({'/'.join(names)})"
+
+
+def bucket_label(group: Group, query: Query) -> str:
+    start = group.period.start.astimezone(query.zone)
+    if query.bucket == "month":
+        return start.strftime("%Y-%m")
+    if query.bucket in ("day", "week"):
+        return start.strftime("%Y-%m-%d")
+    return ""
+
+
+def _table_style(name: str | None) -> Any:
+    # Imported here: only table output pays for tabulate.
+    import tabulate
+
+    if name:
+        return name
+    # The original skill's layout: a grid with a rule under the header and none between rows.
+    line = tabulate.Line("+", "-", "+", "+")
+    return tabulate.TableFormat(lineabove=line, linebelowheader=tabulate.Line("+", "=", "+", "+"),
+                                linebetweenrows=None, linebelow=line,
+                                headerrow=tabulate.DataRow("|", "|", "|"), datarow=tabulate.DataRow("|", "|", "|"),
+                                padding=1, with_header_hide=None)
+
+
+def metric_lines(usage: Usage, batch: bool) -> list[tuple[str, str]]:
+    m = usage.metrics()
+    lines = [("Total Tokens", format_tokens(m["total_tokens"])),
+             ("Prompt Tokens", format_tokens(m["prompt_tokens"])),
+             ("Completion Tokens", format_tokens(m["completion_tokens"])),
+             ("Total Requests", f"{m['total_requests']:,}"),
+             ("Total Errors", f"{m['total_errors']:,}"),
+             ("Error Rate", format_rate(m["error_rate"]))]
+    if batch:
+        lines += [("Completed Tasks", f"{m['total_completion_tasks']:,}"),
+                  ("Inference Count", f"{m['total_infer_count']:,}")]
+    return lines
+
+
+def grouped_table(result: Result, style: Any) -> str:
+    import tabulate
+
+    query = result.query
+    headers: list[str] = []
+    if query.bucket:
+        headers.append({"day": "Day", "week": "Week of", "month": "Month"}[query.bucket])
+    if len(query.service_types) > 1:
+        headers.append("Service")
+    if query.by_key:
+        headers.append("API Key")
+    label_columns = len(headers)
+    headers += ["Tokens", "Prompt", "Completion", "Requests", "Errors", "Err %"]
+    if query.batch:
+        headers += ["Tasks", "Infers"]
+
+    def cells(usage: Usage) -> list[str]:
+        return [value.replace(" tokens", "") for _, value in metric_lines(usage, query.batch)]
+
+    rows = []
+    for group, usage in result.rows:
+        labels = []
+        if query.bucket:
+            labels.append(bucket_label(group, query))
+        if len(query.service_types) > 1:
+            labels.append(SHORT_SERVICE_NAMES[group.service_type])
+        if query.by_key:
+            labels.append(printable(group.api_key or '""', 24))
+        rows.append(labels + cells(usage))
+    rows.append(["Total"] + [""] * (label_columns - 1) + cells(result.total))
+    align = ["left"] * label_columns + ["right"] * (len(headers) - label_columns)
+    return tabulate.tabulate(rows, headers=headers, tablefmt=style, colalign=align, disable_numparse=True)
+
+
+def render_table(result: Result, table_format: str | None, raw: bool) -> str:
+    import tabulate
+
+    query = result.query
+    style = _table_style(table_format)
+    parts = [f"MaaS {services_title(query.service_types)} Usage Statistics - Region: {query.region}"]
+    if query.bucket or query.by_key or len(query.service_types) > 1:
+        parts.append(grouped_table(result, style))
+    parts.append(tabulate.tabulate(metric_lines(result.total, query.batch), headers=["Metric", "Value"],
+                                   tablefmt=style, disable_numparse=True))
+    parts.append(period_line(query))
+    if raw:
+        parts.append("Raw responses:")
+        parts += [f"{call.label}: {json.dumps(_exact_json(data))}" for call, data in result.windows]
+    return "\n".join(parts) + "\n"
+
+
+def _json_metrics(usage: Usage) -> dict[str, Any]:
+    metrics = usage.metrics()
+    rate = metrics["error_rate"]
+    metrics["error_rate"] = None if rate is None else float(rate)  # already rounded to 2 decimals
+    return metrics
+
+
+def _json_period(period: Period, zone: tzinfo) -> dict[str, Any]:
+    return {"start": period.start.astimezone(zone).isoformat(), "end": period.end.astimezone(zone).isoformat(),
+            "start_ms": period.start_ms, "end_ms": period.end_ms}
+
+
+def _header(query: Query, project_id: str | None) -> dict[str, Any]:
+    return {"schema_version": 1, "region": query.region, "project_id": project_id,
+            "timezone": query.zone_name, "infer_type": query.infer_type,
+            "service_types": list(query.service_types),
+            "api_keys": None if query.api_keys is None else list(query.api_keys),
+            "ips": None if query.ips is None else list(query.ips),
+            "period": _json_period(query.period, query.zone)}
+
+
+def _exact_json(value: Any) -> Any:
+    """A raw answer for re-serialising. The API sends doubles, and a double's decimal text survives
+    the trip through float unchanged, so float() loses nothing the API said."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() and "." not in str(value) else float(value)
+    if isinstance(value, dict):
+        return {k: _exact_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_exact_json(v) for v in value]
+    return value
+
+
+def render_json(result: Result, raw: bool) -> str:
+    query = result.query
+    document = _header(query, result.project_id)
+    document["totals"] = _json_metrics(result.total)
+    document["rows"] = [{**_json_period(group.period, query.zone), "service_type": group.service_type,
+                         "service_name": SERVICE_NAMES[group.service_type], "api_key": group.api_key,
+                         **_json_metrics(usage)} for group, usage in result.rows]
+    for row in document["rows"]:
+        del row["start_ms"], row["end_ms"]
+    if raw:
+        document["windows"] = [{"start_ms": call.start_ms, "end_ms": call.end_ms,
+                                "service_type": call.body["service_type"],
+                                "api_key": result.rows[call.group][0].api_key,
+                                "response": _exact_json(data)} for call, data in result.windows]
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def render_csv(result: Result, header: bool) -> str:
+    query = result.query
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    if header:
+        writer.writerow(["start", "end", "service_type", "api_key", *METRIC_NAMES])
+    for group, usage in result.rows:
+        metrics = usage.metrics()
+        rate = metrics["error_rate"]
+        metrics["error_rate"] = "" if rate is None else f"{rate:.2f}"
+        writer.writerow([group.period.start.astimezone(query.zone).isoformat(),
+                         group.period.end.astimezone(query.zone).isoformat(), group.service_type,
+                         "" if group.api_key is None else group.api_key,
+                         *(metrics[name] for name in METRIC_NAMES)])
+    return out.getvalue()
+
+
+def render_plan(query: Query, project_id: str | None, endpoint: Endpoint, calls: Sequence[Call],
+                output_format: str) -> str:
+    path = STATISTICS_PATH.format(project_id=project_id or "{project_id}")
+    url = endpoint.url(path)
+    if output_format == "json":
+        document = {"schema_version": 1, "dry_run": True, **{k: v for k, v in _header(query, project_id).items()
+                                                            if k in ("region", "project_id", "timezone", "period")},
+                    "requests": [{"method": "POST", "url": url, "body": call.body} for call in calls]}
+        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return "".join(f"POST {url} {json.dumps(call.body, separators=(',', ':'), ensure_ascii=False)}\n"
+                   for call in calls)
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+EXAMPLES = """\
+examples:
+  %(prog)s --from 2026-05-08 --to 2026-05-21          # May 8 up to (not including) May 21
+  %(prog)s --from 2026-05-01 --until 2026-05-19       # May 1 to May 19, both included
+  %(prog)s --last 30d --service-type all --format json
+  %(prog)s --this-month --group-by day --format csv
+  %(prog)s --from yesterday --to today --format csv --no-header >> usage.csv   # cron, after 03:00
+  %(prog)s --last 7d --dry-run                        # show the requests, send nothing
+
+credentials: HW_ACCESS_KEY/HW_SECRET_KEY[/HW_SECURITY_TOKEN], HUAWEICLOUD_SDK_AK/SK, --credentials-file,
+  or ~/.huaweicloud/credentials. Keys are never accepted on the command line and never printed.
+exit codes: 0 success, 1 API or network failure, 2 usage error, 3 credentials missing or rejected.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # argparse's own exit would skip our error format
+        raise UsageError(message, hint=f"see {self.prog} --help")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="maas_rest_usage_stats.py",
+        description="Report Huawei Cloud MaaS token, request and error totals for a time range, "
+                    "exactly as the console counts them (ShowStatistics API).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    when = parser.add_argument_group("time range (default: the last 7 days)")
+    when.add_argument("--from", dest="start", metavar="WHEN",
+                      help="start: YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]', now, today or yesterday")
+    when.add_argument("--to", metavar="WHEN", help="end, exclusive (default now; clamped to now)")
+    when.add_argument("--until", metavar="DATE", help="last day included (YYYY-MM-DD, today, yesterday)")
+    when.add_argument("--last", metavar="N{d,h}", help="rolling window ending now: 7d, 30d, 24h …")
+    when.add_argument("--this-month", action="store_true", help="from the 1st of this month to now")
+    when.add_argument("--timezone", metavar="IANA", help="time zone (default: the OS zone, else UTC)")
+
+    what = parser.add_argument_group("query")
+    what.add_argument("--region", default=DEFAULT_REGION, help=f"region id (default {DEFAULT_REGION})")
+    what.add_argument("--service-type", nargs="+", default=["2"], metavar="T",
+                      help="1/my, 2/preset (default), 4/custom, or all")
+    what.add_argument("--infer-type", choices=INFER_TYPES, default="real_time", help="default real_time")
+    what.add_argument("--api-keys", nargs="+", metavar="KEY",
+                      help='API-key labels to filter by; "" means online-experience calls')
+    what.add_argument("--ips", nargs="+", metavar="IP", help="caller IP addresses to filter by")
+    what.add_argument("--project-id", help="project id (default: HW_PROJECT_ID, else looked up in IAM)")
+    what.add_argument("--credentials-file", metavar="PATH", help="file with the AK/SK (see README)")
+    what.add_argument("--endpoint", metavar="URL", help="MaaS base URL (env HW_MAAS_ENDPOINT)")
+    what.add_argument("--iam-endpoint", metavar="URL", help="IAM base URL (env HW_IAM_ENDPOINT)")
+    what.add_argument("--timeout", type=float, default=30.0, metavar="S", help="per-request timeout (default 30)")
+    what.add_argument("--retries", type=int, default=3, metavar="N", help="retries for 429/5xx/network (default 3)")
+    what.add_argument("--concurrency", type=int, default=MAX_CONCURRENCY, metavar="N",
+                      help=f"requests in flight, 1-{MAX_CONCURRENCY} (default {MAX_CONCURRENCY})")
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    out.add_argument("--group-by", nargs="+", metavar="BY",
+                     help="rows per day, week or month, and/or per service-type, api-key")
+    out.add_argument("--table-format", metavar="STYLE", help="a tabulate style (grid, github, plain …)")
+    out.add_argument("--no-header", action="store_true", help="CSV without its header line")
+    out.add_argument("--raw", action="store_true", help="also show each window's raw API response")
+    out.add_argument("--dry-run", action="store_true", help="print the planned requests; send nothing")
+    out.add_argument("-v", "--verbose", action="store_true", help="log each HTTP exchange on stderr")
+    out.add_argument("-q", "--quiet", action="store_true", help="no notes or progress on stderr")
+    out.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def parse_service_types(values: Sequence[str]) -> tuple[int, ...]:
+    types: set[int] = set()
+    for value in values:
+        word = value.strip().lower()
+        if word == "all":
+            types.update(SERVICE_NAMES)
+        elif word == "3":
+            raise UsageError("service type 3 is not accepted by the API: Custom Endpoint is 4",
+                             hint="use --service-type 4 (or custom)")
+        elif word in SERVICE_ALIASES:
+            types.add(SERVICE_ALIASES[word])
+        else:
+            raise UsageError(f"unknown service type {value!r}",
+                             hint="use 1/my, 2/preset, 4/custom or all")
+    return tuple(sorted(types))
+
+
+def parse_ips(values: Sequence[str] | None) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    ips = []
+    for value in values:
+        try:
+            ips.append(str(ipaddress.ip_address(value.strip())))
+        except ValueError:
+            raise UsageError(f"--ips: {value!r} is not an IP address") from None
+    return tuple(dict.fromkeys(ips))
+
+
+def parse_group_by(values: Sequence[str] | None, api_keys: tuple[str, ...] | None) -> tuple[str | None, bool]:
+    if not values:
+        return None, False
+    choices = (*BUCKET_UNITS, "service-type", "api-key")
+    words = [w.strip().lower() for value in values for w in value.split(",") if w.strip()]
+    for word in words:
+        if word not in choices:
+            raise UsageError(f"--group-by: unknown grouping {word!r}", hint=f"choose from {', '.join(choices)}")
+    units = [w for w in dict.fromkeys(words) if w in BUCKET_UNITS]
+    if len(units) > 1:
+        raise UsageError(f"--group-by takes at most one of day, week and month, not {' and '.join(units)}")
+    by_key = "api-key" in words
+    if by_key and not api_keys:
+        raise UsageError("--group-by api-key needs the keys to split by: --api-keys KEY [KEY …]")
+    return (units[0] if units else None), by_key
+
+
+def check_table_format(name: str | None) -> None:
+    if name is None:
+        return
+    import tabulate  # only when a style is named
+
+    if name not in tabulate.tabulate_formats:
+        raise UsageError(f"unknown --table-format {name!r}",
+                         hint="choose from " + ", ".join(tabulate.tabulate_formats))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated command line and environment: everything but credentials."""
+
+    query: Query
+    project_id: str | None
+    maas: Endpoint
+    iam: Endpoint
+    output_format: str
+    table_format: str | None
+    header: bool
+    raw: bool
+
+
+def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetime,
+                  console: Console) -> Settings:
+    """Validate every flag and env var; raises UsageError before anything is read or sent."""
+    ranges = [name for name, given in (("--from/--to/--until", args.start or args.to or args.until),
+                                       ("--last", args.last), ("--this-month", args.this_month)) if given]
+    if len(ranges) > 1:
+        raise UsageError(f"{' and '.join(ranges)} cannot be combined: choose one way to give the range")
+    if args.to and args.until:
+        raise UsageError("--to and --until cannot be combined (--to is exclusive, --until inclusive)")
+    if not REGION_RE.match(args.region):
+        raise UsageError(f"--region {args.region!r} is not a region id like cn-southwest-2")
+    project_id = args.project_id or next((env[n].strip() for n in PROJECT_ENVS if env.get(n, "").strip()), None)
+    if project_id is not None and not PROJECT_ID_RE.match(project_id):
+        raise UsageError("the project id must be 32 lowercase letters and digits",
+                         hint="find it in the console under My Credentials > API Credentials")
+    if not 0 < args.timeout <= 3600:
+        raise UsageError("--timeout must be a number of seconds above 0 (at most 3600)")
+    if not 0 <= args.retries <= 10:
+        raise UsageError("--retries must be between 0 and 10")
+    if not 1 <= args.concurrency <= MAX_CONCURRENCY:
+        raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
+    if args.no_header and args.format != "csv":
+        raise UsageError("--no-header applies to --format csv only")
+    if args.raw and args.format == "csv":
+        raise UsageError("--raw is not available with --format csv (use table or json)")
+    check_table_format(args.table_format)
+
+    zone_name = args.timezone
+    if zone_name is None:
+        zone_name = local_zone_name()
+        if zone_name is None:
+            console.note("cannot determine the OS time zone; using UTC (set --timezone)")
+            zone_name = "UTC"
+    zone = load_zone(zone_name)
+    period = resolve_period(RangeRequest(args.start, args.to, args.until, args.last, args.this_month), zone, now)
+
+    api_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
+    bucket, by_key = parse_group_by(args.group_by, api_keys)
+    query = Query(region=args.region, zone_name=zone_name, zone=zone, period=period, infer_type=args.infer_type,
+                  service_types=parse_service_types(args.service_type), api_keys=api_keys,
+                  ips=parse_ips(args.ips), bucket=bucket, by_key=by_key)
+    maas = parse_endpoint(args.endpoint or env.get("HW_MAAS_ENDPOINT") or
+                          MAAS_ENDPOINT_TEMPLATE.format(region=args.region), "--endpoint")
+    iam = parse_endpoint(args.iam_endpoint or env.get("HW_IAM_ENDPOINT") or
+                         IAM_ENDPOINT_TEMPLATE.format(region=args.region), "--iam-endpoint")
+    return Settings(query, project_id, maas, iam, args.format, args.table_format, not args.no_header, args.raw)
+
+
+def retention_note(period: Period, now: datetime, zone: tzinfo) -> str | None:
+    oldest = now - RETENTION
+    if period.start >= oldest:
+        return None
+    return (f"MaaS keeps statistics for 30 days only: the part of the range before "
+            f"{format_instant(oldest.astimezone(zone))} may come back empty")
+
+
+def render(result: Result, settings: Settings) -> str:
+    if settings.output_format == "json":
+        return render_json(result, settings.raw)
+    if settings.output_format == "csv":
+        return render_csv(result, settings.header)
+    return render_table(result, settings.table_format, settings.raw)
+
+
+def run(args: argparse.Namespace, console: Console, env: Mapping[str, str], now: datetime) -> str:
+    """One run: validate, plan, (dry run or) fetch, sum; returns the text for stdout."""
+    settings = settings_from(args, env, now, console)
+    query = settings.query
+    groups = plan_groups(query)
+    calls = plan_calls(query, groups)
+    if settings.project_id is None and args.dry_run:
+        console.note("no project id given: the URLs show {project_id}")
+    if args.dry_run:
+        return render_plan(query, settings.project_id, settings.maas, calls, settings.output_format)
+
+    note = retention_note(query.period, now, query.zone)
+    if note:
+        console.note(note)
+    credentials_path = credentials_file_in_use(args.credentials_file, env)
+    credentials = load_credentials(args.credentials_file, env)
+    console.hide(credentials.secrets())
+    if credentials_path:
+        warning = file_permission_warning(credentials_path)
+        if warning:
+            console.warn(warning)
+    client = MaasClient(credentials, settings.maas, settings.iam, timeout=args.timeout, retries=args.retries,
+                        concurrency=args.concurrency, console=console)
+    try:
+        project_id = settings.project_id or credentials.project_id or client.project_id(query.region)
+        if not PROJECT_ID_RE.match(project_id):
+            raise CredentialsError("the project_id in the credentials profile is not 32 lowercase letters and digits")
+        responses = client.fetch_all(project_id, calls)
+    finally:
+        client.close()
+    return render(aggregate(query, project_id, groups, calls, responses), settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    console = Console()
+    try:
+        args = build_parser().parse_args(argv)
+        console.quiet, console.verbose = args.quiet, args.verbose
+        output = run(args, console, os.environ, datetime.now(timezone.utc))
+    except ToolError as exc:
+        console.error(str(exc), exc.hint)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        return 130
+    try:
+        sys.stdout.write(output)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`); silence the interpreter's own flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_API
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1608 @@
+#!/usr/bin/env python3
+"""A fake Huawei Cloud (IAM + MaaS ShowStatistics) HTTP(S) server.
+
+Two uses:
+
+* In-process, from pytest: ``with FakeCloud() as cloud: ...`` starts an HTTPS
+  server on a free loopback port; tests run the real CLI as a subprocess with
+  ``cloud.client_env()`` and compare its output with ``cloud.expected_usage(...)``.
+* Standalone, for newcomers: ``python3 tests/fakecloud.py --port 8443`` prints
+  demo (fake) keys and the ``export`` lines needed to point the CLI at it.
+
+Only the standard library is used, plus ``trustme`` for the throw-away TLS CA
+(imported lazily, so ``--http`` works without it).  The request signature is
+verified by an implementation of SDK-HMAC-SHA256 written here from the public
+algorithm -- deliberately NOT huaweicloudsdkcore -- so that a signing bug in the
+client is caught instead of being reproduced by the same code on both ends.
+
+Sections:
+  1. Constants (demo credentials, projects, API limits)
+  2. Usage data model: Event, UsageIndex, expected_usage
+  3. Datasets: SEED_EVENTS, hourly_events
+  4. JSON rendering (exact Decimals)
+  5. SDK-HMAC-SHA256 signing / verification
+  6. ShowStatistics request validation
+  7. HTTP server: request log, faults, handler, FakeCloud
+  8. Standalone command line
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import hashlib
+import hmac
+import importlib
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import socketserver
+import ssl
+import struct
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from operator import attrgetter
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from zoneinfo import ZoneInfo
+
+# ---------------------------------------------------------------------------
+# 1. Constants
+# ---------------------------------------------------------------------------
+
+# Fake demo credentials.  "LEAKCHECK" lets tests grep the CLI's output/logs for
+# accidental secret leaks.  They are fake, so printing them is fine.
+DEMO_AK = "AKFAKEDEMO7Q3XZ2LEAKCHECK"
+DEMO_SK = "SKfakeDemo9f8e7d6c5b4a3LEAKCHECKsecret"
+# Temporary (STS-style) credentials: requests must also carry a signed
+# X-Security-Token header with exactly this value.
+TEMP_AK = "AKTEMPDEMO5K8M1LEAKCHECK"
+TEMP_SK = "SKtempDemo1a2b3c4d5e6LEAKCHECKsecret"
+TEMP_TOKEN = "TOKENfakeDemo-LEAKCHECK-" + "x" * 40
+
+DEMO_REGION = "cn-southwest-2"
+DEMO_DOMAIN_ID = "9d2c4b7e1a3f4c5d8e6f7a8b9c0d1e2f"
+DEMO_PROJECT_ID = "5f8e2c1a9b7d4e3f8a6b0c2d4e6f8a1b"
+DEMO_SUB_PROJECT_ID = "7a1b3c5d7e9f4a2b8c6d0e1f3a5b7c9d"
+NORTH4_PROJECT_ID = "c3d5e7f9a1b24c6d8e0f2a4b6c8d0e1f"
+
+# The IAM policy actions that `FakeCloud.denied` understands.
+IAM_ACTION = "iam:projects:get"
+MAAS_ACTION = "modelarts:monitoring:get"
+
+SERVICE_TYPES = (1, 2, 4)  # 3 exists in the docs' numbering but the API rejects it
+INFER_TYPES = ("real_time", "batch")
+MAX_SPAN_MS = 30 * 24 * 3600 * 1000  # ShowStatistics refuses wider windows
+CLOCK_SKEW_LIMIT_S = 15 * 60  # API Gateway rejects X-Sdk-Date further off than this
+MAX_BODY_BYTES = 1 << 20
+HOUR_MS = 3_600_000
+
+# A real ShowStatistics answer (service_type 2, real_time) for
+# 2026-05-08 00:00 .. 2026-05-21 00:00 Asia/Shanghai.  SEED_EVENTS reproduce it.
+SEED_START_MS = 1778169600000
+SEED_END_MS = 1779292800000
+SEED_EXPECTED: dict[str, int | Decimal] = {
+    "total_request_count": 67188,
+    "total_error_count": 8002,
+    "total_token": Decimal("2482084.98"),
+    "total_prompt_token": Decimal("2456504.362"),
+    "total_completion_token": Decimal("24872.928"),
+    "total_completion_tasks": 0,
+    "total_infer_count": 0,
+}
+
+
+def default_credentials() -> dict[str, tuple[str, str | None]]:
+    """AK -> (SK, security token or None)."""
+    return {DEMO_AK: (DEMO_SK, None), TEMP_AK: (TEMP_SK, TEMP_TOKEN)}
+
+
+def default_projects() -> list[dict[str, Any]]:
+    # The "_sub" project exists because real IAM returns sub-projects for a
+    # name query; the client has to pick the exact region name.
+    return [
+        {"id": DEMO_PROJECT_ID, "name": "cn-southwest-2"},
+        {"id": DEMO_SUB_PROJECT_ID, "name": "cn-southwest-2_sub"},
+        {"id": NORTH4_PROJECT_ID, "name": "cn-north-4"},
+    ]
+
+
+# ---------------------------------------------------------------------------
+# 2. Usage data model
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Usage that happened at one instant.
+
+    Modelling usage as point events (rather than per-day buckets) makes the
+    total for any [start, end) window exact and additive, however the client
+    splits its date range.  Token fields are in thousands of tokens (the API's
+    unit), normally with 3 decimals.
+    """
+
+    at_ms: int
+    service_type: int
+    infer_type: str
+    api_key: str
+    ip: str
+    request_count: int = 0
+    error_count: int = 0
+    total_token: Decimal = Decimal(0)
+    prompt_token: Decimal = Decimal(0)
+    completion_token: Decimal = Decimal(0)
+    completion_tasks: int = 0
+    infer_count: int = 0
+
+
+# (event attribute, response key, is a token/Decimal field)
+_COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    ("request_count", "total_request_count", False),
+    ("error_count", "total_error_count", False),
+    ("total_token", "total_token", True),
+    ("prompt_token", "total_prompt_token", True),
+    ("completion_token", "total_completion_token", True),
+    ("completion_tasks", "total_completion_tasks", False),
+    ("infer_count", "total_infer_count", False),
+)
+RESPONSE_KEYS: tuple[str, ...] = tuple(key for _, key, _ in _COLUMNS)
+
+# Sums must never round: with 60 significant digits token totals cannot get
+# near the limit, and trapping Inexact turns any surprise into an error.
+_EXACT = Context(prec=60, traps=[Inexact, InvalidOperation])
+_AT_MS = attrgetter("at_ms")
+_SERIES_KEY = attrgetter("service_type", "infer_type", "api_key", "ip")
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Building hundreds of thousands of acyclic objects triggers many full
+    cyclic-GC passes over the growing heap (~20% of the time); skip them."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+class _Series:
+    """Events of one (service_type, infer_type, api_key, ip) combination,
+    sorted by time, with a prefix sum per column so that any window is two
+    bisects and seven subtractions."""
+
+    __slots__ = ("at", "prefix")
+
+    def __init__(self, events: list[Event]) -> None:
+        events.sort(key=_AT_MS)
+        self.at: list[int] = list(map(_AT_MS, events))
+        # map(attrgetter) + accumulate keep the loops in C: indexing a year
+        # of hourly data stays well under a second.
+        self.prefix: list[list[Any]] = [
+            list(itertools.accumulate(map(attrgetter(attr), events), initial=Decimal(0) if is_dec else 0))
+            for attr, _, is_dec in _COLUMNS
+        ]
+
+
+def _plain_decimal(d: Decimal) -> Decimal:
+    """Drop trailing zeros without switching to exponent form (1000.000 ->
+    1000, 2482084.980 -> 2482084.98); the value is unchanged."""
+    if d == d.to_integral_value():
+        return d.quantize(Decimal(1), context=_EXACT)
+    return d.normalize(_EXACT)
+
+
+class UsageIndex:
+    """Immutable index over events answering ShowStatistics queries in
+    O(series * log n)."""
+
+    def __init__(self, events: Iterable[Event]) -> None:
+        self.events: tuple[Event, ...] = tuple(events)
+        grouped: dict[tuple[int, str, str, str], list[Event]] = {}
+        # Nested by (service_type, infer_type) first: every query fixes both.
+        self._series: dict[tuple[int, str], dict[tuple[str, str], _Series]] = {}
+        with _gc_paused(), localcontext(_EXACT):
+            for e in self.events:
+                grouped.setdefault(_SERIES_KEY(e), []).append(e)
+            for (service_type, infer_type, api_key, ip), evs in grouped.items():
+                by_type = self._series.setdefault((service_type, infer_type), {})
+                by_type[(api_key, ip)] = _Series(evs)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def query(
+        self,
+        start_ms: int,
+        end_ms: int,
+        service_type: int,
+        infer_type: str = "real_time",
+        api_keys: Sequence[str] | None = None,
+        ips: Sequence[str] | None = None,
+    ) -> dict[str, int | Decimal]:
+        """Sum of events with start_ms <= at_ms < end_ms that match.
+
+        ``api_keys`` / ``ips``: None or an empty list means "no filter"
+        (an empty-string api key is a real label: online-experience calls).
+        """
+        if isinstance(api_keys, str) or isinstance(ips, str):
+            raise TypeError("api_keys and ips are lists of strings, not a string")
+        key_filter = set(api_keys) if api_keys else None
+        ip_filter = set(ips) if ips else None
+        totals: list[Any] = [Decimal(0) if is_dec else 0 for _, _, is_dec in _COLUMNS]
+        with localcontext(_EXACT):
+            for (api_key, ip), series in self._series.get((service_type, infer_type), {}).items():
+                if key_filter is not None and api_key not in key_filter:
+                    continue
+                if ip_filter is not None and ip not in ip_filter:
+                    continue
+                lo = bisect_left(series.at, start_ms)
+                hi = bisect_left(series.at, end_ms)
+                if lo >= hi:
+                    continue
+                for i, column in enumerate(series.prefix):
+                    totals[i] += column[hi] - column[lo]
+            return {
+                key: _plain_decimal(total) if is_dec else total
+                for (_, key, is_dec), total in zip(_COLUMNS, totals)
+            }
+
+
+# Indexes are cached by the identity of their (immutable) event tuple, so that
+# expected_usage(SEED_EVENTS, ...) or expected_usage(cloud.events, ...) in a
+# loop does not re-index every time.  Lists are never looked up: they could
+# be mutated between calls.  Entries keep their tuple alive, so ids stay unique.
+_INDEX_CACHE: dict[int, tuple[tuple[Event, ...], UsageIndex]] = {}
+_INDEX_CACHE_SIZE = 4
+_INDEX_CACHE_LOCK = threading.Lock()
+
+
+def build_index(events: Iterable[Event] | UsageIndex) -> UsageIndex:
+    """An index for ``events`` (returned as is if it already is one)."""
+    if isinstance(events, UsageIndex):
+        return events
+    if isinstance(events, tuple):
+        with _INDEX_CACHE_LOCK:
+            hit = _INDEX_CACHE.get(id(events))
+            if hit is not None and hit[0] is events:
+                return hit[1]
+    index = UsageIndex(events)
+    with _INDEX_CACHE_LOCK:
+        while len(_INDEX_CACHE) >= _INDEX_CACHE_SIZE:
+            _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
+        _INDEX_CACHE[id(index.events)] = (index.events, index)
+    return index
+
+
+def expected_usage(
+    events: Iterable[Event] | UsageIndex,
+    start_ms: int,
+    end_ms: int,
+    service_type: int,
+    infer_type: str = "real_time",
+    api_keys: Sequence[str] | None = None,
+    ips: Sequence[str] | None = None,
+) -> dict[str, int | Decimal]:
+    """The ShowStatistics response (ints and Decimals) the server gives for
+    these parameters -- the very same computation.  For many queries over a
+    big list, pass a UsageIndex (``build_index(events)``) to index it once."""
+    return build_index(events).query(start_ms, end_ms, service_type, infer_type, api_keys, ips)
+
+
+# ---------------------------------------------------------------------------
+# 3. Datasets
+# ---------------------------------------------------------------------------
+
+_CST = timezone(timedelta(hours=8))  # Asia/Shanghai has had no DST since 1991
+
+
+def _cst_ms(month: int, day: int, hour: int, minute: int = 0) -> int:
+    return int(datetime(2026, month, day, hour, minute, tzinfo=_CST).timestamp() * 1000)
+
+
+def _seed_events() -> tuple[Event, ...]:
+    d = Decimal
+    ip = "192.0.2.10"
+    return (
+        # --- service_type 2, real_time: the three parts of SEED_EXPECTED ----
+        # Kept well inside the range (and away from its edges in UTC too) so
+        # that any sensible day-splitting of --from/--to counts them once.
+        Event(_cst_ms(5, 9, 10), 2, "real_time", "key-alpha", ip,
+              30000, 3500, d("1100000.123"), d("1088000.111"), d("11000.012")),
+        Event(_cst_ms(5, 13, 15, 30), 2, "real_time", "key-beta", ip,
+              25000, 3002, d("900000.457"), d("890000.250"), d("9000.500")),
+        Event(_cst_ms(5, 19, 21), 2, "real_time", "key-alpha", ip,
+              12188, 1500, d("482084.400"), d("478504.001"), d("4872.416")),
+        # --- service_type 2, real_time, far outside the range (must not count)
+        Event(_cst_ms(4, 20, 12), 2, "real_time", "key-alpha", ip,
+              5000, 100, d("150000.789"), d("149000.456"), d("1000.333")),
+        Event(_cst_ms(6, 10, 12), 2, "real_time", "key-beta", ip,
+              7000, 70, d("210000.111"), d("208000.001"), d("2000.110")),
+        # --- service_type 2, batch (tasks and infer counts are nonzero) ------
+        Event(_cst_ms(5, 10, 3), 2, "batch", "key-alpha", ip,
+              1200, 15, d("86000.125"), d("80000.500"), d("6000.625"), 12, 1188),
+        Event(_cst_ms(5, 16, 8, 45), 2, "batch", "", "198.51.100.7",
+              800, 4, d("43000.007"), d("40000.003"), d("3000.004"), 5, 790),
+        # --- service_type 1 and 4 --------------------------------------------
+        Event(_cst_ms(5, 11, 9), 1, "real_time", "key-alpha", ip,
+              4321, 21, d("12345.678"), d("12000.001"), d("345.677")),
+        Event(_cst_ms(5, 17, 18), 1, "real_time", "", "198.51.100.7",
+              999, 9, d("2222.222"), d("2000.111"), d("222.111")),
+        Event(_cst_ms(5, 12, 14), 4, "real_time", "key-beta", ip,
+              321, 3, d("654.321"), d("600.300"), d("54.021")),
+        Event(_cst_ms(5, 18, 6), 4, "batch", "key-beta", ip,
+              40, 1, d("99.999"), d("90.009"), d("9.990"), 2, 38),
+    )
+
+
+SEED_EVENTS: tuple[Event, ...] = _seed_events()
+
+HOURLY_SERVICE_TYPES = (1, 2, 4)
+HOURLY_API_KEYS = ("key-alpha", "key-beta", "")
+HOURLY_IPS = ("192.0.2.10", "198.51.100.7")
+_HOURLY_COMBOS: tuple[tuple[int, str, str, str], ...] = tuple(
+    itertools.product(HOURLY_SERVICE_TYPES, INFER_TYPES, HOURLY_API_KEYS, HOURLY_IPS)
+)
+# Traffic shape over the UTC hour of day (quiet night in China, busy afternoon).
+_DIURNAL = (3, 4, 5, 6, 7, 8, 8, 7, 6, 6, 5, 5, 4, 3, 2, 1, 1, 1, 1, 1, 1, 1, 2, 2)
+# Token amounts (thousands, 3 decimals, last digit never 0) are drawn from
+# prebuilt pools: constructing ~1M Decimals per year of data would dominate
+# the generation time.
+_PROMPT_POOL: tuple[Decimal, ...] = tuple(
+    Decimal((i * 7919) % 50_000 * 10 + 1 + i % 9).scaleb(-3) for i in range(4093)
+)
+_COMPLETION_POOL: tuple[Decimal, ...] = tuple(
+    Decimal((i * 104729) % 2_000 * 10 + 1 + i % 9).scaleb(-3) for i in range(1021)
+)
+
+
+def hourly_events(start_ms: int, end_ms: int) -> list[Event]:
+    """Deterministic synthetic usage: one event per UTC hour boundary in
+    [start_ms, end_ms) for every combination of service type (1, 2, 4),
+    infer type, api key ("key-alpha", "key-beta", "") and ip; values are a
+    pure function of the hour and the combination (no randomness)."""
+    events: list[Event] = []
+    append = events.append
+    n_prompt, n_completion = len(_PROMPT_POOL), len(_COMPLETION_POOL)
+    first = -(-start_ms // HOUR_MS) * HOUR_MS
+    with _gc_paused():
+        for at in range(first, end_ms, HOUR_MS):
+            hour = at // HOUR_MS
+            diurnal = _DIURNAL[hour % 24]
+            for c, (service_type, infer_type, api_key, ip) in enumerate(_HOURLY_COMBOS):
+                # Cheap integer mixing of (hour, combination).
+                x = ((hour * 0x9E3779B1) ^ ((c + 1) * 0x85EBCA77)) & 0xFFFFFFFF
+                x ^= x >> 15
+                x = (x * 0x2C1B3C6D) & 0xFFFFFFFF
+                x ^= x >> 12
+                requests = 1 + diurnal * (x % 37) + (x >> 9) % 5
+                errors = requests * ((x >> 14) % 7) // 40
+                prompt = _PROMPT_POOL[(x >> 3) % n_prompt]
+                completion = _COMPLETION_POOL[(x >> 17) % n_completion]
+                if infer_type == "batch":
+                    tasks = (x >> 21) % 4
+                    infer = tasks * (3 + (x >> 24) % 50)
+                else:
+                    tasks = infer = 0
+                append(Event(at, service_type, infer_type, api_key, ip, requests, errors,
+                             prompt + completion, prompt, completion, tasks, infer))
+    return events
+
+
+# ---------------------------------------------------------------------------
+# 4. JSON rendering
+# ---------------------------------------------------------------------------
+
+
+def format_decimal(d: Decimal) -> str:
+    """Fixed-point text (never exponent notation, never via float)."""
+    if not d.is_finite():
+        raise ValueError(f"cannot render {d!r} as JSON")
+    return format(d, "f")
+
+
+def render_json(value: Any) -> str:
+    """JSON text in which Decimals are exact fixed-point numbers.
+
+    json.dumps cannot do this without going through float, which would turn
+    2456504.362 into whatever the binary approximation prints as.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, Decimal):
+        return format_decimal(value)
+    if isinstance(value, float):
+        return json.dumps(value, allow_nan=False)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, Mapping):
+        items = (f"{json.dumps(str(k), ensure_ascii=False)}: {render_json(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(render_json(v) for v in value) + "]"
+    raise TypeError(f"cannot render {type(value).__name__} as JSON")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(raw: bytes) -> Any:
+    """Parse a request body; floats become Decimal so nothing is lost, and
+    NaN/Infinity (which Python's json accepts by default) are refused."""
+    return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+
+
+# ---------------------------------------------------------------------------
+# 5. SDK-HMAC-SHA256
+# ---------------------------------------------------------------------------
+
+ALGORITHM = "SDK-HMAC-SHA256"
+SDK_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+_AUTH_RE = re.compile(
+    r"SDK-HMAC-SHA256\s+Access=([^,\s]+)\s*,\s*SignedHeaders=([^,\s]+)\s*,\s*Signature=([0-9a-fA-F]{64})\s*"
+)
+_SDK_DATE_RE = re.compile(r"\d{8}T\d{6}Z")
+
+
+def _encode(s: str) -> str:
+    # quote() always keeps A-Za-z0-9_.- ; "~" is the remaining RFC 3986 unreserved char.
+    return quote(s, safe="~")
+
+
+def canonical_uri(path: str) -> str:
+    """Each segment decoded then re-encoded; always ends with '/'."""
+    uri = "/".join(_encode(unquote(segment)) for segment in path.split("/"))
+    return uri if uri.endswith("/") else uri + "/"
+
+
+def canonical_query_string(query: str | Iterable[tuple[str, str]]) -> str:
+    """Sorted ``k=v`` pairs, each side percent-encoded, joined with '&'.
+
+    ``query`` is the raw query string as received (or decoded pairs).  Sorting
+    is on the decoded pairs, as the SDK signer does.
+    """
+    pairs = parse_qsl(query, keep_blank_values=True) if isinstance(query, str) else list(query)
+    return "&".join(f"{_encode(k)}={_encode(v)}" for k, v in sorted(pairs))
+
+
+def canonical_request(
+    method: str,
+    path: str,
+    query: str | Iterable[tuple[str, str]],
+    headers: Mapping[str, str],
+    signed_headers: Sequence[str],
+    body: bytes,
+) -> str:
+    """``headers`` must be keyed by lowercase name."""
+    canonical_headers = "".join(f"{name}:{headers[name].strip()}\n" for name in signed_headers)
+    return "\n".join(
+        (
+            method.upper(),
+            canonical_uri(path),
+            canonical_query_string(query),
+            canonical_headers,  # ends with "\n": an empty line precedes SignedHeaders
+            ";".join(signed_headers),
+            hashlib.sha256(body).hexdigest(),
+        )
+    )
+
+
+def string_to_sign(canonical: str, sdk_date: str) -> str:
+    return f"{ALGORITHM}\n{sdk_date}\n{hashlib.sha256(canonical.encode('utf-8')).hexdigest()}"
+
+
+def compute_signature(secret_key: str, to_sign: str) -> str:
+    return hmac.new(secret_key.encode("utf-8"), to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def sign_request(
+    method: str,
+    url: str,
+    headers: Mapping[str, str] | None = None,
+    body: bytes = b"",
+    *,
+    access_key: str = DEMO_AK,
+    secret_key: str = DEMO_SK,
+    security_token: str | None = None,
+    sdk_date: str | None = None,
+) -> dict[str, str]:
+    """Headers for a signed request (for tests that talk to the fake
+    directly).  Signs every given header plus Host, X-Sdk-Date and
+    X-Security-Token (names containing '_' are skipped, like the SDK does).
+    test_fakecloud.py cross-checks this against huaweicloudsdkcore."""
+    parts = urlsplit(url)
+    out = dict(headers or {})
+    lower = {k.lower() for k in out}
+    if "host" not in lower:
+        out["Host"] = parts.netloc
+    if "x-sdk-date" not in lower:
+        out["X-Sdk-Date"] = sdk_date or datetime.now(timezone.utc).strftime(SDK_DATE_FORMAT)
+    if security_token is not None and "x-security-token" not in lower:
+        out["X-Security-Token"] = security_token
+    by_name = {k.lower(): str(v) for k, v in out.items()}
+    signed = sorted(name for name in by_name if "_" not in name)
+    canonical = canonical_request(method, parts.path or "/", parts.query, by_name, signed, body)
+    signature = compute_signature(secret_key, string_to_sign(canonical, by_name["x-sdk-date"]))
+    out["Authorization"] = (
+        f"{ALGORITHM} Access={access_key}, SignedHeaders={';'.join(signed)}, Signature={signature}"
+    )
+    return out
+
+
+@dataclass(frozen=True)
+class AuthResult:
+    access_key: str | None
+    error: str | None  # None: authenticated; else the cause (never contains a secret)
+    canonical_request: str | None = None  # the server's view, for debugging signature mismatches
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def verify_request(
+    method: str,
+    path: str,
+    query: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    credentials: Mapping[str, tuple[str, str | None]],
+    *,
+    now: float,
+    skew_limit: float = CLOCK_SKEW_LIMIT_S,
+) -> AuthResult:
+    """Check an SDK-HMAC-SHA256 signed request the way API Gateway does.
+
+    ``headers``: lowercase name -> value, as received (Host included).
+    ``now``: server clock, epoch seconds.
+    """
+    auth = headers.get("authorization")
+    if not auth:
+        return AuthResult(None, "the Authorization header is missing")
+    m = _AUTH_RE.fullmatch(auth.strip())
+    if m is None:
+        return AuthResult(
+            None,
+            "the Authorization header is malformed "
+            "(expected 'SDK-HMAC-SHA256 Access=..., SignedHeaders=..., Signature=<64 hex>')",
+        )
+    access_key, signed_text, signature = m.groups()
+    if access_key not in credentials:
+        return AuthResult(access_key, f"the access key {access_key} does not exist")
+    secret_key, token = credentials[access_key]
+
+    signed = signed_text.split(";")
+    if any(not h or h != h.lower() for h in signed) or signed != sorted(set(signed)):
+        return AuthResult(access_key, "SignedHeaders must be non-empty lowercase names, sorted and unique")
+    sdk_date = headers.get("x-sdk-date")
+    if sdk_date is None:
+        return AuthResult(access_key, "the X-Sdk-Date header is missing")
+    required_missing = [h for h in ("host", "x-sdk-date") if h not in signed]
+    if required_missing:
+        return AuthResult(access_key, f"SignedHeaders must include {' and '.join(required_missing)}")
+    absent = [h for h in signed if h not in headers]
+    if absent:
+        return AuthResult(access_key, f"signed header(s) not present in the request: {', '.join(absent)}")
+
+    try:
+        if not _SDK_DATE_RE.fullmatch(sdk_date.strip()):
+            raise ValueError
+        signed_at = datetime.strptime(sdk_date.strip(), SDK_DATE_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return AuthResult(access_key, "X-Sdk-Date must be a UTC time formatted as YYYYMMDDTHHMMSSZ")
+    skew = abs(now - signed_at.timestamp())
+    if skew > skew_limit:
+        return AuthResult(
+            access_key,
+            f"the request has expired: X-Sdk-Date {sdk_date.strip()} is {int(skew)} s away from "
+            f"the server time (limit {int(skew_limit)} s)",
+        )
+
+    sent_token = headers.get("x-security-token")
+    if token is not None:
+        if sent_token is None:
+            return AuthResult(access_key, "X-Security-Token is required for a temporary access key")
+        if "x-security-token" not in signed:
+            return AuthResult(access_key, "X-Security-Token must be listed in SignedHeaders")
+        if not hmac.compare_digest(sent_token.strip().encode("utf-8"), token.encode("utf-8")):
+            return AuthResult(access_key, "the X-Security-Token is invalid or has expired")
+    elif sent_token is not None:
+        return AuthResult(access_key, "X-Security-Token must not be sent with a permanent access key")
+
+    def signature_for(signed_view: Mapping[str, str]) -> tuple[str, str]:
+        canonical = canonical_request(method, path, query, signed_view, signed, body)
+        return canonical, compute_signature(secret_key, string_to_sign(canonical, sdk_date.strip()))
+
+    canonical, expected = signature_for(headers)
+    if hmac.compare_digest(expected.encode("ascii"), signature.lower().encode("ascii")):
+        return AuthResult(access_key, None, canonical)
+    message = (
+        "the signature does not match: check the secret key and how the canonical request "
+        "(method, path, query, signed headers, body) is built"
+    )
+    # A classic client bug: signing "host" without the port (or with it) while
+    # the HTTP library sends the other form.  Say so instead of just "mismatch".
+    received_host = headers["host"].strip()
+    bare_host = received_host.rsplit(":", 1)[0] if not received_host.endswith("]") else received_host
+    if bare_host != received_host:
+        _, with_bare_host = signature_for({**headers, "host": bare_host})
+        if hmac.compare_digest(with_bare_host.encode("ascii"), signature.lower().encode("ascii")):
+            message = (f"the signature was computed for Host {bare_host!r} but the request was sent "
+                       f"with Host {received_host!r}")
+    if "x-sdk-content-sha256" in headers:
+        message += " (note: X-Sdk-Content-Sha256 is ignored here; the hash of the raw body is signed)"
+    return AuthResult(access_key, message, canonical)
+
+
+# ---------------------------------------------------------------------------
+# 6. ShowStatistics request validation
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatisticsQuery:
+    service_type: int
+    start_time: int
+    end_time: int
+    infer_type: str
+    timezone: str | None = None
+    api_keys: tuple[str, ...] | None = None
+    ips: tuple[str, ...] | None = None
+
+
+_REQUIRED_FIELDS = ("service_type", "start_time", "end_time", "infer_type")
+_OPTIONAL_FIELDS = ("timezone", "api_keys", "ips")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, Decimal, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _int_field(body: Mapping[str, Any], name: str) -> int:
+    value = body[name]
+    if type(value) is not int:  # excludes bool (an int subclass) and 1.0
+        raise ValueError(f"{name} must be an integer, got {_json_type(value)} {render_json(value)}")
+    return value
+
+
+def _str_list_field(body: Mapping[str, Any], name: str) -> tuple[str, ...] | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name} must be an array of strings")
+    return tuple(value)
+
+
+def parse_statistics_request(body: Any) -> StatisticsQuery:
+    """Validate a ShowStatistics JSON body; ValueError(message) if invalid.
+
+    Optional fields given as JSON null are treated as absent.
+    """
+    if not isinstance(body, dict):
+        raise ValueError("the request body must be a JSON object")
+    unknown = sorted(set(body) - set(_REQUIRED_FIELDS) - set(_OPTIONAL_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown field(s): {', '.join(unknown)}")
+    for name in _REQUIRED_FIELDS:
+        if name not in body or body[name] is None:
+            raise ValueError(f"missing required field: {name}")
+
+    service_type = _int_field(body, "service_type")
+    if service_type == 3:
+        raise ValueError("service_type 3 is not supported; valid values are 1, 2 and 4")
+    if service_type not in SERVICE_TYPES:
+        raise ValueError(f"service_type must be one of 1, 2, 4, got {service_type}")
+    start_time = _int_field(body, "start_time")
+    end_time = _int_field(body, "end_time")
+    if start_time < 0:
+        raise ValueError("start_time must not be negative")
+    if end_time <= start_time:
+        raise ValueError("end_time must be greater than start_time")
+    if end_time - start_time > MAX_SPAN_MS:
+        raise ValueError(
+            f"the time range must not exceed 30 days ({MAX_SPAN_MS} ms), got {end_time - start_time} ms"
+        )
+    infer_type = body["infer_type"]
+    if infer_type not in INFER_TYPES:
+        raise ValueError(f"infer_type must be 'real_time' or 'batch', got {render_json(infer_type)}")
+
+    tz = body.get("timezone")
+    if tz is not None:
+        if not isinstance(tz, str) or not tz:
+            raise ValueError("timezone must be a non-empty IANA time zone name")
+        try:
+            ZoneInfo(tz)
+        except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+            raise ValueError(f"timezone {render_json(tz)} is not a valid IANA time zone") from None
+
+    return StatisticsQuery(
+        service_type=service_type,
+        start_time=start_time,
+        end_time=end_time,
+        infer_type=infer_type,
+        timezone=tz,
+        api_keys=_str_list_field(body, "api_keys"),
+        ips=_str_list_field(body, "ips"),
+    )
+
+
+# ---------------------------------------------------------------------------
+# 7. HTTP server
+# ---------------------------------------------------------------------------
+
+_MAAS_PATH_RE = re.compile(r"/v1/([^/]+)/maas/monitoring/show-statistics")
+_IAM_PROJECTS_PATH = "/v3/projects"
+_JSON_TYPE = "application/json;charset=UTF-8"
+# Error codes are modelled on the real ones; the ModelArts numbers are invented.
+_APIGW_AUTH = "APIGW.0301"
+_APIGW_NO_API = "APIGW.0101"
+_MAAS_BAD_PARAM = "ModelArts.4101"
+_MAAS_NO_PROJECT = "ModelArts.4104"
+_MAAS_DENIED = "ModelArts.0203"
+_MAAS_INTERNAL = "ModelArts.0001"
+
+
+class Headers(dict[str, str]):
+    """Received headers: a dict keyed by lowercase name whose lookups are
+    case-insensitive (``h["X-Sdk-Date"] == h["x-sdk-date"]``)."""
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key.lower(), default)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(key.lower())
+
+
+def _received_value(value: str) -> str:
+    # http.client decodes header bytes as latin-1; the SDK signs the text and
+    # sends its UTF-8 bytes, so recover the text when that is what came in.
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
+
+
+@dataclass
+class LoggedRequest:
+    method: str
+    path: str  # without the query string
+    query: dict[str, str]  # decoded; the last value wins for repeated names
+    headers: Headers
+    body: bytes
+    json: Any  # parsed body (floats as Decimal) or None
+    kind: str  # "iam" | "maas" | "other"
+    at: float  # time.monotonic() when the request was fully received
+    request_id: str
+    raw_target: str = ""  # the request target as sent (path?query)
+    status: int | None = None  # None: no response (reset / hang faults)
+    fault: str | None = None  # kind of the injected fault that answered it
+    auth_error: str | None = None
+    canonical_request: str | None = None  # the server's, when a signature was checked
+
+
+FAULT_KINDS = ("status", "html", "invalid_json", "json", "reset", "hang", "redirect", "delay")
+FAULT_PATHS = ("maas", "iam", "any")
+_FAULT_PARAMS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (required, optional)
+    "status": ({"status"}, {"body", "retry_after", "error_code", "error_msg"}),
+    "html": (set(), {"status", "body"}),
+    "invalid_json": (set(), {"status"}),
+    "json": ({"body"}, {"status"}),
+    "reset": (set(), set()),
+    "hang": (set(), {"seconds"}),
+    "redirect": ({"location"}, {"status"}),
+    "delay": (set(), {"seconds"}),
+}
+# Default error bodies for "status" faults, modelled on API Gateway / ModelArts.
+_FAULT_STATUS_ERRORS: dict[int, tuple[str, str]] = {
+    400: (_MAAS_BAD_PARAM, "Invalid parameter."),
+    401: (_APIGW_AUTH, "Incorrect IAM authentication information: injected fault"),
+    403: (_MAAS_DENIED, "Permission denied."),
+    404: (_APIGW_NO_API, "The API does not exist or has not been published in the environment"),
+    429: ("APIGW.0308", "The throttling threshold has been reached: policy user over ratelimit,limit:5,time:1 second"),
+    500: (_MAAS_INTERNAL, "Internal server error."),
+    502: ("APIGW.0202", "Backend unavailable"),
+    503: ("APIGW.0201", "Request error. Backend service unavailable"),
+    504: ("APIGW.0203", "Backend timeout"),
+}
+_HTML_PAGE = (
+    "<html>\r\n<head><title>{code} {phrase}</title></head>\r\n<body>\r\n"
+    "<center><h1>{code} {phrase}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+@dataclass
+class Fault:
+    kind: str
+    path: str  # "maas" | "iam" | "any"
+    params: dict[str, Any]
+    remaining: int
+
+    def matches(self, kind: str) -> bool:
+        return self.path == "any" or self.path == kind
+
+
+class _Server(ThreadingHTTPServer):
+    # A burst of parallel clients must not overflow the listen queue
+    # (the default of 5 makes connections fail or stall under load).
+    request_queue_size = 128
+    daemon_threads = True
+    # Idle keep-alive connections would make server_close() wait forever.
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], cloud: FakeCloud, ssl_context: ssl.SSLContext | None):
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.cloud = cloud
+        self.ssl_context = ssl_context
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6:
+            with contextlib.suppress(OSError):  # "::" then accepts IPv4 too
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        # HTTPServer.server_bind would call socket.getfqdn(), a DNS lookup
+        # that can take seconds on machines without network.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # Runs in the per-connection thread.  The TLS handshake happens here,
+        # not in the accept loop: one slow or stuck client must not block
+        # every other connection.
+        conn = request
+        self.cloud._connection_opened(conn)
+        # Headers and body go out in separate writes; without TCP_NODELAY,
+        # Nagle + the client's delayed ACK add ~40 ms to every response.
+        with contextlib.suppress(OSError):
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            if self.ssl_context is not None:
+                try:
+                    conn = self.ssl_context.wrap_socket(request, server_side=True)
+                except (ssl.SSLError, OSError) as exc:
+                    if self.cloud.verbose:
+                        print(f"fakecloud: TLS handshake failed: {exc}", file=sys.stderr)
+                    return
+                self.cloud._connection_replaced(request, conn)
+            self.RequestHandlerClass(conn, client_address, self)
+        finally:
+            self.cloud._connection_closed(conn)
+            if conn is not request:
+                self.shutdown_request(conn)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up mid-request is normal in fault tests; stay quiet.
+        if self.cloud.verbose:
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive; every response has Content-Length
+    server_version = "FakeHuaweiCloud/1.0"
+    server: _Server
+
+    request_id: str = ""
+    entry: LoggedRequest | None = None
+    responded: bool = False
+
+    # -- plumbing ------------------------------------------------------------
+
+    def handle_one_request(self) -> None:
+        # One handler instance serves all requests of a keep-alive connection.
+        self.request_id = uuid.uuid4().hex
+        self.entry = None
+        self.responded = False
+        super().handle_one_request()
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.cloud.verbose:
+            super().log_message(format, *args)
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        super().send_response(code, message)
+        self.send_header("X-Request-Id", self.request_id or uuid.uuid4().hex)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # Malformed requests (bad request line, unsupported method...): answer
+        # in API Gateway style too, and give up on the connection.
+        self.close_connection = True
+        self._send_json(code, {"error_code": "APIGW.0001", "error_msg": message or _phrase(code),
+                               "request_id": self.request_id})
+
+    def _send(self, status: int, body: bytes, content_type: str,
+              headers: Mapping[str, str] | None = None) -> None:
+        if self.entry is not None:
+            self.entry.status = status  # before writing: the client may look at the log at once
+        self.responded = True
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+        self._send(status, render_json(payload).encode("utf-8"), _JSON_TYPE, headers)
+
+    def _error(self, status: int, code: str, msg: str, *, request_id: bool = False) -> None:
+        payload: dict[str, Any] = {"error_code": code, "error_msg": msg}
+        if request_id:
+            payload["request_id"] = self.request_id
+        self._send_json(status, payload)
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked()
+        length_text = self.headers.get("Content-Length")
+        if length_text is None:
+            return b""
+        length = int(length_text)  # ValueError -> 400
+        if length < 0:
+            raise ValueError("negative Content-Length")
+        if length > MAX_BODY_BYTES:
+            raise OverflowError
+        return self.rfile.read(length)
+
+    def _read_chunked(self) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            size = int(self.rfile.readline(1024).split(b";", 1)[0].strip(), 16)
+            if size == 0:
+                while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(chunks)
+            total += size
+            if total > MAX_BODY_BYTES:
+                raise OverflowError
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(1024)
+
+    def _drop_connection(self, *, reset: bool) -> None:
+        """Close without answering; with reset, send a TCP RST."""
+        self.close_connection = True
+        sock = self.connection
+        if reset:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        # The makefile() objects hold references; the fd (and so the RST) is
+        # only released once all of them are closed.
+        for closable in (self.rfile, self.wfile, sock):
+            with contextlib.suppress(OSError):
+                closable.close()
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = lambda self: self._handle()  # noqa: E731
+
+    # -- request flow --------------------------------------------------------
+
+    def _handle(self) -> None:
+        cloud = self.server.cloud
+        with cloud._track_in_flight():
+            try:
+                self._handle_request(cloud)
+            except OSError:  # the client went away (timeouts, fault tests): not our problem
+                self.close_connection = True
+            except Exception:  # a bug in the fake: make it loud, but still answer
+                traceback.print_exc()
+                if not self.responded:
+                    self.close_connection = True
+                    with contextlib.suppress(OSError):
+                        self._error(500, _MAAS_INTERNAL, "fakecloud internal error (see its stderr)")
+
+    def _handle_request(self, cloud: FakeCloud) -> None:
+        try:
+            body = self._read_body()
+        except OverflowError:
+            self.close_connection = True
+            self._error(413, "APIGW.0001", "Request entity too large", request_id=True)
+            return
+        except ValueError:
+            self.close_connection = True
+            self._error(400, "APIGW.0001", "Malformed request body framing", request_id=True)
+            return
+
+        target = urlsplit(self.path)
+        path, raw_query = target.path, target.query
+        try:
+            parsed: Any = parse_json(body) if body else None
+        except ValueError:
+            parsed = None
+        if path.startswith("/v3/"):
+            kind = "iam"
+        elif _MAAS_PATH_RE.fullmatch(path):
+            kind = "maas"
+        else:
+            kind = "other"
+        headers = Headers()
+        for name, value in self.headers.items():
+            headers.setdefault(name.lower(), _received_value(value))
+        entry = LoggedRequest(
+            method=self.command, path=path, query=dict(parse_qsl(raw_query, keep_blank_values=True)),
+            headers=headers, body=body, json=parsed, kind=kind, at=time.monotonic(),
+            request_id=self.request_id, raw_target=self.path,
+        )
+        self.entry = entry
+        cloud._record(entry)
+
+        if cloud.latency > 0:
+            cloud._stop_event.wait(cloud.latency)
+
+        fault = cloud._take_fault(kind)
+        if fault is not None:
+            entry.fault = fault.kind
+            if self._apply_fault(fault, cloud):
+                return
+
+        if kind == "maas" and cloud.fail_all:
+            self._error(500, _MAAS_INTERNAL, "Internal server error (fail_all is set on the fake).")
+            return
+
+        # API Gateway looks the API up before authenticating.
+        route = None
+        if kind == "iam" and path == _IAM_PROJECTS_PATH and self.command in ("GET", "HEAD"):
+            route = self._iam_projects
+        elif kind == "maas" and self.command == "POST":
+            route = self._maas_show_statistics
+        if route is None:
+            self._error(404, _APIGW_NO_API,
+                        "The API does not exist or has not been published in the environment",
+                        request_id=True)
+            return
+
+        result = verify_request(
+            self.command, path, raw_query, headers, body, cloud.credentials,
+            now=time.time() + cloud.server_time_offset, skew_limit=cloud.clock_skew_limit,
+        )
+        entry.auth_error, entry.canonical_request = result.error, result.canonical_request
+        if not result.ok:
+            self._error(401, _APIGW_AUTH, f"Incorrect IAM authentication information: {result.error}",
+                        request_id=True)
+            return
+        route(cloud, entry)
+
+    def _iam_projects(self, cloud: FakeCloud, entry: LoggedRequest) -> None:
+        if IAM_ACTION in cloud.denied:
+            self._error(403, "IAM.0003", f"Policy doesn't allow {IAM_ACTION} to be performed.")
+            return
+        name = entry.query.get("name")
+        base = "https://iam.myhuaweicloud.com/v3/projects"
+        projects = [
+            {
+                "id": p["id"],
+                "name": p["name"],
+                "domain_id": p.get("domain_id", DEMO_DOMAIN_ID),
+                "description": p.get("description", ""),
+                "enabled": p.get("enabled", True),
+                "is_domain": False,
+                "parent_id": p.get("parent_id", p.get("domain_id", DEMO_DOMAIN_ID)),
+                "links": {"self": f"{base}/{p['id']}"},
+            }
+            for p in cloud.projects
+            if name is None or p["name"] == name or p["name"].startswith(name + "_")
+        ]
+        self_link = base + (f"?name={quote(name, safe='')}" if name is not None else "")
+        self._send_json(200, {"projects": projects,
+                              "links": {"self": self_link, "previous": None, "next": None}})
+
+    def _maas_show_statistics(self, cloud: FakeCloud, entry: LoggedRequest) -> None:
+        match = _MAAS_PATH_RE.fullmatch(entry.path)
+        assert match is not None
+        project_id = unquote(match.group(1))
+        if project_id not in {p["id"] for p in cloud.projects}:
+            self._error(404, _MAAS_NO_PROJECT,
+                        f"Project {project_id} does not exist or is not accessible with this access key.")
+            return
+        if MAAS_ACTION in cloud.denied:
+            self._error(403, _MAAS_DENIED, f"Policy doesn't allow {MAAS_ACTION} to be performed.")
+            return
+        try:
+            q = parse_statistics_request(entry.json)
+        except ValueError as exc:
+            self._error(400, _MAAS_BAD_PARAM, f"Invalid parameter: {exc}")
+            return
+        usage = cloud.index.query(q.start_time, q.end_time, q.service_type, q.infer_type, q.api_keys, q.ips)
+        self._send_json(200, usage)
+
+    def _apply_fault(self, fault: Fault, cloud: FakeCloud) -> bool:
+        """Answer (or not) as the fault says; False means "carry on normally"."""
+        p = fault.params
+        if fault.kind == "delay":
+            cloud._stop_event.wait(float(p.get("seconds", 1.0)))
+            return False
+        if fault.kind == "reset":
+            self._drop_connection(reset=True)
+        elif fault.kind == "hang":
+            seconds = p.get("seconds")
+            cloud._stop_event.wait(None if seconds is None else float(seconds))
+            self._drop_connection(reset=False)
+        elif fault.kind == "status":
+            status = int(p["status"])
+            body = p.get("body")
+            headers = {"Retry-After": str(p["retry_after"])} if p.get("retry_after") is not None else {}
+            if body is None:
+                code, msg = _FAULT_STATUS_ERRORS.get(status, (_MAAS_INTERNAL, "Injected fault."))
+                body = {"error_code": p.get("error_code", code), "error_msg": p.get("error_msg", msg),
+                        "request_id": self.request_id}
+            if isinstance(body, (str, bytes)):
+                raw = body.encode("utf-8") if isinstance(body, str) else body
+                self._send(status, raw, _JSON_TYPE, headers)
+            else:
+                self._send_json(status, body, headers)
+        elif fault.kind == "html":
+            status = int(p.get("status", 502))
+            page = p.get("body") or _HTML_PAGE.format(code=status, phrase=_phrase(status))
+            self._send(status, page.encode("utf-8"), "text/html")
+        elif fault.kind == "invalid_json":
+            self._send(int(p.get("status", 200)), b'{"total_request_count": 1,', _JSON_TYPE)
+        elif fault.kind == "json":
+            body = p["body"]
+            if isinstance(body, (str, bytes)):
+                raw = body.encode("utf-8") if isinstance(body, str) else body
+                self._send(int(p.get("status", 200)), raw, _JSON_TYPE)
+            else:
+                self._send_json(int(p.get("status", 200)), body)
+        elif fault.kind == "redirect":
+            self._send(int(p.get("status", 302)), b"", "text/plain", {"Location": str(p["location"])})
+        return True
+
+
+class FakeCloud:
+    """Fake IAM + MaaS endpoint on one port (both services are told apart by
+    path).  Settable at any time: ``latency``, ``fail_all``, ``denied``,
+    ``events``, ``credentials``, ``projects``, ``server_time_offset``,
+    ``clock_skew_limit``."""
+
+    def __init__(
+        self,
+        *,
+        tls: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        events: Iterable[Event] | UsageIndex | None = None,
+        credentials: Mapping[str, tuple[str, str | None]] | None = None,
+        projects: Iterable[Mapping[str, Any]] | None = None,
+        latency: float = 0.0,
+        verbose: bool = False,
+    ) -> None:
+        self.tls = tls
+        self.host = host
+        self.requested_port = port
+        self.credentials: dict[str, tuple[str, str | None]] = (
+            dict(credentials) if credentials is not None else default_credentials()
+        )
+        self.projects: list[dict[str, Any]] = (
+            [dict(p) for p in projects] if projects is not None else default_projects()
+        )
+        self.denied: set[str] = set()
+        self.fail_all = False
+        self.latency = latency
+        self._default_latency = latency
+        self.verbose = verbose
+        self.clock_skew_limit: float = CLOCK_SKEW_LIMIT_S
+        self.server_time_offset: float = 0.0  # seconds added to the server clock
+        self._index = build_index(SEED_EVENTS if events is None else events)
+        self._lock = threading.Lock()
+        self._log: list[LoggedRequest] = []
+        self._faults: list[Fault] = []
+        self._in_flight = 0
+        self._max_in_flight = 0
+        self._connections: set[Any] = set()
+        self._connection_count = 0
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._tmpdir: str | None = None
+        self._ca_pem_path: str | None = None
+        self._stop_event = threading.Event()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> FakeCloud:
+        if self._server is not None:
+            return self
+        self._stop_event = threading.Event()
+        context = self._make_tls_context() if self.tls else None
+        try:
+            server = _Server((self.host, self.requested_port), self, context)
+        except BaseException:
+            self._remove_tmpdir()
+            raise
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05},
+            name=f"fakecloud:{server.server_port}", daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._stop_event.set()  # releases "hang" faults and latency sleeps
+        server.shutdown()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            # socket.socket.shutdown on the raw fd also wakes a thread blocked
+            # in an SSL read (SSLSocket.shutdown would drop the SSL object).
+            with contextlib.suppress(OSError, ValueError):
+                socket.socket.shutdown(conn, socket.SHUT_RDWR)
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+        self._server = self._thread = None
+        self._remove_tmpdir()
+
+    def __enter__(self) -> FakeCloud:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _make_tls_context(self) -> ssl.SSLContext:
+        ca, cert = _tls_material()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(context)
+        self._tmpdir = tempfile.mkdtemp(prefix="fakecloud-")
+        self._ca_pem_path = os.path.join(self._tmpdir, "fakecloud-ca.pem")
+        ca.cert_pem.write_to_path(self._ca_pem_path)
+        return context
+
+    def _remove_tmpdir(self) -> None:
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+        self._tmpdir = self._ca_pem_path = None
+
+    # -- addresses -----------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("FakeCloud is not started")
+        return self._server.server_port
+
+    @property
+    def url(self) -> str:
+        """Base URL of both IAM and MaaS (no trailing slash)."""
+        if self.tls:
+            # The certificate names localhost, 127.0.0.1 and ::1; "localhost"
+            # is what a user would type.
+            return f"https://localhost:{self.port}"
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    @property
+    def ca_pem_path(self) -> str | None:
+        """PEM of the CA that signed the server certificate (None without TLS)."""
+        if not self.tls:
+            return None
+        if self._ca_pem_path is None:
+            raise RuntimeError("FakeCloud is not started")
+        return self._ca_pem_path
+
+    def client_env(self, access_key: str = DEMO_AK) -> dict[str, str]:
+        """Environment variables pointing the CLI at this server.
+        (HW_SECURITY_TOKEN is only set for a temporary access key.)"""
+        secret_key, token = self.credentials[access_key]
+        env = {
+            "HW_ACCESS_KEY": access_key,
+            "HW_SECRET_KEY": secret_key,
+            "HW_IAM_ENDPOINT": self.url,
+            "HW_MAAS_ENDPOINT": self.url,
+        }
+        if token is not None:
+            env["HW_SECURITY_TOKEN"] = token
+        if self.tls:
+            env["REQUESTS_CA_BUNDLE"] = str(self.ca_pem_path)
+        return env
+
+    # -- data ----------------------------------------------------------------
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        return self._index.events
+
+    @events.setter
+    def events(self, events: Iterable[Event] | UsageIndex) -> None:
+        self._index = build_index(events)  # built first, then swapped in atomically
+
+    @property
+    def index(self) -> UsageIndex:
+        return self._index
+
+    def expected_usage(
+        self,
+        start_ms: int,
+        end_ms: int,
+        service_type: int,
+        infer_type: str = "real_time",
+        api_keys: Sequence[str] | None = None,
+        ips: Sequence[str] | None = None,
+    ) -> dict[str, int | Decimal]:
+        return self._index.query(start_ms, end_ms, service_type, infer_type, api_keys, ips)
+
+    # -- request log ---------------------------------------------------------
+
+    @property
+    def log(self) -> list[LoggedRequest]:
+        """Snapshot (a new list) of the requests received so far, in order."""
+        with self._lock:
+            return list(self._log)
+
+    def requests_of(self, kind: str) -> list[LoggedRequest]:
+        return [e for e in self.log if e.kind == kind]
+
+    def maas_requests(self) -> list[Any]:
+        """Parsed bodies of all ShowStatistics calls, whatever their status
+        (None for a body that was not JSON)."""
+        return [e.json for e in self.requests_of("maas")]
+
+    def clear_log(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    def _record(self, entry: LoggedRequest) -> None:
+        with self._lock:
+            self._log.append(entry)
+
+    # -- concurrency accounting ----------------------------------------------
+
+    @property
+    def max_in_flight(self) -> int:
+        """Highest number of requests handled at the same time since the
+        last reset_max_in_flight()."""
+        return self._max_in_flight
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def reset_max_in_flight(self) -> None:
+        with self._lock:
+            self._max_in_flight = self._in_flight
+
+    @property
+    def connection_count(self) -> int:
+        """TCP connections accepted so far (to check keep-alive reuse)."""
+        return self._connection_count
+
+    @contextlib.contextmanager
+    def _track_in_flight(self) -> Iterator[None]:
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _connection_opened(self, conn: Any) -> None:
+        with self._lock:
+            self._connections.add(conn)
+            self._connection_count += 1
+
+    def _connection_replaced(self, old: Any, new: Any) -> None:
+        with self._lock:
+            self._connections.discard(old)
+            self._connections.add(new)
+
+    def _connection_closed(self, conn: Any) -> None:
+        with self._lock:
+            self._connections.discard(conn)
+
+    # -- faults --------------------------------------------------------------
+
+    def add_fault(self, kind: str, *, times: int = 1, path: str = "maas", **params: Any) -> Fault:
+        """Queue a fault for the next ``times`` requests to ``path`` ("maas",
+        "iam" or "any").  Faults apply after the request is logged, before
+        authentication.  Kinds and params:
+
+        status(status, body=None, retry_after=None, error_code=None, error_msg=None)
+        html(status=502, body=None)   invalid_json(status=200)   json(body, status=200)
+        reset()   hang(seconds=None: until stop)   redirect(location, status=302)
+        delay(seconds=1.0: then answer normally)
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
+        if path not in FAULT_PATHS:
+            raise ValueError(f"unknown fault path {path!r}; expected one of {FAULT_PATHS}")
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        required, optional = _FAULT_PARAMS[kind]
+        missing = required - params.keys()
+        unexpected = params.keys() - required - optional
+        if missing or unexpected:
+            raise ValueError(f"fault {kind!r}: missing params {sorted(missing)}, unexpected {sorted(unexpected)}")
+        fault = Fault(kind, path, dict(params), times)
+        with self._lock:
+            self._faults.append(fault)
+        return fault
+
+    def pending_faults(self) -> list[Fault]:
+        with self._lock:
+            return list(self._faults)
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def _take_fault(self, kind: str) -> Fault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(kind):
+                    fault.remaining -= 1
+                    if fault.remaining <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def reset(self) -> None:
+        """Back to the constructor's settings for faults, log, denied,
+        fail_all, latency and clock (events, credentials and projects are
+        kept): for a server shared between tests."""
+        self.clear_faults()
+        self.clear_log()
+        self.denied.clear()
+        self.fail_all = False
+        self.latency = self._default_latency
+        self.server_time_offset = 0.0
+        self.clock_skew_limit = CLOCK_SKEW_LIMIT_S
+        self.reset_max_in_flight()
+
+
+_TLS_LOCK = threading.Lock()
+_TLS_CACHE: list[Any] = []
+
+
+def _tls_material() -> tuple[Any, Any]:
+    """(trustme.CA, its server cert for localhost/127.0.0.1/::1), created once
+    per process (key generation is the slow part of start())."""
+    with _TLS_LOCK:
+        if not _TLS_CACHE:
+            try:
+                trustme = importlib.import_module("trustme")
+            except ImportError:
+                raise RuntimeError("TLS needs the 'trustme' package (pip install trustme), "
+                                   "or run with --http / FakeCloud(tls=False)") from None
+            ca = trustme.CA(organization_name="fakecloud test CA")
+            _TLS_CACHE[:] = [ca, ca.issue_cert("localhost", "127.0.0.1", "::1")]
+        return _TLS_CACHE[0], _TLS_CACHE[1]
+
+
+# ---------------------------------------------------------------------------
+# 8. Standalone command line
+# ---------------------------------------------------------------------------
+
+
+def _print_instructions(cloud: FakeCloud, dataset: str) -> None:
+    env = cloud.client_env()
+    lines = [
+        f"Fake Huawei Cloud (IAM + MaaS ShowStatistics) listening on {cloud.url}",
+        f"  dataset: {dataset} ({len(cloud.events)} events); latency: {cloud.latency} s",
+        f"  region {DEMO_REGION} -> project id {DEMO_PROJECT_ID}",
+    ]
+    if cloud.tls:
+        lines.append(f"  CA certificate (trust it via REQUESTS_CA_BUNDLE): {cloud.ca_pem_path}")
+    lines += ["", "In another terminal (these are fake demo keys, safe to show):", ""]
+    lines += [f"  export {name}={value}" for name, value in env.items()]
+    if not cloud.tls:
+        lines.append("  unset REQUESTS_CA_BUNDLE")
+    lines += ["", "  python3 maas_rest_usage_stats.py --from 2026-05-08 --to 2026-05-21 --timezone Asia/Shanghai", ""]
+    if dataset == "seed":
+        seed = ", ".join(f"{k}={render_json(v)}" for k, v in SEED_EXPECTED.items())
+        lines.append(f"Expected (service_type 2, real_time, 2026-05-08..2026-05-21 Asia/Shanghai): {seed}")
+    else:
+        today = datetime.now(_CST).date()
+        lines.append("The hourly dataset covers recent days, e.g.:")
+        lines.append(f"  python3 maas_rest_usage_stats.py --from {today - timedelta(days=7)} --to {today} "
+                     "--timezone Asia/Shanghai")
+    lines += [
+        f"Temporary credentials are accepted too: AK={TEMP_AK} SK={TEMP_SK}",
+        f"  with header X-Security-Token={TEMP_TOKEN}",
+        "",
+        "Press Ctrl-C to stop.",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Fake Huawei Cloud IAM + MaaS ShowStatistics server for trying the CLI offline.")
+    parser.add_argument("--port", type=int, default=8443, help="port to listen on (0: any free port)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each answer")
+    parser.add_argument("--dataset", choices=("seed", "hourly"), default="seed",
+                        help="seed: a small real-looking sample; hourly: synthetic hourly usage")
+    parser.add_argument("--hourly-days", type=int, default=400,
+                        help="days of hourly data before now (with --dataset hourly)")
+    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    args = parser.parse_args(argv)
+
+    # Ctrl-C and `kill` both end in a clean stop.  SIGINT is set explicitly
+    # because a shell starting us in the background (`... &`) ignores it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        if args.dataset == "hourly":
+            end_ms = (int(time.time() * 1000) // HOUR_MS + 1) * HOUR_MS
+            events: Iterable[Event] = hourly_events(end_ms - args.hourly_days * 24 * HOUR_MS, end_ms)
+        else:
+            events = SEED_EVENTS
+        cloud = FakeCloud(tls=not args.http, host=args.host, port=args.port, events=events,
+                          latency=args.latency, verbose=args.verbose)
+        try:
+            cloud.start()
+        except (OSError, RuntimeError) as exc:
+            print(f"fakecloud: cannot start: {exc}", file=sys.stderr)
+            return 2
+        try:
+            _print_instructions(cloud, args.dataset)
+            while True:
+                time.sleep(3600)
+        finally:
+            cloud.stop()
+    except KeyboardInterrupt:
+        print("\nfakecloud: stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,624 @@
+"""Time-range promises: WHEN parsing, the range flags, 30-day windows and calendar buckets.
+
+Every test uses a fixed ``NOW`` and explicit IANA zones, so nothing depends on the machine's
+clock or time zone.
+"""
+
+from __future__ import annotations
+
+import calendar
+import sys
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import maas_rest_usage_stats as m  # noqa: E402
+
+UTC = timezone.utc
+NOW = datetime(2026, 11, 24, 5, 0, tzinfo=UTC)  # 13:00 in Shanghai, exactly 00:00 in New York
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+NEW_YORK = ZoneInfo("America/New_York")
+LORD_HOWE = ZoneInfo("Australia/Lord_Howe")
+SANTIAGO = ZoneInfo("America/Santiago")
+KOLKATA = ZoneInfo("Asia/Kolkata")
+ZUTC = ZoneInfo("UTC")
+ZONE_NAMES = ["Asia/Shanghai", "America/New_York", "Europe/London", "Australia/Lord_Howe",
+              "America/Santiago", "Asia/Kolkata", "UTC"]
+ZONES = [ZoneInfo(name) for name in ZONE_NAMES]
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
+
+PROPERTY = settings(deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+
+
+def local(zone, *fields) -> datetime:
+    """An aware instant in UTC from local wall-clock fields."""
+    return datetime(*fields, tzinfo=zone).astimezone(UTC)
+
+
+def resolve(zone=SHANGHAI, now=NOW, **flags) -> m.Period:
+    return m.resolve_period(m.RangeRequest(**flags), zone, now)
+
+
+def durations(buckets):
+    return [b.end - b.start for b in buckets]
+
+
+# ----------------------------------------------------------------------------------------------
+# parse_when
+# ----------------------------------------------------------------------------------------------
+
+
+def test_date_means_local_midnight_of_that_day():
+    assert m.parse_when("2026-05-08", SHANGHAI, NOW) == datetime(2026, 5, 7, 16, 0, tzinfo=UTC)
+    assert m.parse_when("2026-05-08", NEW_YORK, NOW) == datetime(2026, 5, 8, 4, 0, tzinfo=UTC)
+    assert m.parse_when("2026-05-08", KOLKATA, NOW) == datetime(2026, 5, 7, 18, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text, expected_local", [
+    ("2026-05-08 09:30", (2026, 5, 8, 9, 30, 0)),
+    ("2026-05-08T09:30", (2026, 5, 8, 9, 30, 0)),
+    ("2026-05-08 09:30:15", (2026, 5, 8, 9, 30, 15)),
+    ("2026-05-08T09:30:15", (2026, 5, 8, 9, 30, 15)),
+    ("  2026-05-08 23:59:59  ", (2026, 5, 8, 23, 59, 59)),
+])
+def test_date_time_forms_are_local_wall_clock(text, expected_local):
+    assert m.parse_when(text, SHANGHAI, NOW) == local(SHANGHAI, *expected_local)
+
+
+def test_now_is_the_given_instant():
+    assert m.parse_when("now", SHANGHAI, NOW) == NOW
+    assert m.parse_when(" NOW ", NEW_YORK, NOW) == NOW
+
+
+def test_today_and_yesterday_are_local_midnights_of_the_zone():
+    # NOW is 2026-11-24 13:00 in Shanghai
+    assert m.parse_when("today", SHANGHAI, NOW) == local(SHANGHAI, 2026, 11, 24)
+    assert m.parse_when("Yesterday", SHANGHAI, NOW) == local(SHANGHAI, 2026, 11, 23)
+    # NOW is exactly 00:00 on 2026-11-24 in New York: today starts now
+    assert m.parse_when("today", NEW_YORK, NOW) == NOW
+    assert m.parse_when("yesterday", NEW_YORK, NOW) == local(NEW_YORK, 2026, 11, 23)
+    # the local date, not the UTC date: 2026-11-24 20:00 UTC is already 2026-11-25 in Shanghai
+    late = datetime(2026, 11, 24, 20, 0, tzinfo=UTC)
+    assert m.parse_when("today", SHANGHAI, late) == local(SHANGHAI, 2026, 11, 25)
+
+
+@pytest.mark.parametrize("text", [
+    "2026-02-30", "2026-02-29", "2026-13-01", "2026-00-10", "2026-04-31",
+    "2026-05-08 24:00", "2026-05-08 23:60", "2026-05-08 10:00:60",
+])
+def test_impossible_dates_and_times_are_usage_errors(text):
+    with pytest.raises(m.UsageError) as caught:
+        m.parse_when(text, SHANGHAI, NOW)
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("text", [
+    "", "   ", "tomorrow", "2026/05/08", "08-05-2026", "2026-5-8", "20260508", "2026-05-08 10",
+    "2026-05-08T10:00Z", "2026-05-08 10:00+08:00", "1778169600000", "next week", "2026-05-08 10:00:00.5",
+])
+def test_garbage_is_a_usage_error(text):
+    with pytest.raises(m.UsageError) as caught:
+        m.parse_when(text, SHANGHAI, NOW)
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("text", ["2026-03-08 02:30", "2026-03-08T02:00:00", "2026-03-08 02:59:59"])
+def test_nonexistent_local_time_in_dst_gap_is_a_usage_error(text):
+    with pytest.raises(m.UsageError) as caught:
+        m.parse_when(text, NEW_YORK, NOW)
+    assert caught.value.exit_code == 2
+    assert "does not exist" in str(caught.value)
+
+
+def test_times_around_the_dst_gap_are_accepted():
+    assert m.parse_when("2026-03-08 01:59:59", NEW_YORK, NOW) == datetime(2026, 3, 8, 6, 59, 59, tzinfo=UTC)
+    assert m.parse_when("2026-03-08 03:00", NEW_YORK, NOW) == datetime(2026, 3, 8, 7, 0, tzinfo=UTC)
+
+
+def test_ambiguous_local_time_is_accepted_as_one_of_its_two_instants():
+    result = m.parse_when("2026-11-01 01:30", NEW_YORK, NOW)
+    assert result in (datetime(2026, 11, 1, 5, 30, tzinfo=UTC), datetime(2026, 11, 1, 6, 30, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("text", ["0001-01-01", "0001-01-01 00:00", "9999-12-31", "9999-12-31 23:59"])
+@pytest.mark.parametrize("zone", [SHANGHAI, NEW_YORK, ZUTC], ids=lambda z: z.key)
+def test_dates_at_the_edge_of_the_calendar_are_usage_errors_not_crashes(text, zone):
+    # year 1 east of UTC and year 9999 west of UTC once escaped as OverflowError
+    with pytest.raises(m.UsageError) as caught:
+        m.parse_when(text, zone, NOW)
+    assert caught.value.exit_code == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# parse_last
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("7d", timedelta(days=7)), ("14d", timedelta(days=14)), ("30d", timedelta(days=30)),
+    ("90d", timedelta(days=90)), ("1d", timedelta(days=1)), ("24h", timedelta(hours=24)),
+    ("1h", timedelta(hours=1)), (" 7D ", timedelta(days=7)),
+])
+def test_last_reads_whole_days_and_hours(text, expected):
+    assert m.parse_last(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0d", "0h", "-1d", "7w", "7", "d", "", "1.5d", "7 d", "7dd", "+7d", "7m"])
+def test_last_rejects_zero_negative_and_unknown_units(text):
+    with pytest.raises(m.UsageError) as caught:
+        m.parse_last(text)
+    assert caught.value.exit_code == 2
+
+
+def test_last_in_hours_is_not_limited_by_the_day_count():
+    # 40000 h is about 4.6 years: once refused as "longer than a century" because N was compared with 100*366
+    assert m.parse_last("40000h") == timedelta(hours=40000)
+
+
+# ----------------------------------------------------------------------------------------------
+# resolve_period
+# ----------------------------------------------------------------------------------------------
+
+
+def test_seed_example_from_the_api_documentation():
+    period = resolve(SHANGHAI, start="2026-05-08", to="2026-05-21")
+    assert (period.start_ms, period.end_ms) == (1778169600000, 1779292800000)
+
+
+@pytest.mark.parametrize("zone_name", ZONE_NAMES)
+def test_until_includes_the_named_day(zone_name):
+    # East of UTC (and in BST) this once ended at D 00:00: the UTC date of the local midnight was used.
+    zone = ZoneInfo(zone_name)
+    period = resolve(zone, start="2026-05-01", until="2026-05-19")
+    assert period.start == m.day_start(date(2026, 5, 1), zone)
+    assert period.end == m.day_start(date(2026, 5, 20), zone)
+
+
+def test_until_yesterday_ends_at_today_midnight_in_shanghai():
+    period = resolve(SHANGHAI, start="2026-11-01", until="yesterday")
+    assert period.end == local(SHANGHAI, 2026, 11, 24)
+
+
+def test_until_yesterday_ends_at_today_midnight_in_utc():
+    period = resolve(ZUTC, start="2026-11-01", until="yesterday")
+    assert period.end == datetime(2026, 11, 24, tzinfo=UTC)
+
+
+def test_until_today_is_clamped_to_now():
+    period = resolve(ZUTC, start="2026-11-01", until="today")
+    assert period.end == NOW
+
+
+@pytest.mark.parametrize("text", ["2026-05-19 10:00", "tomorrow", "2026-5-19", "2026-02-30", "now"])
+def test_until_takes_only_a_date(text):
+    with pytest.raises(m.UsageError) as caught:
+        resolve(SHANGHAI, start="2026-05-01", until=text)
+    assert caught.value.exit_code == 2
+
+
+def test_to_later_than_now_is_clamped_to_now():
+    period = resolve(SHANGHAI, start="2026-11-01", to="2027-01-01")
+    assert period.end == NOW
+    assert period.start == local(SHANGHAI, 2026, 11, 1)
+
+
+def test_to_without_from_is_the_seven_days_before_the_end():
+    period = resolve(SHANGHAI, to="2026-05-21")
+    assert period.start == local(SHANGHAI, 2026, 5, 14)
+    assert period.end == local(SHANGHAI, 2026, 5, 21)
+
+
+def test_to_without_from_counts_calendar_days_across_dst():
+    period = resolve(NEW_YORK, to="2026-03-12")
+    assert period.start == m.day_start(date(2026, 3, 5), NEW_YORK)
+    assert period.end == m.day_start(date(2026, 3, 12), NEW_YORK)
+    assert period.end - period.start == timedelta(days=7) - HOUR
+
+
+def test_to_in_the_future_without_from_is_the_seven_days_before_now():
+    period = resolve(SHANGHAI, to="2030-01-01")
+    assert (period.start, period.end) == (NOW - timedelta(days=7), NOW)
+
+
+def test_until_without_from_is_seven_whole_days_even_when_the_next_day_starts_in_a_gap():
+    # Santiago's 2026-09-06 starts at 01:00; the start once landed on 2026-08-30 01:00, an hour late.
+    period = resolve(SANTIAGO, until="2026-09-05")
+    assert period.end == m.day_start(date(2026, 9, 6), SANTIAGO)
+    assert period.start == m.day_start(date(2026, 8, 30), SANTIAGO)
+
+
+def test_to_a_gap_day_without_from_starts_seven_whole_days_earlier():
+    period = resolve(SANTIAGO, to="2026-09-06")
+    assert period.start == m.day_start(date(2026, 8, 30), SANTIAGO)
+
+
+def test_from_yesterday_to_today_is_the_whole_of_yesterday():
+    period = resolve(SHANGHAI, start="yesterday", to="today")
+    assert period.start == local(SHANGHAI, 2026, 11, 23)
+    assert period.end == local(SHANGHAI, 2026, 11, 24)
+    assert period.end - period.start == DAY
+
+
+def test_from_yesterday_to_today_is_25_hours_on_the_dst_end_day():
+    now = datetime(2026, 11, 2, 15, 0, tzinfo=UTC)
+    period = resolve(NEW_YORK, now=now, start="yesterday", to="today")
+    assert period.start == local(NEW_YORK, 2026, 11, 1)
+    assert period.end - period.start == timedelta(hours=25)
+
+
+def test_default_range_is_the_last_seven_days():
+    period = resolve(SHANGHAI)
+    assert (period.start, period.end) == (NOW - timedelta(days=7), NOW)
+
+
+def test_from_without_to_ends_now():
+    period = resolve(SHANGHAI, start="2026-11-01")
+    assert period.end == NOW
+
+
+@pytest.mark.parametrize("text, hours", [("7d", 168), ("24h", 24), ("1h", 1), ("30d", 720), ("90d", 2160)])
+def test_last_ends_now_and_lasts_exactly_n_times_24_hours(text, hours):
+    period = resolve(SHANGHAI, last=text)
+    assert period.end == NOW
+    assert period.end - period.start == timedelta(hours=hours)
+
+
+def test_last_7d_is_exactly_168_hours_across_dst():
+    now = local(NEW_YORK, 2026, 3, 10, 12, 0)  # two days after the spring-forward of 2026-03-08
+    period = resolve(NEW_YORK, now=now, last="7d")
+    assert period.end == now
+    assert period.end - period.start == timedelta(hours=168)
+    # 168 h before 12:00 EDT is 11:00 EST: the window is not "same wall time a week ago"
+    assert period.start.astimezone(NEW_YORK).replace(tzinfo=None) == datetime(2026, 3, 3, 11, 0)
+
+
+def test_this_month_starts_on_the_first_at_local_midnight():
+    period = resolve(SHANGHAI, this_month=True)
+    assert period.start == local(SHANGHAI, 2026, 11, 1)
+    assert period.end == NOW
+
+
+def test_this_month_uses_the_local_month_not_the_utc_month():
+    # 2026-10-31 20:00 UTC is already 2026-11-01 04:00 in Shanghai
+    now = datetime(2026, 10, 31, 20, 0, tzinfo=UTC)
+    period = resolve(SHANGHAI, now=now, this_month=True)
+    assert period.start == local(SHANGHAI, 2026, 11, 1)
+
+
+def test_this_month_start_uses_the_offset_in_force_on_the_first():
+    # 2026-11-01 in New York begins in EDT (-04:00); NOW is in EST
+    period = resolve(NEW_YORK, this_month=True)
+    assert period.start == datetime(2026, 11, 1, 4, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("flags", [
+    dict(start="2026-05-21", to="2026-05-08"),   # reversed
+    dict(start="2026-05-08", to="2026-05-08"),   # empty
+    dict(start="2026-05-08 10:00", to="2026-05-08 10:00"),
+    dict(start="2026-05-20", until="2026-05-18"),
+    dict(start="2027-01-01"),                    # starts in the future
+    dict(start="2027-01-01", to="2027-02-01"),   # both in the future: the end is clamped to now
+    dict(start="now"),
+    dict(start="today", to="yesterday"),
+])
+def test_reversed_empty_and_future_ranges_are_usage_errors(flags):
+    with pytest.raises(m.UsageError) as caught:
+        resolve(SHANGHAI, **flags)
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("flags", [
+    dict(start="2026-02-30"), dict(to="2026-02-30"), dict(start="garbage"), dict(to="garbage"),
+    dict(last="0d"), dict(last="7w"), dict(last="-1d"),
+])
+def test_bad_values_in_any_flag_are_usage_errors(flags):
+    with pytest.raises(m.UsageError) as caught:
+        resolve(SHANGHAI, **flags)
+    assert caught.value.exit_code == 2
+
+
+def test_nonexistent_local_time_in_from_is_a_usage_error():
+    with pytest.raises(m.UsageError) as caught:
+        resolve(NEW_YORK, start="2026-03-08 02:30", to="2026-03-09")
+    assert caught.value.exit_code == 2
+
+
+def test_until_the_last_representable_day_does_not_crash():
+    # once raised OverflowError (date + 1 day); clamping to now or a UsageError are both fine
+    try:
+        period = resolve(ZUTC, until="9999-12-31")
+    except m.UsageError:
+        return
+    assert period.end == NOW
+
+
+# ----------------------------------------------------------------------------------------------
+# day_start, shift_days, to_epoch_ms
+# ----------------------------------------------------------------------------------------------
+
+
+def test_day_start_is_local_midnight_in_utc():
+    start = m.day_start(date(2026, 5, 8), SHANGHAI)
+    assert start == datetime(2026, 5, 7, 16, tzinfo=UTC)
+    assert start.utcoffset() == timedelta(0)
+
+
+def test_day_start_in_a_midnight_dst_gap_is_the_first_valid_time():
+    start = m.day_start(date(2026, 9, 6), SANTIAGO)
+    assert start == datetime(2026, 9, 6, 4, 0, tzinfo=UTC)
+    assert start.astimezone(SANTIAGO).replace(tzinfo=None) == datetime(2026, 9, 6, 1, 0)
+    assert (start - timedelta(seconds=1)).astimezone(SANTIAGO).date() == date(2026, 9, 5)
+
+
+def test_shift_days_keeps_local_midnight_as_the_day_start():
+    moment = m.day_start(date(2026, 3, 12), NEW_YORK)
+    assert m.shift_days(moment, -7, NEW_YORK) == m.day_start(date(2026, 3, 5), NEW_YORK)
+    # and lands on a gap day's first valid time, not on a nonexistent midnight
+    assert m.shift_days(m.day_start(date(2026, 9, 13), SANTIAGO), -7, SANTIAGO) == \
+        m.day_start(date(2026, 9, 6), SANTIAGO)
+
+
+def test_shift_days_keeps_the_wall_time_across_dst():
+    moment = local(NEW_YORK, 2026, 3, 10, 12, 0)
+    shifted = m.shift_days(moment, -7, NEW_YORK)
+    assert shifted.astimezone(NEW_YORK).replace(tzinfo=None) == datetime(2026, 3, 3, 12, 0)
+    assert moment - shifted == timedelta(hours=167)
+
+
+def test_shift_days_moves_a_skipped_wall_time_past_the_gap():
+    moment = local(NEW_YORK, 2026, 3, 15, 2, 30)
+    shifted = m.shift_days(moment, -7, NEW_YORK)
+    assert shifted.astimezone(NEW_YORK).replace(tzinfo=None) == datetime(2026, 3, 8, 3, 30)
+
+
+def test_to_epoch_ms_examples():
+    assert m.to_epoch_ms(m.EPOCH) == 0
+    assert m.to_epoch_ms(datetime(2026, 5, 8, tzinfo=SHANGHAI)) == 1778169600000
+    assert m.to_epoch_ms(datetime(2026, 5, 8, 0, 0, 0, 999999, tzinfo=UTC)) == 1778198400999
+    assert m.to_epoch_ms(datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)) == -1
+
+
+# ----------------------------------------------------------------------------------------------
+# split_windows
+# ----------------------------------------------------------------------------------------------
+
+
+def test_thirty_days_exactly_is_one_window_and_one_ms_more_is_two():
+    assert m.split_windows(0, THIRTY_DAYS_MS) == [(0, THIRTY_DAYS_MS)]
+    assert m.split_windows(0, THIRTY_DAYS_MS + 1) == [(0, THIRTY_DAYS_MS), (THIRTY_DAYS_MS, THIRTY_DAYS_MS + 1)]
+
+
+def test_empty_or_reversed_range_has_no_windows():
+    assert m.split_windows(5, 5) == []
+    assert m.split_windows(10, 5) == []
+
+
+def test_a_year_is_thirteen_windows():
+    period = resolve(SHANGHAI, start="2025-11-24", to="2026-11-24")
+    windows = m.split_windows(period.start_ms, period.end_ms)
+    assert len(windows) == 13
+
+
+def _check_windows(windows, start, end, limit):
+    if start >= end:
+        assert windows == []
+        return
+    assert windows[0][0] == start
+    assert windows[-1][1] == end
+    for (a, b), (c, _) in zip(windows, windows[1:]):
+        assert b == c
+    for a, b in windows:
+        assert a < b
+        assert b - a <= limit
+    assert len(windows) == -(-(end - start) // limit)
+
+
+MS = st.integers(min_value=-(10 ** 13), max_value=10 ** 13)
+
+
+@PROPERTY
+@given(start=MS, end=MS)
+def test_windows_are_contiguous_cover_exactly_and_are_at_most_30_days(start, end):
+    _check_windows(m.split_windows(start, end), start, end, THIRTY_DAYS_MS)
+
+
+@st.composite
+def span_and_limit(draw):
+    span = draw(st.integers(min_value=0, max_value=10 ** 9))
+    limit = draw(st.integers(min_value=max(1, span // 1000), max_value=10 ** 9))  # at most ~1000 windows
+    return span, limit
+
+
+@PROPERTY
+@given(start=MS, case=span_and_limit())
+def test_windows_respect_any_limit(start, case):
+    span, limit = case
+    _check_windows(m.split_windows(start, start + span, limit), start, start + span, limit)
+
+
+# ----------------------------------------------------------------------------------------------
+# split_buckets
+# ----------------------------------------------------------------------------------------------
+
+
+def _days(zone, first: date, last_exclusive: date):
+    return m.split_buckets(m.Period(m.day_start(first, zone), m.day_start(last_exclusive, zone)), "day", zone)
+
+
+def test_day_bucket_on_spring_forward_is_23_hours():
+    buckets = _days(NEW_YORK, date(2026, 3, 7), date(2026, 3, 10))
+    assert durations(buckets) == [timedelta(hours=24), timedelta(hours=23), timedelta(hours=24)]
+
+
+def test_day_bucket_on_fall_back_is_25_hours():
+    buckets = _days(NEW_YORK, date(2026, 10, 31), date(2026, 11, 3))
+    assert durations(buckets) == [timedelta(hours=24), timedelta(hours=25), timedelta(hours=24)]
+
+
+def test_santiago_gap_day_bucket_starts_at_1am_local():
+    buckets = _days(SANTIAGO, date(2026, 9, 5), date(2026, 9, 8))
+    starts = [b.start.astimezone(SANTIAGO).replace(tzinfo=None) for b in buckets]
+    assert starts == [datetime(2026, 9, 5), datetime(2026, 9, 6, 1, 0), datetime(2026, 9, 7)]
+    assert durations(buckets) == [timedelta(hours=24), timedelta(hours=23), timedelta(hours=24)]
+
+
+def test_lord_howe_days_are_23_5_and_24_5_hours_on_half_hour_dst_changes():
+    assert durations(_days(LORD_HOWE, date(2026, 10, 4), date(2026, 10, 5))) == [timedelta(hours=23, minutes=30)]
+    assert durations(_days(LORD_HOWE, date(2026, 4, 5), date(2026, 4, 6))) == [timedelta(hours=24, minutes=30)]
+
+
+def test_weeks_start_on_monday_and_clip_at_both_ends():
+    period = m.Period(local(SHANGHAI, 2026, 5, 1, 12, 0), local(SHANGHAI, 2026, 5, 27, 6, 0))  # Fri .. Wed
+    buckets = m.split_buckets(period, "week", SHANGHAI)
+    starts = [b.start for b in buckets]
+    assert starts == [period.start, local(SHANGHAI, 2026, 5, 4), local(SHANGHAI, 2026, 5, 11),
+                      local(SHANGHAI, 2026, 5, 18), local(SHANGHAI, 2026, 5, 25)]
+    assert all(s.astimezone(SHANGHAI).weekday() == 0 for s in starts[1:])
+    assert buckets[-1].end == period.end
+
+
+def test_month_buckets_clip_at_both_ends():
+    period = m.Period(local(NEW_YORK, 2026, 1, 15, 12, 0), local(NEW_YORK, 2026, 4, 10, 6, 0))
+    buckets = m.split_buckets(period, "month", NEW_YORK)
+    assert [(b.start, b.end) for b in buckets] == [
+        (period.start, local(NEW_YORK, 2026, 2, 1)),
+        (local(NEW_YORK, 2026, 2, 1), local(NEW_YORK, 2026, 3, 1)),
+        (local(NEW_YORK, 2026, 3, 1), local(NEW_YORK, 2026, 4, 1)),
+        (local(NEW_YORK, 2026, 4, 1), period.end),
+    ]
+
+
+def test_month_buckets_across_a_year_end():
+    period = m.Period(local(SHANGHAI, 2025, 12, 1), local(SHANGHAI, 2026, 2, 1))
+    buckets = m.split_buckets(period, "month", SHANGHAI)
+    assert [b.start for b in buckets] == [local(SHANGHAI, 2025, 12, 1), local(SHANGHAI, 2026, 1, 1)]
+
+
+def test_no_unit_is_one_bucket_for_the_whole_period():
+    period = resolve(SHANGHAI, start="2026-05-08", to="2026-05-21")
+    assert m.split_buckets(period, None, SHANGHAI) == [period]
+
+
+def test_a_period_inside_one_day_is_one_clipped_bucket():
+    period = m.Period(local(SHANGHAI, 2026, 5, 8, 10), local(SHANGHAI, 2026, 5, 8, 11))
+    assert m.split_buckets(period, "day", SHANGHAI) == [period]
+
+
+ZONE = st.sampled_from(ZONES)
+MS_2000 = m.to_epoch_ms(datetime(2000, 1, 1, tzinfo=UTC))
+MS_2040 = m.to_epoch_ms(datetime(2040, 12, 31, tzinfo=UTC))
+# Spans are bounded per unit so that 200 examples stay fast; they still cross many DST changes.
+MAX_SPAN_DAYS = {"day": 120, "week": 800, "month": 4000}
+
+
+@st.composite
+def bucket_cases(draw):
+    zone = draw(ZONE)
+    unit = draw(st.sampled_from(m.BUCKET_UNITS))
+    start = draw(st.integers(min_value=MS_2000, max_value=MS_2040 - 1))
+    span = draw(st.integers(min_value=1, max_value=MAX_SPAN_DAYS[unit] * 86_400_000))
+    end = min(start + span, MS_2040)
+    return zone, unit, m.Period(m.EPOCH + timedelta(milliseconds=start), m.EPOCH + timedelta(milliseconds=end))
+
+
+@PROPERTY
+@given(case=bucket_cases())
+def test_buckets_cover_the_period_and_follow_local_calendar_boundaries(case):
+    zone, unit, period = case
+    buckets = m.split_buckets(period, unit, zone)
+    assert buckets[0].start == period.start
+    assert buckets[-1].end == period.end
+    for left, right in zip(buckets, buckets[1:]):
+        assert left.end == right.start
+    assert all(b.start < b.end for b in buckets)
+    for bucket in buckets[1:]:  # every inner boundary is the start of a local day
+        day = bucket.start.astimezone(zone).date()
+        assert bucket.start == m.day_start(day, zone)
+        if unit == "week":
+            assert day.weekday() == 0
+        if unit == "month":
+            assert day.day == 1
+    local_dates = [b.start.astimezone(zone).date() for b in buckets]
+    assert all(a < b for a, b in zip(local_dates, local_dates[1:]))
+    inner = buckets[1:-1]  # never clipped
+    if unit == "day":
+        if zone.key == "Australia/Lord_Howe":  # its DST shift is 30 minutes
+            low, high = timedelta(hours=23, minutes=30), timedelta(hours=24, minutes=30)
+        else:
+            low, high = timedelta(hours=23), timedelta(hours=25)
+        for bucket in inner:
+            assert low <= bucket.end - bucket.start <= high
+            assert bucket.end.astimezone(zone).date() == bucket.start.astimezone(zone).date() + DAY
+    elif unit == "week":
+        for bucket in inner:
+            assert abs(bucket.end - bucket.start - timedelta(days=7)) <= HOUR
+    else:
+        for bucket in inner:
+            assert timedelta(days=28) - HOUR <= bucket.end - bucket.start <= timedelta(days=31) + HOUR
+
+
+DATES = st.dates(min_value=date(2000, 1, 2), max_value=date(2040, 12, 31))
+
+
+@PROPERTY
+@given(day=DATES, zone=ZONE)
+def test_day_start_is_on_its_date_and_one_second_earlier_is_the_previous_date(day, zone):
+    start = m.day_start(day, zone)
+    assert start.utcoffset() == timedelta(0)
+    assert start.astimezone(zone).date() == day
+    assert (start - timedelta(seconds=1)).astimezone(zone).date() == day - DAY
+
+
+@PROPERTY
+@given(day=DATES, zone=ZONE)
+def test_parse_when_of_a_date_equals_day_start(day, zone):
+    assert m.parse_when(day.isoformat(), zone, NOW) == m.day_start(day, zone)
+
+
+@PROPERTY
+@given(moment=st.datetimes(min_value=datetime(1900, 1, 2), max_value=datetime(2100, 12, 31),
+                           timezones=st.sampled_from(ZONES + [UTC])))
+def test_to_epoch_ms_agrees_with_calendar_timegm(moment):
+    expected = calendar.timegm(moment.utctimetuple()) * 1000 + moment.microsecond // 1000
+    assert m.to_epoch_ms(moment) == expected
+
+
+@PROPERTY
+@given(ms=st.integers(min_value=-(10 ** 12), max_value=4 * 10 ** 12), zone=ZONE)
+def test_from_epoch_ms_round_trips(ms, zone):
+    assert m.to_epoch_ms(m.from_epoch_ms(ms, zone)) == ms
+
+
+# ----------------------------------------------------------------------------------------------
+# retention_note
+# ----------------------------------------------------------------------------------------------
+
+
+def test_no_retention_note_within_30_days():
+    assert m.retention_note(m.Period(NOW - timedelta(days=30), NOW), NOW, SHANGHAI) is None
+    assert m.retention_note(m.Period(NOW - timedelta(days=7), NOW), NOW, SHANGHAI) is None
+
+
+def test_retention_note_when_the_range_starts_more_than_30_days_ago():
+    start = NOW - timedelta(days=30, milliseconds=1)
+    note = m.retention_note(m.Period(start, NOW), NOW, SHANGHAI)
+    assert note is not None
+    assert "30 days" in note
+    assert "2026-10-25 13:00:00" in note  # now - 30 days, shown in the chosen zone
+
+
+def test_retention_note_for_the_default_and_long_ranges():
+    assert m.retention_note(resolve(SHANGHAI), NOW, SHANGHAI) is None
+    assert m.retention_note(resolve(SHANGHAI, last="31d"), NOW, SHANGHAI) is not None
+    assert m.retention_note(resolve(SHANGHAI, start="2026-05-08", to="2026-05-21"), NOW, SHANGHAI) is not None
