@@ -1140,14 +1140,15 @@ def format_instant(moment: datetime) -> str:
 
 
 def format_tokens(tokens: int, unit: bool = True) -> str:
+    """``2,482.08 M tokens``; without ``unit`` the compact ``2,482.08M`` of grouped tables."""
     suffix = " tokens" if unit else ""
     def scaled(scale: int) -> Decimal:
         return (Decimal(tokens) / scale).quantize(Decimal("0.01"), ROUND_HALF_UP)
 
     if scaled(10 ** 6) >= 1:  # by the rounded value: 999,995 tokens reads 1.00 M, not 1,000.00 K
-        return f"{scaled(10 ** 6):,} M{suffix}"
+        return f"{scaled(10 ** 6):,}{' M' if unit else 'M'}{suffix}"
     if tokens >= 1000:
-        return f"{scaled(1000):,} K{suffix}"
+        return f"{scaled(1000):,}{' K' if unit else 'K'}{suffix}"
     return f"{tokens:,}{suffix}"
 
 
@@ -1168,12 +1169,13 @@ def period_line(query: Query) -> str:
 
 
 def bucket_label(group: Group, query: Query) -> str:
-    start = group.period.start.astimezone(query.zone)
+    """A day's date, the week's Monday (even when the range clips the week), or YYYY-MM."""
+    day = group.period.start.astimezone(query.zone).date()
     if query.bucket == "month":
-        return start.strftime("%Y-%m")
-    if query.bucket in ("day", "week"):
-        return start.strftime("%Y-%m-%d")
-    return ""
+        return day.strftime("%Y-%m")
+    if query.bucket == "week":
+        day -= timedelta(days=day.weekday())
+    return day.isoformat()
 
 
 def _table_style(name: str | None) -> Any:
@@ -1190,11 +1192,12 @@ def _table_style(name: str | None) -> Any:
                                 padding=1, with_header_hide=None)
 
 
-def metric_lines(usage: Usage, batch: bool) -> list[tuple[str, str]]:
+def metric_lines(usage: Usage, batch: bool, compact: bool = False) -> list[tuple[str, str]]:
     m = usage.metrics()
-    lines = [("Total Tokens", format_tokens(m["total_tokens"])),
-             ("Prompt Tokens", format_tokens(m["prompt_tokens"])),
-             ("Completion Tokens", format_tokens(m["completion_tokens"])),
+    unit = not compact
+    lines = [("Total Tokens", format_tokens(m["total_tokens"], unit)),
+             ("Prompt Tokens", format_tokens(m["prompt_tokens"], unit)),
+             ("Completion Tokens", format_tokens(m["completion_tokens"], unit)),
              ("Total Requests", f"{m['total_requests']:,}"),
              ("Total Errors", f"{m['total_errors']:,}"),
              ("Error Rate", format_rate(m["error_rate"]))]
@@ -1221,7 +1224,7 @@ def grouped_table(result: Result, style: Any) -> str:
         headers += ["Tasks", "Infers"]
 
     def cells(usage: Usage) -> list[str]:
-        return [value.replace(" tokens", "") for _, value in metric_lines(usage, query.batch)]
+        return [value for _, value in metric_lines(usage, query.batch, compact=True)]
 
     rows = []
     for group, usage in result.rows:
@@ -1235,7 +1238,13 @@ def grouped_table(result: Result, style: Any) -> str:
         rows.append(labels + cells(usage))
     rows.append(["Total"] + [""] * (label_columns - 1) + cells(result.total))
     align = ["left"] * label_columns + ["right"] * (len(headers) - label_columns)
-    return tabulate.tabulate(rows, headers=headers, tablefmt=style, colalign=align, disable_numparse=True)
+    # tabulate widens every column by MIN_PADDING beyond its header; a month of days must fit
+    # in 80 columns, so the grouped table is drawn without that extra space.
+    padding, tabulate.MIN_PADDING = tabulate.MIN_PADDING, 0
+    try:
+        return tabulate.tabulate(rows, headers=headers, tablefmt=style, colalign=align, disable_numparse=True)
+    finally:
+        tabulate.MIN_PADDING = padding
 
 
 def render_table(result: Result, table_format: str | None, raw: bool) -> str:
@@ -1245,7 +1254,7 @@ def render_table(result: Result, table_format: str | None, raw: bool) -> str:
     style = _table_style(table_format)
     parts = [f"MaaS {services_title(query.service_types)} Usage Statistics - Region: {query.region}"]
     if query.bucket or query.by_key or len(query.service_types) > 1:
-        parts.append(grouped_table(result, style))
+        parts.append(grouped_table(result, style) + "\n")  # a blank line: markdown styles must not merge
     parts.append(tabulate.tabulate(metric_lines(result.total, query.batch), headers=["Metric", "Value"],
                                    tablefmt=style, disable_numparse=True))
     parts.append(period_line(query))

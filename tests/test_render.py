@@ -275,7 +275,8 @@ def test_format_tokens(tokens, text):
 
 
 def test_format_tokens_without_unit():
-    assert m.format_tokens(2482084980, unit=False) == "2,482.08 M"
+    assert m.format_tokens(2482084980, unit=False) == "2,482.08M"
+    assert m.format_tokens(512300, unit=False) == "512.30K"
     assert m.format_tokens(12, unit=False) == "12"
 
 
@@ -583,7 +584,7 @@ def test_table_with_several_service_types_has_a_grouped_table_then_totals():
     assert lines[0] == "MaaS All Services Usage Statistics - Region: cn-southwest-2"
     grouped_total = [line for line in lines if re.match(r"\| Total +\|", line)]
     assert len(grouped_total) == 1
-    assert "7,446.25 M" in grouped_total[0]  # three times 2,482.08... M, summed exactly then formatted
+    assert "7,446.25M" in grouped_total[0]  # three times 2,482.08... M, summed exactly then formatted
     assert table_rows(text)["Total Tokens"] == "7,446.25 M tokens"
     service_rows = [line.split("|")[1].strip() for line in lines if re.match(r"\| (My|Preset|Custom) +\|", line)]
     assert service_rows == ["My", "Preset", "Custom"]
