@@ -191,3 +191,35 @@ def test_dry_run_plans_every_bucket(cli, cloud):
     lines = run.stdout.splitlines()
     assert len(lines) == 31 * 3 and all(line.startswith("POST ") for line in lines)
     assert cloud.log == []
+
+
+def test_half_a_year_of_days_is_one_request_a_day_with_exact_totals(cli, hourly):
+    # 190 days stay under the 200 requests/minute pacing; the pacing itself is unit-tested with a fake clock.
+    run = cli("--from", "2026-05-14", "--to", "2026-11-20", "--timezone", "UTC", "--group-by", "day",
+              "--format", "json")
+    assert run.code == 0, run.stderr
+    doc = run.json()
+    days = len(doc["rows"])
+    assert days == 190 and len(hourly.maas_requests()) == days
+    whole = expected_metrics(hourly.events, ms("2026-05-14T00:00", "UTC"), ms("2026-11-20T00:00", "UTC"))
+    assert doc["totals"] == whole
+    assert hourly.max_in_flight <= 16
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_shown_only_on_a_terminal_and_not_when_quiet():
+    from maas_rest_usage_stats import Console
+
+    terminal = _Terminal()
+    Console(terminal).progress(12, 365)
+    assert "12/365 requests" in terminal.getvalue()
+    for console in (Console(io.StringIO()), Console(_Terminal(), quiet=True)):
+        console.progress(12, 365)
+        assert console.stream.getvalue() == ""
+    few = _Terminal()
+    Console(few).progress(1, 2)
+    assert few.getvalue() == ""
