@@ -772,6 +772,7 @@ class Call:
     end_ms: int
     body: dict
     label: str
+    day: date | None = None  # set when the window is exactly one whole final day (to be stored)
 
 
 class MaasClient:
@@ -906,19 +907,28 @@ class MaasClient:
         path = STATISTICS_PATH.format(project_id=project_id)
         return self._checked(self._exchange("POST", self.maas, path, what, body=body), what)
 
-    def fetch_all(self, project_id: str, calls: Sequence[Call]) -> list[Any]:
-        """Send every call, concurrently once one signed request has succeeded; all or nothing."""
+    def fetch_all(self, project_id: str, calls: Sequence[Call],
+                  on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+        """Send every call, concurrently once one signed request has succeeded.
+
+        ``on_result(index, data)`` runs in this thread for each success as it arrives (so a store
+        keeps the days that succeeded); the first failure cancels the rest and is raised.
+        """
         from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
         results: list[Any] = [None] * len(calls)
-        done = 0
+
+        def accept(index: int, data: Any) -> None:
+            results[index] = data
+            if on_result:
+                on_result(index, data)
+            self.console.progress(sum(r is not None for r in results), len(calls))
+
         pending_indexes = list(range(len(calls)))
         if calls and not self.warm:
             # A wrong key must cost one failed signature, not a burst: API Gateway locks a key
             # after more than 5 consecutive failures.
-            results[0] = self.show_statistics(project_id, calls[0])
-            done = 1
-            self.console.progress(done, len(calls))
+            accept(0, self.show_statistics(project_id, calls[0]))
             pending_indexes = pending_indexes[1:]
         if not pending_indexes:
             return results
@@ -928,10 +938,12 @@ class MaasClient:
             remaining = set(futures)
             while remaining:
                 finished, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
+                failure = next((f.exception() for f in finished if f.exception() is not None), None)
                 for future in finished:
-                    results[futures[future]] = future.result()  # re-raises the first failure
-                    done += 1
-                self.console.progress(done, len(calls))
+                    if future.exception() is None:
+                        accept(futures[future], future.result())
+                if failure is not None:
+                    raise failure
         except BaseException:
             self._cancelled.set()
             pool.shutdown(wait=True, cancel_futures=True)
@@ -1097,15 +1109,34 @@ def request_body(query: Query, group: Group, start_ms: int, end_ms: int) -> dict
     return body
 
 
-def plan_calls(query: Query, groups: Sequence[Group]) -> list[Call]:
+def live_spans(period: Period, days: Sequence[tuple[date, Period]], held: Mapping[date, Usage]) -> list[Period]:
+    """The parts of ``period`` that the held (stored) days do not cover."""
+    spans, cursor = [], period.start
+    for day, day_period in days:
+        if day in held:
+            if cursor < day_period.start:
+                spans.append(Period(cursor, day_period.start))
+            cursor = day_period.end
+    if cursor < period.end:
+        spans.append(Period(cursor, period.end))
+    return spans
+
+
+def plan_calls(query: Query, groups: Sequence[Group], held: Sequence[Mapping[date, Usage]] | None = None,
+               finals: Sequence[Sequence[tuple[date, Period]]] | None = None) -> list[Call]:
+    """The ShowStatistics calls for every group, minus the days a store holds (``held``)."""
     calls = []
     for index, group in enumerate(groups):
-        for start_ms, end_ms in split_windows(group.period.start_ms, group.period.end_ms):
-            label = (f"{format_instant(from_epoch_ms(start_ms, query.zone))} ~ "
-                     f"{format_instant(from_epoch_ms(end_ms, query.zone))} "
-                     f"({SERVICE_NAMES[group.service_type]}"
-                     + (f", key {group.api_key!r}" if group.api_key is not None else "") + ")")
-            calls.append(Call(index, start_ms, end_ms, request_body(query, group, start_ms, end_ms), label))
+        days = finals[index] if finals else ()
+        whole_days = {(period.start_ms, period.end_ms): day for day, period in days}
+        for span in live_spans(group.period, days, held[index] if held else {}):
+            for start_ms, end_ms in split_windows(span.start_ms, span.end_ms):
+                label = (f"{format_instant(from_epoch_ms(start_ms, query.zone))} ~ "
+                         f"{format_instant(from_epoch_ms(end_ms, query.zone))} "
+                         f"({SERVICE_NAMES[group.service_type]}"
+                         + (f", key {group.api_key!r}" if group.api_key is not None else "") + ")")
+                calls.append(Call(index, start_ms, end_ms, request_body(query, group, start_ms, end_ms), label,
+                                  whole_days.get((start_ms, end_ms))))
     return calls
 
 
@@ -1116,18 +1147,254 @@ class Result:
     rows: list[tuple[Group, Usage]]
     total: Usage
     windows: list[tuple[Call, Any]]
+    sources: list[str] | None = None  # per row, with a store: "store", "live" or "mixed"
+    store: dict | None = None  # the JSON "store" report
 
 
 def aggregate(query: Query, project_id: str, groups: Sequence[Group], calls: Sequence[Call],
-              responses: Sequence[Any]) -> Result:
-    """Validate every answer, then sum per group and overall (nothing is summed if one is bad)."""
-    usages = [Usage.from_response(data, f"ShowStatistics for {call.label}", query.batch)
-              for call, data in zip(calls, responses)]
-    per_group: list[Usage] = [Usage() for _ in groups]
+              responses: Sequence[Any], usages: Sequence[Usage] | None = None,
+              held: Sequence[Mapping[date, Usage]] | None = None) -> Result:
+    """Sum stored days and live answers per group and overall (nothing is summed if one is bad)."""
+    if usages is None:
+        usages = [Usage.from_response(data, f"ShowStatistics for {call.label}", query.batch)
+                  for call, data in zip(calls, responses)]
+    per_group = [total_of(held[index].values()) if held else Usage() for index in range(len(groups))]
+    live = [0] * len(groups)
     for call, usage in zip(calls, usages):
         per_group[call.group] = per_group[call.group] + usage
+        live[call.group] += 1
+    sources = None
+    if held is not None:
+        sources = ["mixed" if held[i] and live[i] else "store" if held[i] else "live" for i in range(len(groups))]
     return Result(query, project_id, list(zip(groups, per_group)), total_of(per_group),
-                  list(zip(calls, responses)))
+                  list(zip(calls, responses)), sources)
+
+
+# ----------------------------------------------------------------------------------------------
+# History store: final daily totals in SQLite, for ranges past the 30-day retention
+# ----------------------------------------------------------------------------------------------
+
+STORE_APPLICATION_ID = 0x4D414153  # "MAAS" in PRAGMA application_id marks our files
+STORE_SCHEMA_VERSION = 1
+STORE_BUSY_TIMEOUT = 15.0  # seconds a run waits for another run's write lock
+FINAL_AFTER = timedelta(hours=3)  # call data lags 1-2 hours; a day is final 3 hours after it ends
+STORE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS days (
+    region TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    infer_type TEXT NOT NULL,
+    service_type INTEGER NOT NULL,
+    api_keys TEXT NOT NULL,          -- JSON: the row's key, or the sorted key filter, or null
+    ips TEXT NOT NULL,               -- JSON: the sorted --ips filter, or null
+    timezone TEXT NOT NULL,
+    day TEXT NOT NULL,               -- local date, YYYY-MM-DD
+    start_ms INTEGER NOT NULL,
+    end_ms INTEGER NOT NULL,
+    total_requests INTEGER NOT NULL,
+    total_errors INTEGER NOT NULL,
+    total_tokens INTEGER NOT NULL,   -- actual tokens (the API's thousands x 1000), exact
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    total_completion_tasks INTEGER NOT NULL,
+    total_infer_count INTEGER NOT NULL,
+    fetched_at TEXT NOT NULL,        -- UTC, ISO 8601
+    PRIMARY KEY (region, project_id, infer_type, service_type, api_keys, ips, timezone, day)
+) WITHOUT ROWID
+"""
+
+
+class StoreRefused(UsageError):
+    """The store path is not a usable store file: exit 2, nothing touched, nothing sent."""
+
+
+class StoreError(ToolError):
+    """The store could not be written."""
+
+    exit_code = EXIT_API
+
+
+def final_days(period: Period, zone: tzinfo, now: datetime) -> list[tuple[date, Period]]:
+    """The whole local days inside ``period`` that ended more than FINAL_AFTER ago."""
+    days = []
+    day = period.start.astimezone(zone).date()
+    while True:
+        start, end = day_start(day, zone), day_start(day + timedelta(days=1), zone)
+        if end > period.end or end > now - FINAL_AFTER:
+            return days
+        if start >= period.start:
+            days.append((day, Period(start, end)))
+        day += timedelta(days=1)
+
+
+def _usage_row(usage: Usage) -> tuple[int, ...] | None:
+    """The integers a day is stored as, or None when the answer is finer than whole tokens."""
+    values = []
+    for thousands in (usage.tokens_k, usage.prompt_k, usage.completion_k):
+        tokens = thousands * 1000
+        if tokens != tokens.to_integral_value():
+            return None
+        values.append(int(tokens))
+    return (usage.requests, usage.errors, *values, usage.completion_tasks, usage.infer_count)
+
+
+def _make_private_dirs(folder: str) -> None:
+    """Create missing folders with mode 0700 (os.makedirs gives the mode to the last one only)."""
+    missing = []
+    while folder and not os.path.isdir(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+
+
+class Store:
+    """An SQLite file of final daily totals; one transaction per saved day."""
+
+    def __init__(self, path: str, connection: Any) -> None:
+        self.path = path
+        self._db = connection
+        self.days_read = 0
+        self.days_saved = 0
+        self.write_failure: str | None = None
+
+    @classmethod
+    def open(cls, path: str) -> Store:
+        """Open or create a store; refuse anything that is not one, without touching it."""
+        import sqlite3  # imported here: only runs with a store pay for it
+
+        if os.path.isdir(path):
+            raise StoreRefused(f"the store {path} is a directory, not a file")
+        if not os.path.exists(path):
+            try:
+                _make_private_dirs(os.path.dirname(os.path.abspath(path)))
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                pass  # another run created it a moment ago
+            except OSError as exc:
+                raise StoreError(f"cannot create the store {path}: {exc.strerror}") from None
+        try:
+            db = sqlite3.connect(path, timeout=STORE_BUSY_TIMEOUT, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {path}: {exc}") from None
+        try:
+            cls._check(db, path)
+        except BaseException:
+            db.close()
+            raise
+        return cls(path, db)
+
+    @staticmethod
+    def _check(db: Any, path: str) -> None:
+        import sqlite3
+
+        try:
+            app_id = db.execute("PRAGMA application_id").fetchone()[0]
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.DatabaseError:
+            raise StoreRefused(f"the store {path} is not an SQLite file; choose another path") from None
+        if app_id == 0 and version == 0 and tables == 0:
+            Store._create(db, path)
+        elif app_id != STORE_APPLICATION_ID:
+            raise StoreRefused(f"the store {path} is another program's SQLite database; choose another path")
+        elif version > STORE_SCHEMA_VERSION:
+            raise StoreRefused(f"the store {path} was written by a newer version of this script "
+                               f"(schema {version}); upgrade the script")
+        elif version < 1:
+            raise StoreRefused(f"the store {path} is incomplete (schema version {version})")
+
+    @staticmethod
+    def _create(db: Any, path: str) -> None:
+        import sqlite3
+
+        try:
+            db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a nightly writer
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(STORE_SCHEMA)
+            db.execute(f"PRAGMA application_id={STORE_APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version={STORE_SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise StoreError(f"cannot initialise the store {path}: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    @staticmethod
+    def _key(query: Query, project_id: str, group: Group) -> tuple:
+        keys = [group.api_key] if group.api_key is not None else \
+            (sorted(query.api_keys) if query.api_keys is not None else None)
+        ips = sorted(query.ips) if query.ips is not None else None
+        return (query.region, project_id, query.infer_type, group.service_type, json.dumps(keys),
+                json.dumps(ips), query.zone_name)
+
+    def lookup(self, query: Query, project_id: str, group: Group,
+               days: Sequence[tuple[date, Period]]) -> dict[date, Usage]:
+        """The stored days among ``days`` whose bounds still match today's zone rules."""
+        if not days:
+            return {}
+        wanted = {day.isoformat(): (day, period) for day, period in days}
+        rows = self._db.execute(
+            "SELECT day, start_ms, end_ms, total_requests, total_errors, total_tokens, prompt_tokens,"
+            " completion_tokens, total_completion_tasks, total_infer_count FROM days WHERE region=?"
+            " AND project_id=? AND infer_type=? AND service_type=? AND api_keys=? AND ips=? AND timezone=?"
+            " AND day BETWEEN ? AND ?",
+            (*self._key(query, project_id, group), days[0][0].isoformat(), days[-1][0].isoformat()))
+        found = {}
+        for day, start_ms, end_ms, requests, errors, tokens, prompt, completion, tasks, infers in rows:
+            if day in wanted and (start_ms, end_ms) == (wanted[day][1].start_ms, wanted[day][1].end_ms):
+                found[wanted[day][0]] = Usage(requests, errors, Decimal(tokens) / 1000, Decimal(prompt) / 1000,
+                                              Decimal(completion) / 1000, tasks, infers)
+        self.days_read += len(found)
+        return found
+
+    def save(self, query: Query, project_id: str, group: Group, day: date, period: Period,
+             usage: Usage, fetched_at: datetime) -> bool:
+        """Save one final day in its own transaction; False (with write_failure set) if it cannot."""
+        import sqlite3
+
+        values = _usage_row(usage)
+        if values is None:
+            return False
+        try:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("INSERT OR REPLACE INTO days VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                                 (*self._key(query, project_id, group), day.isoformat(), period.start_ms,
+                                  period.end_ms, *values, fetched_at.isoformat(timespec="seconds")))
+        except sqlite3.Error as exc:
+            self.write_failure = f"cannot write to the store {self.path}: {exc}"
+            return False
+        self.days_saved += 1
+        return True
+
+
+def record_query(query: Query, now: datetime) -> Query:
+    """--record: the range's whole final days, one row per day."""
+    if query.bucket in ("week", "month"):
+        raise UsageError("--record saves days: it cannot be combined with --group-by week or month")
+    days = final_days(query.period, query.zone, now)
+    if not days:
+        raise UsageError("the range holds no whole final day to record (a day is final 3 hours after "
+                         "its local midnight)", hint="try --from yesterday, or the default last 30 days")
+    return dataclasses.replace(query, period=Period(days[0][1].start, days[-1][1].end), bucket="day")
+
+
+def unrecorded_days(query: Query, calls: Sequence[Call], now: datetime) -> list[str]:
+    """Local dates of the live part that lie before MaaS's retention."""
+    cutoff = now - RETENTION
+    dates: set[date] = set()
+    for call in calls:
+        day = from_epoch_ms(call.start_ms, query.zone).date()
+        while day_start(day, query.zone) < min(cutoff, from_epoch_ms(call.end_ms, timezone.utc)):
+            dates.add(day)
+            day += timedelta(days=1)
+    return sorted(d.isoformat() for d in dates)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1304,8 +1571,12 @@ def render_json(result: Result, raw: bool) -> str:
     document["rows"] = [{**_json_period(group.period, query.zone), "service_type": group.service_type,
                          "service_name": SERVICE_NAMES[group.service_type], "api_key": group.api_key,
                          **_json_metrics(usage)} for group, usage in result.rows]
-    for row in document["rows"]:
+    for index, row in enumerate(document["rows"]):
         del row["start_ms"], row["end_ms"]
+        if result.sources is not None:
+            row["source"] = result.sources[index]
+    if result.store is not None:
+        document["store"] = result.store
     if raw:
         document["windows"] = [{"start_ms": call.start_ms, "end_ms": call.end_ms,
                                 "service_type": call.body["service_type"],
@@ -1356,6 +1627,7 @@ examples:
   %(prog)s --this-month --group-by day --format csv
   %(prog)s --from yesterday --to today --format csv --no-header >> usage.csv   # cron, after 03:00
   %(prog)s --last 7d --dry-run                        # show the requests, send nothing
+  %(prog)s --store ~/.maas/usage.db --record -q       # nightly: keep final days past the 30-day retention
 
 credentials: HW_ACCESS_KEY/HW_SECRET_KEY[/HW_SECURITY_TOKEN], HUAWEICLOUD_SDK_AK/SK, --credentials-file,
   or ~/.huaweicloud/credentials. Keys are never accepted on the command line and never printed.
@@ -1408,6 +1680,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-header", action="store_true", help="CSV without its header line")
     out.add_argument("--raw", action="store_true", help="also show each window's raw API response")
     out.add_argument("--dry-run", action="store_true", help="print the planned requests; send nothing")
+    keep = parser.add_argument_group("history store (MaaS keeps 30 days; a store keeps final days for good)")
+    keep.add_argument("--store", metavar="PATH", help="SQLite file of final daily totals (env MAAS_USAGE_STORE)")
+    keep.add_argument("--record", action="store_true",
+                      help="fetch and save the range's whole final days (default: the last 30 days)")
     out.add_argument("-v", "--verbose", action="store_true", help="log each HTTP exchange on stderr")
     out.add_argument("-q", "--quiet", action="store_true", help="no notes or progress on stderr")
     out.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -1482,6 +1758,8 @@ class Settings:
     table_format: str | None
     header: bool
     raw: bool
+    store_path: str | None
+    record: bool
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetime,
@@ -1509,6 +1787,9 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
         raise UsageError("--no-header applies to --format csv only")
     if args.raw and args.format == "csv":
         raise UsageError("--raw is not available with --format csv (use table or json)")
+    store_path = args.store or env.get("MAAS_USAGE_STORE") or None
+    if args.record and not store_path:
+        raise UsageError("--record needs a store: --store PATH or MAAS_USAGE_STORE")
     check_table_format(args.table_format)
 
     zone_name = args.timezone
@@ -1518,7 +1799,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
             console.note("cannot determine the OS time zone; using UTC (set --timezone)")
             zone_name = "UTC"
     zone = load_zone(zone_name)
-    period = resolve_period(RangeRequest(args.start, args.to, args.until, args.last, args.this_month), zone, now)
+    last = args.last or ("30d" if args.record and not ranges else None)  # --record defaults to 30 days
+    period = resolve_period(RangeRequest(args.start, args.to, args.until, last, args.this_month), zone, now)
 
     api_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
     bucket, by_key = parse_group_by(args.group_by, api_keys)
@@ -1529,7 +1811,10 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
                           MAAS_ENDPOINT_TEMPLATE.format(region=args.region), "--endpoint")
     iam = parse_endpoint(args.iam_endpoint or env.get("HW_IAM_ENDPOINT") or
                          IAM_ENDPOINT_TEMPLATE.format(region=args.region), "--iam-endpoint")
-    return Settings(query, project_id, maas, iam, args.format, args.table_format, not args.no_header, args.raw)
+    if args.record:
+        query = record_query(query, now)
+    return Settings(query, project_id, maas, iam, args.format, args.table_format, not args.no_header, args.raw,
+                    os.path.expanduser(store_path) if store_path else None, args.record)
 
 
 def retention_note(period: Period, now: datetime, zone: tzinfo) -> str | None:
@@ -1548,20 +1833,55 @@ def render(result: Result, settings: Settings) -> str:
     return render_table(result, settings.table_format, settings.raw)
 
 
-def run(args: argparse.Namespace, console: Console, env: Mapping[str, str], now: datetime) -> str:
-    """One run: validate, plan, (dry run or) fetch, sum; returns the text for stdout."""
-    settings = settings_from(args, env, now, console)
-    query = settings.query
-    groups = plan_groups(query)
-    calls = plan_calls(query, groups)
-    if settings.project_id is None and args.dry_run:
-        console.note("no project id given: the URLs show {project_id}")
-    if args.dry_run:
-        return render_plan(query, settings.project_id, settings.maas, calls, settings.output_format)
+def open_store(settings: Settings, console: Console) -> Store | None:
+    """Open the store; one that cannot be created fails --record but only costs a note otherwise."""
+    if not settings.store_path:
+        return None
+    try:
+        return Store.open(settings.store_path)
+    except StoreError as exc:
+        if settings.record:
+            raise
+        console.note(f"{exc}; continuing without the store")
+        return None
 
-    note = retention_note(query.period, now, query.zone)
-    if note:
-        console.note(note)
+
+def held_days(store: Store | None, query: Query, project_id: str | None, groups: Sequence[Group],
+              now: datetime) -> tuple[list[dict[date, Usage]] | None, list[list[tuple[date, Period]]] | None]:
+    """Per group: the stored days it can use, and its whole final days (for saving live answers)."""
+    if store is None or project_id is None:
+        return None, None
+    finals = [final_days(group.period, query.zone, now) for group in groups]
+    return [store.lookup(query, project_id, group, days) for group, days in zip(groups, finals)], finals
+
+
+def run(args: argparse.Namespace, console: Console, env: Mapping[str, str], now: datetime) -> str:
+    """One run: validate, open the store, then plan and (dry run or) fetch; returns stdout's text."""
+    settings = settings_from(args, env, now, console)
+    store = open_store(settings, console)
+    try:
+        if args.dry_run:
+            return dry_run(settings, store, console, now)
+        return query_usage(args, settings, store, console, env, now)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def dry_run(settings: Settings, store: Store | None, console: Console, now: datetime) -> str:
+    query, project_id = settings.query, settings.project_id
+    groups = plan_groups(query)
+    if project_id is None:
+        console.note("no project id given: the URLs show {project_id}"
+                     + ("; without it the store cannot be matched, so the whole range is planned" if store else ""))
+    held, finals = held_days(store, query, project_id, groups, now)
+    calls = plan_calls(query, groups, held, finals)
+    return render_plan(query, project_id, settings.maas, calls, settings.output_format)
+
+
+def query_usage(args: argparse.Namespace, settings: Settings, store: Store | None, console: Console,
+                env: Mapping[str, str], now: datetime) -> str:
+    query = settings.query
     credentials_path = credentials_file_in_use(args.credentials_file, env)
     credentials = load_credentials(args.credentials_file, env)
     console.hide(credentials.secrets())
@@ -1569,16 +1889,62 @@ def run(args: argparse.Namespace, console: Console, env: Mapping[str, str], now:
         warning = file_permission_warning(credentials_path)
         if warning:
             console.warn(warning)
-    client = MaasClient(credentials, settings.maas, settings.iam, timeout=args.timeout, retries=args.retries,
-                        concurrency=args.concurrency, console=console)
+    project_id = settings.project_id or credentials.project_id
+    if project_id is not None and not PROJECT_ID_RE.match(project_id):
+        raise CredentialsError("the project_id in the credentials profile is not 32 lowercase letters and digits")
+    groups = plan_groups(query)
+    client = None
     try:
-        project_id = settings.project_id or credentials.project_id or client.project_id(query.region)
-        if not PROJECT_ID_RE.match(project_id):
-            raise CredentialsError("the project_id in the credentials profile is not 32 lowercase letters and digits")
-        responses = client.fetch_all(project_id, calls)
+        if project_id is None:
+            client = MaasClient(credentials, settings.maas, settings.iam, timeout=args.timeout,
+                                retries=args.retries, concurrency=args.concurrency, console=console)
+            project_id = client.project_id(query.region)
+        held, finals = held_days(store, query, project_id, groups, now)
+        calls = plan_calls(query, groups, held, finals)
+        note_retention(query, calls, store, console, now)
+        usages: list[Usage | None] = [None] * len(calls)
+
+        def on_result(index: int, data: Any) -> None:
+            call = calls[index]
+            usages[index] = Usage.from_response(data, f"ShowStatistics for {call.label}", query.batch)
+            if store is not None and call.day is not None:
+                store.save(query, project_id, groups[call.group], call.day,
+                           Period(from_epoch_ms(call.start_ms, timezone.utc), from_epoch_ms(call.end_ms, timezone.utc)),
+                           usages[index], datetime.now(timezone.utc))
+
+        responses: list[Any] = []
+        if calls:
+            if client is None:
+                client = MaasClient(credentials, settings.maas, settings.iam, timeout=args.timeout,
+                                    retries=args.retries, concurrency=args.concurrency, console=console)
+            responses = client.fetch_all(project_id, calls, on_result)
     finally:
-        client.close()
-    return render(aggregate(query, project_id, groups, calls, responses), settings)
+        if client is not None:
+            client.close()
+    result = aggregate(query, project_id, groups, calls, responses, usages, held)  # type: ignore[arg-type]
+    if store is not None:
+        if store.write_failure:
+            if settings.record:
+                raise StoreError(store.write_failure)
+            console.note(f"{store.write_failure}; the result above is complete all the same")
+        result = dataclasses.replace(result, store={
+            "path": store.path, "days_read": store.days_read, "days_saved": store.days_saved,
+            "days_unrecorded": unrecorded_days(query, calls, now)})
+    return render(result, settings)
+
+
+def note_retention(query: Query, calls: Sequence[Call], store: Store | None, console: Console,
+                   now: datetime) -> None:
+    """Warn when part of what is fetched live is older than MaaS's 30-day retention."""
+    if store is None:
+        note = retention_note(query.period, now, query.zone)
+        if note:
+            console.note(note)
+        return
+    missing = unrecorded_days(query, calls, now)
+    if missing:
+        console.note(f"{len(missing)} day(s) of the range are older than MaaS's 30-day retention and not in "
+                     f"the store ({missing[0]} … {missing[-1]}): their live answers may be empty")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

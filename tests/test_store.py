@@ -1,0 +1,295 @@
+"""The history store end to end: --store/--record against the fake cloud, with SQLite checked directly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import fakecloud
+from conftest import SCRIPT, SECRETS, assert_clean, Run
+from test_cli import expected_metrics
+from test_groups import ms
+
+PID = fakecloud.DEMO_PROJECT_ID
+SHANGHAI = ("--timezone", "Asia/Shanghai", "--project-id", PID)
+RANGE = ("--from", "2026-05-01", "--to", "2026-05-11")  # ten final days, long past
+DAY_MS = 86_400_000
+
+
+@pytest.fixture
+def hourly(cloud):
+    cloud.events = fakecloud.hourly_events(ms("2026-02-01T00:00", "UTC"), ms("2026-06-30T00:00", "UTC"))
+    return cloud
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "maas" / "usage.db"
+
+
+def rows(path: Path) -> list[tuple]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT day, service_type, api_keys, total_tokens, total_requests FROM days "
+                          "ORDER BY day, service_type, api_keys").fetchall()
+
+
+def test_record_saves_final_days_and_a_second_run_sends_nothing(cli, hourly, store):
+    first = cli(*RANGE, *SHANGHAI, "--store", str(store), "--record", "--format", "json")
+    assert first.code == 0, first.stderr
+    doc = first.json()
+    assert [r["start"][:10] for r in doc["rows"]] == [f"2026-05-{d:02d}" for d in range(1, 11)]
+    assert {r["source"] for r in doc["rows"]} == {"live"}
+    assert doc["store"]["days_saved"] == 10 and doc["store"]["days_read"] == 0
+    assert len(hourly.maas_requests()) == 10 and len(rows(store)) == 10
+    hourly.clear_log()
+    again = cli(*RANGE, *SHANGHAI, "--store", str(store), "--record", "--format", "json")
+    assert again.code == 0, again.stderr
+    assert hourly.log == []
+    assert again.json()["store"]["days_saved"] == 0 and again.json()["store"]["days_read"] == 10
+    assert again.json()["totals"] == doc["totals"]
+
+
+def test_a_stored_range_is_answered_without_the_api(cli, hourly, store):
+    assert cli(*RANGE, *SHANGHAI, "--store", str(store), "--record").code == 0
+    hourly.fail_all = True
+    hourly.clear_log()
+    run = cli(*RANGE, *SHANGHAI, "--store", str(store), "--format", "json")
+    assert run.code == 0, run.stderr
+    assert hourly.log == []
+    assert run.json()["totals"] == expected_metrics(hourly.events, ms("2026-05-01T00:00", "Asia/Shanghai"),
+                                                    ms("2026-05-11T00:00", "Asia/Shanghai"))
+    assert run.json()["rows"][0]["source"] == "store"
+    without = cli(*RANGE, *SHANGHAI, "--format", "json", "--retries", "0")
+    assert without.code == 1
+
+
+def test_partly_stored_range_fetches_only_the_rest_and_sums_exactly(cli, hourly, store):
+    assert cli("--from", "2026-05-03", "--to", "2026-05-06", *SHANGHAI, "--store", str(store), "--record").code == 0
+    hourly.clear_log()
+    run = cli("--from", "2026-05-01 12:00", "--to", "2026-05-09", *SHANGHAI, "--store", str(store),
+              "--format", "json")
+    assert run.code == 0, run.stderr
+    spans = sorted((b["start_time"], b["end_time"]) for b in hourly.maas_requests())
+    assert spans == [(ms("2026-05-01T12:00", "Asia/Shanghai"), ms("2026-05-03T00:00", "Asia/Shanghai")),
+                     (ms("2026-05-06T00:00", "Asia/Shanghai"), ms("2026-05-09T00:00", "Asia/Shanghai"))]
+    doc = run.json()
+    assert doc["rows"][0]["source"] == "mixed" and doc["store"]["days_read"] == 3
+    assert doc["totals"] == expected_metrics(hourly.events, ms("2026-05-01T12:00", "Asia/Shanghai"),
+                                             ms("2026-05-09T00:00", "Asia/Shanghai"))
+
+
+def test_group_by_day_saves_its_final_days_and_reuses_them(cli, hourly, store):
+    run = cli(*RANGE, *SHANGHAI, "--store", str(store), "--group-by", "day", "--service-type", "all",
+              "--format", "json")
+    assert run.code == 0, run.stderr
+    assert run.json()["store"]["days_saved"] == 30 and len(rows(store)) == 30
+    hourly.clear_log()
+    week = cli("--from", "2026-05-04", "--to", "2026-05-11", *SHANGHAI, "--store", str(store), "--group-by", "week",
+               "--service-type", "all", "--format", "json")
+    assert week.code == 0 and hourly.log == []
+    assert [r["source"] for r in week.json()["rows"]] == ["store"] * 3
+
+
+def test_dst_week_in_new_york_is_stored_day_by_local_day(cli, hourly, store):
+    args = ("--from", "2026-03-05", "--to", "2026-03-12", "--timezone", "America/New_York", "--project-id", PID,
+            "--store", str(store))
+    assert cli(*args, "--record").code == 0
+    with sqlite3.connect(store) as db:
+        spans = dict(db.execute("SELECT day, end_ms - start_ms FROM days").fetchall())
+    assert spans["2026-03-08"] == 23 * 3_600_000 and spans["2026-03-07"] == 24 * 3_600_000
+    hourly.fail_all = True
+    run = cli(*args, "--format", "json")
+    assert run.code == 0, run.stderr
+    assert run.json()["totals"] == expected_metrics(hourly.events, ms("2026-03-05T00:00", "America/New_York"),
+                                                    ms("2026-03-12T00:00", "America/New_York"))
+
+
+def test_stored_rows_keep_keys_filters_and_zones_apart(cli, hourly, store):
+    base = (*RANGE, *SHANGHAI, "--store", str(store), "--record")
+    assert cli(*base, "--api-keys", "key-alpha", "key-beta", "--group-by", "api-key").code == 0
+    assert cli(*base, "--api-keys", "key-beta", "key-alpha").code == 0
+    keys = {row[2] for row in rows(store)}
+    assert keys == {'["key-alpha"]', '["key-beta"]', '["key-alpha", "key-beta"]'}
+    hourly.clear_log()
+    other_zone = cli(*RANGE, "--timezone", "UTC", "--project-id", PID, "--store", str(store), "--format", "json")
+    assert other_zone.code == 0 and len(hourly.maas_requests()) == 1  # UTC days are not Shanghai days
+
+
+def test_a_day_whose_bounds_no_longer_match_the_zone_rules_is_fetched_again(cli, hourly, store):
+    assert cli("--from", "2026-05-03", "--to", "2026-05-04", *SHANGHAI, "--store", str(store), "--record").code == 0
+    with sqlite3.connect(store) as db:
+        db.execute("UPDATE days SET start_ms = start_ms + 3600000, total_tokens = 1")
+    hourly.clear_log()
+    run = cli("--from", "2026-05-03", "--to", "2026-05-04", *SHANGHAI, "--store", str(store), "--format", "json")
+    assert run.code == 0 and len(hourly.maas_requests()) == 1
+    assert run.json()["totals"]["total_tokens"] != 1
+
+
+def test_old_unstored_days_are_reported_as_unrecorded(cli, hourly, store):
+    run = cli("--from", "2026-05-01", "--to", "2026-05-04", *SHANGHAI, "--store", str(store), "--format", "json")
+    assert run.code == 0
+    assert run.json()["store"]["days_unrecorded"] == ["2026-05-01", "2026-05-02", "2026-05-03"]
+    assert "3 day(s)" in run.stderr and "retention" in run.stderr
+    quiet = cli("--from", "2026-05-01", "--to", "2026-05-04", *SHANGHAI, "--store", str(store), "-q")
+    assert quiet.stderr == ""
+
+
+def test_only_final_days_are_recorded(cli, hourly, store):
+    run = cli("--from", "today", "--timezone", "UTC", "--project-id", PID, "--store", str(store), "--record")
+    assert run.code == 2 and "final" in run.stderr
+    assert hourly.log == []
+    week = cli(*RANGE, *SHANGHAI, "--store", str(store), "--record", "--group-by", "week")
+    assert week.code == 2 and "week" in week.stderr
+    no_store = cli(*RANGE, *SHANGHAI, "--record")
+    assert no_store.code == 2 and "--store" in no_store.stderr
+
+
+def test_record_defaults_to_the_last_30_days(cli, hourly, store):
+    run = cli("--timezone", "UTC", "--store", str(store), "--record", "--dry-run", "--project-id", PID)
+    assert run.code == 0, run.stderr
+    assert len(run.stdout.splitlines()) in (29, 30)  # whole final days of the last 30 x 24 h
+
+
+def test_dry_run_with_a_store_plans_only_the_live_part(cli, hourly, store):
+    assert cli("--from", "2026-05-03", "--to", "2026-05-06", *SHANGHAI, "--store", str(store), "--record").code == 0
+    hourly.clear_log()
+    plan = cli(*RANGE, *SHANGHAI, "--store", str(store), "--dry-run")
+    assert plan.code == 0 and len(plan.stdout.splitlines()) == 2 and hourly.log == []
+    blind = cli(*RANGE, "--timezone", "Asia/Shanghai", "--store", str(store), "--dry-run")
+    assert blind.code == 0 and len(blind.stdout.splitlines()) == 1 and "whole range" in blind.stderr
+
+
+def test_store_file_is_private_and_holds_no_secret(cli, hourly, store):
+    run = cli(*RANGE, *SHANGHAI, "--store", str(store), "--record",
+              env={"HW_ACCESS_KEY": fakecloud.TEMP_AK, "HW_SECRET_KEY": fakecloud.TEMP_SK,
+                   "HW_SECURITY_TOKEN": fakecloud.TEMP_TOKEN})
+    assert run.code == 0, run.stderr
+    assert stat.S_IMODE(store.stat().st_mode) == 0o600
+    for folder in (store.parent, store.parent.parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    with sqlite3.connect(store) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA application_id").fetchone()[0] != 0
+    for path in store.parent.iterdir():
+        data = path.read_bytes()
+        for secret in SECRETS:
+            assert secret.encode() not in data
+
+
+def test_store_env_var_is_honoured(cli, hourly, store):
+    run = cli(*RANGE, *SHANGHAI, "--record", env={"MAAS_USAGE_STORE": str(store)})
+    assert run.code == 0, run.stderr
+    assert len(rows(store)) == 10
+
+
+def _foreign_db(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE notes (body TEXT)")
+        db.execute("INSERT INTO notes VALUES ('mine')")
+
+
+def _newer_store(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA application_id=1296122195")
+        db.execute("PRAGMA user_version=99")
+        db.execute("CREATE TABLE days (x)")
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda p: p.mkdir(parents=True), "directory"),
+    (lambda p: p.write_text("these are my notes, not a database\n" * 20), "not an SQLite file"),
+    (_foreign_db, "another program"),
+    (_newer_store, "newer version"),
+])
+def test_a_path_that_is_not_a_store_is_refused_untouched(cli, cloud, tmp_path, make, fragment):
+    path = tmp_path / "usage.db"
+    make(path)
+    before = {p.name: (p.read_bytes() if p.is_file() else None) for p in tmp_path.iterdir()}
+    run = cli(*RANGE, *SHANGHAI, "--store", str(path), "--record")
+    assert run.code == 2 and str(path) in run.stderr and fragment in run.stderr
+    assert cloud.log == []
+    assert {p.name: (p.read_bytes() if p.is_file() else None) for p in tmp_path.iterdir()} == before
+
+
+def _break_writes(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TRIGGER full BEFORE INSERT ON days BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+
+
+def test_an_unwritable_store_fails_record_but_not_a_query(cli, hourly, store):
+    assert cli("--from", "2026-05-03", "--to", "2026-05-04", *SHANGHAI, "--store", str(store), "--record").code == 0
+    _break_writes(store)
+    record = cli(*RANGE, *SHANGHAI, "--store", str(store), "--record")
+    assert record.code == 1 and "cannot write to the store" in record.stderr and record.stdout == ""
+    query = cli(*RANGE, *SHANGHAI, "--store", str(store), "--group-by", "day", "--format", "json")
+    assert query.code == 0 and "cannot write to the store" in query.stderr
+    assert query.json()["totals"] == expected_metrics(hourly.events, ms("2026-05-01T00:00", "Asia/Shanghai"),
+                                                      ms("2026-05-11T00:00", "Asia/Shanghai"))
+
+
+def test_a_failed_record_is_completed_by_the_next_run(cli, hourly, store):
+    hourly.add_fault("status", status=500, times=50, error_msg="down")
+    run = cli(*RANGE, *SHANGHAI, "--store", str(store), "--record", "--retries", "0")
+    assert run.code == 1 and run.stdout == "" and "down" in run.stderr
+    hourly.clear_faults()
+    ok = cli(*RANGE, *SHANGHAI, "--store", str(store), "--record", "--format", "json")
+    assert ok.code == 0 and ok.json()["store"]["days_saved"] == 10
+
+
+def test_record_saves_successes_before_a_late_failure(cli, hourly, store):
+    hourly.latency = 0.05
+    hourly.add_fault("delay", seconds=0.0, times=5)  # the first five answer normally
+    hourly.add_fault("status", status=500, times=50, error_msg="down")
+    run = cli(*RANGE, *SHANGHAI, "--store", str(store), "--record", "--retries", "0", "--concurrency", "1")
+    assert run.code == 1 and run.stdout == ""
+    assert len(rows(store)) == 5
+
+
+def _record_process(store: Path, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(SCRIPT), "--from", "2026-04-01", "--to", "2026-05-11",
+                             *SHANGHAI, "--store", str(store), "--record", "--concurrency", "1", "-q"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_killed_record_leaves_a_valid_store(cloud_env, hourly, store):
+    hourly.latency = 0.05
+    process = _record_process(store, cloud_env)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (not store.exists() or len(hourly.maas_requests()) < 10):
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate(timeout=20)
+    with sqlite3.connect(store) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        saved = db.execute("SELECT count(*) FROM days").fetchone()[0]
+    assert 0 < saved < 40
+    hourly.latency = 0
+    finish = _record_process(store, cloud_env)
+    out, err = finish.communicate(timeout=60)
+    assert_clean(Run(finish.returncode, out, err))
+    assert finish.returncode == 0 and len(rows(store)) == 40
+
+
+def test_two_records_at_once_both_succeed_and_count_nothing_twice(cloud_env, hourly, store):
+    hourly.latency = 0.02
+    first, second = _record_process(store, cloud_env), _record_process(store, cloud_env)
+    for process in (first, second):
+        out, err = process.communicate(timeout=90)
+        assert_clean(Run(process.returncode, out, err))
+        assert process.returncode == 0, err
+    assert len(rows(store)) == 40
+    hourly.fail_all = True
+    with sqlite3.connect(store) as db:
+        stored = db.execute("SELECT sum(total_requests) FROM days").fetchone()[0]
+    expected = expected_metrics(hourly.events, ms("2026-04-01T00:00", "Asia/Shanghai"),
+                                ms("2026-05-11T00:00", "Asia/Shanghai"))
+    assert stored == expected["total_requests"]
