@@ -1,0 +1,442 @@
+#!/usr/bin/env python3
+"""Wall-clock benchmark of maas_rest_usage_stats.py against the fake cloud.
+
+    python3 tests/bench.py [--latency 0.3] [--runs 5] [--markdown]
+
+Not part of the pytest suite (no ``test_`` names).  It starts ``FakeCloud``
+in-process (HTTPS on 127.0.0.1, ``--latency`` seconds of injected delay per
+request, synthetic hourly usage for the last 370 days) and runs the REAL
+script as a subprocess -- ``sys.executable maas_rest_usage_stats.py
+--timezone UTC --format json -q ...`` with a minimal environment (PATH, a
+temporary HOME, LANG and the fake cloud's client env) -- for:
+
+* ``--last 1d|7d|30d|90d|365d`` and ``--last 30d --group-by day``, each with
+  the default concurrency and with ``--concurrency 1``; the project id is
+  resolved through IAM (one extra request), as a user without
+  ``--project-id`` would see it;
+* ``--last 365d --project-id <DEMO_PROJECT_ID>``: no IAM lookup, so the
+  contract's "first request alone" rule applies (one window is sent, then the
+  rest fan out once it succeeded).
+
+Per configuration: 1 warm-up, then ``--runs`` timed runs (``perf_counter``
+around ``subprocess.run``); the median is reported.  Sequential
+configurations that need 10 or more round trips (365 d, day-grouped 30 d)
+are capped at 3 timed runs (``HEAVY_RUNS``) so that a default run stays
+under ~3 minutes; the table marks them.  The fake's request log (cleared
+before each run) gives the number of ShowStatistics and IAM requests, the
+TLS connections opened and the peak of requests in flight; the arrival
+times of the requests split each run into start-up (process start -> first
+request), network phase and tail (last request -> process exit).
+
+Also measured: the fixed start-up cost (``--version``, ``--help``,
+``--dry-run --last 365d``, and ``python -c pass`` as the interpreter floor)
+and ``python -X importtime maas_rest_usage_stats.py --version``: whether
+``requests``, ``huaweicloudsdkcore`` or ``tabulate`` are imported (they must
+not be) and the script's own import cost (modules not imported by a bare
+``python -c pass``).
+
+Every run must exit 0 with a JSON document on stdout; otherwise its stderr
+is printed and the benchmark exits 1 (after stopping the server).  It also
+exits 1 when ``--version`` imports one of the heavy packages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE.parent / "maas_rest_usage_stats.py"
+sys.path.insert(0, str(HERE))
+
+import fakecloud  # (needs the sys.path entry above)
+
+HEAVY_ROUND_TRIPS = 10  # sequential configs with at least this many requests ...
+HEAVY_RUNS = 3  # ... run at most this many times
+RUN_TIMEOUT_S = 180.0  # one subprocess; far above the worst case, only a safety net
+DATASET_DAYS = 370
+HEAVY_MODULES = ("requests", "huaweicloudsdkcore", "tabulate")
+RATIO_ALERT = 1.4  # 365 d (concurrent) vs 7 d above this is reported as an anomaly
+
+SCENARIOS: list[tuple[str, list[str]]] = [
+    ("1d", ["--last", "1d"]),
+    ("7d", ["--last", "7d"]),
+    ("30d", ["--last", "30d"]),
+    ("90d", ["--last", "90d"]),
+    ("365d", ["--last", "365d"]),
+    ("30d, group-by day", ["--last", "30d", "--group-by", "day"]),
+    ("365d, project id given", ["--last", "365d", "--project-id", fakecloud.DEMO_PROJECT_ID]),
+]
+COMMON = ["--timezone", "UTC", "--format", "json", "-q"]
+
+
+class RunFailed(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------
+# Running the script
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Runner:
+    env: dict[str, str]
+    cwd: str
+
+    def run(self, argv: list[str], *, python_args: tuple[str, ...] = (), script: bool = True
+            ) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+        """(perf_counter seconds, monotonic start, completed process); raises RunFailed."""
+        cmd = [sys.executable, *python_args, *([str(SCRIPT)] if script else []), *argv]
+        started_mono = time.monotonic()
+        t0 = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, env=self.env, cwd=self.cwd, capture_output=True, text=True,
+                                  timeout=RUN_TIMEOUT_S, check=False)
+        except subprocess.TimeoutExpired as exc:
+            stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+            raise RunFailed(f"{' '.join(cmd)}\n  timed out after {RUN_TIMEOUT_S:g} s\n{stderr}") from None
+        elapsed = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RunFailed(f"{' '.join(cmd)}\n  exit code {proc.returncode}; stderr:\n{proc.stderr}")
+        return elapsed, started_mono, proc
+
+
+def parse_json_stdout(proc: subprocess.CompletedProcess[str], argv: list[str]) -> dict:
+    try:
+        doc = json.loads(proc.stdout)
+    except ValueError:
+        raise RunFailed(f"{' '.join(argv)}: stdout is not JSON: {proc.stdout[:200]!r}\nstderr:\n{proc.stderr}") \
+            from None
+    if not isinstance(doc, dict) or doc.get("schema_version") != 1:
+        raise RunFailed(f"{' '.join(argv)}: unexpected JSON document: {proc.stdout[:200]!r}")
+    return doc
+
+
+@dataclass
+class Measurement:
+    label: str
+    argv: list[str]
+    runs: int
+    times: list[float] = field(default_factory=list)
+    maas: list[int] = field(default_factory=list)
+    iam: list[int] = field(default_factory=list)
+    other: list[int] = field(default_factory=list)
+    connections: list[int] = field(default_factory=list)
+    max_in_flight: list[int] = field(default_factory=list)
+    first_request: list[float] = field(default_factory=list)  # s after process start
+    last_request: list[float] = field(default_factory=list)  # arrival of the last request
+    maas_spread: list[float] = field(default_factory=list)  # first -> last MaaS arrival
+    planned: int | None = None  # ShowStatistics calls planned by --dry-run
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @staticmethod
+    def _one(values: list[int]) -> str:
+        distinct = sorted(set(values))
+        return str(distinct[0]) if len(distinct) == 1 else "/".join(map(str, distinct))
+
+    @property
+    def requests(self) -> str:
+        return f"{self._one(self.maas)}+{self._one(self.iam)}"
+
+    @property
+    def round_trips(self) -> int:
+        return max(self.maas, default=0) + max(self.iam, default=0)
+
+
+def measure(cloud: fakecloud.FakeCloud, runner: Runner, label: str, argv: list[str], runs: int,
+            planned: int | None) -> Measurement:
+    m = Measurement(label, argv, runs, planned=planned)
+    runner.run(argv)  # warm-up (file cache, .pyc of the dependencies, the fake's TLS session)
+    for _ in range(runs):
+        cloud.clear_log()
+        cloud.reset_max_in_flight()
+        connections_before = cloud.connection_count
+        elapsed, started, proc = runner.run(argv)
+        parse_json_stdout(proc, argv)
+        log = cloud.log
+        m.times.append(elapsed)
+        m.maas.append(sum(e.kind == "maas" for e in log))
+        m.iam.append(sum(e.kind == "iam" for e in log))
+        m.other.append(sum(e.kind == "other" for e in log))
+        bad = [e for e in log if e.status != 200]
+        if bad:
+            raise RunFailed(f"{' '.join(argv)}: the fake answered {[(e.kind, e.status) for e in bad]}")
+        m.connections.append(cloud.connection_count - connections_before)
+        m.max_in_flight.append(cloud.max_in_flight)
+        if log:
+            arrivals = [e.at - started for e in log]
+            m.first_request.append(min(arrivals))
+            m.last_request.append(max(arrivals))
+            maas_at = [e.at for e in log if e.kind == "maas"]
+            m.maas_spread.append(max(maas_at) - min(maas_at) if maas_at else 0.0)
+    return m
+
+
+def planned_calls(runner: Runner, argv: list[str]) -> int:
+    _, _, proc = runner.run([*argv, "--dry-run"])
+    doc = parse_json_stdout(proc, argv)
+    return len(doc.get("requests", []))
+
+
+# ---------------------------------------------------------------------------
+# -X importtime
+# ---------------------------------------------------------------------------
+
+_IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)\s*$")
+
+
+def parse_importtime(stderr: str) -> list[tuple[str, int, int, int]]:
+    """[(module, self us, cumulative us, depth)] in the order printed."""
+    rows = []
+    for line in stderr.splitlines():
+        match = _IMPORT_LINE.match(line)
+        if match:
+            depth = (len(match.group(3)) - 1) // 2 if match.group(3) else 0
+            rows.append((match.group(4), int(match.group(1)), int(match.group(2)), depth))
+    return rows
+
+
+@dataclass
+class ImportReport:
+    argv: list[str]
+    heavy_found: dict[str, list[str]]
+    own_total_us: float  # median over runs of the summed self time of the script's own imports
+    own_count: int
+    top: list[tuple[str, float, float]]  # (module, median self us, median cumulative us)
+
+
+def import_report(runner: Runner, argv: list[str], runs: int) -> ImportReport:
+    _, _, base = runner.run(["-c", "pass"], python_args=("-X", "importtime"), script=False)
+    baseline = {name for name, *_ in parse_importtime(base.stderr)}
+    runner.run(argv, python_args=("-X", "importtime"))  # warm-up
+    per_module_self: dict[str, list[int]] = {}
+    per_module_cum: dict[str, list[int]] = {}
+    totals: list[int] = []
+    heavy_found: dict[str, list[str]] = {}
+    own_modules: set[str] = set()
+    for _ in range(runs):
+        _, _, proc = runner.run(argv, python_args=("-X", "importtime"))
+        rows = parse_importtime(proc.stderr)
+        if not rows:
+            raise RunFailed("python -X importtime printed nothing parsable")
+        own = [r for r in rows if r[0] not in baseline]
+        totals.append(sum(r[1] for r in own))
+        for name, self_us, cum_us, _ in own:
+            own_modules.add(name)
+            per_module_self.setdefault(name, []).append(self_us)
+            per_module_cum.setdefault(name, []).append(cum_us)
+        for name, *_ in rows:
+            top_level = name.split(".", 1)[0]
+            if top_level in HEAVY_MODULES:
+                heavy_found.setdefault(top_level, [])
+                if name not in heavy_found[top_level]:
+                    heavy_found[top_level].append(name)
+    top = sorted(((n, statistics.median(per_module_self[n]), statistics.median(per_module_cum[n]))
+                  for n in own_modules), key=lambda t: -t[1])[:10]
+    return ImportReport(argv, heavy_found, statistics.median(totals), len(own_modules), top)
+
+
+# ---------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------
+
+
+def render_table(headers: list[str], rows: list[list[str]], markdown: bool, align: str) -> str:
+    """align: one 'l' or 'r' per column."""
+    if markdown:
+        sep = ["---:" if a == "r" else "---" for a in align]
+        lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(sep) + " |"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def fmt(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if a == "r" else c.ljust(w)
+                         for c, w, a in zip(cells, widths, align)).rstrip()
+
+    return "\n".join([fmt(headers), "  ".join("-" * w for w in widths), *map(fmt, rows)])
+
+
+def heading(text: str, markdown: bool) -> str:
+    return f"\n### {text}\n" if markdown else f"\n{text}\n{'=' * len(text)}"
+
+
+def f3(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency", type=float, default=0.3,
+                        help="seconds the fake cloud waits before each answer (default 0.3)")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per configuration (default 5)")
+    parser.add_argument("--markdown", action="store_true", help="GitHub-markdown tables instead of plain text")
+    args = parser.parse_args(argv)
+    if not 1 <= args.runs <= 50:
+        parser.error("--runs must be between 1 and 50")
+    if not 0 < args.latency <= 5:
+        parser.error("--latency must be in (0, 5] seconds")
+    if not SCRIPT.is_file():
+        parser.error(f"{SCRIPT} not found")
+    heavy_runs = min(args.runs, HEAVY_RUNS)
+    md = args.markdown
+
+    def progress(text: str) -> None:
+        print(f"bench: {text}", file=sys.stderr, flush=True)
+
+    bench_started = time.perf_counter()
+    now_ms = int(time.time() * 1000)
+    end_ms = (now_ms // fakecloud.HOUR_MS + 2) * fakecloud.HOUR_MS
+    progress(f"building {DATASET_DAYS} days of hourly fake usage ...")
+    events = tuple(fakecloud.hourly_events(end_ms - DATASET_DAYS * 24 * fakecloud.HOUR_MS, end_ms))
+
+    with tempfile.TemporaryDirectory(prefix="maas-bench-home-") as home, \
+            fakecloud.FakeCloud(tls=True, latency=args.latency, events=events) as cloud:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home,
+               "LANG": os.environ.get("LANG", "C.UTF-8"), **cloud.client_env()}
+        runner = Runner(env, home)
+        try:
+            # -- scenarios ---------------------------------------------------
+            results: dict[tuple[str, str], Measurement] = {}
+            for label, scenario_argv in SCENARIOS:
+                base_argv = [*scenario_argv, *COMMON]
+                planned = planned_calls(runner, base_argv)
+                for mode, extra in (("concurrent", []), ("sequential", ["--concurrency", "1"])):
+                    full = [*base_argv, *extra]
+                    iam = 0 if "--project-id" in full else 1
+                    heavy = mode == "sequential" and planned + iam >= HEAVY_ROUND_TRIPS
+                    runs = heavy_runs if heavy else args.runs
+                    progress(f"{label:24} {mode:10} {planned + iam:3} requests x {runs} runs (+1 warm-up)")
+                    results[(label, mode)] = measure(cloud, runner, label, full, runs, planned)
+
+            # -- fixed start-up cost -------------------------------------------
+            startup: list[tuple[str, float]] = []
+            for label, s_argv, is_script in (
+                ("python -c pass (interpreter floor)", ["-c", "pass"], False),
+                ("--version", ["--version"], True),
+                ("--help", ["--help"], True),
+                ("--dry-run --last 365d (json)", ["--dry-run", "--last", "365d", *COMMON], True),
+            ):
+                progress(f"start-up: {label}")
+                runner.run(s_argv, script=is_script)
+                cloud.clear_log()
+                times = [runner.run(s_argv, script=is_script)[0] for _ in range(args.runs)]
+                if cloud.log:
+                    raise RunFailed(f"{label} sent {len(cloud.log)} request(s); it must not touch the network")
+                startup.append((label, statistics.median(times)))
+
+            # -- import time ---------------------------------------------------
+            progress("python -X importtime ... --version")
+            imports = import_report(runner, ["--version"], args.runs)
+            progress("python -X importtime ... --dry-run --last 365d")
+            imports_dry = import_report(runner, ["--dry-run", "--last", "365d", *COMMON], args.runs)
+        except RunFailed as exc:
+            print(f"bench: a run failed:\n{exc}", file=sys.stderr)
+            return 1
+    total_s = time.perf_counter() - bench_started
+
+    # -- report --------------------------------------------------------------
+    out: list[str] = []
+    lat = args.latency
+    out.append(f"Machine: {platform.platform()}; {os.cpu_count()} CPUs; Python {platform.python_version()} "
+               f"({platform.python_implementation()}). Fake cloud over HTTPS on 127.0.0.1 with "
+               f"{lat:g} s injected latency per request (one round trip = RTT = {lat:g} s). "
+               f"Median of {args.runs} runs after 1 warm-up"
+               + (f" ({heavy_runs} for sequential configs of {HEAVY_ROUND_TRIPS}+ requests, marked *)."
+                  if heavy_runs < args.runs else "."))
+    if md:
+        out.append("")
+    seven = results[("7d", "concurrent")].median
+    rows = []
+    for label, _ in SCENARIOS:
+        conc, seq = results[(label, "concurrent")], results[(label, "sequential")]
+        req = conc.requests if conc.requests == seq.requests else f"{conc.requests} / {seq.requests}"
+        star = "*" if seq.runs < args.runs else ""
+        rows.append([label, req, f3(conc.median), f3(seq.median) + star, f"{seq.median / conc.median:.2f}x",
+                     f"{conc.median / seven:.2f}", f"{conc.median / lat:.2f}", f"{seq.median / lat:.2f}"])
+    out.append(render_table(
+        ["scenario", "requests (MaaS+IAM)", "median s (concurrent)", "median s (sequential, concurrency 1)",
+         "speed-up", "ratio to 7d (concurrent)", "RTTs (concurrent)", "RTTs (sequential)"],
+        rows, md, "lrrrrrrr"))
+    notes = ["RTTs = median / latency.  Requests counted from the fake's log: ShowStatistics + IAM project lookup."]
+    if heavy_runs < args.runs:
+        notes.append(f"* {heavy_runs} timed runs only (sequential, {HEAVY_ROUND_TRIPS}+ requests), "
+                     "to keep a default run under ~3 minutes.")
+    out += ["", *notes]
+
+    out.append(heading("Where the time goes (median over runs, seconds from process start)", md))
+    diag_rows = []
+    for label, _ in SCENARIOS:
+        for mode in ("concurrent", "sequential"):
+            m = results[(label, mode)]
+            tail = [t - last for t, last in zip(m.times, m.last_request)]
+            diag_rows.append([
+                label, mode, str(m.planned), m.requests, Measurement._one(m.connections),
+                Measurement._one(m.max_in_flight), f3(statistics.median(m.first_request)),
+                f3(statistics.median(m.maas_spread)), f3(statistics.median(m.last_request)),
+                f3(statistics.median(tail) - lat), f3(m.median),
+            ])
+    out.append(render_table(
+        ["scenario", "mode", "planned calls", "requests", "TLS conns", "max in flight", "1st request at",
+         "MaaS arrival spread", "last request at", "tail after last answer", "wall"],
+        diag_rows, md, "llrrrrrrrrr"))
+    out += ["", ("1st request at: process start -> first request received by the fake (start-up, argument "
+                 "parsing, imports, signing, TCP+TLS handshake). MaaS arrival spread: first -> last "
+                 "ShowStatistics arrival. Tail: from the last request's arrival minus one latency (its "
+                 "answer) to process exit.")]
+
+    out.append(heading("Fixed start-up cost (no network)", md))
+    floor = startup[0][1]
+    out.append(render_table(["command", "median s", "minus interpreter floor"],
+                            [[label, f3(t), "-" if i == 0 else f3(t - floor)] for i, (label, t) in enumerate(startup)],
+                            md, "lrr"))
+
+    out.append(heading("python -X importtime maas_rest_usage_stats.py --version", md))
+    for rep in (imports, imports_dry):
+        what = " ".join(rep.argv)
+        found = ", ".join(f"{k} ({len(v)} modules)" for k, v in rep.heavy_found.items()) or "none"
+        verdict = "OK" if not rep.heavy_found else ("FAIL" if rep.argv == ["--version"] else "note")
+        out.append(f"- `{what}`: heavy packages imported ({', '.join(HEAVY_MODULES)}): {found} -> {verdict}; "
+                   f"the script's own imports: {rep.own_count} modules, {rep.own_total_us / 1000:.1f} ms "
+                   f"(median summed self time, modules not loaded by `python -c pass`).")
+    out.append("")
+    out.append("Top 10 slowest imports for `--version` (median self time):")
+    if md:
+        out.append("")
+    out.append(render_table(["module", "self ms", "cumulative ms"],
+                            [[n, f"{s / 1000:.2f}", f"{c / 1000:.2f}"] for n, s, c in imports.top], md, "lrr"))
+
+    out.append(heading("Checks", md))
+    checks = []
+    r365, r365p = results[("365d", "concurrent")], results[("365d, project id given", "concurrent")]
+    for key, m in results.items():
+        if m.planned is not None and max(m.maas) != m.planned or len(set(m.maas)) > 1:
+            checks.append(f"- {key}: ShowStatistics requests {sorted(set(m.maas))} != planned {m.planned}")
+    for label, r in (("365d", r365), ("365d, project id given", r365p)):
+        ratio = r.median / seven
+        checks.append(f"- {label} concurrent / 7d concurrent = {ratio:.2f} "
+                      + ("(ANOMALY: above " if ratio > RATIO_ALERT else "(within ") + f"{RATIO_ALERT}x)")
+    if imports.heavy_found:
+        checks.append(f"- FAIL: --version imports {', '.join(imports.heavy_found)}")
+    out.append("\n".join(checks))
+    out.append(f"\nBenchmark wall time: {total_s:.0f} s.")
+    print("\n".join(out))
+    return 1 if imports.heavy_found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
