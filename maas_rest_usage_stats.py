@@ -1680,13 +1680,14 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-header", action="store_true", help="CSV without its header line")
     out.add_argument("--raw", action="store_true", help="also show each window's raw API response")
     out.add_argument("--dry-run", action="store_true", help="print the planned requests; send nothing")
+    out.add_argument("-v", "--verbose", action="store_true", help="log each HTTP exchange on stderr")
+    out.add_argument("-q", "--quiet", action="store_true", help="no notes or progress on stderr")
+    out.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
     keep = parser.add_argument_group("history store (MaaS keeps 30 days; a store keeps final days for good)")
     keep.add_argument("--store", metavar="PATH", help="SQLite file of final daily totals (env MAAS_USAGE_STORE)")
     keep.add_argument("--record", action="store_true",
                       help="fetch and save the range's whole final days (default: the last 30 days)")
-    out.add_argument("-v", "--verbose", action="store_true", help="log each HTTP exchange on stderr")
-    out.add_argument("-q", "--quiet", action="store_true", help="no notes or progress on stderr")
-    out.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
 
@@ -1894,11 +1895,17 @@ def query_usage(args: argparse.Namespace, settings: Settings, store: Store | Non
         raise CredentialsError("the project_id in the credentials profile is not 32 lowercase letters and digits")
     groups = plan_groups(query)
     client = None
-    try:
-        if project_id is None:
+
+    def connected() -> MaasClient:  # built only when a request is due: a fully stored range needs none
+        nonlocal client
+        if client is None:
             client = MaasClient(credentials, settings.maas, settings.iam, timeout=args.timeout,
                                 retries=args.retries, concurrency=args.concurrency, console=console)
-            project_id = client.project_id(query.region)
+        return client
+
+    try:
+        if project_id is None:
+            project_id = connected().project_id(query.region)
         held, finals = held_days(store, query, project_id, groups, now)
         calls = plan_calls(query, groups, held, finals)
         note_retention(query, calls, store, console, now)
@@ -1912,12 +1919,7 @@ def query_usage(args: argparse.Namespace, settings: Settings, store: Store | Non
                            Period(from_epoch_ms(call.start_ms, timezone.utc), from_epoch_ms(call.end_ms, timezone.utc)),
                            usages[index], datetime.now(timezone.utc))
 
-        responses: list[Any] = []
-        if calls:
-            if client is None:
-                client = MaasClient(credentials, settings.maas, settings.iam, timeout=args.timeout,
-                                    retries=args.retries, concurrency=args.concurrency, console=console)
-            responses = client.fetch_all(project_id, calls, on_result)
+        responses = connected().fetch_all(project_id, calls, on_result) if calls else []
     finally:
         if client is not None:
             client.close()
