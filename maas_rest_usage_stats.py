@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any, Callable, Iterable, Mapping, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 __version__ = "1.0.0"
 
@@ -152,6 +152,7 @@ class Credentials:
     security_token: str | None = field(default=None, repr=False)
     source: str = ""
     project_id: str | None = None
+    path: str | None = None  # the file the keys came from, for the permission warning
 
     def __repr__(self) -> str:
         token = ", security_token=<hidden>" if self.security_token else ""
@@ -166,7 +167,7 @@ class Credentials:
 def _checked_credentials(ak: str, sk: str, token: str | None, source: str,
                          project_id: str | None = None) -> Credentials:
     for name, value in (("access key", ak), ("secret key", sk), ("security token", token)):
-        if value is not None and not _KEY_CHARS.match(value):
+        if value is not None and not _KEY_CHARS.fullmatch(value):
             raise CredentialsError(
                 f"the {name} from {source} is empty or contains spaces or non-ASCII characters",
                 hint=CREDENTIALS_HELP)
@@ -175,11 +176,10 @@ def _checked_credentials(ak: str, sk: str, token: str | None, source: str,
 
 def read_credentials_file(path: str) -> str:
     """Read a small UTF-8 text file, refusing directories, binaries and huge files."""
+    if os.path.isdir(path):
+        raise CredentialsError(f"credentials file {path} is a directory")
     try:
         with open(path, "rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
-            if stat.S_ISDIR(mode):
-                raise CredentialsError(f"credentials file {path} is a directory")
             data = handle.read(MAX_CREDENTIALS_BYTES + 1)
     except IsADirectoryError:
         raise CredentialsError(f"credentials file {path} is a directory") from None
@@ -315,7 +315,8 @@ def parse_credentials_text(text: str, source: str) -> Credentials:
 
 
 def load_credentials_file(path: str) -> Credentials:
-    return parse_credentials_text(read_credentials_file(path), f"credentials file {path}")
+    credentials = parse_credentials_text(read_credentials_file(path), f"credentials file {path}")
+    return dataclasses.replace(credentials, path=path)
 
 
 def profile_path(env: Mapping[str, str]) -> str:
@@ -336,18 +337,8 @@ def load_credentials(path: str | None, env: Mapping[str, str]) -> Credentials:
             raise CredentialsError(f"{present} is set but {missing} is not", hint=CREDENTIALS_HELP)
     profile = profile_path(env)
     if env.get(PROFILE_ENV) or os.path.isfile(profile):
-        return parse_credentials_text(read_credentials_file(profile), f"credentials file {profile}")
+        return load_credentials_file(profile)
     raise CredentialsError("no Huawei Cloud credentials found", hint=CREDENTIALS_HELP)
-
-
-def credentials_file_in_use(path: str | None, env: Mapping[str, str]) -> str | None:
-    """The credentials file that load_credentials reads, if any (for the permission warning)."""
-    if path:
-        return path
-    if any(env.get(name, "").strip() for name in (ENV_AK, ENV_SK, SDK_AK, SDK_SK)):
-        return None
-    profile = profile_path(env)
-    return profile if os.path.isfile(profile) else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -512,10 +503,23 @@ def resolve_period(request: RangeRequest, zone: tzinfo, now: datetime) -> Period
     """Turn the time-range flags into a Period of UTC instants; ``--to`` is exclusive, clamped to now."""
     now = now.astimezone(timezone.utc)  # instants stay in UTC: same-tzinfo arithmetic is wall-clock
     if request.last:
-        return Period(now - parse_last(request.last), now)
-    if request.this_month:
-        today = now.astimezone(zone).date()
-        return Period(day_start(today.replace(day=1), zone), now)
+        start, end = now - parse_last(request.last), now
+    elif request.this_month:
+        start, end = day_start(now.astimezone(zone).date().replace(day=1), zone), now
+    else:
+        start, end = _explicit_range(request, zone, now)
+    if start >= end:
+        if start > now:
+            raise UsageError("the range starts in the future")
+        raise UsageError(
+            f"the range is empty: the start ({start.astimezone(zone):%Y-%m-%d %H:%M:%S}) is not before "
+            f"the end ({end.astimezone(zone):%Y-%m-%d %H:%M:%S}); --to is exclusive, --until names the "
+            "last day included")
+    return Period(start, end)
+
+
+def _explicit_range(request: RangeRequest, zone: tzinfo, now: datetime) -> tuple[datetime, datetime]:
+    """--from/--to/--until (each optional) as UTC instants; the end is clamped to now."""
     if request.until:
         last_day = parse_day(request.until, zone, now)
         if last_day is None:
@@ -532,17 +536,11 @@ def resolve_period(request: RangeRequest, zone: tzinfo, now: datetime) -> Period
         start = shift_days(end, -7, zone)
     else:
         start = end - timedelta(days=7)
-    if start >= end:
-        if start > now:
-            raise UsageError("the range starts in the future")
-        raise UsageError(
-            f"the range is empty: the start ({start.astimezone(zone):%Y-%m-%d %H:%M:%S}) is not before "
-            f"the end ({end.astimezone(zone):%Y-%m-%d %H:%M:%S}); --to is exclusive, --until names the "
-            "last day included")
-    return Period(start, end)
+    return start, end
 
 
-def split_windows(start_ms: int, end_ms: int, limit_ms: int = to_epoch_ms(EPOCH + MAX_WINDOW)) -> list[tuple[int, int]]:
+def split_windows(start_ms: int, end_ms: int,
+                  limit_ms: int = MAX_WINDOW // timedelta(milliseconds=1)) -> list[tuple[int, int]]:
     """Consecutive windows covering [start_ms, end_ms) exactly, each at most ``limit_ms`` long."""
     windows = []
     cursor = start_ms
@@ -662,7 +660,10 @@ class Endpoint:
 
 def parse_endpoint(url: str, option: str) -> Endpoint:
     """Validate a base URL: https (http only for loopback), a host, no credentials or query."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        raise UsageError(f"{option} {url!r} is not a valid URL") from None
     if parts.scheme not in ("https", "http") or not parts.netloc:
         raise UsageError(f"{option} {url!r} is not an http(s) URL", hint="write it like https://host[:port]")
     try:
@@ -690,17 +691,23 @@ class RateLimiter:
         self._starts: deque[float] = deque()
         self._lock = threading.Lock()
 
-    def acquire(self) -> None:
+    def acquire(self, cancel: threading.Event | None = None) -> bool:
+        """Wait for a free start; False (nothing counted) if ``cancel`` is set meanwhile."""
         while True:
             with self._lock:
                 now = self._clock()
                 while self._starts and self._starts[0] <= now - self.period:
                     self._starts.popleft()
+                if cancel is not None and cancel.is_set():
+                    return False
                 if len(self._starts) < self.limit:
                     self._starts.append(now)
-                    return
+                    return True
                 wait = self._starts[0] + self.period - now
-            self._sleep(wait)
+            if cancel is not None:
+                cancel.wait(wait)
+            else:
+                self._sleep(wait)
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -807,6 +814,11 @@ class MaasClient:
     def close(self) -> None:
         self._session.close()
 
+    def _redact(self, text: str) -> str:
+        for secret in self._credentials.secrets():
+            text = text.replace(secret, "***")
+        return text
+
     # -- one exchange -------------------------------------------------------------------------
 
     def _signed(self, method: str, endpoint: Endpoint, path: str, query: Sequence[tuple[str, str]],
@@ -831,31 +843,36 @@ class MaasClient:
 
         failure = ""
         for attempt in range(self.retries + 1):
-            if self._cancelled.is_set():
+            if not self._limiter.acquire(self._cancelled):
                 raise ApiError(f"{what}: cancelled after another request failed")
-            self._limiter.acquire()
             url, headers, payload = self._signed(method, endpoint, path, query, body)
             started = self._clock()
             retry_after = None
             try:
                 response = self._session.request(method, url, headers=headers, data=payload or None,
                                                   timeout=self.timeout, allow_redirects=False)
-                text = response.content.decode("utf-8", errors="replace")
+                # Server text reaches messages and --raw: hide any echoed key before it is cut short.
+                text = self._redact(response.content.decode("utf-8", errors="replace"))
             except requests.exceptions.SSLError as exc:
                 raise ApiError(f"{what} failed: {describe_network_error(exc, self.timeout)}",
                                hint="the server's certificate is not trusted; for a private CA set "
                                     "REQUESTS_CA_BUNDLE to its PEM file") from None
-            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                    requests.exceptions.ChunkedEncodingError) as exc:
                 failure = f"{what} failed: {describe_network_error(exc, self.timeout)}"
                 self.console.debug(f"{method} {endpoint.base_path}{path} -> {failure}")
             except requests.exceptions.RequestException as exc:
                 raise ApiError(f"{what} failed: {describe_network_error(exc, self.timeout)}") from None
+            except OSError as exc:  # requests reports an unreadable REQUESTS_CA_BUNDLE this way
+                raise ApiError(f"{what} failed: {exc.strerror or 'cannot load the TLS certificate bundle'}",
+                               hint="check that REQUESTS_CA_BUNDLE names a readable PEM file") from None
             else:
-                request_id = printable(response.headers.get("X-Request-Id", ""), 80)
+                request_id = printable(self._redact(response.headers.get("X-Request-Id", "")), 80)
                 elapsed_ms = (self._clock() - started) * 1000
                 self.console.debug(f"{method} {endpoint.base_path}{path} -> HTTP {response.status_code} "
                                    f"in {elapsed_ms:.0f} ms (X-Request-Id: {request_id or '-'})")
-                reply = Reply(response.status_code, text, request_id, response.headers)
+                reply = Reply(response.status_code, text, request_id,
+                              {k: self._redact(v) for k, v in response.headers.items()})
                 if response.status_code not in RETRY_STATUSES:
                     return reply
                 failure = api_failure_message(what, reply)
@@ -865,7 +882,8 @@ class MaasClient:
             delay = retry_after if retry_after is not None else \
                 min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt) * random.uniform(0.5, 1.0)
             self.console.debug(f"retrying in {delay:.1f} s ({attempt + 1}/{self.retries})")
-            self._sleep(delay)
+            if self._cancelled.wait(delay):
+                raise ApiError(f"{what}: cancelled after another request failed")
         raise ApiError(failure + (f" (after {self.retries + 1} attempts)" if self.retries else ""),
                        hint="the service may be overloaded or unreachable; try again later, "
                             "or raise --retries/--timeout")
@@ -896,7 +914,7 @@ class MaasClient:
             raise ApiError(f"IAM has no project named {region} for these credentials",
                            hint="check --region, or pass --project-id")
         project = exact[0].get("id")
-        if not isinstance(project, str) or not PROJECT_ID_RE.match(project):
+        if not isinstance(project, str) or not PROJECT_ID_RE.fullmatch(project):
             raise MalformedResponse(f"malformed response from {what}: the project id is not 32 lowercase "
                                     "letters and digits")
         return project
@@ -958,7 +976,7 @@ def api_failure_message(what: str, reply: Reply) -> str:
     detail = ""
     try:
         data = json.loads(reply.text)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict):
         code, msg = data.get("error_code"), data.get("error_msg")
@@ -1219,7 +1237,7 @@ def final_days(period: Period, zone: tzinfo, now: datetime) -> list[tuple[date, 
     day = period.start.astimezone(zone).date()
     while True:
         start, end = day_start(day, zone), day_start(day + timedelta(days=1), zone)
-        if end > period.end or end > now - FINAL_AFTER:
+        if end > period.end or end >= now - FINAL_AFTER:  # final: ended MORE than 3 hours ago
             return days
         if start >= period.start:
             days.append((day, Period(start, end)))
@@ -1258,15 +1276,29 @@ class Store:
         self._db = connection
         self.days_read = 0
         self.days_saved = 0
+        self.days_unstorable = 0
         self.write_failure: str | None = None
 
     @classmethod
-    def open(cls, path: str) -> Store:
-        """Open or create a store; refuse anything that is not one, without touching it."""
+    def open(cls, path: str, read_only: bool = False) -> Store | None:
+        """Open or create a store; refuse anything that is not one, without touching it.
+
+        ``read_only`` (for --dry-run) creates nothing: a missing store is None.
+        """
         import sqlite3  # imported here: only runs with a store pay for it
 
         if os.path.isdir(path):
             raise StoreRefused(f"the store {path} is a directory, not a file")
+        if read_only:
+            if not os.path.exists(path):
+                return None
+            try:
+                db = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True,
+                                     timeout=STORE_BUSY_TIMEOUT, isolation_level=None)
+                cls._check(db, path, create=False)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read the store {path}: {exc}") from None
+            return cls(path, db)
         if not os.path.exists(path):
             try:
                 _make_private_dirs(os.path.dirname(os.path.abspath(path)))
@@ -1287,17 +1319,20 @@ class Store:
         return cls(path, db)
 
     @staticmethod
-    def _check(db: Any, path: str) -> None:
+    def _check(db: Any, path: str, create: bool = True) -> None:
         import sqlite3
 
         try:
             app_id = db.execute("PRAGMA application_id").fetchone()[0]
             version = db.execute("PRAGMA user_version").fetchone()[0]
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        except sqlite3.OperationalError as exc:  # locked past the timeout, unreadable: not the file's fault
+            raise StoreError(f"cannot read the store {path}: {exc}") from None
         except sqlite3.DatabaseError:
             raise StoreRefused(f"the store {path} is not an SQLite file; choose another path") from None
         if app_id == 0 and version == 0 and tables == 0:
-            Store._create(db, path)
+            if create:
+                Store._create(db, path)
         elif app_id != STORE_APPLICATION_ID:
             raise StoreRefused(f"the store {path} is another program's SQLite database; choose another path")
         elif version > STORE_SCHEMA_VERSION:
@@ -1308,19 +1343,31 @@ class Store:
 
     @staticmethod
     def _create(db: Any, path: str) -> None:
+        """Create the schema (once, whichever run is first) and switch to WAL.
+
+        Two runs may find the same new file empty: the schema is re-checked under the write lock,
+        and SQLite's immediate "locked" answers while the other run initialises are retried.
+        """
         import sqlite3
 
-        try:
-            db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a nightly writer
-            db.execute("BEGIN IMMEDIATE")
-            db.execute(STORE_SCHEMA)
-            db.execute(f"PRAGMA application_id={STORE_APPLICATION_ID}")
-            db.execute(f"PRAGMA user_version={STORE_SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise StoreError(f"cannot initialise the store {path}: {exc}") from None
+        deadline = time.monotonic() + STORE_BUSY_TIMEOUT
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                    db.execute(STORE_SCHEMA)
+                    db.execute(f"PRAGMA application_id={STORE_APPLICATION_ID}")
+                    db.execute(f"PRAGMA user_version={STORE_SCHEMA_VERSION}")
+                db.execute("COMMIT")
+                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a nightly writer
+                return
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                if not isinstance(exc, sqlite3.OperationalError) or time.monotonic() > deadline:
+                    raise StoreError(f"cannot initialise the store {path}: {exc}") from None
+                time.sleep(0.05)
 
     def close(self) -> None:
         self._db.close()
@@ -1336,15 +1383,20 @@ class Store:
     def lookup(self, query: Query, project_id: str, group: Group,
                days: Sequence[tuple[date, Period]]) -> dict[date, Usage]:
         """The stored days among ``days`` whose bounds still match today's zone rules."""
+        import sqlite3
+
         if not days:
             return {}
         wanted = {day.isoformat(): (day, period) for day, period in days}
-        rows = self._db.execute(
+        try:
+            rows = self._db.execute(
             "SELECT day, start_ms, end_ms, total_requests, total_errors, total_tokens, prompt_tokens,"
             " completion_tokens, total_completion_tasks, total_infer_count FROM days WHERE region=?"
             " AND project_id=? AND infer_type=? AND service_type=? AND api_keys=? AND ips=? AND timezone=?"
             " AND day BETWEEN ? AND ?",
-            (*self._key(query, project_id, group), days[0][0].isoformat(), days[-1][0].isoformat()))
+            (*self._key(query, project_id, group), days[0][0].isoformat(), days[-1][0].isoformat())).fetchall()
+        except sqlite3.Error as exc:  # a damaged page or a lock held past the timeout
+            raise StoreError(f"cannot read the store {self.path}: {exc}") from None
         found = {}
         for day, start_ms, end_ms, requests, errors, tokens, prompt, completion, tasks, infers in rows:
             if day in wanted and (start_ms, end_ms) == (wanted[day][1].start_ms, wanted[day][1].end_ms):
@@ -1360,6 +1412,7 @@ class Store:
 
         values = _usage_row(usage)
         if values is None:
+            self.days_unstorable += 1
             return False
         try:
             with self._db:
@@ -1412,11 +1465,9 @@ def format_tokens(tokens: int, unit: bool = True) -> str:
     def scaled(scale: int) -> Decimal:
         return (Decimal(tokens) / scale).quantize(Decimal("0.01"), ROUND_HALF_UP)
 
-    if scaled(10 ** 6) >= 1:  # by the rounded value: 999,995 tokens reads 1.00 M, not 1,000.00 K
+    if tokens >= 10 ** 6 or scaled(1000) >= 1000:  # 999,995 tokens reads 1.00 M, not 1,000.00 K
         return f"{scaled(10 ** 6):,}{' M' if unit else 'M'}{suffix}"
-    if tokens >= 1000:
-        return f"{scaled(1000):,}{' K' if unit else 'K'}{suffix}"
-    return f"{tokens:,}{suffix}"
+    return f"{scaled(1000):,}{' K' if unit else 'K'}{suffix}"
 
 
 def format_rate(rate: Decimal | None) -> str:
@@ -1553,10 +1604,13 @@ def _header(query: Query, project_id: str | None) -> dict[str, Any]:
 
 
 def _exact_json(value: Any) -> Any:
-    """A raw answer for re-serialising. The API sends doubles, and a double's decimal text survives
-    the trip through float unchanged, so float() loses nothing the API said."""
+    """A raw answer for re-serialising: the API sends doubles, whose shortest decimal text survives
+    float() unchanged; anything else odd (huge exponents) is kept as its text."""
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() and "." not in str(value) else float(value)
+        if value.is_finite() and value.adjusted() < 18:
+            integral = value == value.to_integral_value() and "." not in str(value)
+            return int(value) if integral else float(value)
+        return str(value)
     if isinstance(value, dict):
         return {k: _exact_json(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -1645,7 +1699,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="maas_rest_usage_stats.py",
         description="Report Huawei Cloud MaaS token, request and error totals for a time range, "
                     "exactly as the console counts them (ShowStatistics API).",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False)  # an abbreviation saved in a cron line must not change meaning later
     when = parser.add_argument_group("time range (default: the last 7 days)")
     when.add_argument("--from", dest="start", metavar="WHEN",
                       help="start: YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]', now, today or yesterday")
@@ -1766,16 +1821,21 @@ class Settings:
 def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetime,
                   console: Console) -> Settings:
     """Validate every flag and env var; raises UsageError before anything is read or sent."""
+    for flag in ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file",
+                 "endpoint", "iam_endpoint", "store", "table_format"):
+        value = getattr(args, "start" if flag == "from" else flag)
+        if value is not None and not value.strip():
+            raise UsageError(f"--{flag.replace('_', '-')} was given an empty value")
     ranges = [name for name, given in (("--from/--to/--until", args.start or args.to or args.until),
                                        ("--last", args.last), ("--this-month", args.this_month)) if given]
     if len(ranges) > 1:
         raise UsageError(f"{' and '.join(ranges)} cannot be combined: choose one way to give the range")
     if args.to and args.until:
         raise UsageError("--to and --until cannot be combined (--to is exclusive, --until inclusive)")
-    if not REGION_RE.match(args.region):
+    if not REGION_RE.fullmatch(args.region):
         raise UsageError(f"--region {args.region!r} is not a region id like cn-southwest-2")
     project_id = args.project_id or next((env[n].strip() for n in PROJECT_ENVS if env.get(n, "").strip()), None)
-    if project_id is not None and not PROJECT_ID_RE.match(project_id):
+    if project_id is not None and not PROJECT_ID_RE.fullmatch(project_id):
         raise UsageError("the project id must be 32 lowercase letters and digits",
                          hint="find it in the console under My Credentials > API Credentials")
     if not 0 < args.timeout <= 3600:
@@ -1834,32 +1894,45 @@ def render(result: Result, settings: Settings) -> str:
     return render_table(result, settings.table_format, settings.raw)
 
 
-def open_store(settings: Settings, console: Console) -> Store | None:
-    """Open the store; one that cannot be created fails --record but only costs a note otherwise."""
+def open_store(settings: Settings, console: Console, dry_run: bool) -> Store | None:
+    """Open the store; one that cannot be opened fails --record but only costs a note otherwise."""
     if not settings.store_path:
         return None
     try:
-        return Store.open(settings.store_path)
+        store = Store.open(settings.store_path, read_only=dry_run)
     except StoreError as exc:
-        if settings.record:
+        if settings.record and not dry_run:
             raise
         console.note(f"{exc}; continuing without the store")
         return None
+    if store is None:
+        console.note(f"the store {settings.store_path} does not exist yet: the whole range is planned")
+    return store
 
 
 def held_days(store: Store | None, query: Query, project_id: str | None, groups: Sequence[Group],
-              now: datetime) -> tuple[list[dict[date, Usage]] | None, list[list[tuple[date, Period]]] | None]:
-    """Per group: the stored days it can use, and its whole final days (for saving live answers)."""
+              now: datetime, console: Console, record: bool
+              ) -> tuple[list[dict[date, Usage]] | None, list[list[tuple[date, Period]]] | None]:
+    """Per group: the stored days it can use, and its whole final days (for saving live answers).
+
+    A store that cannot be read fails --record; a plain query notes it and goes fully live.
+    """
     if store is None or project_id is None:
         return None, None
     finals = [final_days(group.period, query.zone, now) for group in groups]
-    return [store.lookup(query, project_id, group, days) for group, days in zip(groups, finals)], finals
+    try:
+        return [store.lookup(query, project_id, group, days) for group, days in zip(groups, finals)], finals
+    except StoreError as exc:
+        if record:
+            raise
+        console.note(f"{exc}; querying the whole range live")
+        return None, None
 
 
 def run(args: argparse.Namespace, console: Console, env: Mapping[str, str], now: datetime) -> str:
     """One run: validate, open the store, then plan and (dry run or) fetch; returns stdout's text."""
     settings = settings_from(args, env, now, console)
-    store = open_store(settings, console)
+    store = open_store(settings, console, args.dry_run)
     try:
         if args.dry_run:
             return dry_run(settings, store, console, now)
@@ -1875,23 +1948,22 @@ def dry_run(settings: Settings, store: Store | None, console: Console, now: date
     if project_id is None:
         console.note("no project id given: the URLs show {project_id}"
                      + ("; without it the store cannot be matched, so the whole range is planned" if store else ""))
-    held, finals = held_days(store, query, project_id, groups, now)
+    held, finals = held_days(store, query, project_id, groups, now, console, record=False)
     calls = plan_calls(query, groups, held, finals)
+    note_retention(query, calls, store, console, now)
     return render_plan(query, project_id, settings.maas, calls, settings.output_format)
 
 
 def query_usage(args: argparse.Namespace, settings: Settings, store: Store | None, console: Console,
                 env: Mapping[str, str], now: datetime) -> str:
     query = settings.query
-    credentials_path = credentials_file_in_use(args.credentials_file, env)
     credentials = load_credentials(args.credentials_file, env)
     console.hide(credentials.secrets())
-    if credentials_path:
-        warning = file_permission_warning(credentials_path)
-        if warning:
-            console.warn(warning)
+    warning = file_permission_warning(credentials.path) if credentials.path else None
+    if warning:
+        console.warn(warning)
     project_id = settings.project_id or credentials.project_id
-    if project_id is not None and not PROJECT_ID_RE.match(project_id):
+    if project_id is not None and not PROJECT_ID_RE.fullmatch(project_id):
         raise CredentialsError("the project_id in the credentials profile is not 32 lowercase letters and digits")
     groups = plan_groups(query)
     client = None
@@ -1906,7 +1978,7 @@ def query_usage(args: argparse.Namespace, settings: Settings, store: Store | Non
     try:
         if project_id is None:
             project_id = connected().project_id(query.region)
-        held, finals = held_days(store, query, project_id, groups, now)
+        held, finals = held_days(store, query, project_id, groups, now, console, settings.record)
         calls = plan_calls(query, groups, held, finals)
         note_retention(query, calls, store, console, now)
         usages: list[Usage | None] = [None] * len(calls)
@@ -1917,7 +1989,7 @@ def query_usage(args: argparse.Namespace, settings: Settings, store: Store | Non
             if store is not None and call.day is not None:
                 store.save(query, project_id, groups[call.group], call.day,
                            Period(from_epoch_ms(call.start_ms, timezone.utc), from_epoch_ms(call.end_ms, timezone.utc)),
-                           usages[index], datetime.now(timezone.utc))
+                           usages[index], now)
 
         responses = connected().fetch_all(project_id, calls, on_result) if calls else []
     finally:
@@ -1925,6 +1997,9 @@ def query_usage(args: argparse.Namespace, settings: Settings, store: Store | Non
             client.close()
     result = aggregate(query, project_id, groups, calls, responses, usages, held)  # type: ignore[arg-type]
     if store is not None:
+        if store.days_unstorable:
+            console.note(f"{store.days_unstorable} day(s) not saved: the API answered with finer than whole "
+                         "tokens, which the store keeps only exactly")
         if store.write_failure:
             if settings.record:
                 raise StoreError(store.write_failure)
@@ -1954,7 +2029,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         console.quiet, console.verbose = args.quiet, args.verbose
-        output = run(args, console, os.environ, datetime.now(timezone.utc))
+        # Whole seconds: the API takes milliseconds and the printed period must match what was sent.
+        output = console.redact(run(args, console, os.environ, datetime.now(timezone.utc).replace(microsecond=0)))
     except ToolError as exc:
         console.error(str(exc), exc.hint)
         return exc.exit_code
@@ -1962,8 +2038,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.error("interrupted")
         return 130
     try:
-        sys.stdout.write(output)
-        sys.stdout.flush()
+        buffer = getattr(sys.stdout, "buffer", None)
+        if buffer is not None:  # UTF-8 whatever the locale: key labels may be any text
+            sys.stdout.flush()
+            buffer.write(output.encode("utf-8"))
+            buffer.flush()
+        else:
+            sys.stdout.write(output)
+            sys.stdout.flush()
     except BrokenPipeError:
         # The reader went away (e.g. `| head`); silence the interpreter's own flush at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -504,3 +504,19 @@ def test_csv_output_parses_back(cli):
                      "total_infer_count": "0"}]
     no_header = cli(*SEED_RANGE, "--format", "csv", "--no-header")
     assert no_header.stdout == run.stdout.split("\n", 1)[1]
+
+
+def test_output_is_utf8_whatever_the_locale(cli):
+    run = cli(*SEED_RANGE, "--api-keys", "café-键", "--dry-run", env={"PYTHONIOENCODING": "ascii", "LANG": "C"})
+    assert run.code == 0, run.stderr
+    assert '"api_keys":["café-键"]' in run.stdout
+
+
+def test_printed_periods_match_the_milliseconds_sent(cli):
+    period = dry_plan(cli, "--last", "7d")["period"]
+    assert "." not in period["start"] and period["start_ms"] % 1000 == 0
+
+
+def test_flag_abbreviations_are_refused(cli, cloud):
+    run = cli(*SEED_RANGE, "--form", "json")
+    assert run.code == 2 and "unrecognized" in run.stderr

@@ -263,8 +263,10 @@ def test_totals_round_from_their_exact_sum_not_from_rounded_rows():
     (512300, "512.30 K tokens"),
     (1_000_000, "1.00 M tokens"),
     (1000, "1.00 K tokens"),
-    (999, "999 tokens"),
-    (0, "0 tokens"),
+    (999, "1.00 K tokens"),            # below 1 M the contract reads K
+    (0, "0.00 K tokens"),
+    (994_999, "995.00 K tokens"),
+    (999_995, "1.00 M tokens"),        # would read 1,000.00 K
     (1005, "1.01 K tokens"),           # half up
     (2_482_085_000, "2,482.09 M tokens"),
     (1_234_567_890_123, "1,234,567.89 M tokens"),
@@ -277,7 +279,7 @@ def test_format_tokens(tokens, text):
 def test_format_tokens_without_unit():
     assert m.format_tokens(2482084980, unit=False) == "2,482.08M"
     assert m.format_tokens(512300, unit=False) == "512.30K"
-    assert m.format_tokens(12, unit=False) == "12"
+    assert m.format_tokens(12, unit=False) == "0.01K"
 
 
 @pytest.mark.parametrize("rate, text", [(Decimal("11.91"), "11.91%"), (None, "-"), (Decimal("0.00"), "0.00%"),
@@ -574,7 +576,7 @@ def test_table_error_rate_is_a_dash_without_requests():
     result = make_result(make_query(), lambda call: m.parse_json_text(zero, "x"))
     rows = table_rows(m.render_table(result, None, False))
     assert rows["Error Rate"] == "-"
-    assert rows["Total Tokens"] == "0 tokens"
+    assert rows["Total Tokens"] == "0.00 K tokens"
 
 
 def test_table_with_several_service_types_has_a_grouped_table_then_totals():

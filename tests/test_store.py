@@ -293,3 +293,32 @@ def test_two_records_at_once_both_succeed_and_count_nothing_twice(cloud_env, hou
     expected = expected_metrics(hourly.events, ms("2026-04-01T00:00", "Asia/Shanghai"),
                                 ms("2026-05-11T00:00", "Asia/Shanghai"))
     assert stored == expected["total_requests"]
+
+
+def test_dry_run_never_creates_a_store(cli, cloud, store):
+    run = cli(*RANGE, *SHANGHAI, "--store", str(store), "--dry-run")
+    assert run.code == 0 and "does not exist yet" in run.stderr
+    assert not store.exists() and not store.parent.exists()
+
+
+def _corrupt(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+    assert pages >= 2
+    with open(path, "r+b") as handle:  # keep the header page, wreck the table's pages
+        handle.seek(page)
+        handle.write(b"\xff" * page * (pages - 1))
+
+
+def test_a_damaged_store_fails_record_but_a_query_still_answers_live(cli, hourly, store):
+    assert cli(*RANGE, *SHANGHAI, "--store", str(store), "--record").code == 0
+    _corrupt(store)
+    query = cli(*RANGE, *SHANGHAI, "--store", str(store), "--format", "json")
+    assert query.code == 0, query.stderr
+    assert "cannot read the store" in query.stderr
+    assert query.json()["totals"] == expected_metrics(hourly.events, ms("2026-05-01T00:00", "Asia/Shanghai"),
+                                                      ms("2026-05-11T00:00", "Asia/Shanghai"))
+    record = cli(*RANGE, *SHANGHAI, "--store", str(store), "--record")
+    assert record.code == 1 and record.stdout == "" and str(store) in record.stderr
