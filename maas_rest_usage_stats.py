@@ -1410,6 +1410,8 @@ class Store:
         """Save one final day in its own transaction; False (with write_failure set) if it cannot."""
         import sqlite3
 
+        if self.write_failure:  # one failure is enough: do not wait out the lock again for every day
+            return False
         values = _usage_row(usage)
         if values is None:
             self.days_unstorable += 1

@@ -322,3 +322,27 @@ def test_a_damaged_store_fails_record_but_a_query_still_answers_live(cli, hourly
                                                       ms("2026-05-11T00:00", "Asia/Shanghai"))
     record = cli(*RANGE, *SHANGHAI, "--store", str(store), "--record")
     assert record.code == 1 and record.stdout == "" and str(store) in record.stderr
+
+
+def test_a_store_locked_past_the_timeout_fails_record_but_not_a_query(cloud_env, hourly, store):
+    args = ("--from", "2026-05-03", "--to", "2026-05-05", *SHANGHAI, "--store", str(store))
+    first = subprocess.run([sys.executable, str(SCRIPT), *args, "--record"], env=cloud_env, capture_output=True,
+                           text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    with sqlite3.connect(store, isolation_level=None) as holder:
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock for longer than the busy timeout
+        holder.execute("DELETE FROM days WHERE day = '2026-05-04'")
+        processes = [subprocess.Popen([sys.executable, str(SCRIPT), *args, *extra, "--from", "2026-05-01"],
+                                      env=cloud_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for extra in (["--record"], ["--group-by", "day"])]
+        outcomes = []
+        for process in processes:
+            out, err = process.communicate(timeout=90)
+            outcomes.append(Run(process.returncode, out, err))
+        holder.execute("ROLLBACK")
+    for outcome in outcomes:
+        assert_clean(outcome)
+    record_run, query_run = outcomes
+    assert record_run.code == 1 and "locked" in record_run.stderr and record_run.stdout == ""
+    assert query_run.code == 0 and "cannot write to the store" in query_run.stderr
+    assert "| 2026-05-01 " in query_run.stdout and "| Total " in query_run.stdout
