@@ -871,8 +871,9 @@ class MaasClient:
                 elapsed_ms = (self._clock() - started) * 1000
                 self.console.debug(f"{method} {endpoint.base_path}{path} -> HTTP {response.status_code} "
                                    f"in {elapsed_ms:.0f} ms (X-Request-Id: {request_id or '-'})")
-                reply = Reply(response.status_code, text, request_id,
-                              {k: self._redact(v) for k, v in response.headers.items()})
+                headers = requests.structures.CaseInsensitiveDict(
+                    {name: self._redact(value) for name, value in response.headers.items()})
+                reply = Reply(response.status_code, text, request_id, headers)
                 if response.status_code not in RETRY_STATUSES:
                     return reply
                 failure = api_failure_message(what, reply)
@@ -1406,16 +1407,16 @@ class Store:
         return found
 
     def save(self, query: Query, project_id: str, group: Group, day: date, period: Period,
-             usage: Usage, fetched_at: datetime) -> bool:
-        """Save one final day in its own transaction; False (with write_failure set) if it cannot."""
+             usage: Usage, fetched_at: datetime) -> None:
+        """Save one final day in its own transaction; a failure is kept in ``write_failure``."""
         import sqlite3
 
         if self.write_failure:  # one failure is enough: do not wait out the lock again for every day
-            return False
+            return
         values = _usage_row(usage)
         if values is None:
             self.days_unstorable += 1
-            return False
+            return
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -1424,9 +1425,8 @@ class Store:
                                   period.end_ms, *values, fetched_at.isoformat(timespec="seconds")))
         except sqlite3.Error as exc:
             self.write_failure = f"cannot write to the store {self.path}: {exc}"
-            return False
+            return
         self.days_saved += 1
-        return True
 
 
 def record_query(query: Query, now: datetime) -> Query:
@@ -1591,9 +1591,9 @@ def _json_metrics(usage: Usage) -> dict[str, Any]:
     return metrics
 
 
-def _json_period(period: Period, zone: tzinfo) -> dict[str, Any]:
-    return {"start": period.start.astimezone(zone).isoformat(), "end": period.end.astimezone(zone).isoformat(),
-            "start_ms": period.start_ms, "end_ms": period.end_ms}
+def _json_period(period: Period, zone: tzinfo, with_ms: bool = True) -> dict[str, Any]:
+    bounds = {"start": period.start.astimezone(zone).isoformat(), "end": period.end.astimezone(zone).isoformat()}
+    return {**bounds, "start_ms": period.start_ms, "end_ms": period.end_ms} if with_ms else bounds
 
 
 def _header(query: Query, project_id: str | None) -> dict[str, Any]:
@@ -1624,13 +1624,12 @@ def render_json(result: Result, raw: bool) -> str:
     query = result.query
     document = _header(query, result.project_id)
     document["totals"] = _json_metrics(result.total)
-    document["rows"] = [{**_json_period(group.period, query.zone), "service_type": group.service_type,
+    document["rows"] = [{**_json_period(group.period, query.zone, with_ms=False), "service_type": group.service_type,
                          "service_name": SERVICE_NAMES[group.service_type], "api_key": group.api_key,
                          **_json_metrics(usage)} for group, usage in result.rows]
-    for index, row in enumerate(document["rows"]):
-        del row["start_ms"], row["end_ms"]
-        if result.sources is not None:
-            row["source"] = result.sources[index]
+    if result.sources is not None:
+        for row, source in zip(document["rows"], result.sources):
+            row["source"] = source
     if result.store is not None:
         document["store"] = result.store
     if raw:
@@ -1952,7 +1951,7 @@ def dry_run(settings: Settings, store: Store | None, console: Console, now: date
                      + ("; without it the store cannot be matched, so the whole range is planned" if store else ""))
     held, finals = held_days(store, query, project_id, groups, now, console, record=False)
     calls = plan_calls(query, groups, held, finals)
-    note_retention(query, calls, store, console, now)
+    warn_about_retention(query, calls, store, console, now)
     return render_plan(query, project_id, settings.maas, calls, settings.output_format)
 
 
@@ -1966,7 +1965,7 @@ def query_usage(args: argparse.Namespace, settings: Settings, store: Store | Non
         console.warn(warning)
     project_id = settings.project_id or credentials.project_id
     if project_id is not None and not PROJECT_ID_RE.fullmatch(project_id):
-        raise CredentialsError("the project_id in the credentials profile is not 32 lowercase letters and digits")
+        raise CredentialsError("the project id in the credentials file is not 32 lowercase letters and digits")
     groups = plan_groups(query)
     client = None
 
@@ -1982,7 +1981,7 @@ def query_usage(args: argparse.Namespace, settings: Settings, store: Store | Non
             project_id = connected().project_id(query.region)
         held, finals = held_days(store, query, project_id, groups, now, console, settings.record)
         calls = plan_calls(query, groups, held, finals)
-        note_retention(query, calls, store, console, now)
+        warn_about_retention(query, calls, store, console, now)
         usages: list[Usage | None] = [None] * len(calls)
 
         def on_result(index: int, data: Any) -> None:
@@ -2005,14 +2004,14 @@ def query_usage(args: argparse.Namespace, settings: Settings, store: Store | Non
         if store.write_failure:
             if settings.record:
                 raise StoreError(store.write_failure)
-            console.note(f"{store.write_failure}; the result above is complete all the same")
+            console.note(f"{store.write_failure}; the result is complete all the same")
         result = dataclasses.replace(result, store={
             "path": store.path, "days_read": store.days_read, "days_saved": store.days_saved,
             "days_unrecorded": unrecorded_days(query, calls, now)})
     return render(result, settings)
 
 
-def note_retention(query: Query, calls: Sequence[Call], store: Store | None, console: Console,
+def warn_about_retention(query: Query, calls: Sequence[Call], store: Store | None, console: Console,
                    now: datetime) -> None:
     """Warn when part of what is fetched live is older than MaaS's 30-day retention."""
     if store is None:
