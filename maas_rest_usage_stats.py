@@ -1719,7 +1719,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--api-keys", nargs="+", metavar="KEY",
                       help='API-key labels to filter by; "" means online-experience calls')
     what.add_argument("--ips", nargs="+", metavar="IP", help="caller IP addresses to filter by")
-    what.add_argument("--project-id", help="project id (default: HW_PROJECT_ID, else looked up in IAM)")
+    what.add_argument("--project-id", metavar="ID", help="project id (default: HW_PROJECT_ID, else looked up in IAM)")
     what.add_argument("--credentials-file", metavar="PATH", help="file with the AK/SK (see README)")
     what.add_argument("--endpoint", metavar="URL", help="MaaS base URL (env HW_MAAS_ENDPOINT)")
     what.add_argument("--iam-endpoint", metavar="URL", help="IAM base URL (env HW_IAM_ENDPOINT)")
@@ -1729,7 +1729,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"requests in flight, 1-{MAX_CONCURRENCY} (default {MAX_CONCURRENCY})")
 
     out = parser.add_argument_group("output")
-    out.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    out.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                     help="table (default), json for scripts and agents, csv for spreadsheets and cron")
     out.add_argument("--group-by", nargs="+", metavar="BY",
                      help="rows per day, week or month, and/or per service-type, api-key")
     out.add_argument("--table-format", metavar="STYLE", help="a tabulate style (grid, github, plain …)")

@@ -520,3 +520,11 @@ def test_printed_periods_match_the_milliseconds_sent(cli):
 def test_flag_abbreviations_are_refused(cli, cloud):
     run = cli(*SEED_RANGE, "--form", "json")
     assert run.code == 2 and "unrecognized" in run.stderr
+
+
+def test_default_zone_is_the_operating_systems(cli):
+    run = cli(*SEED_RANGE[:4], "--dry-run", "--format", "json", env={"TZ": "Asia/Shanghai"})
+    assert run.code == 0, run.stderr
+    plan = run.json()
+    assert plan["timezone"] == "Asia/Shanghai"
+    assert plan["requests"][0]["body"] == SEED_BODY
