@@ -933,7 +933,7 @@ class MaasClient:
         ``on_result(index, data)`` runs in this thread for each success as it arrives (so a store
         keeps the days that succeeded); the first failure cancels the rest and is raised.
         """
-        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+        import queue
 
         results: list[Any] = [None] * len(calls)
 
@@ -943,31 +943,41 @@ class MaasClient:
                 on_result(index, data)
             self.console.progress(sum(r is not None for r in results), len(calls))
 
-        pending_indexes = list(range(len(calls)))
+        pending = list(range(len(calls)))
         if calls and not self.warm:
             # A wrong key must cost one failed signature, not a burst: API Gateway locks a key
             # after more than 5 consecutive failures.
             accept(0, self.show_statistics(project_id, calls[0]))
-            pending_indexes = pending_indexes[1:]
-        if not pending_indexes:
-            return results
-        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(pending_indexes)))
+            pending = pending[1:]
+        jobs: queue.SimpleQueue[int] = queue.SimpleQueue()
+        finished: queue.SimpleQueue[tuple[int, Any, BaseException | None]] = queue.SimpleQueue()
+        for index in pending:
+            jobs.put(index)
+
+        def work() -> None:
+            while not self._cancelled.is_set():
+                try:
+                    index = jobs.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    finished.put((index, self.show_statistics(project_id, calls[index]), None))
+                except BaseException as exc:  # handed to the main thread, which raises it
+                    finished.put((index, None, exc))
+
+        # Daemon threads: a failure or Ctrl-C ends the run at once instead of waiting for requests
+        # still in flight (a hung server would otherwise hold the exit for --timeout).
+        for _ in range(min(self.concurrency, len(pending))):
+            threading.Thread(target=work, daemon=True).start()
         try:
-            futures = {pool.submit(self.show_statistics, project_id, calls[i]): i for i in pending_indexes}
-            remaining = set(futures)
-            while remaining:
-                finished, remaining = wait(remaining, return_when=FIRST_EXCEPTION)
-                failure = next((f.exception() for f in finished if f.exception() is not None), None)
-                for future in finished:
-                    if future.exception() is None:
-                        accept(futures[future], future.result())
+            for _ in pending:
+                index, data, failure = finished.get()
                 if failure is not None:
                     raise failure
+                accept(index, data)
         except BaseException:
             self._cancelled.set()
-            pool.shutdown(wait=True, cancel_futures=True)
             raise
-        pool.shutdown(wait=True)
         return results
 
 

@@ -528,3 +528,37 @@ def test_default_zone_is_the_operating_systems(cli):
     plan = run.json()
     assert plan["timezone"] == "Asia/Shanghai"
     assert plan["requests"][0]["body"] == SEED_BODY
+
+
+def test_ctrl_c_ends_the_run_at_once_without_output(cloud_env, cloud):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import SCRIPT, SECRETS
+    cloud.add_fault("hang", times=20)
+    process = subprocess.Popen([sys.executable, str(SCRIPT), "--last", "100d", "--timezone", "UTC", "--timeout", "30"],
+                               env=cloud_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while len(cloud.maas_requests()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    out, err = process.communicate(timeout=30)
+    assert time.monotonic() - started < 5  # not the 30 s --timeout of the hung requests
+    assert process.returncode == 130 and out == "" and "error: interrupted" in err and "Traceback" not in err
+    assert not any(secret in out + err for secret in SECRETS)
+
+
+def test_a_failed_window_does_not_wait_for_hung_ones(cli, cloud):
+    import time
+
+    cloud.add_fault("delay", seconds=0)  # the first request (sent alone) succeeds
+    cloud.add_fault("hang", times=2)  # the next two never answer
+    cloud.add_fault("status", status=400, error_code="ModelArts.4101", error_msg="bad window")  # the last fails
+    started = time.monotonic()
+    run = cli("--last", "100d", "--timezone", "UTC", "--timeout", "30", "--project-id", fakecloud.DEMO_PROJECT_ID)
+    assert run.code == 1 and "bad window" in run.stderr
+    assert len(cloud.maas_requests()) == 4
+    assert time.monotonic() - started < 10
