@@ -991,7 +991,11 @@ def api_failure_message(what: str, reply: Reply) -> str:
         data = None
     if isinstance(data, dict):
         code, msg = data.get("error_code"), data.get("error_msg")
-        detail = ": ".join(printable(part, 200) for part in (code, msg) if isinstance(part, str) and part)
+        nested = data.get("error")
+        if code is None and msg is None and isinstance(nested, dict):  # IAM: {"error": {"code", "message"}}
+            code, msg = nested.get("code"), nested.get("message")
+        detail = ": ".join(printable(str(part), 200) for part in (code, msg)
+                           if isinstance(part, (str, int)) and not isinstance(part, bool) and str(part))
     elif reply.text.lstrip()[:1] == "<":
         detail = "an HTML page instead of JSON"
     message += f": {detail}" if detail else ""

@@ -729,3 +729,17 @@ def test_request_body_carries_the_contract_fields():
                                         "timezone": "Asia/Shanghai", "infer_type": "real_time",
                                         "api_keys": ["k1", ""], "ips": ["10.0.0.1"]}]
     assert re.search(r"2026-05-08 00:00:00 ~ 2026-05-21 00:00:00", calls[0].label)
+
+
+@pytest.mark.parametrize("body, detail", [
+    ('{"error_code": "APIGW.0301", "error_msg": "Incorrect IAM authentication information"}',
+     ": APIGW.0301: Incorrect IAM authentication information"),
+    ('{"error": {"code": 401, "message": "The request you have made requires authentication.", "title": "x"}}',
+     ": 401: The request you have made requires authentication."),
+    ("<html><body>Bad gateway</body></html>", ": an HTML page instead of JSON"),
+    ("[" * 50000, ""),
+])
+def test_api_failure_message_names_the_apis_own_error(body, detail):
+    reply = m.Reply(502, body, "req-1", {})
+    assert m.api_failure_message("IAM project lookup", reply) == f"IAM project lookup failed: HTTP 502{detail} " \
+                                                                 "(X-Request-Id: req-1)"
