@@ -108,7 +108,12 @@ class UsageError(ToolError):
 
 
 class CredentialsError(ToolError):
+    """Missing or unusable credentials; the hint always says how to provide them."""
+
     exit_code = EXIT_CREDENTIALS
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint or CREDENTIALS_HELP)
 
 
 class ApiError(ToolError):
@@ -169,8 +174,7 @@ def _checked_credentials(ak: str, sk: str, token: str | None, source: str,
     for name, value in (("access key", ak), ("secret key", sk), ("security token", token)):
         if value is not None and not _KEY_CHARS.fullmatch(value):
             raise CredentialsError(
-                f"the {name} from {source} is empty or contains spaces or non-ASCII characters",
-                hint=CREDENTIALS_HELP)
+                f"the {name} from {source} is empty or contains spaces or non-ASCII characters")
     return Credentials(ak, sk, token or None, source, project_id or None)
 
 
@@ -184,7 +188,7 @@ def read_credentials_file(path: str) -> str:
     except IsADirectoryError:
         raise CredentialsError(f"credentials file {path} is a directory") from None
     except FileNotFoundError:
-        raise CredentialsError(f"credentials file {path} does not exist", hint=CREDENTIALS_HELP) from None
+        raise CredentialsError(f"credentials file {path} does not exist") from None
     except OSError as exc:
         raise CredentialsError(f"cannot read credentials file {path}: {exc.strerror}") from None
     if len(data) > MAX_CREDENTIALS_BYTES:
@@ -286,7 +290,7 @@ def parse_credentials_text(text: str, source: str) -> Credentials:
     """Parse any supported credentials-file format. Messages name lines, never their content."""
     lines = _content_lines(text)
     if not lines:
-        raise CredentialsError(f"{source} contains no credentials", hint=CREDENTIALS_HELP)
+        raise CredentialsError(f"{source} contains no credentials")
     first = lines[0][1]
     if first.startswith("["):
         return _parse_profile(text.lstrip("\ufeff"), source)
@@ -334,11 +338,11 @@ def load_credentials(path: str | None, env: Mapping[str, str]) -> Credentials:
                                         f"environment variables {ak_name}/{sk_name}")
         if ak or sk:
             present, missing = (ak_name, sk_name) if ak else (sk_name, ak_name)
-            raise CredentialsError(f"{present} is set but {missing} is not", hint=CREDENTIALS_HELP)
+            raise CredentialsError(f"{present} is set but {missing} is not")
     profile = profile_path(env)
     if env.get(PROFILE_ENV) or os.path.isfile(profile):
         return load_credentials_file(profile)
-    raise CredentialsError("no Huawei Cloud credentials found", hint=CREDENTIALS_HELP)
+    raise CredentialsError("no Huawei Cloud credentials found")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -562,3 +562,11 @@ def test_a_failed_window_does_not_wait_for_hung_ones(cli, cloud):
     assert run.code == 1 and "bad window" in run.stderr
     assert len(cloud.maas_requests()) == 4
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("content", ["", f"{AK}\n", "User Name,Access Key Id\nme,AKX\n"])
+def test_every_credentials_error_says_how_to_provide_them(cli, tmp_path, content):
+    path = write_private(tmp_path / "bad.txt", content)
+    run = cli(*SEED_RANGE, "--credentials-file", str(path))
+    assert run.code == 3
+    assert "hint:" in run.stderr and "HW_ACCESS_KEY" in run.stderr and "--credentials-file" in run.stderr
