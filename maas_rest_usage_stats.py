@@ -1838,6 +1838,16 @@ class Settings:
     record: bool
 
 
+def _endpoint_source(flag_value: str | None, flag: str, env: Mapping[str, str], env_name: str,
+                     default: str) -> tuple[str, str]:
+    """The endpoint URL and the name of where it came from, for error messages."""
+    if flag_value is not None:
+        return flag_value, flag
+    if env.get(env_name):
+        return env[env_name], env_name
+    return default, "the default endpoint"
+
+
 def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetime,
                   console: Console) -> Settings:
     """Validate every flag and env var; raises UsageError before anything is read or sent."""
@@ -1888,10 +1898,10 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     query = Query(region=args.region, zone_name=zone_name, zone=zone, period=period, infer_type=args.infer_type,
                   service_types=parse_service_types(args.service_type), api_keys=api_keys,
                   ips=parse_ips(args.ips), bucket=bucket, by_key=by_key)
-    maas = parse_endpoint(args.endpoint or env.get("HW_MAAS_ENDPOINT") or
-                          MAAS_ENDPOINT_TEMPLATE.format(region=args.region), "--endpoint")
-    iam = parse_endpoint(args.iam_endpoint or env.get("HW_IAM_ENDPOINT") or
-                         IAM_ENDPOINT_TEMPLATE.format(region=args.region), "--iam-endpoint")
+    maas = parse_endpoint(*_endpoint_source(args.endpoint, "--endpoint", env, "HW_MAAS_ENDPOINT",
+                                            MAAS_ENDPOINT_TEMPLATE.format(region=args.region)))
+    iam = parse_endpoint(*_endpoint_source(args.iam_endpoint, "--iam-endpoint", env, "HW_IAM_ENDPOINT",
+                                           IAM_ENDPOINT_TEMPLATE.format(region=args.region)))
     if args.record:
         query = record_query(query, now)
     return Settings(query, project_id, maas, iam, args.format, args.table_format, not args.no_header, args.raw,
