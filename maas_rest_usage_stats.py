@@ -53,7 +53,7 @@ SERVICE_ALIASES = {
 INFER_TYPES = ("real_time", "batch")
 
 DEFAULT_REGION = "cn-southwest-2"  # the only region where MaaS ShowStatistics is offered
-REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$", re.ASCII)
 PROJECT_ID_RE = re.compile(r"^[a-z0-9]{32}$")
 MAAS_ENDPOINT_TEMPLATE = "https://modelarts.{region}.myhuaweicloud.com"
 IAM_ENDPOINT_TEMPLATE = "https://iam.{region}.myhuaweicloud.com"
@@ -350,8 +350,8 @@ def load_credentials(path: str | None, env: Mapping[str, str]) -> Credentials:
 # ----------------------------------------------------------------------------------------------
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_WHEN_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2}))?)?$")
-_LAST_RE = re.compile(r"^(\d+)([dh])$")
+_WHEN_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2}))?)?$", re.ASCII)
+_LAST_RE = re.compile(r"^(\d+)([dh])$", re.ASCII)
 BUCKET_UNITS = ("day", "week", "month")
 MIN_YEAR, MAX_YEAR = 1970, 9000  # epoch milliseconds; far from datetime's overflow at year 9999
 MAX_LAST = timedelta(days=100 * 366)

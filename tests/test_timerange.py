@@ -622,3 +622,14 @@ def test_retention_note_for_the_default_and_long_ranges():
     assert m.retention_note(resolve(SHANGHAI), NOW, SHANGHAI) is None
     assert m.retention_note(resolve(SHANGHAI, last="31d"), NOW, SHANGHAI) is not None
     assert m.retention_note(resolve(SHANGHAI, start="2026-05-08", to="2026-05-21"), NOW, SHANGHAI) is not None
+
+
+@pytest.mark.parametrize("text", ["٣d", "７d"])
+def test_last_takes_ascii_digits_only(text):
+    with pytest.raises(m.UsageError):
+        m.parse_last(text)
+
+
+def test_dates_take_ascii_digits_only():
+    with pytest.raises(m.UsageError):
+        m.parse_when("２０２６-05-08", SHANGHAI, NOW)
