@@ -225,11 +225,17 @@ def _content_lines(text: str) -> list[tuple[int, str]]:
     return lines
 
 
-def _unquote(value: str) -> str:
-    value = value.strip()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1]
-    return re.split(r"\s+#", value, maxsplit=1)[0].strip()
+def _shell_value(value: str, where: str) -> str:
+    """The value of a shell-style assignment: quotes removed, a trailing ``# comment`` dropped."""
+    import shlex  # imported here: only KEY=VALUE credentials files need it
+
+    try:
+        words = shlex.split(value, comments=True)
+    except ValueError:
+        raise CredentialsError(f"{where}: unbalanced quotes") from None
+    if len(words) > 1:
+        raise CredentialsError(f"{where}: the value contains spaces")
+    return words[0] if words else ""
 
 
 def _parse_assignments(lines: list[tuple[int, str]], source: str) -> Credentials:
@@ -240,7 +246,7 @@ def _parse_assignments(lines: list[tuple[int, str]], source: str) -> Credentials
             raise CredentialsError(f"{source}, line {number}: expected KEY=VALUE like the other lines")
         key = _FILE_KEYS.get(match.group(1).upper())
         if key:
-            found[key] = _unquote(match.group(2))
+            found[key] = _shell_value(match.group(2), f"{source}, line {number}")
     if not found.get("ak") or not found.get("sk"):
         raise CredentialsError(
             f"{source} has KEY=VALUE lines but no {ENV_AK} and {ENV_SK} (or {SDK_AK} and {SDK_SK})")
@@ -2012,11 +2018,14 @@ def query_usage(args: argparse.Namespace, settings: Settings, store: Store | Non
         calls = plan_calls(query, groups, held, finals)
         warn_about_retention(query, calls, store, console, now)
         usages: list[Usage | None] = [None] * len(calls)
+        # A day older than MaaS's retention may come back empty: saving it would keep those zeros
+        # for good as a final total, so only days inside the retention are saved.
+        fresh_since_ms = to_epoch_ms(now - RETENTION)
 
         def on_result(index: int, data: Any) -> None:
             call = calls[index]
             usages[index] = Usage.from_response(data, f"ShowStatistics for {call.label}", query.batch)
-            if store is not None and call.day is not None:
+            if store is not None and call.day is not None and call.start_ms >= fresh_since_ms:
                 store.save(query, project_id, groups[call.group], call.day,
                            Period(from_epoch_ms(call.start_ms, timezone.utc), from_epoch_ms(call.end_ms, timezone.utc)),
                            usages[index], now)

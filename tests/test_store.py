@@ -9,7 +9,9 @@ import stat
 import subprocess
 import sys
 import time
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo, available_timezones
 
 import pytest
 
@@ -20,13 +22,27 @@ from test_groups import ms
 
 PID = fakecloud.DEMO_PROJECT_ID
 SHANGHAI = ("--timezone", "Asia/Shanghai", "--project-id", PID)
-RANGE = ("--from", "2026-05-01", "--to", "2026-05-11")  # ten final days, long past
 DAY_MS = 86_400_000
+# Only days inside MaaS's 30-day retention are stored, so the dates are relative to today.
+TODAY = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+
+
+def D(k: int) -> str:
+    """Day k of the test window: D(1) is 20 days ago, D(11) is 10 days ago (Asia/Shanghai)."""
+    return (TODAY - timedelta(days=21 - k)).isoformat()
+
+
+RANGE = ("--from", D(1), "--to", D(11))  # ten final days inside the retention
+
+
+def at(day: str, zone: str = "Asia/Shanghai", time_of_day: str = "00:00") -> int:
+    return ms(f"{day}T{time_of_day}", zone)
 
 
 @pytest.fixture
 def hourly(cloud):
-    cloud.events = fakecloud.hourly_events(ms("2026-02-01T00:00", "UTC"), ms("2026-06-30T00:00", "UTC"))
+    now_ms = int(datetime.now(timezone.utc).timestamp()) * 1000
+    cloud.events = fakecloud.hourly_events(now_ms - 120 * DAY_MS, now_ms + DAY_MS)
     return cloud
 
 
@@ -45,7 +61,7 @@ def test_record_saves_final_days_and_a_second_run_sends_nothing(cli, hourly, sto
     first = cli(*RANGE, *SHANGHAI, "--store", str(store), "--record", "--format", "json")
     assert first.code == 0, first.stderr
     doc = first.json()
-    assert [r["start"][:10] for r in doc["rows"]] == [f"2026-05-{d:02d}" for d in range(1, 11)]
+    assert [r["start"][:10] for r in doc["rows"]] == [D(k) for k in range(1, 11)]
     assert {r["source"] for r in doc["rows"]} == {"live"}
     assert doc["store"]["days_saved"] == 10 and doc["store"]["days_read"] == 0
     assert len(hourly.maas_requests()) == 10 and len(rows(store)) == 10
@@ -64,26 +80,22 @@ def test_a_stored_range_is_answered_without_the_api(cli, hourly, store):
     run = cli(*RANGE, *SHANGHAI, "--store", str(store), "--format", "json")
     assert run.code == 0, run.stderr
     assert hourly.log == []
-    assert run.json()["totals"] == expected_metrics(hourly.events, ms("2026-05-01T00:00", "Asia/Shanghai"),
-                                                    ms("2026-05-11T00:00", "Asia/Shanghai"))
+    assert run.json()["totals"] == expected_metrics(hourly.events, at(D(1)), at(D(11)))
     assert run.json()["rows"][0]["source"] == "store"
     without = cli(*RANGE, *SHANGHAI, "--format", "json", "--retries", "0")
     assert without.code == 1
 
 
 def test_partly_stored_range_fetches_only_the_rest_and_sums_exactly(cli, hourly, store):
-    assert cli("--from", "2026-05-03", "--to", "2026-05-06", *SHANGHAI, "--store", str(store), "--record").code == 0
+    assert cli("--from", D(3), "--to", D(6), *SHANGHAI, "--store", str(store), "--record").code == 0
     hourly.clear_log()
-    run = cli("--from", "2026-05-01 12:00", "--to", "2026-05-09", *SHANGHAI, "--store", str(store),
-              "--format", "json")
+    run = cli("--from", f"{D(1)} 12:00", "--to", D(9), *SHANGHAI, "--store", str(store), "--format", "json")
     assert run.code == 0, run.stderr
     spans = sorted((b["start_time"], b["end_time"]) for b in hourly.maas_requests())
-    assert spans == [(ms("2026-05-01T12:00", "Asia/Shanghai"), ms("2026-05-03T00:00", "Asia/Shanghai")),
-                     (ms("2026-05-06T00:00", "Asia/Shanghai"), ms("2026-05-09T00:00", "Asia/Shanghai"))]
+    assert spans == [(at(D(1), time_of_day="12:00"), at(D(3))), (at(D(6)), at(D(9)))]
     doc = run.json()
     assert doc["rows"][0]["source"] == "mixed" and doc["store"]["days_read"] == 3
-    assert doc["totals"] == expected_metrics(hourly.events, ms("2026-05-01T12:00", "Asia/Shanghai"),
-                                             ms("2026-05-09T00:00", "Asia/Shanghai"))
+    assert doc["totals"] == expected_metrics(hourly.events, at(D(1), time_of_day="12:00"), at(D(9)))
 
 
 def test_group_by_day_saves_its_final_days_and_reuses_them(cli, hourly, store):
@@ -92,24 +104,45 @@ def test_group_by_day_saves_its_final_days_and_reuses_them(cli, hourly, store):
     assert run.code == 0, run.stderr
     assert run.json()["store"]["days_saved"] == 30 and len(rows(store)) == 30
     hourly.clear_log()
-    week = cli("--from", "2026-05-04", "--to", "2026-05-11", *SHANGHAI, "--store", str(store), "--group-by", "week",
+    week = cli("--from", D(4), "--to", D(11), *SHANGHAI, "--store", str(store), "--group-by", "week",
                "--service-type", "all", "--format", "json")
     assert week.code == 0 and hourly.log == []
-    assert [r["source"] for r in week.json()["rows"]] == ["store"] * 3
+    assert {r["source"] for r in week.json()["rows"]} == {"store"}
 
 
-def test_dst_week_in_new_york_is_stored_day_by_local_day(cli, hourly, store):
-    args = ("--from", "2026-03-05", "--to", "2026-03-12", "--timezone", "America/New_York", "--project-id", PID,
+def _recent_dst_day() -> tuple[str, date] | None:
+    """A zone with a DST change on a day 4-27 days ago (New York first), to store it while fresh."""
+    utc = ZoneInfo("UTC")
+    for name in ("America/New_York", *sorted(available_timezones())):
+        zone = ZoneInfo(name)
+        for back in range(4, 28):
+            day = datetime.now(zone).date() - timedelta(days=back)
+            start = datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(utc)
+            following = day + timedelta(days=1)
+            end = datetime(following.year, following.month, following.day, tzinfo=zone).astimezone(utc)
+            if end - start != timedelta(days=1):
+                return name, day
+    return None
+
+
+def test_dst_week_is_stored_day_by_local_day(cli, hourly, store):
+    found = _recent_dst_day()
+    if found is None:
+        pytest.skip("no time zone changed its clocks in the last four weeks")
+    zone, dst_day = found
+    first, last = dst_day - timedelta(days=3), dst_day + timedelta(days=3)
+    args = ("--from", first.isoformat(), "--to", last.isoformat(), "--timezone", zone, "--project-id", PID,
             "--store", str(store))
     assert cli(*args, "--record").code == 0
     with sqlite3.connect(store) as db:
         spans = dict(db.execute("SELECT day, end_ms - start_ms FROM days").fetchall())
-    assert spans["2026-03-08"] == 23 * 3_600_000 and spans["2026-03-07"] == 24 * 3_600_000
+    assert len(spans) == 6
+    assert spans[dst_day.isoformat()] != DAY_MS and spans[first.isoformat()] == DAY_MS
     hourly.fail_all = True
     run = cli(*args, "--format", "json")
     assert run.code == 0, run.stderr
-    assert run.json()["totals"] == expected_metrics(hourly.events, ms("2026-03-05T00:00", "America/New_York"),
-                                                    ms("2026-03-12T00:00", "America/New_York"))
+    expected = expected_metrics(hourly.events, at(first.isoformat(), zone), at(last.isoformat(), zone))
+    assert run.json()["totals"] == expected
 
 
 def test_stored_rows_keep_keys_filters_and_zones_apart(cli, hourly, store):
@@ -124,21 +157,25 @@ def test_stored_rows_keep_keys_filters_and_zones_apart(cli, hourly, store):
 
 
 def test_a_day_whose_bounds_no_longer_match_the_zone_rules_is_fetched_again(cli, hourly, store):
-    assert cli("--from", "2026-05-03", "--to", "2026-05-04", *SHANGHAI, "--store", str(store), "--record").code == 0
+    assert cli("--from", D(3), "--to", D(4), *SHANGHAI, "--store", str(store), "--record").code == 0
     with sqlite3.connect(store) as db:
         db.execute("UPDATE days SET start_ms = start_ms + 3600000, total_tokens = 1")
     hourly.clear_log()
-    run = cli("--from", "2026-05-03", "--to", "2026-05-04", *SHANGHAI, "--store", str(store), "--format", "json")
+    run = cli("--from", D(3), "--to", D(4), *SHANGHAI, "--store", str(store), "--format", "json")
     assert run.code == 0 and len(hourly.maas_requests()) == 1
     assert run.json()["totals"]["total_tokens"] != 1
 
 
-def test_old_unstored_days_are_reported_as_unrecorded(cli, hourly, store):
-    run = cli("--from", "2026-05-01", "--to", "2026-05-04", *SHANGHAI, "--store", str(store), "--format", "json")
+def test_days_older_than_the_retention_are_reported_and_never_stored(cli, hourly, store):
+    old = ("--from", "2026-05-01", "--to", "2026-05-04")
+    run = cli(*old, *SHANGHAI, "--store", str(store), "--group-by", "day", "--format", "json")
     assert run.code == 0
+    assert run.json()["store"]["days_saved"] == 0  # their answers may be empty: never kept as final
+    record = cli(*old, *SHANGHAI, "--store", str(store), "--record", "--format", "json")
+    assert record.code == 0 and record.json()["store"]["days_saved"] == 0
     assert run.json()["store"]["days_unrecorded"] == ["2026-05-01", "2026-05-02", "2026-05-03"]
     assert "3 day(s)" in run.stderr and "retention" in run.stderr
-    quiet = cli("--from", "2026-05-01", "--to", "2026-05-04", *SHANGHAI, "--store", str(store), "-q")
+    quiet = cli(*old, *SHANGHAI, "--store", str(store), "-q")
     assert quiet.stderr == ""
 
 
@@ -159,7 +196,7 @@ def test_record_defaults_to_the_last_30_days(cli, hourly, store):
 
 
 def test_dry_run_with_a_store_plans_only_the_live_part(cli, hourly, store):
-    assert cli("--from", "2026-05-03", "--to", "2026-05-06", *SHANGHAI, "--store", str(store), "--record").code == 0
+    assert cli("--from", D(3), "--to", D(6), *SHANGHAI, "--store", str(store), "--record").code == 0
     hourly.clear_log()
     plan = cli(*RANGE, *SHANGHAI, "--store", str(store), "--dry-run")
     assert plan.code == 0 and len(plan.stdout.splitlines()) == 2 and hourly.log == []
@@ -226,14 +263,13 @@ def _break_writes(path: Path) -> None:
 
 
 def test_an_unwritable_store_fails_record_but_not_a_query(cli, hourly, store):
-    assert cli("--from", "2026-05-03", "--to", "2026-05-04", *SHANGHAI, "--store", str(store), "--record").code == 0
+    assert cli("--from", D(3), "--to", D(4), *SHANGHAI, "--store", str(store), "--record").code == 0
     _break_writes(store)
     record = cli(*RANGE, *SHANGHAI, "--store", str(store), "--record")
     assert record.code == 1 and "cannot write to the store" in record.stderr and record.stdout == ""
     query = cli(*RANGE, *SHANGHAI, "--store", str(store), "--group-by", "day", "--format", "json")
     assert query.code == 0 and "cannot write to the store" in query.stderr
-    assert query.json()["totals"] == expected_metrics(hourly.events, ms("2026-05-01T00:00", "Asia/Shanghai"),
-                                                      ms("2026-05-11T00:00", "Asia/Shanghai"))
+    assert query.json()["totals"] == expected_metrics(hourly.events, at(D(1)), at(D(11)))
 
 
 def test_a_failed_record_is_completed_by_the_next_run(cli, hourly, store):
@@ -255,7 +291,7 @@ def test_record_saves_successes_before_a_late_failure(cli, hourly, store):
 
 
 def _record_process(store: Path, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(SCRIPT), "--from", "2026-04-01", "--to", "2026-05-11",
+    return subprocess.Popen([sys.executable, str(SCRIPT), "--from", D(-7), "--to", D(18),
                              *SHANGHAI, "--store", str(store), "--record", "--concurrency", "1", "-q"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -271,12 +307,12 @@ def test_a_killed_record_leaves_a_valid_store(cloud_env, hourly, store):
     with sqlite3.connect(store) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         saved = db.execute("SELECT count(*) FROM days").fetchone()[0]
-    assert 0 < saved < 40
+    assert 0 < saved < 25
     hourly.latency = 0
     finish = _record_process(store, cloud_env)
     out, err = finish.communicate(timeout=60)
     assert_clean(Run(finish.returncode, out, err))
-    assert finish.returncode == 0 and len(rows(store)) == 40
+    assert finish.returncode == 0 and len(rows(store)) == 25
 
 
 def test_two_records_at_once_both_succeed_and_count_nothing_twice(cloud_env, hourly, store):
@@ -286,12 +322,11 @@ def test_two_records_at_once_both_succeed_and_count_nothing_twice(cloud_env, hou
         out, err = process.communicate(timeout=90)
         assert_clean(Run(process.returncode, out, err))
         assert process.returncode == 0, err
-    assert len(rows(store)) == 40
+    assert len(rows(store)) == 25
     hourly.fail_all = True
     with sqlite3.connect(store) as db:
         stored = db.execute("SELECT sum(total_requests) FROM days").fetchone()[0]
-    expected = expected_metrics(hourly.events, ms("2026-04-01T00:00", "Asia/Shanghai"),
-                                ms("2026-05-11T00:00", "Asia/Shanghai"))
+    expected = expected_metrics(hourly.events, at(D(-7)), at(D(18)))
     assert stored == expected["total_requests"]
 
 
@@ -318,21 +353,20 @@ def test_a_damaged_store_fails_record_but_a_query_still_answers_live(cli, hourly
     query = cli(*RANGE, *SHANGHAI, "--store", str(store), "--format", "json")
     assert query.code == 0, query.stderr
     assert "cannot read the store" in query.stderr
-    assert query.json()["totals"] == expected_metrics(hourly.events, ms("2026-05-01T00:00", "Asia/Shanghai"),
-                                                      ms("2026-05-11T00:00", "Asia/Shanghai"))
+    assert query.json()["totals"] == expected_metrics(hourly.events, at(D(1)), at(D(11)))
     record = cli(*RANGE, *SHANGHAI, "--store", str(store), "--record")
     assert record.code == 1 and record.stdout == "" and str(store) in record.stderr
 
 
 def test_a_store_locked_past_the_timeout_fails_record_but_not_a_query(cloud_env, hourly, store):
-    args = ("--from", "2026-05-03", "--to", "2026-05-05", *SHANGHAI, "--store", str(store))
+    args = ("--from", D(3), "--to", D(5), *SHANGHAI, "--store", str(store))
     first = subprocess.run([sys.executable, str(SCRIPT), *args, "--record"], env=cloud_env, capture_output=True,
                            text=True, timeout=60)
     assert first.returncode == 0, first.stderr
     with sqlite3.connect(store, isolation_level=None) as holder:
         holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock for longer than the busy timeout
-        holder.execute("DELETE FROM days WHERE day = '2026-05-04'")
-        processes = [subprocess.Popen([sys.executable, str(SCRIPT), *args, *extra, "--from", "2026-05-01"],
+        holder.execute("DELETE FROM days WHERE day = ?", (D(4),))
+        processes = [subprocess.Popen([sys.executable, str(SCRIPT), *args, *extra, "--from", D(1)],
                                       env=cloud_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                      for extra in (["--record"], ["--group-by", "day"])]
         outcomes = []
@@ -345,4 +379,4 @@ def test_a_store_locked_past_the_timeout_fails_record_but_not_a_query(cloud_env,
     record_run, query_run = outcomes
     assert record_run.code == 1 and "locked" in record_run.stderr and record_run.stdout == ""
     assert query_run.code == 0 and "cannot write to the store" in query_run.stderr
-    assert "| 2026-05-01 " in query_run.stdout and "| Total " in query_run.stdout
+    assert f"| {D(1)} " in query_run.stdout and "| Total " in query_run.stdout
