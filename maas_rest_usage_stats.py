@@ -1348,9 +1348,10 @@ class Store:
         import sqlite3
 
         try:
-            app_id = db.execute("PRAGMA application_id").fetchone()[0]
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            # One statement, one snapshot: another run may be creating this store right now.
+            app_id, version, tables = db.execute(
+                "SELECT (SELECT application_id FROM pragma_application_id()),"
+                " (SELECT user_version FROM pragma_user_version()), (SELECT count(*) FROM sqlite_master)").fetchone()
         except sqlite3.OperationalError as exc:  # locked past the timeout, unreadable: not the file's fault
             raise StoreError(f"cannot read the store {path}: {exc}") from None
         except sqlite3.DatabaseError:
@@ -1706,7 +1707,7 @@ examples:
   %(prog)s --this-month --group-by day --format csv
   %(prog)s --from yesterday --to today --format csv --no-header >> usage.csv   # cron, after 03:00
   %(prog)s --last 7d --dry-run                        # show the requests, send nothing
-  %(prog)s --store ~/.maas/usage.db --record -q       # nightly: keep final days past the 30-day retention
+  %(prog)s --store ~/.local/share/maas/usage.db --record -q   # nightly, after 03:00
 
 credentials: HW_ACCESS_KEY/HW_SECRET_KEY[/HW_SECURITY_TOKEN], HUAWEICLOUD_SDK_AK/SK, --credentials-file,
   or ~/.huaweicloud/credentials. Keys are never accepted on the command line and never printed.
@@ -1743,7 +1744,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--api-keys", nargs="+", metavar="KEY",
                       help='API-key labels to filter by; "" means online-experience calls')
     what.add_argument("--ips", nargs="+", metavar="IP", help="caller IP addresses to filter by")
-    what.add_argument("--project-id", metavar="ID", help="project id (default: HW_PROJECT_ID, else looked up in IAM)")
+    what.add_argument("--project-id", metavar="ID",
+                      help="project id (default: HW_PROJECT_ID or HUAWEICLOUD_SDK_PROJECT_ID, the credentials "
+                           "file's project_id, else looked up in IAM)")
     what.add_argument("--credentials-file", metavar="PATH", help="file with the AK/SK (see README)")
     what.add_argument("--endpoint", metavar="URL", help="MaaS base URL (env HW_MAAS_ENDPOINT)")
     what.add_argument("--iam-endpoint", metavar="URL", help="IAM base URL (env HW_IAM_ENDPOINT)")
