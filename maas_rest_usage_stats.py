@@ -797,7 +797,7 @@ class MaasClient:
 
     def __init__(self, credentials: Credentials, maas: Endpoint, iam: Endpoint, *, timeout: float,
                  retries: int, concurrency: int, console: Console,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         # Imported here: --help, --version, --dry-run and usage errors never pay for them.
         import requests
@@ -808,8 +808,9 @@ class MaasClient:
         self.maas, self.iam = maas, iam
         self.timeout, self.retries, self.concurrency = timeout, retries, concurrency
         self.console = console
-        self._sleep, self._wall_clock, self._clock = sleep, wall_clock, clock
-        self._limiter = RateLimiter(RATE_LIMIT, RATE_PERIOD, clock, sleep)
+        self._wall_clock, self._clock = wall_clock, clock
+        # Waits (pacing, backoff) go through the cancel event, so one failure stops every worker.
+        self._limiter = RateLimiter(RATE_LIMIT, RATE_PERIOD, clock, time.sleep)
         self._cancelled = threading.Event()
         self.warm = False  # set once a signed request of this run has succeeded
         self._session = requests.Session()
