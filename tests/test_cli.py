@@ -570,3 +570,13 @@ def test_every_credentials_error_says_how_to_provide_them(cli, tmp_path, content
     run = cli(*SEED_RANGE, "--credentials-file", str(path))
     assert run.code == 3
     assert "hint:" in run.stderr and "HW_ACCESS_KEY" in run.stderr and "--credentials-file" in run.stderr
+
+
+def test_readme_shows_the_seed_table_exactly(cli):
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = "$ python3 maas_rest_usage_stats.py " + " ".join(SEED_RANGE) + "\n"
+    assert command in readme
+    shown = readme.split(command, 1)[1].split("```", 1)[0]
+    assert shown == SEED_TABLE

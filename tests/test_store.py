@@ -380,3 +380,41 @@ def test_a_store_locked_past_the_timeout_fails_record_but_not_a_query(cloud_env,
     assert record_run.code == 1 and "locked" in record_run.stderr and record_run.stdout == ""
     assert query_run.code == 0 and "cannot write to the store" in query_run.stderr
     assert f"| {D(1)} " in query_run.stdout and "| Total " in query_run.stdout
+
+
+# -- pure logic: stored days and live spans tile the period ------------------------------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+import maas_rest_usage_stats as m  # noqa: E402
+
+ZONES = ["Asia/Shanghai", "America/New_York", "Australia/Lord_Howe", "America/Santiago", "UTC"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(zone_name=st.sampled_from(ZONES), start_day=st.integers(0, 3000), length_h=st.integers(1, 24 * 70),
+       offset_min=st.integers(0, 24 * 60 - 1), held_bits=st.integers(0, 2 ** 70 - 1))
+def test_stored_days_and_live_spans_cover_the_period_exactly_once(zone_name, start_day, length_h, offset_min,
+                                                                  held_bits):
+    zone = ZoneInfo(zone_name)
+    start = datetime(2018, 1, 1, tzinfo=timezone.utc) + timedelta(days=start_day, minutes=offset_min)
+    period = m.Period(start, start + timedelta(hours=length_h))
+    now = period.end + timedelta(days=1)
+    days = m.final_days(period, zone, now)
+    held = {day: m.Usage() for index, (day, _) in enumerate(days) if held_bits >> index & 1}
+    pieces = sorted([(p.start, p.end) for day, p in days if day in held] +
+                    [(span.start, span.end) for span in m.live_spans(period, days, held)])
+    assert pieces[0][0] == period.start and pieces[-1][1] == period.end
+    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))  # contiguous: nothing counted twice or missed
+    for day, day_period in days:  # every final day is whole, local, and inside the period
+        assert day_period.start.astimezone(zone).date() == day
+        assert period.start <= day_period.start and day_period.end <= period.end
+
+
+def test_final_days_end_more_than_three_hours_ago():
+    zone = ZoneInfo("UTC")
+    period = m.Period(datetime(2026, 5, 1, tzinfo=timezone.utc), datetime(2026, 5, 4, tzinfo=timezone.utc))
+    at_limit = datetime(2026, 5, 4, 3, tzinfo=timezone.utc)
+    assert [d.isoformat() for d, _ in m.final_days(period, zone, at_limit)] == ["2026-05-01", "2026-05-02"]
+    later = at_limit + timedelta(seconds=1)
+    assert len(m.final_days(period, zone, later)) == 3
