@@ -17,14 +17,9 @@ Exit codes: 0 success, 1 API/network failure, 2 usage error, 3 credentials rejec
 from __future__ import annotations
 
 import argparse
-import configparser
-import csv
 import dataclasses
-import io
-import ipaddress
 import json
 import os
-import random
 import re
 import stat
 import sys
@@ -72,7 +67,7 @@ BACKOFF_CAP = 8.0
 PROGRESS_MIN_REQUESTS = 5
 MAX_CREDENTIALS_BYTES = 64 * 1024  # a credentials file is a few hundred bytes; refuse a huge one
 
-# Response fields: name in the API -> (name in our output, kind). Tokens come in thousands.
+# ShowStatistics response fields; the token fields are in thousands of tokens.
 TOKEN_FIELDS = ("total_token", "total_prompt_token", "total_completion_token")
 COUNT_FIELDS = ("total_request_count", "total_error_count")
 BATCH_FIELDS = ("total_completion_tasks", "total_infer_count")
@@ -185,8 +180,6 @@ def read_credentials_file(path: str) -> str:
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_CREDENTIALS_BYTES + 1)
-    except IsADirectoryError:
-        raise CredentialsError(f"credentials file {path} is a directory") from None
     except FileNotFoundError:
         raise CredentialsError(f"credentials file {path} does not exist") from None
     except OSError as exc:
@@ -254,6 +247,8 @@ def _parse_assignments(lines: list[tuple[int, str]], source: str) -> Credentials
 
 
 def _parse_console_csv(lines: list[tuple[int, str]], source: str) -> Credentials:
+    import csv  # imported here, like the other single-use modules: --version stays fast
+
     try:
         rows = list(csv.reader(line for _, line in lines))
     except csv.Error:
@@ -275,6 +270,8 @@ def _parse_console_csv(lines: list[tuple[int, str]], source: str) -> Credentials
 
 
 def _parse_profile(text: str, source: str) -> Credentials:
+    import configparser
+
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read_string(text, source=source)
@@ -448,9 +445,13 @@ def parse_day(text: str, zone: tzinfo, now: datetime) -> date | None:
         day = date(*(int(g) for g in match.groups()[:3]))
     except ValueError:
         raise UsageError(f"{text!r} is not a valid date") from None
-    if not MIN_YEAR <= day.year <= MAX_YEAR:
-        raise UsageError(f"{text!r} is outside the years {MIN_YEAR}-{MAX_YEAR}")
+    _check_year(day.year, text)
     return day
+
+
+def _check_year(year: int, text: str) -> None:
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        raise UsageError(f"{text!r} is outside the years {MIN_YEAR}-{MAX_YEAR}")
 
 
 def parse_when(text: str, zone: tzinfo, now: datetime) -> datetime:
@@ -469,8 +470,7 @@ def parse_when(text: str, zone: tzinfo, now: datetime) -> datetime:
         local = datetime(*fields_, tzinfo=zone)  # type: ignore[misc]
     except ValueError:
         raise UsageError(f"{text!r} is not a valid date or time") from None
-    if not MIN_YEAR <= local.year <= MAX_YEAR:
-        raise UsageError(f"{text!r} is outside the years {MIN_YEAR}-{MAX_YEAR}")
+    _check_year(local.year, text)
     if not _exists(local):
         raise UsageError(f"{text!r} does not exist in this time zone (the clocks skip it for daylight saving)")
     return local.astimezone(timezone.utc)
@@ -480,13 +480,10 @@ def parse_last(text: str) -> timedelta:
     match = _LAST_RE.match(text.strip().lower())
     if not match or int(match.group(1)) < 1:
         raise UsageError(f"cannot read --last {text!r}", hint="use a whole number of days or hours, like 7d or 24h")
-    count = int(match.group(1))
-    if count > MAX_LAST // timedelta(hours=1):
+    count, unit = int(match.group(1)), timedelta(days=1) if match.group(2) == "d" else timedelta(hours=1)
+    if count > MAX_LAST // unit:  # checked before multiplying: a huge count would overflow timedelta
         raise UsageError(f"--last {text!r} is longer than a century")
-    length = timedelta(days=count) if match.group(2) == "d" else timedelta(hours=count)
-    if length > MAX_LAST:
-        raise UsageError(f"--last {text!r} is longer than a century")
-    return length
+    return count * unit
 
 
 def shift_days(moment: datetime, days: int, zone: tzinfo) -> datetime:
@@ -592,6 +589,13 @@ def split_buckets(period: Period, unit: str | None, zone: tzinfo) -> list[Period
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret replaced by ``***`` (longest first, so none survives in part)."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 def printable(text: str, limit: int = 300) -> str:
     """Server-supplied text made safe for a terminal: no control characters, bounded length."""
     text = _UNPRINTABLE.sub("?", str(text)).replace("\n", " ").strip()
@@ -610,12 +614,10 @@ class Console:
         self._progress_shown = False
 
     def hide(self, secrets: Iterable[str]) -> None:
-        self._secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+        self._secrets = tuple(secrets)
 
     def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self._secrets)
 
     def _write(self, line: str) -> None:
         with self._lock:
@@ -826,9 +828,7 @@ class MaasClient:
         self._session.close()
 
     def _redact(self, text: str) -> str:
-        for secret in self._credentials.secrets():
-            text = text.replace(secret, "***")
-        return text
+        return redact(text, self._credentials.secrets())
 
     # -- one exchange -------------------------------------------------------------------------
 
@@ -891,8 +891,7 @@ class MaasClient:
                 retry_after = parse_retry_after(response.headers.get("Retry-After"), self._wall_clock())
             if attempt == self.retries:
                 break
-            delay = retry_after if retry_after is not None else \
-                min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt) * random.uniform(0.5, 1.0)
+            delay = retry_after if retry_after is not None else backoff_delay(attempt)
             self.console.debug(f"retrying in {delay:.1f} s ({attempt + 1}/{self.retries})")
             if self._cancelled.wait(delay):
                 raise ApiError(f"{what}: cancelled after another request failed")
@@ -990,6 +989,13 @@ class MaasClient:
             self._cancelled.set()
             raise
         return results
+
+
+def backoff_delay(attempt: int) -> float:
+    """Exponential backoff with jitter, so parallel retries do not hit the API in step."""
+    import random
+
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt) * random.uniform(0.5, 1.0)
 
 
 def api_failure_message(what: str, reply: Reply) -> str:
@@ -1490,6 +1496,7 @@ def format_instant(moment: datetime) -> str:
 def format_tokens(tokens: int, unit: bool = True) -> str:
     """``2,482.08 M tokens``; without ``unit`` the compact ``2,482.08M`` of grouped tables."""
     suffix = " tokens" if unit else ""
+
     def scaled(scale: int) -> Decimal:
         return (Decimal(tokens) / scale).quantize(Decimal("0.01"), ROUND_HALF_UP)
 
@@ -1667,6 +1674,9 @@ def render_json(result: Result, raw: bool) -> str:
 
 
 def render_csv(result: Result, header: bool) -> str:
+    import csv
+    import io
+
     query = result.query
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -1796,6 +1806,8 @@ def parse_service_types(values: Sequence[str]) -> tuple[int, ...]:
 def parse_ips(values: Sequence[str] | None) -> tuple[str, ...] | None:
     if values is None:
         return None
+    import ipaddress
+
     ips = []
     for value in values:
         try:
@@ -1990,7 +2002,7 @@ def dry_run(settings: Settings, store: Store | None, console: Console, now: date
                      + ("; without it the store cannot be matched, so the whole range is planned" if store else ""))
     held, finals = held_days(store, query, project_id, groups, now, console, record=False)
     calls = plan_calls(query, groups, held, finals)
-    warn_about_retention(query, calls, store, console, now)
+    warn_about_retention(query, unrecorded_days(query, calls, now) if store else None, console, now)
     return render_plan(query, project_id, settings.maas, calls, settings.output_format)
 
 
@@ -2020,7 +2032,8 @@ def query_usage(args: argparse.Namespace, settings: Settings, store: Store | Non
             project_id = connected().project_id(query.region)
         held, finals = held_days(store, query, project_id, groups, now, console, settings.record)
         calls = plan_calls(query, groups, held, finals)
-        warn_about_retention(query, calls, store, console, now)
+        unrecorded = unrecorded_days(query, calls, now) if store else None
+        warn_about_retention(query, unrecorded, console, now)
         usages: list[Usage | None] = [None] * len(calls)
         # A day older than MaaS's retention may come back empty: saving it would keep those zeros
         # for good as a final total, so only days inside the retention are saved.
@@ -2049,22 +2062,22 @@ def query_usage(args: argparse.Namespace, settings: Settings, store: Store | Non
             console.note(f"{store.write_failure}; the result is complete all the same")
         result = dataclasses.replace(result, store={
             "path": store.path, "days_read": store.days_read, "days_saved": store.days_saved,
-            "days_unrecorded": unrecorded_days(query, calls, now)})
+            "days_unrecorded": unrecorded})
     return render(result, settings)
 
 
-def warn_about_retention(query: Query, calls: Sequence[Call], store: Store | None, console: Console,
-                   now: datetime) -> None:
-    """Warn when part of what is fetched live is older than MaaS's 30-day retention."""
-    if store is None:
+def warn_about_retention(query: Query, unrecorded: Sequence[str] | None, console: Console, now: datetime) -> None:
+    """Warn when part of what is fetched live is older than MaaS's 30-day retention.
+
+    ``unrecorded`` is the store's list of such dates, or None when no store is used.
+    """
+    if unrecorded is None:
         note = retention_note(query.period, now, query.zone)
         if note:
             console.note(note)
-        return
-    missing = unrecorded_days(query, calls, now)
-    if missing:
-        console.note(f"{len(missing)} day(s) of the range are older than MaaS's 30-day retention and not in "
-                     f"the store ({missing[0]} … {missing[-1]}): their live answers may be empty")
+    elif unrecorded:
+        console.note(f"{len(unrecorded)} day(s) of the range are older than MaaS's 30-day retention and not in "
+                     f"the store ({unrecorded[0]} … {unrecorded[-1]}): their live answers may be empty")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
