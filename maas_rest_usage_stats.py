@@ -65,6 +65,7 @@ RETRY_AFTER_CAP = 60.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 PROGRESS_MIN_REQUESTS = 5
+FINAL_AFTER = timedelta(hours=3)  # call data lags 1-2 hours; a day is final 3 hours after it ends
 MAX_CREDENTIALS_BYTES = 64 * 1024  # a credentials file is a few hundred bytes; refuse a huge one
 
 # ShowStatistics response fields; the token fields are in thousands of tokens.
@@ -326,8 +327,15 @@ def load_credentials_file(path: str) -> Credentials:
     return dataclasses.replace(credentials, path=path)
 
 
+def expand_home(path: str, env: Mapping[str, str]) -> str:
+    """``~`` at the start of ``path`` means the run's HOME (the environment passed in)."""
+    if path == "~" or path.startswith("~/"):
+        return (env.get("HOME") or os.path.expanduser("~")) + path[1:]
+    return os.path.expanduser(path)
+
+
 def profile_path(env: Mapping[str, str]) -> str:
-    return env.get(PROFILE_ENV) or os.path.join(os.path.expanduser("~"), ".huaweicloud", "credentials")
+    return env.get(PROFILE_ENV) or expand_home("~/.huaweicloud/credentials", env)
 
 
 def load_credentials(path: str | None, env: Mapping[str, str]) -> Credentials:
@@ -397,8 +405,11 @@ def load_zone(name: str) -> tzinfo:
                          hint="use an IANA name such as Asia/Shanghai, Europe/Berlin or UTC") from None
 
 
-def local_zone_name() -> str | None:
-    """The OS time zone's IANA name, or None when it cannot be determined."""
+def local_zone_name(env: Mapping[str, str]) -> str | None:
+    """The OS time zone's IANA name (``TZ`` first, as tzlocal reads it), or None when unknown."""
+    from_env = tz_name_from_env(env.get("TZ"))
+    if from_env:
+        return from_env
     try:
         import tzlocal  # imported here: only runs that need the OS zone pay for it
 
@@ -406,6 +417,24 @@ def local_zone_name() -> str | None:
     except Exception:  # tzlocal raises assorted errors on odd systems; UTC is the documented fallback
         return None
     return name or None
+
+
+def tz_name_from_env(value: str | None) -> str | None:
+    """An IANA name from a ``TZ`` value (``Asia/Tokyo``, ``:Asia/Tokyo`` or a zoneinfo file path)."""
+    from zoneinfo import available_timezones
+
+    if not value:
+        return None
+    value = value[1:] if value.startswith(":") else value
+    names = available_timezones()
+    if value in names:
+        return value
+    if os.path.isabs(value) and os.path.exists(value):
+        parts = os.path.realpath(value).split(os.sep)
+        for start in range(len(parts)):
+            if "/".join(parts[start:]) in names:
+                return "/".join(parts[start:])
+    return None
 
 
 def _exists(local: datetime) -> bool:
@@ -465,9 +494,9 @@ def parse_when(text: str, zone: tzinfo, now: datetime) -> datetime:
     if not match:
         raise UsageError(f"cannot read the time {text!r}",
                          hint="use YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]', now, today or yesterday")
-    fields_ = [int(g) for g in match.groups(default="0")]
+    year, month, day_of_month, hour, minute, second = (int(g) for g in match.groups(default="0"))
     try:
-        local = datetime(*fields_, tzinfo=zone)  # type: ignore[misc]
+        local = datetime(year, month, day_of_month, hour, minute, second, tzinfo=zone)
     except ValueError:
         raise UsageError(f"{text!r} is not a valid date or time") from None
     _check_year(local.year, text)
@@ -605,8 +634,8 @@ def printable(text: str, limit: int = 300) -> str:
 class Console:
     """Notes, progress, verbose logs and errors on stderr; the result alone goes to stdout."""
 
-    def __init__(self, stream: Any = None, quiet: bool = False, verbose: bool = False) -> None:
-        self.stream = stream if stream is not None else sys.stderr
+    def __init__(self, stream: Any, quiet: bool = False, verbose: bool = False) -> None:
+        self.stream = stream
         self.quiet = quiet
         self.verbose = verbose
         self._secrets: tuple[str, ...] = ()
@@ -654,6 +683,25 @@ class Console:
             self.stream.flush()
 
 
+class Clock:
+    """The run's time: ``now`` (whole seconds), the instant every plan is made from, and the
+    clocks that move on from it (wall time for signatures, monotonic time for pacing)."""
+
+    def __init__(self, instant: datetime, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._instant = instant.astimezone(timezone.utc)
+        # Whole seconds: the API takes milliseconds and the printed period must match what was sent.
+        self.now = self._instant.replace(microsecond=0)
+        self.monotonic = monotonic
+        self._origin = monotonic()
+
+    def wall(self) -> datetime:
+        return self._instant + timedelta(seconds=self.monotonic() - self._origin)
+
+    def wait(self, seconds: float, cancel: threading.Event) -> bool:
+        """Wait (pacing, backoff) unless ``cancel`` is set meanwhile; True when cancelled."""
+        return cancel.wait(seconds)
+
+
 # ----------------------------------------------------------------------------------------------
 # API client: the only code that talks HTTP
 # ----------------------------------------------------------------------------------------------
@@ -693,33 +741,45 @@ def parse_endpoint(url: str, option: str) -> Endpoint:
     return Endpoint(parts.scheme, parts.netloc, host, parts.path.rstrip("/"))
 
 
+def proxy_for(endpoint: Endpoint, env: Mapping[str, str]) -> str | None:
+    """The proxy an https endpoint is reached through (``HTTPS_PROXY``/``ALL_PROXY`` minus
+    ``NO_PROXY``). Loopback http never goes through one: the signed request would travel in clear."""
+    def variable(name: str) -> str:
+        return (env.get(name) or env.get(name.upper()) or "").strip()
+
+    if endpoint.scheme != "https":
+        return None
+    proxy = variable("https_proxy") or variable("all_proxy")
+    host = endpoint.host.lower()
+    for entry in (e.strip().lower().lstrip(".") for e in variable("no_proxy").split(",")):
+        if entry == "*" or entry in (host, endpoint.netloc.lower()) or (entry and host.endswith("." + entry)):
+            return None
+    return proxy or None
+
+
 class RateLimiter:
     """At most ``limit`` starts in any rolling ``period`` seconds; bursts below that pass at once."""
 
-    def __init__(self, limit: int, period: float, clock: Callable[[], float],
-                 sleep: Callable[[float], None]) -> None:
+    def __init__(self, limit: int, period: float, clock: Clock) -> None:
         self.limit, self.period = limit, period
-        self._clock, self._sleep = clock, sleep
+        self._clock = clock
         self._starts: deque[float] = deque()
         self._lock = threading.Lock()
 
-    def acquire(self, cancel: threading.Event | None = None) -> bool:
+    def acquire(self, cancel: threading.Event) -> bool:
         """Wait for a free start; False (nothing counted) if ``cancel`` is set meanwhile."""
         while True:
             with self._lock:
-                now = self._clock()
+                now = self._clock.monotonic()
                 while self._starts and self._starts[0] <= now - self.period:
                     self._starts.popleft()
-                if cancel is not None and cancel.is_set():
+                if cancel.is_set():
                     return False
                 if len(self._starts) < self.limit:
                     self._starts.append(now)
                     return True
                 wait = self._starts[0] + self.period - now
-            if cancel is not None:
-                cancel.wait(wait)
-            else:
-                self._sleep(wait)
+            self._clock.wait(wait, cancel)
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -742,12 +802,38 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, min(seconds, RETRY_AFTER_CAP))
 
 
+def backoff_delay(attempt: int) -> float:
+    """Exponential backoff with jitter, so parallel retries do not hit the API in step."""
+    import random
+
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt) * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One request to send: the client signs, paces and retries it."""
+
+    method: str
+    endpoint: Endpoint
+    path: str
+    what: str  # names the call in messages: "ShowStatistics for 2026-05-08 … (Preset Service)"
+    query: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int
     text: str
     request_id: str
     headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    timeout: float
+    retries: int
+    concurrency: int
 
 
 def describe_network_error(exc: Exception, timeout: float) -> str:
@@ -782,222 +868,6 @@ def parse_json_text(text: str, what: str) -> Any:
         raise MalformedResponse(f"malformed response from {what}: not valid JSON ({snippet!r})") from None
 
 
-@dataclass(frozen=True)
-class Call:
-    """One ShowStatistics request: a window of one group."""
-
-    group: int
-    start_ms: int
-    end_ms: int
-    body: dict
-    label: str
-    day: date | None = None  # set when the window is exactly one whole final day (to be stored)
-
-
-class MaasClient:
-    """Owns the HTTP session, the signer, pacing, retries and the mapping of failures to errors."""
-
-    def __init__(self, credentials: Credentials, maas: Endpoint, iam: Endpoint, *, timeout: float,
-                 retries: int, concurrency: int, console: Console,
-                 clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
-        # Imported here: --help, --version, --dry-run and usage errors never pay for them.
-        import requests
-        from huaweicloudsdkcore.signer.signer import Signer
-
-        self._credentials = credentials
-        self._signer = Signer(credentials)
-        self.maas, self.iam = maas, iam
-        self.timeout, self.retries, self.concurrency = timeout, retries, concurrency
-        self.console = console
-        self._wall_clock, self._clock = wall_clock, clock
-        # Waits (pacing, backoff) go through the cancel event, so one failure stops every worker.
-        self._limiter = RateLimiter(RATE_LIMIT, RATE_PERIOD, clock, time.sleep)
-        self._cancelled = threading.Event()
-        self.warm = False  # set once a signed request of this run has succeeded
-        self._session = requests.Session()
-        # A truthy session.auth stops requests from letting a ~/.netrc entry replace the signed
-        # Authorization header; this callable leaves the request untouched.
-        self._session.auth = lambda request: request
-        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=MAX_CONCURRENCY, max_retries=0)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
-        self._session.headers["User-Agent"] = f"maas_rest_usage_stats/{__version__}"
-
-    def close(self) -> None:
-        self._session.close()
-
-    def _redact(self, text: str) -> str:
-        return redact(text, self._credentials.secrets())
-
-    # -- one exchange -------------------------------------------------------------------------
-
-    def _signed(self, method: str, endpoint: Endpoint, path: str, query: Sequence[tuple[str, str]],
-                body: bytes) -> tuple[str, dict, bytes]:
-        from huaweicloudsdkcore.sdk_request import SdkRequest
-
-        headers = {"Host": endpoint.netloc, "X-Sdk-Date": self._wall_clock().strftime("%Y%m%dT%H%M%SZ")}
-        if body:
-            headers["Content-Type"] = "application/json"
-        if self._credentials.security_token:
-            headers["X-Security-Token"] = self._credentials.security_token
-        request = SdkRequest(method=method, schema=endpoint.scheme, host=endpoint.netloc,
-                             resource_path=endpoint.base_path + path, query_params=list(query),
-                             header_params=headers, body=body)
-        self._signer.sign(request)
-        # Send exactly what was signed: the SDK's URI (its canonical query), headers and bytes.
-        return request.url, dict(request.header_params), request.body
-
-    def _exchange(self, method: str, endpoint: Endpoint, path: str, what: str,
-                  query: Sequence[tuple[str, str]] = (), body: bytes = b"") -> Reply:
-        import requests
-
-        failure = ""
-        for attempt in range(self.retries + 1):
-            if not self._limiter.acquire(self._cancelled):
-                raise ApiError(f"{what}: cancelled after another request failed")
-            url, headers, payload = self._signed(method, endpoint, path, query, body)
-            started = self._clock()
-            retry_after = None
-            try:
-                response = self._session.request(method, url, headers=headers, data=payload or None,
-                                                  timeout=self.timeout, allow_redirects=False)
-                # Server text reaches messages and --raw: hide any echoed key before it is cut short.
-                text = self._redact(response.content.decode("utf-8", errors="replace"))
-            except requests.exceptions.SSLError as exc:
-                raise ApiError(f"{what} failed: {describe_network_error(exc, self.timeout)}",
-                               hint="the server's certificate is not trusted; for a private CA set "
-                                    "REQUESTS_CA_BUNDLE to its PEM file") from None
-            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                    requests.exceptions.ChunkedEncodingError) as exc:
-                failure = f"{what} failed: {describe_network_error(exc, self.timeout)}"
-                self.console.debug(f"{method} {endpoint.base_path}{path} -> {failure}")
-            except requests.exceptions.RequestException as exc:
-                raise ApiError(f"{what} failed: {describe_network_error(exc, self.timeout)}") from None
-            except OSError as exc:  # requests reports an unreadable REQUESTS_CA_BUNDLE this way
-                raise ApiError(f"{what} failed: {exc.strerror or 'cannot load the TLS certificate bundle'}",
-                               hint="check that REQUESTS_CA_BUNDLE names a readable PEM file") from None
-            else:
-                request_id = printable(self._redact(response.headers.get("X-Request-Id", "")), 80)
-                elapsed_ms = (self._clock() - started) * 1000
-                self.console.debug(f"{method} {endpoint.base_path}{path} -> HTTP {response.status_code} "
-                                   f"in {elapsed_ms:.0f} ms (X-Request-Id: {request_id or '-'})")
-                headers = requests.structures.CaseInsensitiveDict(
-                    {name: self._redact(value) for name, value in response.headers.items()})
-                reply = Reply(response.status_code, text, request_id, headers)
-                if response.status_code not in RETRY_STATUSES:
-                    return reply
-                failure = api_failure_message(what, reply)
-                retry_after = parse_retry_after(response.headers.get("Retry-After"), self._wall_clock())
-            if attempt == self.retries:
-                break
-            delay = retry_after if retry_after is not None else backoff_delay(attempt)
-            self.console.debug(f"retrying in {delay:.1f} s ({attempt + 1}/{self.retries})")
-            if self._cancelled.wait(delay):
-                raise ApiError(f"{what}: cancelled after another request failed")
-        raise ApiError(failure + (f" (after {self.retries + 1} attempts)" if self.retries else ""),
-                       hint="the service may be overloaded or unreachable; try again later, "
-                            "or raise --retries/--timeout")
-
-    def _checked(self, reply: Reply, what: str) -> Any:
-        """Map a final reply to data or to the contract's error."""
-        if reply.status in (401, 403):
-            raise AuthRejected(api_failure_message(what, reply), hint=auth_hint(reply.status))
-        if not 200 <= reply.status < 300:
-            message = api_failure_message(what, reply)
-            if 300 <= reply.status < 400:
-                location = printable(reply.headers.get("Location", ""), 120)
-                message += f"; redirect to {location!r} not followed"
-            raise ApiError(message)
-        self.warm = True
-        return parse_json_text(reply.text, what)
-
-    # -- the two API calls --------------------------------------------------------------------
-
-    def project_id(self, region: str) -> str:
-        what = f"IAM project lookup for {region}"
-        data = self._checked(self._exchange("GET", self.iam, "/v3/projects", what, query=[("name", region)]), what)
-        projects = data.get("projects") if isinstance(data, dict) else None
-        if not isinstance(projects, list):
-            raise MalformedResponse(f"malformed response from {what}: no 'projects' list")
-        exact = [p for p in projects if isinstance(p, dict) and p.get("name") == region]
-        if not exact:
-            raise ApiError(f"IAM has no project named {region} for these credentials",
-                           hint="check --region, or pass --project-id")
-        project = exact[0].get("id")
-        if not isinstance(project, str) or not PROJECT_ID_RE.fullmatch(project):
-            raise MalformedResponse(f"malformed response from {what}: the project id is not 32 lowercase "
-                                    "letters and digits")
-        return project
-
-    def show_statistics(self, project_id: str, call: Call) -> Any:
-        what = f"ShowStatistics for {call.label}"
-        body = json.dumps(call.body, separators=(",", ":")).encode()
-        path = STATISTICS_PATH.format(project_id=project_id)
-        return self._checked(self._exchange("POST", self.maas, path, what, body=body), what)
-
-    def fetch_all(self, project_id: str, calls: Sequence[Call],
-                  on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
-        """Send every call, concurrently once one signed request has succeeded.
-
-        ``on_result(index, data)`` runs in this thread for each success as it arrives (so a store
-        keeps the days that succeeded); the first failure cancels the rest and is raised.
-        """
-        import queue
-
-        results: list[Any] = [None] * len(calls)
-
-        def accept(index: int, data: Any) -> None:
-            results[index] = data
-            if on_result:
-                on_result(index, data)
-            self.console.progress(sum(r is not None for r in results), len(calls))
-
-        pending = list(range(len(calls)))
-        if calls and not self.warm:
-            # A wrong key must cost one failed signature, not a burst: API Gateway locks a key
-            # after more than 5 consecutive failures.
-            accept(0, self.show_statistics(project_id, calls[0]))
-            pending = pending[1:]
-        jobs: queue.SimpleQueue[int] = queue.SimpleQueue()
-        finished: queue.SimpleQueue[tuple[int, Any, BaseException | None]] = queue.SimpleQueue()
-        for index in pending:
-            jobs.put(index)
-
-        def work() -> None:
-            while not self._cancelled.is_set():
-                try:
-                    index = jobs.get_nowait()
-                except queue.Empty:
-                    return
-                try:
-                    finished.put((index, self.show_statistics(project_id, calls[index]), None))
-                except BaseException as exc:  # handed to the main thread, which raises it
-                    finished.put((index, None, exc))
-
-        # Daemon threads: a failure or Ctrl-C ends the run at once instead of waiting for requests
-        # still in flight (a hung server would otherwise hold the exit for --timeout).
-        for _ in range(min(self.concurrency, len(pending))):
-            threading.Thread(target=work, daemon=True).start()
-        try:
-            for _ in pending:
-                index, data, failure = finished.get()
-                if failure is not None:
-                    raise failure
-                accept(index, data)
-        except BaseException:
-            self._cancelled.set()
-            raise
-        return results
-
-
-def backoff_delay(attempt: int) -> float:
-    """Exponential backoff with jitter, so parallel retries do not hit the API in step."""
-    import random
-
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt) * random.uniform(0.5, 1.0)
-
-
 def api_failure_message(what: str, reply: Reply) -> str:
     """``<what> failed: HTTP <status>: <error_code>: <error_msg> (X-Request-Id: …)``."""
     message = f"{what} failed: HTTP {reply.status}"
@@ -1028,8 +898,211 @@ def auth_hint(status: int) -> str:
             "(and iam:projects:get when the project id is looked up; or pass --project-id)")
 
 
+def checked_data(reply: Reply, what: str) -> Any:
+    """A final reply as JSON data, or the contract's error for its status."""
+    if reply.status in (401, 403):
+        raise AuthRejected(api_failure_message(what, reply), hint=auth_hint(reply.status))
+    if not 200 <= reply.status < 300:
+        message = api_failure_message(what, reply)
+        if 300 <= reply.status < 400:
+            location = printable(reply.headers.get("Location", ""), 120)
+            message += f"; redirect to {location!r} not followed"
+        raise ApiError(message)
+    return parse_json_text(reply.text, what)
+
+
+class Client:
+    """Sends any ApiCall: owns the HTTP session, the signer, pacing, retries and the fan-out."""
+
+    def __init__(self, credentials: Credentials, options: ClientOptions, console: Console, clock: Clock,
+                 env: Mapping[str, str]) -> None:
+        # Imported here: --help, --version, --dry-run and usage errors never pay for them.
+        import requests
+        from huaweicloudsdkcore.signer.signer import Signer
+
+        self._credentials = credentials
+        self._signer = Signer(credentials)
+        self.options = options
+        self.console = console
+        self.clock = clock
+        self._env = env
+        # Waits (pacing, backoff) go through the cancel event, so one failure stops every worker.
+        self._limiter = RateLimiter(RATE_LIMIT, RATE_PERIOD, clock)
+        self._cancelled = threading.Event()
+        self.warm = False  # set once a signed request of this run has succeeded
+        self._session = requests.Session()
+        # The run's environment, not the process's: no ~/.netrc (it would replace the signed
+        # Authorization header), proxies and the CA bundle from ``env`` only.
+        self._session.trust_env = False
+        self._session.verify = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or True
+        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=MAX_CONCURRENCY, max_retries=0)
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+        self._session.headers["User-Agent"] = f"maas_rest_usage_stats/{__version__}"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._credentials.secrets())
+
+    def _cancelled_error(self, call: ApiCall) -> ApiError:
+        return ApiError(f"{call.what}: cancelled after another request failed")
+
+    def send(self, call: ApiCall) -> Any:
+        """The JSON data of the call's answer: paced, signed afresh and retried per attempt."""
+        retries = self.options.retries
+        failure, retry_after = "", None
+        for attempt in range(retries + 1):
+            if attempt:
+                delay = retry_after if retry_after is not None else backoff_delay(attempt - 1)
+                self.console.debug(f"retrying in {delay:.1f} s ({attempt}/{retries})")
+                if self.clock.wait(delay, self._cancelled):
+                    raise self._cancelled_error(call)
+            if not self._limiter.acquire(self._cancelled):
+                raise self._cancelled_error(call)
+            outcome = self._attempt(call)
+            if isinstance(outcome, str):
+                failure, retry_after = outcome, None
+                continue
+            if 200 <= outcome.status < 300:
+                self.warm = True
+            if outcome.status not in RETRY_STATUSES:
+                return checked_data(outcome, call.what)
+            failure = api_failure_message(call.what, outcome)
+            retry_after = parse_retry_after(outcome.headers.get("Retry-After"), self.clock.wall())
+        raise ApiError(failure + (f" (after {retries + 1} attempts)" if retries else ""),
+                       hint="the service may be overloaded or unreachable; try again later, "
+                            "or raise --retries/--timeout")
+
+    def _attempt(self, call: ApiCall) -> Reply | str:
+        """One signed exchange: the reply, or a retryable failure's description."""
+        import requests
+
+        url, headers, payload = self._signed(call)
+        where = f"{call.method} {call.endpoint.base_path}{call.path}"
+        started = self.clock.monotonic()
+        try:
+            proxy = proxy_for(call.endpoint, self._env)
+            response = self._session.request(call.method, url, headers=headers, data=payload or None,
+                                              timeout=self.options.timeout, allow_redirects=False,
+                                              proxies={"https": proxy} if proxy else {})
+            # Server text reaches messages and --raw: hide any echoed key before it is cut short.
+            text = self._redact(response.content.decode("utf-8", errors="replace"))
+        except requests.exceptions.SSLError as exc:
+            raise ApiError(f"{call.what} failed: {describe_network_error(exc, self.options.timeout)}",
+                           hint="the server's certificate is not trusted; for a private CA set "
+                                "REQUESTS_CA_BUNDLE to its PEM file") from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                requests.exceptions.ChunkedEncodingError) as exc:
+            failure = f"{call.what} failed: {describe_network_error(exc, self.options.timeout)}"
+            self.console.debug(f"{where} -> {failure}")
+            return failure
+        except requests.exceptions.RequestException as exc:
+            raise ApiError(f"{call.what} failed: {describe_network_error(exc, self.options.timeout)}") from None
+        except OSError as exc:  # requests reports an unreadable REQUESTS_CA_BUNDLE this way
+            raise ApiError(f"{call.what} failed: {exc.strerror or 'cannot load the TLS certificate bundle'}",
+                           hint="check that REQUESTS_CA_BUNDLE names a readable PEM file") from None
+        request_id = printable(self._redact(response.headers.get("X-Request-Id", "")), 80)
+        elapsed_ms = (self.clock.monotonic() - started) * 1000
+        self.console.debug(f"{where} -> HTTP {response.status_code} in {elapsed_ms:.0f} ms "
+                           f"(X-Request-Id: {request_id or '-'})")
+        received = requests.structures.CaseInsensitiveDict(
+            {name: self._redact(value) for name, value in response.headers.items()})
+        return Reply(response.status_code, text, request_id, received)
+
+    def _signed(self, call: ApiCall) -> tuple[str, dict, bytes]:
+        from huaweicloudsdkcore.sdk_request import SdkRequest
+
+        endpoint = call.endpoint
+        headers = {"Host": endpoint.netloc, "X-Sdk-Date": self.clock.wall().strftime("%Y%m%dT%H%M%SZ")}
+        if call.body:
+            headers["Content-Type"] = "application/json"
+        if self._credentials.security_token:
+            headers["X-Security-Token"] = self._credentials.security_token
+        request = SdkRequest(method=call.method, schema=endpoint.scheme, host=endpoint.netloc,
+                             resource_path=endpoint.base_path + call.path, query_params=list(call.query),
+                             header_params=headers, body=call.body)
+        self._signer.sign(request)
+        # Send exactly what was signed: the SDK's URI (its canonical query), headers and bytes.
+        return request.url, dict(request.header_params), request.body
+
+    def fan_out(self, tasks: Sequence[Callable[[], Any]], on_result: Callable[[int, Any], None]) -> None:
+        """Run every task, concurrently once one signed request of this run has succeeded.
+
+        ``on_result(index, value)`` runs in this thread for each success as it arrives (so a store
+        keeps the days that succeeded); the first failure cancels the rest and is raised.
+        """
+        import queue
+
+        pending = list(range(len(tasks)))
+        if pending and not self.warm:
+            # A wrong key must cost one failed signature, not a burst: API Gateway locks a key
+            # after more than 5 consecutive failures.
+            on_result(0, tasks[0]())
+            pending = pending[1:]
+        jobs: queue.SimpleQueue[int] = queue.SimpleQueue()
+        finished: queue.SimpleQueue[tuple[int, Any, BaseException | None]] = queue.SimpleQueue()
+        for index in pending:
+            jobs.put(index)
+
+        def work() -> None:
+            while not self._cancelled.is_set():
+                try:
+                    index = jobs.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    finished.put((index, tasks[index](), None))
+                except BaseException as exc:  # handed to the main thread, which raises it
+                    finished.put((index, None, exc))
+
+        # Daemon threads: a failure or Ctrl-C ends the run at once instead of waiting for requests
+        # still in flight (a hung server would otherwise hold the exit for --timeout).
+        for _ in range(min(self.options.concurrency, len(pending))):
+            threading.Thread(target=work, daemon=True).start()
+        try:
+            for _ in pending:
+                index, value, failure = finished.get()
+                if failure is not None:
+                    raise failure
+                on_result(index, value)
+        except BaseException:
+            self._cancelled.set()
+            raise
+
+
+# The API calls: each builds its ApiCall and reads its answer.
+
+def lookup_project_id(client: Client, iam: Endpoint, region: str) -> str:
+    """IAM ``GET /v3/projects?name=<region>``: the id of the project named exactly like the region."""
+    what = f"IAM project lookup for {region}"
+    data = client.send(ApiCall("GET", iam, "/v3/projects", what, query=(("name", region),)))
+    projects = data.get("projects") if isinstance(data, dict) else None
+    if not isinstance(projects, list):
+        raise MalformedResponse(f"malformed response from {what}: no 'projects' list")
+    exact = [p for p in projects if isinstance(p, dict) and p.get("name") == region]
+    if not exact:
+        raise ApiError(f"IAM has no project named {region} for these credentials",
+                       hint="check --region, or pass --project-id")
+    project = exact[0].get("id")
+    if not isinstance(project, str) or not PROJECT_ID_RE.fullmatch(project):
+        raise MalformedResponse(f"malformed response from {what}: the project id is not 32 lowercase "
+                                "letters and digits")
+    return project
+
+
+def show_statistics(client: Client, maas: Endpoint, project_id: str, window: Window,
+                    batch: bool) -> tuple[Any, Usage]:
+    """ShowStatistics for one window: its raw answer and the usage read from it."""
+    what = f"ShowStatistics for {window.label}"
+    body = json.dumps(window.body, separators=(",", ":")).encode()
+    data = client.send(ApiCall("POST", maas, STATISTICS_PATH.format(project_id=project_id), what, body=body))
+    return data, Usage.from_response(data, what, batch)
+
+
 # ----------------------------------------------------------------------------------------------
-# Aggregation: exact sums of the API's answers
+# Usage: exact sums of the API's answers
 # ----------------------------------------------------------------------------------------------
 
 _PLAUSIBLE_MAX = Decimal(10) ** 15  # far above any real account; larger means a broken answer
@@ -1109,6 +1182,11 @@ def total_of(usages: Iterable[Usage]) -> Usage:
     return total
 
 
+# ----------------------------------------------------------------------------------------------
+# Plan: the rows of a run, each owning its stored days and its live windows
+# ----------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Query:
     """Everything a run asks the API, validated; no credentials, no network."""
@@ -1129,29 +1207,85 @@ class Query:
         return self.infer_type == "batch"
 
 
-@dataclass(frozen=True)
-class Group:
+@dataclass
+class Window:
+    """One ShowStatistics request of a row (at most 30 days) and, once fetched, its answer."""
+
+    period: Period
+    body: dict
+    label: str
+    day: date | None = None  # set when the window is exactly one whole final day (it may be stored)
+    response: Any = None
+    usage: Usage | None = None
+
+
+@dataclass
+class Row:
     """One output row: a time bucket, a service type and (when split by key) one key."""
 
     period: Period
     service_type: int
     api_key: str | None
+    stored: dict[date, Usage] = field(default_factory=dict)  # days read from the store
+    windows: list[Window] = field(default_factory=list)  # the rest, fetched live
+
+    @property
+    def total(self) -> Usage:
+        unfetched = [w.label for w in self.windows if w.usage is None]
+        if unfetched:
+            raise ValueError(f"row total asked before its windows were fetched: {unfetched}")
+        return total_of([*self.stored.values(), *(w.usage for w in self.windows if w.usage is not None)])
+
+    @property
+    def source(self) -> str:
+        if self.stored:
+            return "mixed" if self.windows else "store"
+        return "live"
 
 
-def plan_groups(query: Query) -> list[Group]:
-    """Rows in time order, then service type, then key."""
+StoredDays = Callable[[Row, Sequence[tuple[date, Period]]], dict[date, Usage]]
+
+
+def plan_rows(query: Query, now: datetime, stored_days: StoredDays | None = None) -> list[Row]:
+    """Rows in time order, then service type, then key, each with its stored days and live windows.
+
+    ``stored_days(row, final_days)`` gives what a history store holds of a row's final days.
+    """
     keys: Sequence[str | None] = query.api_keys if query.by_key and query.api_keys is not None else (None,)
-    return [Group(bucket, service_type, key)
-            for bucket in split_buckets(query.period, query.bucket, query.zone)
-            for service_type in query.service_types
-            for key in keys]
+    rows = []
+    for bucket in split_buckets(query.period, query.bucket, query.zone):
+        for service_type in query.service_types:
+            for key in keys:
+                row = Row(bucket, service_type, key)
+                days = final_days(bucket, query.zone, now) if stored_days is not None else []
+                if stored_days is not None and days:
+                    row.stored = stored_days(row, days)
+                row.windows = plan_windows(query, row, days)
+                rows.append(row)
+    return rows
 
 
-def request_body(query: Query, group: Group, start_ms: int, end_ms: int) -> dict:
-    body: dict[str, Any] = {"service_type": group.service_type, "start_time": start_ms, "end_time": end_ms,
+def plan_windows(query: Query, row: Row, days: Sequence[tuple[date, Period]]) -> list[Window]:
+    """The live windows of a row: what its stored days leave, in windows of at most 30 days."""
+    whole_days = {(period.start_ms, period.end_ms): day for day, period in days}
+    windows = []
+    for span in live_spans(row.period, days, row.stored):
+        for start_ms, end_ms in split_windows(span.start_ms, span.end_ms):
+            label = (f"{format_instant(from_epoch_ms(start_ms, query.zone))} ~ "
+                     f"{format_instant(from_epoch_ms(end_ms, query.zone))} "
+                     f"({SERVICE_NAMES[row.service_type]}"
+                     + (f", key {row.api_key!r}" if row.api_key is not None else "") + ")")
+            period = Period(from_epoch_ms(start_ms, timezone.utc), from_epoch_ms(end_ms, timezone.utc))
+            windows.append(Window(period, request_body(query, row, start_ms, end_ms), label,
+                                  whole_days.get((start_ms, end_ms))))
+    return windows
+
+
+def request_body(query: Query, row: Row, start_ms: int, end_ms: int) -> dict:
+    body: dict[str, Any] = {"service_type": row.service_type, "start_time": start_ms, "end_time": end_ms,
                             "timezone": query.zone_name, "infer_type": query.infer_type}
-    if group.api_key is not None:
-        body["api_keys"] = [group.api_key]
+    if row.api_key is not None:
+        body["api_keys"] = [row.api_key]
     elif query.api_keys is not None:
         body["api_keys"] = list(query.api_keys)
     if query.ips is not None:
@@ -1172,52 +1306,48 @@ def live_spans(period: Period, days: Sequence[tuple[date, Period]], held: Mappin
     return spans
 
 
-def plan_calls(query: Query, groups: Sequence[Group], held: Sequence[Mapping[date, Usage]] | None = None,
-               finals: Sequence[Sequence[tuple[date, Period]]] | None = None) -> list[Call]:
-    """The ShowStatistics calls for every group, minus the days a store holds (``held``)."""
-    calls = []
-    for index, group in enumerate(groups):
-        days = finals[index] if finals else ()
-        whole_days = {(period.start_ms, period.end_ms): day for day, period in days}
-        for span in live_spans(group.period, days, held[index] if held else {}):
-            for start_ms, end_ms in split_windows(span.start_ms, span.end_ms):
-                label = (f"{format_instant(from_epoch_ms(start_ms, query.zone))} ~ "
-                         f"{format_instant(from_epoch_ms(end_ms, query.zone))} "
-                         f"({SERVICE_NAMES[group.service_type]}"
-                         + (f", key {group.api_key!r}" if group.api_key is not None else "") + ")")
-                calls.append(Call(index, start_ms, end_ms, request_body(query, group, start_ms, end_ms), label,
-                                  whole_days.get((start_ms, end_ms))))
-    return calls
+def final_days(period: Period, zone: tzinfo, now: datetime) -> list[tuple[date, Period]]:
+    """The whole local days inside ``period`` that ended more than FINAL_AFTER ago."""
+    days: list[tuple[date, Period]] = []
+    day = period.start.astimezone(zone).date()
+    while True:
+        start, end = day_start(day, zone), day_start(day + timedelta(days=1), zone)
+        if end > period.end or end >= now - FINAL_AFTER:  # final: ended MORE than 3 hours ago
+            return days
+        if start >= period.start:
+            days.append((day, Period(start, end)))
+        day += timedelta(days=1)
 
 
-@dataclass(frozen=True)
-class Result:
+def windows_of(rows: Sequence[Row]) -> list[tuple[Row, Window]]:
+    """Every live window with its row, in the order they are sent."""
+    return [(row, window) for row in rows for window in row.windows]
+
+
+def unrecorded_days(query: Query, rows: Sequence[Row], now: datetime) -> list[str]:
+    """Local dates of the live part that lie before MaaS's retention."""
+    cutoff = now - RETENTION
+    dates: set[date] = set()
+    for _, window in windows_of(rows):
+        day = window.period.start.astimezone(query.zone).date()
+        while day_start(day, query.zone) < min(cutoff, window.period.end):
+            dates.add(day)
+            day += timedelta(days=1)
+    return sorted(d.isoformat() for d in dates)
+
+
+@dataclass
+class Report:
+    """What the renderers read: the query, its rows (fetched) and the store's account."""
+
     query: Query
-    project_id: str
-    rows: list[tuple[Group, Usage]]
-    total: Usage
-    windows: list[tuple[Call, Any]]
-    sources: list[str] | None = None  # per row, with a store: "store", "live" or "mixed"
-    store: dict | None = None  # the JSON "store" report
+    project_id: str | None
+    rows: list[Row]
+    store: dict | None = None  # the JSON "store" report, when a store was used
 
-
-def aggregate(query: Query, project_id: str, groups: Sequence[Group], calls: Sequence[Call],
-              responses: Sequence[Any], usages: Sequence[Usage] | None = None,
-              held: Sequence[Mapping[date, Usage]] | None = None) -> Result:
-    """Sum stored days and live answers per group and overall (nothing is summed if one is bad)."""
-    if usages is None:
-        usages = [Usage.from_response(data, f"ShowStatistics for {call.label}", query.batch)
-                  for call, data in zip(calls, responses)]
-    per_group = [total_of(held[index].values()) if held else Usage() for index in range(len(groups))]
-    live = [0] * len(groups)
-    for call, usage in zip(calls, usages):
-        per_group[call.group] = per_group[call.group] + usage
-        live[call.group] += 1
-    sources = None
-    if held is not None:
-        sources = ["mixed" if held[i] and live[i] else "store" if held[i] else "live" for i in range(len(groups))]
-    return Result(query, project_id, list(zip(groups, per_group)), total_of(per_group),
-                  list(zip(calls, responses)), sources)
+    @property
+    def total(self) -> Usage:
+        return total_of(row.total for row in self.rows)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1227,7 +1357,6 @@ def aggregate(query: Query, project_id: str, groups: Sequence[Group], calls: Seq
 STORE_APPLICATION_ID = 0x4D414153  # "MAAS" in PRAGMA application_id marks our files
 STORE_SCHEMA_VERSION = 1
 STORE_BUSY_TIMEOUT = 15.0  # seconds a run waits for another run's write lock
-FINAL_AFTER = timedelta(hours=3)  # call data lags 1-2 hours; a day is final 3 hours after it ends
 STORE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS days (
     region TEXT NOT NULL,
@@ -1261,19 +1390,6 @@ class StoreError(ToolError):
     """The store could not be written."""
 
     exit_code = EXIT_API
-
-
-def final_days(period: Period, zone: tzinfo, now: datetime) -> list[tuple[date, Period]]:
-    """The whole local days inside ``period`` that ended more than FINAL_AFTER ago."""
-    days = []
-    day = period.start.astimezone(zone).date()
-    while True:
-        start, end = day_start(day, zone), day_start(day + timedelta(days=1), zone)
-        if end > period.end or end >= now - FINAL_AFTER:  # final: ended MORE than 3 hours ago
-            return days
-        if start >= period.start:
-            days.append((day, Period(start, end)))
-        day += timedelta(days=1)
 
 
 def _usage_row(usage: Usage) -> tuple[int, ...] | None:
@@ -1312,10 +1428,11 @@ class Store:
         self.write_failure: str | None = None
 
     @classmethod
-    def open(cls, path: str, read_only: bool = False) -> Store | None:
+    def open(cls, path: str, read_only: bool = False, lock_timeout: float = STORE_BUSY_TIMEOUT) -> Store | None:
         """Open or create a store; refuse anything that is not one, without touching it.
 
-        ``read_only`` (for --dry-run) creates nothing: a missing store is None.
+        ``read_only`` (for --dry-run) creates nothing: a missing store is None. ``lock_timeout`` bounds
+        the wait for another run's lock.
         """
         import sqlite3  # imported here: only runs with a store pay for it
 
@@ -1326,8 +1443,8 @@ class Store:
                 return None
             try:
                 db = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True,
-                                     timeout=STORE_BUSY_TIMEOUT, isolation_level=None)
-                cls._check(db, path, create=False)
+                                     timeout=lock_timeout, isolation_level=None)
+                cls._check(db, path, lock_timeout, create=False)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot read the store {path}: {exc}") from None
             return cls(path, db)
@@ -1340,18 +1457,18 @@ class Store:
             except OSError as exc:
                 raise StoreError(f"cannot create the store {path}: {exc.strerror}") from None
         try:
-            db = sqlite3.connect(path, timeout=STORE_BUSY_TIMEOUT, isolation_level=None)
+            db = sqlite3.connect(path, timeout=lock_timeout, isolation_level=None)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from None
         try:
-            cls._check(db, path)
+            cls._check(db, path, lock_timeout)
         except BaseException:
             db.close()
             raise
         return cls(path, db)
 
     @staticmethod
-    def _check(db: Any, path: str, create: bool = True) -> None:
+    def _check(db: Any, path: str, lock_timeout: float, create: bool = True) -> None:
         import sqlite3
 
         try:
@@ -1365,7 +1482,7 @@ class Store:
             raise StoreRefused(f"the store {path} is not an SQLite file; choose another path") from None
         if app_id == 0 and version == 0 and tables == 0:
             if create:
-                Store._create(db, path)
+                Store._create(db, path, lock_timeout)
         elif app_id != STORE_APPLICATION_ID:
             raise StoreRefused(f"the store {path} is another program's SQLite database; choose another path")
         elif version > STORE_SCHEMA_VERSION:
@@ -1375,7 +1492,7 @@ class Store:
             raise StoreRefused(f"the store {path} is incomplete (schema version {version})")
 
     @staticmethod
-    def _create(db: Any, path: str) -> None:
+    def _create(db: Any, path: str, lock_timeout: float) -> None:
         """Create the schema (once, whichever run is first) and switch to WAL.
 
         Two runs may find the same new file empty: the schema is re-checked under the write lock,
@@ -1383,7 +1500,7 @@ class Store:
         """
         import sqlite3
 
-        deadline = time.monotonic() + STORE_BUSY_TIMEOUT
+        deadline = time.monotonic() + lock_timeout
         while True:
             try:
                 db.execute("BEGIN IMMEDIATE")
@@ -1406,14 +1523,14 @@ class Store:
         self._db.close()
 
     @staticmethod
-    def _key(query: Query, project_id: str, group: Group) -> tuple:
-        keys = [group.api_key] if group.api_key is not None else \
+    def _key(query: Query, project_id: str, row: Row) -> tuple:
+        keys = [row.api_key] if row.api_key is not None else \
             (sorted(query.api_keys) if query.api_keys is not None else None)
         ips = sorted(query.ips) if query.ips is not None else None
-        return (query.region, project_id, query.infer_type, group.service_type, json.dumps(keys),
+        return (query.region, project_id, query.infer_type, row.service_type, json.dumps(keys),
                 json.dumps(ips), query.zone_name)
 
-    def lookup(self, query: Query, project_id: str, group: Group,
+    def lookup(self, query: Query, project_id: str, row: Row,
                days: Sequence[tuple[date, Period]]) -> dict[date, Usage]:
         """The stored days among ``days`` whose bounds still match today's zone rules."""
         import sqlite3
@@ -1427,7 +1544,7 @@ class Store:
             " completion_tokens, total_completion_tasks, total_infer_count FROM days WHERE region=?"
             " AND project_id=? AND infer_type=? AND service_type=? AND api_keys=? AND ips=? AND timezone=?"
             " AND day BETWEEN ? AND ?",
-            (*self._key(query, project_id, group), days[0][0].isoformat(), days[-1][0].isoformat())).fetchall()
+            (*self._key(query, project_id, row), days[0][0].isoformat(), days[-1][0].isoformat())).fetchall()
         except sqlite3.Error as exc:  # a damaged page or a lock held past the timeout
             raise StoreError(f"cannot read the store {self.path}: {exc}") from None
         found = {}
@@ -1438,7 +1555,7 @@ class Store:
         self.days_read += len(found)
         return found
 
-    def save(self, query: Query, project_id: str, group: Group, day: date, period: Period,
+    def save(self, query: Query, project_id: str, row: Row, day: date, period: Period,
              usage: Usage, fetched_at: datetime) -> None:
         """Save one final day in its own transaction; a failure is kept in ``write_failure``."""
         import sqlite3
@@ -1453,7 +1570,7 @@ class Store:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute("INSERT OR REPLACE INTO days VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                                 (*self._key(query, project_id, group), day.isoformat(), period.start_ms,
+                                 (*self._key(query, project_id, row), day.isoformat(), period.start_ms,
                                   period.end_ms, *values, fetched_at.isoformat(timespec="seconds")))
         except sqlite3.Error as exc:
             self.write_failure = f"cannot write to the store {self.path}: {exc}"
@@ -1461,31 +1578,8 @@ class Store:
         self.days_saved += 1
 
 
-def record_query(query: Query, now: datetime) -> Query:
-    """--record: the range's whole final days, one row per day."""
-    if query.bucket in ("week", "month"):
-        raise UsageError("--record saves days: it cannot be combined with --group-by week or month")
-    days = final_days(query.period, query.zone, now)
-    if not days:
-        raise UsageError("the range holds no whole final day to record (a day is final 3 hours after "
-                         "its local midnight)", hint="try --from yesterday, or the default last 30 days")
-    return dataclasses.replace(query, period=Period(days[0][1].start, days[-1][1].end), bucket="day")
-
-
-def unrecorded_days(query: Query, calls: Sequence[Call], now: datetime) -> list[str]:
-    """Local dates of the live part that lie before MaaS's retention."""
-    cutoff = now - RETENTION
-    dates: set[date] = set()
-    for call in calls:
-        day = from_epoch_ms(call.start_ms, query.zone).date()
-        while day_start(day, query.zone) < min(cutoff, from_epoch_ms(call.end_ms, timezone.utc)):
-            dates.add(day)
-            day += timedelta(days=1)
-    return sorted(d.isoformat() for d in dates)
-
-
 # ----------------------------------------------------------------------------------------------
-# Rendering: table, JSON and CSV from the same Result
+# Rendering: table, JSON and CSV from the same Report
 # ----------------------------------------------------------------------------------------------
 
 
@@ -1521,9 +1615,9 @@ def period_line(query: Query) -> str:
     return f"Period: {format_instant(start)} ~ {format_instant(end)} ({'/'.join(names)})"
 
 
-def bucket_label(group: Group, query: Query) -> str:
+def bucket_label(row: Row, query: Query) -> str:
     """A day's date, the week's Monday (even when the range clips the week), or YYYY-MM."""
-    day = group.period.start.astimezone(query.zone).date()
+    day = row.period.start.astimezone(query.zone).date()
     if query.bucket == "month":
         return day.strftime("%Y-%m")
     if query.bucket == "week":
@@ -1560,10 +1654,10 @@ def metric_lines(usage: Usage, batch: bool, compact: bool = False) -> list[tuple
     return lines
 
 
-def grouped_table(result: Result, style: Any) -> str:
+def grouped_table(report: Report, style: Any) -> str:
     import tabulate
 
-    query = result.query
+    query = report.query
     headers: list[str] = []
     if query.bucket:
         headers.append({"day": "Day", "week": "Week of", "month": "Month"}[query.bucket])
@@ -1580,16 +1674,16 @@ def grouped_table(result: Result, style: Any) -> str:
         return [value for _, value in metric_lines(usage, query.batch, compact=True)]
 
     rows = []
-    for group, usage in result.rows:
+    for row in report.rows:
         labels = []
         if query.bucket:
-            labels.append(bucket_label(group, query))
+            labels.append(bucket_label(row, query))
         if len(query.service_types) > 1:
-            labels.append(SHORT_SERVICE_NAMES[group.service_type])
+            labels.append(SHORT_SERVICE_NAMES[row.service_type])
         if query.by_key:
-            labels.append(printable(group.api_key or '""', 24))
-        rows.append(labels + cells(usage))
-    rows.append(["Total"] + [""] * (label_columns - 1) + cells(result.total))
+            labels.append(printable(row.api_key or '""', 24))
+        rows.append(labels + cells(row.total))
+    rows.append(["Total"] + [""] * (label_columns - 1) + cells(report.total))
     align = ["left"] * label_columns + ["right"] * (len(headers) - label_columns)
     # tabulate widens every column by MIN_PADDING beyond its header; a month of days must fit
     # in 80 columns, so the grouped table is drawn without that extra space.
@@ -1600,20 +1694,21 @@ def grouped_table(result: Result, style: Any) -> str:
         tabulate.MIN_PADDING = padding
 
 
-def render_table(result: Result, table_format: str | None, raw: bool) -> str:
+def render_table(report: Report, table_format: str | None, raw: bool) -> str:
     import tabulate
 
-    query = result.query
+    query = report.query
     style = _table_style(table_format)
     parts = [f"MaaS {services_title(query.service_types)} Usage Statistics - Region: {query.region}"]
     if query.bucket or query.by_key or len(query.service_types) > 1:
-        parts.append(grouped_table(result, style) + "\n")  # a blank line: markdown styles must not merge
-    parts.append(tabulate.tabulate(metric_lines(result.total, query.batch), headers=["Metric", "Value"],
+        parts.append(grouped_table(report, style) + "\n")  # a blank line: markdown styles must not merge
+    parts.append(tabulate.tabulate(metric_lines(report.total, query.batch), headers=["Metric", "Value"],
                                    tablefmt=style, disable_numparse=True))
     parts.append(period_line(query))
     if raw:
         parts.append("Raw responses:")
-        parts += [f"{call.label}: {json.dumps(_exact_json(data))}" for call, data in result.windows]
+        parts += [f"{window.label}: {json.dumps(_exact_json(window.response))}"
+                  for _, window in windows_of(report.rows)]
     return "\n".join(parts) + "\n"
 
 
@@ -1653,57 +1748,61 @@ def _exact_json(value: Any) -> Any:
     return value
 
 
-def render_json(result: Result, raw: bool) -> str:
-    query = result.query
-    document = _header(query, result.project_id)
-    document["totals"] = _json_metrics(result.total)
-    document["rows"] = [{**_json_period(group.period, query.zone, with_ms=False), "service_type": group.service_type,
-                         "service_name": SERVICE_NAMES[group.service_type], "api_key": group.api_key,
-                         **_json_metrics(usage)} for group, usage in result.rows]
-    if result.sources is not None:
-        for row, source in zip(document["rows"], result.sources):
-            row["source"] = source
-    if result.store is not None:
-        document["store"] = result.store
+def render_json(report: Report, raw: bool) -> str:
+    query = report.query
+    document = _header(query, report.project_id)
+    document["totals"] = _json_metrics(report.total)
+    document["rows"] = [_json_row(row, query.zone, with_source=report.store is not None) for row in report.rows]
+    if report.store is not None:
+        document["store"] = report.store
     if raw:
-        document["windows"] = [{"start_ms": call.start_ms, "end_ms": call.end_ms,
-                                "service_type": call.body["service_type"],
-                                "api_key": result.rows[call.group][0].api_key,
-                                "response": _exact_json(data)} for call, data in result.windows]
+        document["windows"] = [{"start_ms": window.period.start_ms, "end_ms": window.period.end_ms,
+                                "service_type": row.service_type, "api_key": row.api_key,
+                                "response": _exact_json(window.response)} for row, window in windows_of(report.rows)]
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
-def render_csv(result: Result, header: bool) -> str:
+def _json_row(row: Row, zone: tzinfo, with_source: bool) -> dict[str, Any]:
+    document = {**_json_period(row.period, zone, with_ms=False), "service_type": row.service_type,
+                "service_name": SERVICE_NAMES[row.service_type], "api_key": row.api_key,
+                **_json_metrics(row.total)}
+    if with_source:
+        document["source"] = row.source
+    return document
+
+
+def render_csv(report: Report, header: bool) -> str:
     import csv
     import io
 
-    query = result.query
+    query = report.query
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     if header:
         writer.writerow(["start", "end", "service_type", "api_key", *METRIC_NAMES])
-    for group, usage in result.rows:
-        metrics = usage.metrics()
+    for row in report.rows:
+        metrics = row.total.metrics()
         rate = metrics["error_rate"]
         metrics["error_rate"] = "" if rate is None else f"{rate:.2f}"
-        writer.writerow([group.period.start.astimezone(query.zone).isoformat(),
-                         group.period.end.astimezone(query.zone).isoformat(), group.service_type,
-                         "" if group.api_key is None else group.api_key,
+        writer.writerow([row.period.start.astimezone(query.zone).isoformat(),
+                         row.period.end.astimezone(query.zone).isoformat(), row.service_type,
+                         "" if row.api_key is None else row.api_key,
                          *(metrics[name] for name in METRIC_NAMES)])
     return out.getvalue()
 
 
-def render_plan(query: Query, project_id: str | None, endpoint: Endpoint, calls: Sequence[Call],
+def render_plan(query: Query, project_id: str | None, endpoint: Endpoint, rows: Sequence[Row],
                 output_format: str) -> str:
     path = STATISTICS_PATH.format(project_id=project_id or "{project_id}")
     url = endpoint.url(path)
+    bodies = [window.body for _, window in windows_of(rows)]
     if output_format == "json":
         document = {"schema_version": 1, "dry_run": True, **{k: v for k, v in _header(query, project_id).items()
                                                             if k in ("region", "project_id", "timezone", "period")},
-                    "requests": [{"method": "POST", "url": url, "body": call.body} for call in calls]}
+                    "requests": [{"method": "POST", "url": url, "body": body} for body in bodies]}
         return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    return "".join(f"POST {url} {json.dumps(call.body, separators=(',', ':'), ensure_ascii=False)}\n"
-                   for call in calls)
+    return "".join(f"POST {url} {json.dumps(body, separators=(',', ':'), ensure_ascii=False)}\n"
+                   for body in bodies)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1726,9 +1825,29 @@ exit codes: 0 success, 1 API or network failure, 2 usage error, 3 credentials mi
 """
 
 
+class ParserExit(Exception):
+    """argparse finished the run itself (--help, --version): what it printed, and its status."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(status)
+        self.status, self.text = status, text
+
+
 class _Parser(argparse.ArgumentParser):
+    """argparse that neither prints nor exits: main writes the text to its own stdout."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._printed: list[str] = []
+
     def error(self, message: str) -> Any:  # argparse's own exit would skip our error format
         raise UsageError(message, hint=f"see {self.prog} --help")
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        self._printed.append(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> Any:
+        raise ParserExit(status, "".join(self._printed) + (message or ""))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1844,30 +1963,89 @@ def check_table_format(name: str | None) -> None:
                          hint="choose from " + ", ".join(tabulate.tabulate_formats))
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Validated command line and environment: everything but credentials."""
+# Which output options each format takes; any other combination is a usage error.
+FORMAT_OPTIONS = {"table": ("--table-format", "--raw"), "json": ("--raw",), "csv": ("--no-header",)}
 
-    query: Query
-    project_id: str | None
-    maas: Endpoint
-    iam: Endpoint
-    output_format: str
+
+def check_format_options(output_format: str, given: Sequence[str]) -> None:
+    for option in given:
+        if option not in FORMAT_OPTIONS[output_format]:
+            formats = [name for name, options in FORMAT_OPTIONS.items() if option in options]
+            raise UsageError(f"{option} applies to --format {' and '.join(formats)} only, not {output_format}")
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    format: str  # table, json or csv
     table_format: str | None
     header: bool
     raw: bool
-    store_path: str | None
-    record: bool
 
 
-def _endpoint_source(flag_value: str | None, flag: str, env: Mapping[str, str], env_name: str,
-                     default: str) -> tuple[str, str]:
-    """The endpoint URL and the name of where it came from, for error messages."""
+@dataclass(frozen=True)
+class StoreOptions:
+    path: str
+    strict: bool  # --record (not a dry run): a store that cannot be opened, read or written fails the run
+    lock_timeout: float = STORE_BUSY_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole validated command line; nothing reads the parsed arguments after this."""
+
+    mode: str  # "query", "record" or "dry-run"
+    query: Query
+    project_id: str | None  # --project-id, else HW_PROJECT_ID / HUAWEICLOUD_SDK_PROJECT_ID
+    credentials_file: str | None
+    maas: Endpoint
+    iam: Endpoint
+    client: ClientOptions
+    output: OutputOptions
+    store: StoreOptions | None
+    quiet: bool
+    verbose: bool
+
+
+def flag_or_env(flag_value: str | None, flag: str, env: Mapping[str, str], *names: str) -> tuple[str | None, str]:
+    """A setting's value and where it came from: the flag, else the first env var set."""
     if flag_value is not None:
         return flag_value, flag
-    if env.get(env_name):
-        return env[env_name], env_name
-    return default, "the default endpoint"
+    for name in names:
+        if env.get(name, "").strip():
+            return env[name].strip(), name
+    return None, ""
+
+
+def parse_endpoint_setting(flag_value: str | None, flag: str, env: Mapping[str, str], env_name: str,
+                           template: str, region: str) -> Endpoint:
+    url, source = flag_or_env(flag_value, flag, env, env_name)
+    if url is None:
+        url, source = template.format(region=region), "the default endpoint"
+    return parse_endpoint(url, source)
+
+
+def resolve_project_id(given: str | None, credentials: Credentials | None,
+                       lookup: Callable[[], str] | None) -> str | None:
+    """The project id's precedence: ``given`` (--project-id, else the env vars: validated with the
+    command line), the credentials file or profile, then IAM (``lookup``). None when none applies."""
+    if given is not None:
+        return given
+    if credentials is not None and credentials.project_id is not None:
+        if not PROJECT_ID_RE.fullmatch(credentials.project_id):
+            raise CredentialsError("the project id in the credentials file is not 32 lowercase letters and digits")
+        return credentials.project_id
+    return lookup() if lookup is not None else None
+
+
+def record_query(query: Query, now: datetime) -> Query:
+    """--record: the range's whole final days, one row per day."""
+    if query.bucket in ("week", "month"):
+        raise UsageError("--record saves days: it cannot be combined with --group-by week or month")
+    days = final_days(query.period, query.zone, now)
+    if not days:
+        raise UsageError("the range holds no whole final day to record (a day is final 3 hours after "
+                         "its local midnight)", hint="try --from yesterday, or the default last 30 days")
+    return dataclasses.replace(query, period=Period(days[0][1].start, days[-1][1].end), bucket="day")
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetime,
@@ -1886,7 +2064,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
         raise UsageError("--to and --until cannot be combined (--to is exclusive, --until inclusive)")
     if not REGION_RE.fullmatch(args.region):
         raise UsageError(f"--region {args.region!r} is not a region id like cn-southwest-2")
-    project_id = args.project_id or next((env[n].strip() for n in PROJECT_ENVS if env.get(n, "").strip()), None)
+    project_id, _ = flag_or_env(args.project_id, "--project-id", env, *PROJECT_ENVS)
     if project_id is not None and not PROJECT_ID_RE.fullmatch(project_id):
         raise UsageError("the project id must be 32 lowercase letters and digits",
                          hint="find it in the console under My Credentials > API Credentials")
@@ -1896,18 +2074,17 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
         raise UsageError("--retries must be between 0 and 10")
     if not 1 <= args.concurrency <= MAX_CONCURRENCY:
         raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
-    if args.no_header and args.format != "csv":
-        raise UsageError("--no-header applies to --format csv only")
-    if args.raw and args.format == "csv":
-        raise UsageError("--raw is not available with --format csv (use table or json)")
-    store_path = args.store or env.get("MAAS_USAGE_STORE") or None
+    check_format_options(args.format, [name for name, given in (("--table-format", args.table_format),
+                                                                ("--no-header", args.no_header),
+                                                                ("--raw", args.raw)) if given])
+    store_path, _ = flag_or_env(args.store, "--store", env, "MAAS_USAGE_STORE")
     if args.record and not store_path:
         raise UsageError("--record needs a store: --store PATH or MAAS_USAGE_STORE")
     check_table_format(args.table_format)
 
     zone_name = args.timezone
     if zone_name is None:
-        zone_name = local_zone_name()
+        zone_name = local_zone_name(env)
         if zone_name is None:
             console.note("cannot determine the OS time zone; using UTC (set --timezone)")
             zone_name = "UTC"
@@ -1920,14 +2097,161 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     query = Query(region=args.region, zone_name=zone_name, zone=zone, period=period, infer_type=args.infer_type,
                   service_types=parse_service_types(args.service_type), api_keys=api_keys,
                   ips=parse_ips(args.ips), bucket=bucket, by_key=by_key)
-    maas = parse_endpoint(*_endpoint_source(args.endpoint, "--endpoint", env, "HW_MAAS_ENDPOINT",
-                                            MAAS_ENDPOINT_TEMPLATE.format(region=args.region)))
-    iam = parse_endpoint(*_endpoint_source(args.iam_endpoint, "--iam-endpoint", env, "HW_IAM_ENDPOINT",
-                                           IAM_ENDPOINT_TEMPLATE.format(region=args.region)))
+    maas = parse_endpoint_setting(args.endpoint, "--endpoint", env, "HW_MAAS_ENDPOINT", MAAS_ENDPOINT_TEMPLATE,
+                                  args.region)
+    iam = parse_endpoint_setting(args.iam_endpoint, "--iam-endpoint", env, "HW_IAM_ENDPOINT",
+                                 IAM_ENDPOINT_TEMPLATE, args.region)
     if args.record:
         query = record_query(query, now)
-    return Settings(query, project_id, maas, iam, args.format, args.table_format, not args.no_header, args.raw,
-                    os.path.expanduser(store_path) if store_path else None, args.record)
+    mode = "dry-run" if args.dry_run else "record" if args.record else "query"
+    return Settings(
+        mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file, maas=maas, iam=iam,
+        client=ClientOptions(args.timeout, args.retries, args.concurrency),
+        output=OutputOptions(args.format, args.table_format, not args.no_header, args.raw),
+        store=StoreOptions(expand_home(store_path, env), strict=mode == "record") if store_path else None,
+        quiet=args.quiet, verbose=args.verbose)
+
+
+# ----------------------------------------------------------------------------------------------
+# The run: settings -> store -> plan -> fetch -> render
+# ----------------------------------------------------------------------------------------------
+
+
+def run(settings: Settings, env: Mapping[str, str], clock: Clock, console: Console) -> str:
+    """One run after validation; returns the text for stdout."""
+    store = open_store(settings.store, console, read_only=settings.mode == "dry-run")
+    try:
+        if settings.mode == "dry-run":
+            return dry_run(settings, store, console, clock.now)
+        return query_usage(settings, store, env, clock, console)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def open_store(options: StoreOptions | None, console: Console, read_only: bool) -> Store | None:
+    """Open the store; one that cannot be opened fails --record but only costs a note otherwise."""
+    if options is None:
+        return None
+    try:
+        store = Store.open(options.path, read_only=read_only, lock_timeout=options.lock_timeout)
+    except StoreError as exc:
+        if options.strict:
+            raise
+        console.note(f"{exc}; continuing without the store")
+        return None
+    if store is None:
+        console.note(f"the store {options.path} does not exist yet: the whole range is planned")
+    return store
+
+
+def plan(settings: Settings, store: Store | None, project_id: str | None, console: Console,
+         now: datetime) -> list[Row]:
+    """The run's rows; with a store (and a project id to match it), its final days are read from it.
+
+    A store that cannot be read fails --record; a plain query notes it and plans the whole range live.
+    """
+    query = settings.query
+    if store is None or project_id is None:
+        return plan_rows(query, now)
+    try:
+        return plan_rows(query, now, lambda row, days: store.lookup(query, project_id, row, days))
+    except StoreError as exc:
+        if settings.store is not None and settings.store.strict:
+            raise
+        console.note(f"{exc}; querying the whole range live")
+        return plan_rows(query, now)
+
+
+def dry_run(settings: Settings, store: Store | None, console: Console, now: datetime) -> str:
+    query = settings.query
+    project_id = resolve_project_id(settings.project_id, None, None)
+    if project_id is None:
+        console.note("no project id given: the URLs show {project_id}"
+                     + ("; without it the store cannot be matched, so the whole range is planned" if store else ""))
+    rows = plan(settings, store, project_id, console, now)
+    warn_about_retention(query, unrecorded_days(query, rows, now) if store else None, console, now)
+    return render_plan(query, project_id, settings.maas, rows, settings.output.format)
+
+
+def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str], clock: Clock,
+                console: Console) -> str:
+    query, now = settings.query, clock.now
+    credentials = load_credentials(settings.credentials_file, env)
+    console.hide(credentials.secrets())
+    warning = file_permission_warning(credentials.path) if credentials.path else None
+    if warning:
+        console.warn(warning)
+    client: Client | None = None
+
+    def connected() -> Client:  # built only when a request is due: a fully stored range needs none
+        nonlocal client
+        if client is None:
+            client = Client(credentials, settings.client, console, clock, env)
+        return client
+
+    try:
+        project_id = resolve_project_id(settings.project_id, credentials,
+                                        lambda: lookup_project_id(connected(), settings.iam, query.region))
+        assert project_id is not None  # the lookup always answers or raises
+        rows = plan(settings, store, project_id, console, now)
+        unrecorded = unrecorded_days(query, rows, now) if store else None
+        warn_about_retention(query, unrecorded, console, now)
+        windows = windows_of(rows)
+        if windows:
+            fetch(connected(), settings.maas, project_id, windows, query, console,
+                  save=None if store is None else lambda row, window: save_day(store, query, project_id, row,
+                                                                                window, now))
+    finally:
+        if client is not None:
+            client.close()
+    report = Report(query, project_id, rows)
+    if store is not None:
+        if store.days_unstorable:
+            console.note(f"{store.days_unstorable} day(s) not saved: the API answered with finer than whole "
+                         "tokens, which the store keeps only exactly")
+        if store.write_failure:
+            if settings.store is not None and settings.store.strict:
+                raise StoreError(store.write_failure)
+            console.note(f"{store.write_failure}; the result is complete all the same")
+        report.store = {"path": store.path, "days_read": store.days_read, "days_saved": store.days_saved,
+                        "days_unrecorded": unrecorded}
+    return render(report, settings.output)
+
+
+def fetch(client: Client, maas: Endpoint, project_id: str, windows: Sequence[tuple[Row, Window]], query: Query,
+          console: Console, save: Callable[[Row, Window], None] | None) -> None:
+    """Fill every window with its answer; ``save`` keeps each whole final day as it arrives."""
+    def task(window: Window) -> Callable[[], tuple[Any, Usage]]:
+        return lambda: show_statistics(client, maas, project_id, window, query.batch)
+
+    done = 0
+
+    def arrived(index: int, answer: tuple[Any, Usage]) -> None:
+        nonlocal done
+        row, window = windows[index]
+        window.response, window.usage = answer
+        if save is not None:
+            save(row, window)
+        done += 1
+        console.progress(done, len(windows))
+
+    client.fan_out([task(window) for _, window in windows], arrived)
+
+
+def save_day(store: Store, query: Query, project_id: str, row: Row, window: Window, now: datetime) -> None:
+    """Save a window that is one whole final day. A day older than MaaS's retention may have come
+    back empty: saving it would keep those zeros for good, so only days inside it are saved."""
+    if window.day is not None and window.usage is not None and window.period.start >= now - RETENTION:
+        store.save(query, project_id, row, window.day, window.period, window.usage, now)
+
+
+def render(report: Report, output: OutputOptions) -> str:
+    if output.format == "json":
+        return render_json(report, output.raw)
+    if output.format == "csv":
+        return render_csv(report, output.header)
+    return render_table(report, output.table_format, output.raw)
 
 
 def retention_note(period: Period, now: datetime, zone: tzinfo) -> str | None:
@@ -1936,134 +2260,6 @@ def retention_note(period: Period, now: datetime, zone: tzinfo) -> str | None:
         return None
     return (f"MaaS keeps statistics for 30 days only: the part of the range before "
             f"{format_instant(oldest.astimezone(zone))} may come back empty")
-
-
-def render(result: Result, settings: Settings) -> str:
-    if settings.output_format == "json":
-        return render_json(result, settings.raw)
-    if settings.output_format == "csv":
-        return render_csv(result, settings.header)
-    return render_table(result, settings.table_format, settings.raw)
-
-
-def open_store(settings: Settings, console: Console, dry_run: bool) -> Store | None:
-    """Open the store; one that cannot be opened fails --record but only costs a note otherwise."""
-    if not settings.store_path:
-        return None
-    try:
-        store = Store.open(settings.store_path, read_only=dry_run)
-    except StoreError as exc:
-        if settings.record and not dry_run:
-            raise
-        console.note(f"{exc}; continuing without the store")
-        return None
-    if store is None:
-        console.note(f"the store {settings.store_path} does not exist yet: the whole range is planned")
-    return store
-
-
-def held_days(store: Store | None, query: Query, project_id: str | None, groups: Sequence[Group],
-              now: datetime, console: Console, record: bool
-              ) -> tuple[list[dict[date, Usage]] | None, list[list[tuple[date, Period]]] | None]:
-    """Per group: the stored days it can use, and its whole final days (for saving live answers).
-
-    A store that cannot be read fails --record; a plain query notes it and goes fully live.
-    """
-    if store is None or project_id is None:
-        return None, None
-    finals = [final_days(group.period, query.zone, now) for group in groups]
-    try:
-        return [store.lookup(query, project_id, group, days) for group, days in zip(groups, finals)], finals
-    except StoreError as exc:
-        if record:
-            raise
-        console.note(f"{exc}; querying the whole range live")
-        return None, None
-
-
-def run(args: argparse.Namespace, console: Console, env: Mapping[str, str], now: datetime) -> str:
-    """One run: validate, open the store, then plan and (dry run or) fetch; returns stdout's text."""
-    settings = settings_from(args, env, now, console)
-    store = open_store(settings, console, args.dry_run)
-    try:
-        if args.dry_run:
-            return dry_run(settings, store, console, now)
-        return query_usage(args, settings, store, console, env, now)
-    finally:
-        if store is not None:
-            store.close()
-
-
-def dry_run(settings: Settings, store: Store | None, console: Console, now: datetime) -> str:
-    query, project_id = settings.query, settings.project_id
-    groups = plan_groups(query)
-    if project_id is None:
-        console.note("no project id given: the URLs show {project_id}"
-                     + ("; without it the store cannot be matched, so the whole range is planned" if store else ""))
-    held, finals = held_days(store, query, project_id, groups, now, console, record=False)
-    calls = plan_calls(query, groups, held, finals)
-    warn_about_retention(query, unrecorded_days(query, calls, now) if store else None, console, now)
-    return render_plan(query, project_id, settings.maas, calls, settings.output_format)
-
-
-def query_usage(args: argparse.Namespace, settings: Settings, store: Store | None, console: Console,
-                env: Mapping[str, str], now: datetime) -> str:
-    query = settings.query
-    credentials = load_credentials(args.credentials_file, env)
-    console.hide(credentials.secrets())
-    warning = file_permission_warning(credentials.path) if credentials.path else None
-    if warning:
-        console.warn(warning)
-    project_id = settings.project_id or credentials.project_id
-    if project_id is not None and not PROJECT_ID_RE.fullmatch(project_id):
-        raise CredentialsError("the project id in the credentials file is not 32 lowercase letters and digits")
-    groups = plan_groups(query)
-    client = None
-
-    def connected() -> MaasClient:  # built only when a request is due: a fully stored range needs none
-        nonlocal client
-        if client is None:
-            client = MaasClient(credentials, settings.maas, settings.iam, timeout=args.timeout,
-                                retries=args.retries, concurrency=args.concurrency, console=console)
-        return client
-
-    try:
-        if project_id is None:
-            project_id = connected().project_id(query.region)
-        held, finals = held_days(store, query, project_id, groups, now, console, settings.record)
-        calls = plan_calls(query, groups, held, finals)
-        unrecorded = unrecorded_days(query, calls, now) if store else None
-        warn_about_retention(query, unrecorded, console, now)
-        usages: list[Usage | None] = [None] * len(calls)
-        # A day older than MaaS's retention may come back empty: saving it would keep those zeros
-        # for good as a final total, so only days inside the retention are saved.
-        fresh_since_ms = to_epoch_ms(now - RETENTION)
-
-        def on_result(index: int, data: Any) -> None:
-            call = calls[index]
-            usages[index] = Usage.from_response(data, f"ShowStatistics for {call.label}", query.batch)
-            if store is not None and call.day is not None and call.start_ms >= fresh_since_ms:
-                store.save(query, project_id, groups[call.group], call.day,
-                           Period(from_epoch_ms(call.start_ms, timezone.utc), from_epoch_ms(call.end_ms, timezone.utc)),
-                           usages[index], now)
-
-        responses = connected().fetch_all(project_id, calls, on_result) if calls else []
-    finally:
-        if client is not None:
-            client.close()
-    result = aggregate(query, project_id, groups, calls, responses, usages, held)  # type: ignore[arg-type]
-    if store is not None:
-        if store.days_unstorable:
-            console.note(f"{store.days_unstorable} day(s) not saved: the API answered with finer than whole "
-                         "tokens, which the store keeps only exactly")
-        if store.write_failure:
-            if settings.record:
-                raise StoreError(store.write_failure)
-            console.note(f"{store.write_failure}; the result is complete all the same")
-        result = dataclasses.replace(result, store={
-            "path": store.path, "days_read": store.days_read, "days_saved": store.days_saved,
-            "days_unrecorded": unrecorded})
-    return render(result, settings)
 
 
 def warn_about_retention(query: Query, unrecorded: Sequence[str] | None, console: Console, now: datetime) -> None:
@@ -2080,31 +2276,46 @@ def warn_about_retention(query: Query, unrecorded: Sequence[str] | None, console
                      f"the store ({unrecorded[0]} … {unrecorded[-1]}): their live answers may be empty")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    console = Console()
+def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None,
+         now: datetime | None = None, stdout: Any = None, stderr: Any = None) -> int:
+    """Run the command line ``argv`` with the given environment, clock and streams; the exit code."""
+    env = os.environ if env is None else env
+    stdout = sys.stdout if stdout is None else stdout
+    console = Console(sys.stderr if stderr is None else stderr)
+    clock = Clock(datetime.now(timezone.utc) if now is None else now)
     try:
         args = build_parser().parse_args(argv)
-        console.quiet, console.verbose = args.quiet, args.verbose
-        # Whole seconds: the API takes milliseconds and the printed period must match what was sent.
-        output = console.redact(run(args, console, os.environ, datetime.now(timezone.utc).replace(microsecond=0)))
+        settings = settings_from(args, env, clock.now, console)
+        console.quiet, console.verbose = settings.quiet, settings.verbose
+        output = console.redact(run(settings, env, clock, console))
+    except ParserExit as printed:  # --help and --version
+        return write_result(stdout, printed.text) if printed.status == 0 else printed.status
     except ToolError as exc:
         console.error(str(exc), exc.hint)
         return exc.exit_code
     except KeyboardInterrupt:
         console.error("interrupted")
         return 130
+    return write_result(stdout, output)
+
+
+def write_result(stdout: Any, output: str) -> int:
+    """Write the result: UTF-8 whatever the locale (key labels may be any text)."""
     try:
-        buffer = getattr(sys.stdout, "buffer", None)
-        if buffer is not None:  # UTF-8 whatever the locale: key labels may be any text
-            sys.stdout.flush()
+        buffer = getattr(stdout, "buffer", None)
+        if buffer is not None:
+            stdout.flush()
             buffer.write(output.encode("utf-8"))
             buffer.flush()
         else:
-            sys.stdout.write(output)
-            sys.stdout.flush()
+            stdout.write(output)
+            stdout.flush()
     except BrokenPipeError:
         # The reader went away (e.g. `| head`); silence the interpreter's own flush at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
         return EXIT_API
     return EXIT_OK
 

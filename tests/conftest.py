@@ -1,14 +1,19 @@
-"""Shared fixtures: the fake cloud, and a runner for the real script as a subprocess.
+"""Shared fixtures: the fake cloud, and two runners for the real script.
 
-Every run of the script through ``run_cli`` is checked for the two promises that hold on every
-path: no secret (AK, SK, security token) in stdout or stderr, and no Python traceback.
+``cli`` runs ``main(argv, env=..., stdout=..., stderr=...)`` in this process: the same code as the
+command line, without a Python start-up per run. ``cli_process`` runs the script as a subprocess,
+for what needs a real process (signals, streams, the encoding of stdout, start-up imports).
+Every run through either is checked for the promises that hold on every path: no secret (AK, SK,
+security token) in stdout or stderr, no Python traceback, an exit code of the contract.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
+import traceback
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import fakecloud  # noqa: E402
+import maas_rest_usage_stats  # noqa: E402
 
 # CI machines are slow and noisy: properties are checked for correctness, never for speed.
 settings.register_profile("ci", deadline=None, print_blob=True)
@@ -67,6 +73,19 @@ def run_script(args: list[str], env: dict[str, str], timeout: float = 120) -> Ru
     return run
 
 
+def run_main(args: list[str], env: dict[str, str], now=None) -> Run:
+    """The script's ``main`` in this process, with its own environment, clock and streams."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        code = maas_rest_usage_stats.main(list(args), env=env, now=now, stdout=stdout, stderr=stderr)
+    except BaseException:  # what would be a traceback on the command line
+        stderr.write(traceback.format_exc())
+        code = -1
+    run = Run(code, stdout.getvalue(), stderr.getvalue())
+    assert_clean(run)
+    return run
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     path = tmp_path / "home"
@@ -90,15 +109,28 @@ def cloud_env(cloud: fakecloud.FakeCloud, home: Path) -> dict[str, str]:
     return env
 
 
+def _merged(base: dict[str, str], changes: dict[str, str | None] | None) -> dict[str, str]:
+    merged = dict(base)
+    for key, value in (changes or {}).items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
 @pytest.fixture
 def cli(cloud_env: dict[str, str]):
-    """Run the script against the fake cloud; keyword ``env`` adds or (with None) removes vars."""
+    """Run the script in-process against the fake cloud; keyword ``env`` adds or (with None) removes
+    vars, ``now`` sets the run's clock."""
+    def run(*args: str, env: dict[str, str | None] | None = None, now=None) -> Run:
+        return run_main(list(args), _merged(cloud_env, env), now)
+    return run
+
+
+@pytest.fixture
+def cli_process(cloud_env: dict[str, str]):
+    """Run the script as a subprocess against the fake cloud (same keywords as ``cli``)."""
     def run(*args: str, env: dict[str, str | None] | None = None, timeout: float = 120) -> Run:
-        merged = dict(cloud_env)
-        for key, value in (env or {}).items():
-            if value is None:
-                merged.pop(key, None)
-            else:
-                merged[key] = value
-        return run_script(list(args), merged, timeout)
+        return run_script(list(args), _merged(cloud_env, env), timeout)
     return run

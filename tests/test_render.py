@@ -7,6 +7,7 @@ import io
 import json
 import re
 import sys
+import threading
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from email.utils import format_datetime
@@ -54,13 +55,16 @@ def make_query(*, zone=SHANGHAI, zone_name="Asia/Shanghai", start=date(2026, 5, 
                    service_types=tuple(service_types), api_keys=api_keys, ips=ips, bucket=bucket, by_key=by_key)
 
 
-def make_result(query: m.Query, responses_for=lambda call: m.parse_json_text(SEED_TEXT, "x")) -> m.Result:
-    groups = m.plan_groups(query)
-    calls = m.plan_calls(query, groups)
-    return m.aggregate(query, PROJECT, groups, calls, [responses_for(call) for call in calls])
+def make_result(query: m.Query, responses_for=lambda window: m.parse_json_text(SEED_TEXT, "x")) -> m.Report:
+    """A report as a run builds it: planned rows whose windows are filled with parsed answers."""
+    rows = m.plan_rows(query, NOW)
+    for _, window in m.windows_of(rows):
+        window.response = responses_for(window)
+        window.usage = m.Usage.from_response(window.response, window.label, query.batch)
+    return m.Report(query, PROJECT, rows)
 
 
-def seed_result() -> m.Result:
+def seed_result() -> m.Report:
     return make_result(make_query())
 
 
@@ -151,13 +155,17 @@ def test_batch_fields_are_validated_when_present_in_real_time_answers(bad):
         m.Usage.from_response(answer(total_completion_tasks=bad), "test", False)
 
 
-def test_malformed_answer_stops_aggregation_before_any_sum():
+def test_malformed_answer_stops_the_report_before_any_sum():
     query = make_query(bucket="day", start=date(2026, 5, 8), end=date(2026, 5, 10))
-    groups = m.plan_groups(query)
-    calls = m.plan_calls(query, groups)
-    responses = [answer(), answer(total_error_count="1")]
+    answers = iter([answer(), answer(total_error_count="1")])
     with pytest.raises(m.MalformedResponse):
-        m.aggregate(query, PROJECT, groups, calls, responses)
+        make_result(query, lambda window: next(answers))
+
+
+def test_a_row_total_is_refused_before_its_windows_are_fetched():
+    (row,) = m.plan_rows(make_query(), NOW)
+    with pytest.raises(ValueError):
+        row.total  # noqa: B018
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,7 +256,7 @@ def test_totals_round_from_their_exact_sum_not_from_rounded_rows():
     query = make_query(bucket="day", start=date(2026, 5, 8), end=date(2026, 5, 10))
     text = SEED_TEXT.replace("2482084.98", "0.0004")
     result = make_result(query, lambda call: m.parse_json_text(text, "x"))
-    rows = [u.metrics()["total_tokens"] for _, u in result.rows]
+    rows = [row.total.metrics()["total_tokens"] for row in result.rows]
     assert rows == [0, 0]
     assert result.total.metrics()["total_tokens"] == 1  # 0.8 tokens
 
@@ -409,23 +417,33 @@ def test_parse_endpoint_error_names_the_option():
 # ----------------------------------------------------------------------------------------------
 
 
-class FakeClock:
+class FakeClock(m.Clock):
+    """A run's clock whose monotonic time moves only when the run waits."""
+
     def __init__(self, now: float = 0.0) -> None:
+        super().__init__(NOW, monotonic=lambda: self.now)
         self.now = now
         self.sleeps: list[float] = []
 
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
+    def wait(self, seconds: float, cancel: threading.Event) -> bool:
         assert seconds > 0, "the limiter must never spin on a zero or negative sleep"
         assert len(self.sleeps) < 10_000, "the limiter keeps sleeping"
         self.sleeps.append(seconds)
         self.now += seconds
+        return cancel.is_set()
 
 
-def limiter(clock: FakeClock) -> m.RateLimiter:
-    return m.RateLimiter(m.RATE_LIMIT, m.RATE_PERIOD, clock, clock.sleep)
+class Pacer:
+    def __init__(self, clock: FakeClock) -> None:
+        self._limiter = m.RateLimiter(m.RATE_LIMIT, m.RATE_PERIOD, clock)
+        self._never = threading.Event()
+
+    def acquire(self) -> None:
+        assert self._limiter.acquire(self._never)
+
+
+def limiter(clock: FakeClock) -> Pacer:
+    return Pacer(clock)
 
 
 def test_rate_limit_constants_match_the_api():
@@ -724,7 +742,7 @@ def test_json_day_rows_follow_local_midnights():
 
 def test_request_body_carries_the_contract_fields():
     query = make_query(api_keys=("k1", ""), ips=("10.0.0.1",))
-    calls = m.plan_calls(query, m.plan_groups(query))
+    calls = [window for _, window in m.windows_of(m.plan_rows(query, NOW))]
     assert [c.body for c in calls] == [{"service_type": 2, "start_time": 1778169600000, "end_time": 1779292800000,
                                         "timezone": "Asia/Shanghai", "infer_type": "real_time",
                                         "api_keys": ["k1", ""], "ips": ["10.0.0.1"]}]
