@@ -65,6 +65,7 @@ RETRY_AFTER_CAP = 60.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 PROGRESS_MIN_REQUESTS = 5
+SIGNAL_CHECK_INTERVAL = 0.2  # seconds between the main thread's checks for Ctrl-C while requests run
 FINAL_AFTER = timedelta(hours=3)  # call data lags 1-2 hours; a day is final 3 hours after it ends
 MAX_CREDENTIALS_BYTES = 64 * 1024  # a credentials file is a few hundred bytes; refuse a huge one
 
@@ -1063,13 +1064,26 @@ class Client:
             threading.Thread(target=work, daemon=True).start()
         try:
             for _ in pending:
-                index, value, failure = finished.get()
+                index, value, failure = _next_finished(finished)
                 if failure is not None:
                     raise failure
                 on_result(index, value)
         except BaseException:
             self._cancelled.set()
             raise
+
+
+def _next_finished(finished: Any) -> Any:
+    """The next finished task, waiting in short steps: the kernel may deliver Ctrl-C to a worker
+    thread blocked in a read, and then only a main thread that wakes up runs Python's handler
+    (a plain blocking get would sleep through it until some request ended)."""
+    import queue
+
+    while True:
+        try:
+            return finished.get(timeout=SIGNAL_CHECK_INTERVAL)
+        except queue.Empty:
+            continue
 
 
 # The API calls: each builds its ApiCall and reads its answer.
@@ -1428,7 +1442,7 @@ class Store:
         self.write_failure: str | None = None
 
     @classmethod
-    def open(cls, path: str, read_only: bool = False, lock_timeout: float = STORE_BUSY_TIMEOUT) -> Store | None:
+    def open(cls, path: str, lock_timeout: float, read_only: bool = False) -> Store | None:
         """Open or create a store; refuse anything that is not one, without touching it.
 
         ``read_only`` (for --dry-run) creates nothing: a missing store is None. ``lock_timeout`` bounds
@@ -1986,7 +2000,7 @@ class OutputOptions:
 class StoreOptions:
     path: str
     strict: bool  # --record (not a dry run): a store that cannot be opened, read or written fails the run
-    lock_timeout: float = STORE_BUSY_TIMEOUT
+    lock_timeout: float  # seconds to wait for another run's lock
 
 
 @dataclass(frozen=True)
@@ -2108,7 +2122,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
         mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file, maas=maas, iam=iam,
         client=ClientOptions(args.timeout, args.retries, args.concurrency),
         output=OutputOptions(args.format, args.table_format, not args.no_header, args.raw),
-        store=StoreOptions(expand_home(store_path, env), strict=mode == "record") if store_path else None,
+        store=StoreOptions(expand_home(store_path, env), mode == "record", STORE_BUSY_TIMEOUT) if store_path else None,
         quiet=args.quiet, verbose=args.verbose)
 
 
@@ -2134,7 +2148,7 @@ def open_store(options: StoreOptions | None, console: Console, read_only: bool) 
     if options is None:
         return None
     try:
-        store = Store.open(options.path, read_only=read_only, lock_timeout=options.lock_timeout)
+        store = Store.open(options.path, options.lock_timeout, read_only=read_only)
     except StoreError as exc:
         if options.strict:
             raise

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import subprocess
 import traceback
 import sys
 from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -71,6 +74,31 @@ def run_script(args: list[str], env: dict[str, str], timeout: float = 120) -> Ru
     run = Run(completed.returncode, completed.stdout, completed.stderr)
     assert_clean(run)
     return run
+
+
+def oracle_metrics(raw: dict) -> dict:
+    """The contract's METRICS for a ShowStatistics answer's fields, rounded with rational arithmetic
+    (an oracle independent of the script's Decimal code): half up is floor(x + 1/2)."""
+    def half_up(value: Fraction) -> int:
+        return math.floor(value + Fraction(1, 2))
+
+    def tokens(thousands) -> int:
+        return half_up(Fraction(str(thousands)) * 1000)
+
+    requests, errors = int(raw["total_request_count"]), int(raw["total_error_count"])
+    rate = None if not requests else half_up(Fraction(errors * 100 * 100, requests)) / 100
+    return {"total_tokens": tokens(raw["total_token"]), "prompt_tokens": tokens(raw["total_prompt_token"]),
+            "completion_tokens": tokens(raw["total_completion_token"]), "total_requests": requests,
+            "total_errors": errors, "error_rate": rate,
+            "total_completion_tasks": int(raw.get("total_completion_tasks", 0)),
+            "total_infer_count": int(raw.get("total_infer_count", 0))}
+
+
+@lru_cache(maxsize=8)
+def hourly_index(start_ms: int, end_ms: int) -> fakecloud.UsageIndex:
+    """Hourly usage events between two instants, indexed once per test session (building them is
+    the slow part of a fixture that covers a year)."""
+    return fakecloud.build_index(tuple(fakecloud.hourly_events(start_ms, end_ms)))
 
 
 def run_main(args: list[str], env: dict[str, str], now=None) -> Run:

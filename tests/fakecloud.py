@@ -50,6 +50,7 @@ import threading
 import time
 import traceback
 import uuid
+import zlib
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -817,7 +818,11 @@ class LoggedRequest:
     canonical_request: str | None = None  # the server's, when a signature was checked
 
 
-FAULT_KINDS = ("status", "html", "invalid_json", "json", "reset", "hang", "redirect", "delay")
+FAULT_KINDS = (
+    "status", "html", "invalid_json", "json", "reset", "hang", "redirect", "delay",
+    # hostile answers: slow, endless, huge, or echoing the secret key
+    "trickle_headers", "trickle_body", "endless_chunked", "oversized", "gzip_bomb", "echo_secret",
+)
 FAULT_PATHS = ("maas", "iam", "any")
 _FAULT_PARAMS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (required, optional)
     "status": ({"status"}, {"body", "retry_after", "error_code", "error_msg"}),
@@ -828,7 +833,48 @@ _FAULT_PARAMS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (required, op
     "hang": (set(), {"seconds"}),
     "redirect": ({"location"}, {"status"}),
     "delay": (set(), {"seconds"}),
+    "trickle_headers": (set(), {"interval"}),
+    "trickle_body": (set(), {"interval", "status"}),
+    "endless_chunked": (set(), {"chunk_bytes"}),
+    "oversized": (set(), {"size", "status"}),
+    "gzip_bomb": (set(), {"inflated"}),
+    "echo_secret": ({"encoding"}, {"status"}),
 }
+ECHO_SECRET_ENCODINGS = ("json_escaped", "url_encoded", "cut")
+# "cut": where the secret key's first characters sit in the ~400-character
+# error_msg -- inside the 200-300 characters a shortening client keeps.
+ECHO_SECRET_CUT_AT = 190
+ECHO_SECRET_CUT_CHARS = 14
+ECHO_SECRET_CUT_LENGTH = 400
+# Smallest "oversized" / "gzip_bomb" sizes: room for any statistics answer.
+_MIN_PADDED_BODY = 1024
+
+
+def _check_fault_values(kind: str, params: Mapping[str, Any]) -> None:
+    """Value checks for the kinds whose params a typo would turn into a busy
+    loop or an impossible body (ValueError)."""
+    def check(name: str, ok: bool, wanted: str) -> None:
+        if not ok:
+            raise ValueError(f"fault {kind!r}: {name} must be {wanted}, got {params[name]!r}")
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    def integer(value: Any) -> bool:
+        return type(value) is int
+
+    if "interval" in params:
+        check("interval", number(params["interval"]) and params["interval"] > 0, "a number > 0")
+    if "chunk_bytes" in params:
+        check("chunk_bytes", integer(params["chunk_bytes"]) and params["chunk_bytes"] >= 1, "an integer >= 1")
+    for name in ("size", "inflated"):
+        if name in params:
+            check(name, integer(params[name]) and params[name] >= _MIN_PADDED_BODY,
+                  f"an integer >= {_MIN_PADDED_BODY}")
+    if "encoding" in params:
+        check("encoding", params["encoding"] in ECHO_SECRET_ENCODINGS, f"one of {ECHO_SECRET_ENCODINGS}")
+
+
 # Default error bodies for "status" faults, modelled on API Gateway / ModelArts.
 _FAULT_STATUS_ERRORS: dict[int, tuple[str, str]] = {
     400: (_MAAS_BAD_PARAM, "Invalid parameter."),
@@ -845,6 +891,45 @@ _HTML_PAGE = (
     "<html>\r\n<head><title>{code} {phrase}</title></head>\r\n<body>\r\n"
     "<center><h1>{code} {phrase}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
 )
+
+
+# What a client hanging up (or stop() shutting the socket) raises in a write.
+_CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError)
+_ZERO_USAGE: dict[str, int] = {key: 0 for key in RESPONSE_KEYS}
+_ENDLESS_PREFIX = b'{"total_token": 1, "pad": "'
+
+# gzip_bomb bodies by inflated size (each a few MB at most), built once per process.
+_GZIP_BOMB_CACHE: dict[int, bytes] = {}
+_GZIP_BOMB_LOCK = threading.Lock()
+
+
+def gzip_bomb_body(inflated: int, cancel: threading.Event | None = None) -> bytes | None:
+    """A gzip member that inflates to exactly ``inflated`` bytes: spaces, then
+    a JSON statistics answer of zeros (so it *is* valid JSON, for a client
+    patient and reckless enough to inflate it all).  Streamed through the
+    compressor, never held inflated; cached per size.  None if ``cancel`` got
+    set while building (2.5 GB take several seconds; nothing is cached then)."""
+    tail = render_json(_ZERO_USAGE).encode("ascii")
+    if inflated < len(tail):
+        raise ValueError(f"inflated must be at least {len(tail)} bytes")
+    with _GZIP_BOMB_LOCK:
+        cached = _GZIP_BOMB_CACHE.get(inflated)
+        if cached is not None:
+            return cached
+        # Z_RLE finds the same 258-byte runs as the default strategy (same
+        # size, ~1000:1) in half the time.
+        compressor = zlib.compressobj(9, zlib.DEFLATED, 31, zlib.DEF_MEM_LEVEL, zlib.Z_RLE)
+        block = memoryview(b" " * (1 << 20))
+        full, rest = divmod(inflated - len(tail), len(block))
+        parts: list[bytes] = []
+        for _ in range(full):
+            if cancel is not None and cancel.is_set():
+                return None
+            parts.append(compressor.compress(block))
+        parts += [compressor.compress(block[:rest]), compressor.compress(tail), compressor.flush()]
+        body = b"".join(parts)
+        _GZIP_BOMB_CACHE[inflated] = body
+        return body
 
 
 def _phrase(status: int) -> str:
@@ -1195,7 +1280,133 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(int(p.get("status", 200)), body)
         elif fault.kind == "redirect":
             self._send(int(p.get("status", 302)), b"", "text/plain", {"Location": str(p["location"])})
+        else:
+            hostile = getattr(self, "_fault_" + fault.kind)
+            try:
+                hostile(p, cloud)
+            except _CLIENT_GONE:  # the client hung up, or stop() shut the socket
+                self._drop_connection(reset=False)
         return True
+
+    # -- hostile answers (trickle, endless, huge, echoing the secret) --------
+
+    def _statistics_answer(self, cloud: FakeCloud) -> dict[str, int | Decimal]:
+        """What ShowStatistics would answer for this request's body (zeros if
+        the body is not a valid query, e.g. on the IAM path)."""
+        try:
+            q = parse_statistics_request(self.entry.json if self.entry is not None else None)
+        except ValueError:
+            return dict(_ZERO_USAGE)
+        return cloud.index.query(q.start_time, q.end_time, q.service_type, q.infer_type, q.api_keys, q.ips)
+
+    def _start_stream(self, status: int, headers: Mapping[str, str]) -> None:
+        """Send the status line and ``headers`` of an answer that ends the
+        connection (its body is written by the caller)."""
+        if self.entry is not None:
+            self.entry.status = status  # before writing: the client may look at the log at once
+        self.responded = True
+        self.close_connection = True
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Connection", "close")
+        self.end_headers()
+
+    def _fault_trickle_headers(self, p: Mapping[str, Any], cloud: FakeCloud) -> None:
+        interval = float(p.get("interval", 1.0))
+        if self.entry is not None:
+            self.entry.status = 200  # the status line does go out
+        self.responded = True
+        self.close_connection = True
+        self.wfile.write(f"{self.protocol_version} 200 OK\r\n".encode("ascii"))
+        lines = itertools.chain(
+            (f"Server: {self.server_version}\r\n", f"Content-Type: {_JSON_TYPE}\r\n",
+             f"X-Request-Id: {self.request_id}\r\n"),
+            (f"X-Trickle-{n}: {'a' * 32}\r\n" for n in itertools.count(1)),
+        )  # never the blank line that ends the headers
+        for byte in (line[i:i + 1] for line in lines for i in range(len(line))):
+            if cloud._stop_event.wait(interval):
+                break
+            self.wfile.write(byte.encode("ascii"))
+        self._drop_connection(reset=False)
+
+    def _fault_trickle_body(self, p: Mapping[str, Any], cloud: FakeCloud) -> None:
+        interval = float(p.get("interval", 1.0))
+        body = render_json(self._statistics_answer(cloud)).encode("utf-8")
+        self._start_stream(int(p.get("status", 200)), {"Content-Type": _JSON_TYPE,
+                                                       "Content-Length": str(len(body))})
+        if self.command != "HEAD":
+            for i in range(len(body)):
+                if cloud._stop_event.wait(interval):
+                    break
+                self.wfile.write(body[i:i + 1])
+        self._drop_connection(reset=False)
+
+    def _fault_endless_chunked(self, p: Mapping[str, Any], cloud: FakeCloud) -> None:
+        size = int(p.get("chunk_bytes", 65536))
+        frame = b"%x\r\n" % size
+        first = frame + (_ENDLESS_PREFIX + b"x" * size)[:size] + b"\r\n"
+        chunk = frame + b"x" * size + b"\r\n"
+        self._start_stream(200, {"Content-Type": _JSON_TYPE, "Transfer-Encoding": "chunked"})
+        if self.command != "HEAD":
+            self.wfile.write(first)
+            # No sleep: as fast as the client reads.  A write blocked on a
+            # client that stopped reading is woken by stop() shutting the socket.
+            while not cloud._stop_event.is_set():
+                self.wfile.write(chunk)
+        self._drop_connection(reset=False)
+
+    def _fault_oversized(self, p: Mapping[str, Any], cloud: FakeCloud) -> None:
+        size = int(p.get("size", 2 * 1024 * 1024))
+        answer = render_json(self._statistics_answer(cloud)).encode("utf-8")
+        head, tail = answer[:-1] + b', "pad": "', b'"}'
+        pad = size - len(head) - len(tail)
+        if pad < 0:
+            raise ValueError(f"oversized: size {size} is smaller than the answer ({len(head) + len(tail)} bytes)")
+        self._send(int(p.get("status", 200)), head + b"x" * pad + tail, _JSON_TYPE)
+
+    def _fault_gzip_bomb(self, p: Mapping[str, Any], cloud: FakeCloud) -> None:
+        body = gzip_bomb_body(int(p.get("inflated", 2_500_000_000)), cancel=cloud._stop_event)
+        if body is None:  # the server stopped while the body was being built
+            self._drop_connection(reset=False)
+            return
+        self._send(200, body, _JSON_TYPE, {"Content-Encoding": "gzip"})
+
+    def _signing_secret(self, cloud: FakeCloud) -> str:
+        """The SK of the AK in the Authorization header (DEMO_SK if none is known)."""
+        auth = self.entry.headers.get("authorization", "") if self.entry is not None else ""
+        m = _AUTH_RE.fullmatch(auth.strip())
+        if m is not None and m.group(1) in cloud.credentials:
+            return cloud.credentials[m.group(1)][0]
+        return DEMO_SK
+
+    def _fault_echo_secret(self, p: Mapping[str, Any], cloud: FakeCloud) -> None:
+        status = int(p.get("status", 400))
+        sk = self._signing_secret(cloud)
+        encoding = p["encoding"]
+        if encoding == "json_escaped":
+            # Every character of the SK as a \uXXXX escape: the decoded text has
+            # the plain SK, the raw bytes do not.
+            units = sk.encode("utf-16-be")
+            escaped = "".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
+            before = json.dumps("Invalid parameter: the request was signed with secret key ")[:-1]
+            after = json.dumps("; check the credentials.")[1:]
+            raw = f'{{"error_code": "{_MAAS_BAD_PARAM}", "error_msg": {before}{escaped}{after}}}'
+            self._send(status, raw.encode("ascii"), _JSON_TYPE)
+            return
+        if encoding == "url_encoded":
+            encoded = "".join(f"%{b:02X}" for b in sk.encode("utf-8"))
+            msg = (f"Invalid parameter: callback https://auth.example.invalid/cb?sk={encoded}&state=1 "
+                   "is not an allowed redirect")
+        else:  # "cut": the SK's first characters right where a shortened message ends
+            filler = ("Invalid parameter: the statistics request could not be validated because one "
+                      "or more of its fields do not match what the service expects for this project; ")
+            label = " secret_key="
+            head = (filler * 4)[:ECHO_SECRET_CUT_AT - len(label)]
+            head = head[:head.rfind(" ")].ljust(ECHO_SECRET_CUT_AT - len(label), ".") + label
+            msg = head + sk[:ECHO_SECRET_CUT_CHARS] + " " + filler * 4
+            msg = msg[:ECHO_SECRET_CUT_LENGTH]
+        self._send_json(status, {"error_code": _MAAS_BAD_PARAM, "error_msg": msg})
 
 
 class FakeCloud:
@@ -1260,7 +1471,7 @@ class FakeCloud:
             raise
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05},
+            target=server.serve_forever, kwargs={"poll_interval": 0.005},
             name=f"fakecloud:{server.server_port}", daemon=True,
         )
         self._thread.start()
@@ -1454,6 +1665,28 @@ class FakeCloud:
         html(status=502, body=None)   invalid_json(status=200)   json(body, status=200)
         reset()   hang(seconds=None: until stop)   redirect(location, status=302)
         delay(seconds=1.0: then answer normally)
+
+        Hostile answers (each stops promptly on stop() and ends its thread
+        when the client hangs up):
+
+        trickle_headers(interval=1.0)   the status line, then header bytes one
+            every ``interval`` s, forever: the headers never end.
+        trickle_body(interval=1.0, status=200)   full headers (Content-Length),
+            then the body one byte every ``interval`` s; it completes as the
+            normal answer for the request body (zeros if it is not a valid query).
+        endless_chunked(chunk_bytes=65536)   200, chunked JSON-looking filler
+            ('{"total_token": 1, "pad": "xxx...') as fast as the client reads,
+            never ending.
+        oversized(size=2 MiB, status=200)   a valid JSON answer of exactly
+            ``size`` bytes (the normal answer plus a long "pad" string).
+        gzip_bomb(inflated=2_500_000_000)   200, Content-Encoding: gzip, a body
+            of a few MB that inflates to ``inflated`` bytes (spaces, then a
+            zero answer); built once per size (see gzip_bomb_body).
+        echo_secret(encoding, status=400)   a ModelArts.4101 error whose
+            error_msg echoes the SK of the request's AK (DEMO_SK if unknown):
+            encoding "json_escaped" (every SK character a \\uXXXX escape in the
+            raw JSON), "url_encoded" (every character %XX) or "cut" (400
+            characters, the SK's first 14 at offset 190).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
@@ -1466,6 +1699,7 @@ class FakeCloud:
         unexpected = params.keys() - required - optional
         if missing or unexpected:
             raise ValueError(f"fault {kind!r}: missing params {sorted(missing)}, unexpected {sorted(unexpected)}")
+        _check_fault_values(kind, params)
         fault = Fault(kind, path, dict(params), times)
         with self._lock:
             self._faults.append(fault)

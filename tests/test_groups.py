@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-import fakecloud
+from conftest import hourly_index
 from test_cli import expected_metrics
 
 HOUR_MS = 3_600_000
@@ -26,7 +26,7 @@ def ms(text: str, zone: str) -> int:
 @pytest.fixture
 def hourly(cloud):
     """A year of hourly usage for every service type, key and IP around the tested ranges."""
-    cloud.events = fakecloud.hourly_events(ms("2025-12-01T00:00", "UTC"), ms("2026-11-30T00:00", "UTC"))
+    cloud.events = hourly_index(ms("2025-12-01T00:00", "UTC"), ms("2026-11-30T00:00", "UTC"))
     return cloud
 
 

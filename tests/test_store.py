@@ -11,18 +11,20 @@ import sys
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 import pytest
 
 import fakecloud
-from conftest import SCRIPT, SECRETS, assert_clean, Run
+import maas_rest_usage_stats as m
+from conftest import SCRIPT, SECRETS, Run, assert_clean, hourly_index
 from test_cli import expected_metrics
 from test_groups import ms
 
 PID = fakecloud.DEMO_PROJECT_ID
 SHANGHAI = ("--timezone", "Asia/Shanghai", "--project-id", PID)
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
 # Only days inside MaaS's 30-day retention are stored, so the dates are relative to today.
 TODAY = datetime.now(ZoneInfo("Asia/Shanghai")).date()
 
@@ -41,8 +43,8 @@ def at(day: str, zone: str = "Asia/Shanghai", time_of_day: str = "00:00") -> int
 
 @pytest.fixture
 def hourly(cloud):
-    now_ms = int(datetime.now(timezone.utc).timestamp()) * 1000
-    cloud.events = fakecloud.hourly_events(now_ms - 120 * DAY_MS, now_ms + DAY_MS)
+    today_ms = int(datetime.now(timezone.utc).timestamp()) * 1000 // DAY_MS * DAY_MS
+    cloud.events = hourly_index(today_ms - 120 * DAY_MS, today_ms + 2 * DAY_MS)
     return cloud
 
 
@@ -110,38 +112,26 @@ def test_group_by_day_saves_its_final_days_and_reuses_them(cli, hourly, store):
     assert {r["source"] for r in week.json()["rows"]} == {"store"}
 
 
-def _recent_dst_day() -> tuple[str, date] | None:
-    """A zone with a DST change on a day 4-27 days ago (New York first), to store it while fresh."""
-    utc = ZoneInfo("UTC")
-    for name in ("America/New_York", *sorted(available_timezones())):
-        zone = ZoneInfo(name)
-        for back in range(4, 28):
-            day = datetime.now(zone).date() - timedelta(days=back)
-            start = datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(utc)
-            following = day + timedelta(days=1)
-            end = datetime(following.year, following.month, following.day, tzinfo=zone).astimezone(utc)
-            if end - start != timedelta(days=1):
-                return name, day
-    return None
-
-
-def test_dst_week_is_stored_day_by_local_day(cli, hourly, store):
-    found = _recent_dst_day()
-    if found is None:
-        pytest.skip("no time zone changed its clocks in the last four weeks")
-    zone, dst_day = found
+@pytest.mark.parametrize("zone, dst_day", [("America/New_York", date(2026, 11, 1)),  # 25 hours
+                                            ("Europe/Berlin", date(2026, 3, 29))])  # 23 hours
+def test_dst_week_is_stored_day_by_local_day(cli, cloud, store, zone, dst_day):
+    now = datetime.combine(dst_day + timedelta(days=9), datetime.min.time(), tzinfo=timezone.utc)
+    cloud.server_time_offset = (now - datetime.now(timezone.utc)).total_seconds()  # the run signs at its now
+    cloud.events = hourly_index(at(dst_day.isoformat(), "UTC") - 10 * DAY_MS, at(dst_day.isoformat(), "UTC") + 10 * DAY_MS)
     first, last = dst_day - timedelta(days=3), dst_day + timedelta(days=3)
     args = ("--from", first.isoformat(), "--to", last.isoformat(), "--timezone", zone, "--project-id", PID,
             "--store", str(store))
-    assert cli(*args, "--record").code == 0
+    assert cli(*args, "--record", now=now).code == 0
     with sqlite3.connect(store) as db:
         spans = dict(db.execute("SELECT day, end_ms - start_ms FROM days").fetchall())
     assert len(spans) == 6
-    assert spans[dst_day.isoformat()] != DAY_MS and spans[first.isoformat()] == DAY_MS
-    hourly.fail_all = True
-    run = cli(*args, "--format", "json")
+    assert spans[dst_day.isoformat()] == DAY_MS + (HOUR_MS if dst_day.month == 11 else -HOUR_MS)
+    assert spans[first.isoformat()] == DAY_MS
+    cloud.fail_all = True
+    run = cli(*args, "--format", "json", now=now)
     assert run.code == 0, run.stderr
-    expected = expected_metrics(hourly.events, at(first.isoformat(), zone), at(last.isoformat(), zone))
+    assert {row["source"] for row in run.json()["rows"]} == {"store"}
+    expected = expected_metrics(cloud.events, at(first.isoformat(), zone), at(last.isoformat(), zone))
     assert run.json()["totals"] == expected
 
 
@@ -358,25 +348,16 @@ def test_a_damaged_store_fails_record_but_a_query_still_answers_live(cli, hourly
     assert record.code == 1 and record.stdout == "" and str(store) in record.stderr
 
 
-def test_a_store_locked_past_the_timeout_fails_record_but_not_a_query(cloud_env, hourly, store):
+def test_a_store_locked_past_the_timeout_fails_record_but_not_a_query(cli, hourly, store, monkeypatch):
+    monkeypatch.setattr(m, "STORE_BUSY_TIMEOUT", 0.5)  # the wait is bounded; the test need not sit out 15 s
     args = ("--from", D(3), "--to", D(5), *SHANGHAI, "--store", str(store))
-    first = subprocess.run([sys.executable, str(SCRIPT), *args, "--record"], env=cloud_env, capture_output=True,
-                           text=True, timeout=60)
-    assert first.returncode == 0, first.stderr
+    assert cli(*args, "--record").code == 0
     with sqlite3.connect(store, isolation_level=None) as holder:
         holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock for longer than the busy timeout
         holder.execute("DELETE FROM days WHERE day = ?", (D(4),))
-        processes = [subprocess.Popen([sys.executable, str(SCRIPT), *args, *extra, "--from", D(1)],
-                                      env=cloud_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                     for extra in (["--record"], ["--group-by", "day"])]
-        outcomes = []
-        for process in processes:
-            out, err = process.communicate(timeout=90)
-            outcomes.append(Run(process.returncode, out, err))
+        record_run = cli(*args, "--record", "--from", D(1))
+        query_run = cli(*args, "--group-by", "day", "--from", D(1))
         holder.execute("ROLLBACK")
-    for outcome in outcomes:
-        assert_clean(outcome)
-    record_run, query_run = outcomes
     assert record_run.code == 1 and "locked" in record_run.stderr and record_run.stdout == ""
     assert query_run.code == 0 and "cannot write to the store" in query_run.stderr
     assert f"| {D(1)} " in query_run.stdout and "| Total " in query_run.stdout
@@ -386,7 +367,6 @@ def test_a_store_locked_past_the_timeout_fails_record_but_not_a_query(cloud_env,
 
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-import maas_rest_usage_stats as m  # noqa: E402
 
 ZONES = ["Asia/Shanghai", "America/New_York", "Australia/Lord_Howe", "America/Santiago", "UTC"]
 
