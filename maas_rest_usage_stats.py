@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -67,7 +68,9 @@ BACKOFF_CAP = 8.0
 PROGRESS_MIN_REQUESTS = 5
 SIGNAL_CHECK_INTERVAL = 0.2  # seconds between the main thread's checks for Ctrl-C while requests run
 FINAL_AFTER = timedelta(hours=3)  # call data lags 1-2 hours; a day is final 3 hours after it ends
-MAX_CREDENTIALS_BYTES = 64 * 1024  # a credentials file is a few hundred bytes; refuse a huge one
+MAX_BODY_BYTES = 1024 * 1024  # an answer is a few hundred bytes; more is malformed (and bounds memory)
+MAX_CREDENTIALS_BYTES = 64 * 1024
+CREDENTIALS_PIPE_WAIT = 30.0  # seconds for a credentials pipe's writer: time to type a passphrase  # a credentials file is a few hundred bytes; refuse a huge one
 
 # ShowStatistics response fields; the token fields are in thousands of tokens.
 TOKEN_FIELDS = ("total_token", "total_prompt_token", "total_completion_token")
@@ -84,6 +87,7 @@ PROJECT_ENVS = ("HW_PROJECT_ID", "HUAWEICLOUD_SDK_PROJECT_ID")
 PROFILE_ENV = "HUAWEICLOUD_SDK_CREDENTIALS_FILE"
 
 EXIT_OK, EXIT_API, EXIT_USAGE, EXIT_CREDENTIALS = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 
 # ----------------------------------------------------------------------------------------------
 # Errors: each failure carries the exit code the contract gives it
@@ -176,14 +180,24 @@ def _checked_credentials(ak: str, sk: str, token: str | None, source: str,
 
 
 def read_credentials_file(path: str) -> str:
-    """Read a small UTF-8 text file, refusing directories, binaries and huge files."""
-    if os.path.isdir(path):
-        raise CredentialsError(f"credentials file {path} is a directory")
+    """Read a small UTF-8 text file (or a pipe, such as ``<(pass show maas)``, with a bounded wait),
+    refusing directories, devices, sockets, binaries and huge files."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_CREDENTIALS_BYTES + 1)
+        kind = os.stat(path).st_mode  # follows links: <(…) is /dev/fd/N, a link to a pipe
+        if stat.S_ISDIR(kind):
+            raise CredentialsError(f"credentials file {path} is a directory")
+        if stat.S_ISFIFO(kind):
+            data = read_pipe(path, CREDENTIALS_PIPE_WAIT, MAX_CREDENTIALS_BYTES + 1)
+        elif not stat.S_ISREG(kind):
+            raise CredentialsError(f"credentials file {path} is a device or a socket, not a file")
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_CREDENTIALS_BYTES + 1)
     except FileNotFoundError:
         raise CredentialsError(f"credentials file {path} does not exist") from None
+    except TimeoutError:
+        raise CredentialsError(f"credentials file {path} is a pipe that gave no credentials within "
+                               f"{CREDENTIALS_PIPE_WAIT:g} s") from None
     except OSError as exc:
         raise CredentialsError(f"cannot read credentials file {path}: {exc.strerror}") from None
     if len(data) > MAX_CREDENTIALS_BYTES:
@@ -195,6 +209,30 @@ def read_credentials_file(path: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise CredentialsError(f"credentials file {path} is not UTF-8 text") from None
+
+
+def read_pipe(path: str, wait: float, limit: int) -> bytes:
+    """Up to ``limit`` bytes of a named pipe, until its writer closes it; TimeoutError when no
+    writer comes or it stalls for ``wait`` seconds in all (a plain open would block for good)."""
+    import select
+
+    deadline = time.monotonic() + wait
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        data = bytearray()
+        while len(data) < limit:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(left * 1000):
+                raise TimeoutError
+            piece = os.read(fd, limit - len(data))
+            if not piece:  # the writer closed the pipe (before any writer came, poll waits)
+                return bytes(data)
+            data += piece
+        return bytes(data)
+    finally:
+        os.close(fd)
 
 
 def file_permission_warning(path: str) -> str | None:
@@ -619,11 +657,42 @@ def split_buckets(period: Period, unit: str | None, zone: tzinfo) -> list[Period
 _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+SECRET_PIECE = 8  # no run of this many characters of a secret may appear in any output
+# The forms a server may echo a secret in: as is, JSON-escaped (\u0073) and URL-encoded (%73).
+_SECRET_FORMS: tuple[Callable[[str], str], ...] = (
+    lambda text: text,
+    lambda text: "".join(f"\\u{ord(c):04x}" for c in text),
+    lambda text: "".join(f"\\u{ord(c):04X}" for c in text),
+    lambda text: "".join(f"%{ord(c):02X}" for c in text),
+    lambda text: "".join(f"%{ord(c):02x}" for c in text),
+)
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret replaced by ``***`` (longest first, so none survives in part)."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+    """``text`` with every piece of SECRET_PIECE or more characters of a secret, in any of its
+    forms, replaced by ``***``: a message cut short or an escaped echo leaks no part either."""
+    pieces: dict[int, set[str]] = {}
+    for secret in secrets:
+        for form in _SECRET_FORMS:
+            for start in range(max(1, len(secret) - SECRET_PIECE + 1)):
+                piece = form(secret[start:start + SECRET_PIECE])
+                if piece:
+                    pieces.setdefault(len(piece), set()).add(piece)
+    hidden = [False] * len(text)
+    for length, wanted in pieces.items():
+        for start in range(len(text) - length + 1):
+            if text[start:start + length] in wanted:
+                hidden[start:start + length] = [True] * length
+    if not any(hidden):
+        return text
+    out, previous = [], False
+    for char, masked in zip(text, hidden):
+        if not masked:
+            out.append(char)
+        elif not previous:
+            out.append("***")
+        previous = masked
+    return "".join(out)
 
 
 def printable(text: str, limit: int = 300) -> str:
@@ -636,7 +705,7 @@ class Console:
     """Notes, progress, verbose logs and errors on stderr; the result alone goes to stdout."""
 
     def __init__(self, stream: Any, quiet: bool = False, verbose: bool = False) -> None:
-        self.stream = stream
+        self.stream = stream  # None when stderr is closed
         self.quiet = quiet
         self.verbose = verbose
         self._secrets: tuple[str, ...] = ()
@@ -652,10 +721,19 @@ class Console:
     def _write(self, line: str) -> None:
         with self._lock:
             if self._progress_shown:
-                self.stream.write("\r\x1b[K")
+                self._emit("\r\x1b[K")
                 self._progress_shown = False
-            self.stream.write(self.redact(line) + "\n")
+            self._emit(self.redact(line) + "\n")
+
+    def _emit(self, text: str) -> None:
+        """Write to stderr; a closed or broken stderr changes nothing else in the run."""
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(text)
             self.stream.flush()
+        except (OSError, ValueError):  # ValueError: a closed file
+            self.stream = None
 
     def note(self, message: str) -> None:
         if not self.quiet:
@@ -674,14 +752,17 @@ class Console:
             self._write(f"hint: {hint}")
 
     def progress(self, done: int, total: int) -> None:
-        if self.quiet or total < PROGRESS_MIN_REQUESTS or not self.stream.isatty():
+        if self.quiet or total < PROGRESS_MIN_REQUESTS or not self._is_terminal():
             return
         with self._lock:
-            self.stream.write(f"\r{done}/{total} requests")
+            self._emit(f"\r{done}/{total} requests" + ("\r\x1b[K" if done >= total else ""))
             self._progress_shown = done < total
-            if done >= total:
-                self.stream.write("\r\x1b[K")
-            self.stream.flush()
+
+    def _is_terminal(self) -> bool:
+        try:
+            return self.stream is not None and self.stream.isatty()
+        except (OSError, ValueError):
+            return False
 
 
 class Clock:
@@ -912,6 +993,123 @@ def checked_data(reply: Reply, what: str) -> Any:
     return parse_json_text(reply.text, what)
 
 
+class AttemptDeadline:
+    """--timeout for one attempt as a whole. When it passes, the attempt's connection is shut
+    down, which ends whatever read is in progress: a per-read timeout never fires on a server
+    that trickles a byte a second. Connections report themselves (``watch_current``) from the
+    thread that runs the attempt."""
+
+    _current = threading.local()
+
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[Any] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> AttemptDeadline:
+        AttemptDeadline._current.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        AttemptDeadline._current.deadline = None
+
+    @classmethod
+    def watch_current(cls, connection: Any) -> None:
+        deadline = getattr(cls._current, "deadline", None)
+        sock = getattr(connection, "sock", None)
+        if deadline is None or sock is None:
+            return
+        with deadline._lock:
+            # The socket itself: a response that closes its connection keeps reading from it
+            # after http.client has let go of it.
+            deadline._sockets.append(sock)
+            expired = deadline.expired
+        if expired:
+            _shut_down(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut_down(sock)
+
+
+def _shut_down(sock: Any) -> None:
+    import socket
+
+    try:
+        # The plain socket's shutdown: an SSLSocket's own would drop its state under a reader.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def watched_adapter() -> Any:
+    """requests' HTTPAdapter whose connections report to the attempt's deadline, through urllib3's
+    public hooks (a pool's ``ConnectionCls``, a manager's ``pool_classes_by_scheme``)."""
+    import requests
+    from urllib3 import connection, connectionpool
+
+    def watched(base: Any) -> Any:
+        class Watched(base):
+            def connect(self) -> None:
+                super().connect()
+                AttemptDeadline.watch_current(self)
+
+            def request(self, *args: Any, **kwargs: Any) -> Any:
+                AttemptDeadline.watch_current(self)
+                return super().request(*args, **kwargs)
+        return Watched
+
+    class HTTPPool(connectionpool.HTTPConnectionPool):
+        ConnectionCls = watched(connection.HTTPConnection)
+
+    class HTTPSPool(connectionpool.HTTPSConnectionPool):
+        ConnectionCls = watched(connection.HTTPSConnection)
+
+    pools = {"http": HTTPPool, "https": HTTPSPool}
+
+    class Adapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = pools
+
+        def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+            manager = super().proxy_manager_for(proxy, **kwargs)
+            manager.pool_classes_by_scheme = pools
+            return manager
+
+    return Adapter(pool_connections=2, pool_maxsize=MAX_CONCURRENCY, max_retries=0)
+
+
+def read_body(raw: Any, content_encoding: str | None, what: str) -> bytes:
+    """A response body of at most MAX_BODY_BYTES (after decoding), read in pieces: an endless,
+    oversized or compressed-bomb answer is a malformed response, never a full memory."""
+    import zlib
+
+    encoding = (content_encoding or "identity").strip().lower()
+    wbits = {"gzip": 31, "x-gzip": 31, "deflate": 15}.get(encoding)
+    if wbits is None and encoding != "identity":
+        raise MalformedResponse(f"malformed response from {what}: unsupported Content-Encoding {encoding!r}")
+    decoder = zlib.decompressobj(wbits) if wbits is not None else None
+    body = bytearray()
+    try:
+        for piece in raw.stream(64 * 1024, decode_content=False):
+            room = MAX_BODY_BYTES + 1 - len(body)
+            body += decoder.decompress(piece, room) if decoder is not None else piece
+            if len(body) > MAX_BODY_BYTES:
+                raise MalformedResponse(f"malformed response from {what}: the body is larger than "
+                                        f"{MAX_BODY_BYTES // (1024 * 1024)} MiB")
+    except zlib.error:
+        raise MalformedResponse(f"malformed response from {what}: the {encoding} body cannot be decoded") from None
+    return bytes(body)
+
+
 class Client:
     """Sends any ApiCall: owns the HTTP session, the signer, pacing, retries and the fan-out."""
 
@@ -936,10 +1134,11 @@ class Client:
         # Authorization header), proxies and the CA bundle from ``env`` only.
         self._session.trust_env = False
         self._session.verify = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or True
-        adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=MAX_CONCURRENCY, max_retries=0)
+        adapter = watched_adapter()
         self._session.mount("https://", adapter)
         self._session.mount("http://", adapter)
         self._session.headers["User-Agent"] = f"maas_rest_usage_stats/{__version__}"
+        self._session.headers["Accept-Encoding"] = "identity"  # read_body still caps a compressed answer
 
     def close(self) -> None:
         self._session.close()
@@ -977,33 +1176,33 @@ class Client:
                             "or raise --retries/--timeout")
 
     def _attempt(self, call: ApiCall) -> Reply | str:
-        """One signed exchange: the reply, or a retryable failure's description."""
+        """One signed exchange within --timeout as a whole: the reply, or a retryable failure."""
         import requests
 
         url, headers, payload = self._signed(call)
         where = f"{call.method} {call.endpoint.base_path}{call.path}"
         started = self.clock.monotonic()
+        deadline = AttemptDeadline(self.options.timeout)
         try:
-            proxy = proxy_for(call.endpoint, self._env)
-            response = self._session.request(call.method, url, headers=headers, data=payload or None,
-                                              timeout=self.options.timeout, allow_redirects=False,
-                                              proxies={"https": proxy} if proxy else {})
-            # Server text reaches messages and --raw: hide any echoed key before it is cut short.
-            text = self._redact(response.content.decode("utf-8", errors="replace"))
-        except requests.exceptions.SSLError as exc:
-            raise ApiError(f"{call.what} failed: {describe_network_error(exc, self.options.timeout)}",
-                           hint="the server's certificate is not trusted; for a private CA set "
-                                "REQUESTS_CA_BUNDLE to its PEM file") from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
-                requests.exceptions.ChunkedEncodingError) as exc:
-            failure = f"{call.what} failed: {describe_network_error(exc, self.options.timeout)}"
+            with deadline:
+                proxy = proxy_for(call.endpoint, self._env)
+                response = self._session.request(call.method, url, headers=headers, data=payload or None,
+                                                  timeout=self.options.timeout, allow_redirects=False,
+                                                  proxies={"https": proxy} if proxy else {}, stream=True)
+                try:
+                    body = read_body(response.raw, response.headers.get("Content-Encoding"), call.what)
+                finally:
+                    response.close()
+            if deadline.expired:  # what was cut short may still have looked like an answer
+                raise TimeoutError
+        except Exception as exc:  # mapped below; anything unexpected is raised again
+            if isinstance(exc, ToolError) and not deadline.expired:
+                raise
+            failure = self._network_failure(call, exc, deadline.expired)
             self.console.debug(f"{where} -> {failure}")
             return failure
-        except requests.exceptions.RequestException as exc:
-            raise ApiError(f"{call.what} failed: {describe_network_error(exc, self.options.timeout)}") from None
-        except OSError as exc:  # requests reports an unreadable REQUESTS_CA_BUNDLE this way
-            raise ApiError(f"{call.what} failed: {exc.strerror or 'cannot load the TLS certificate bundle'}",
-                           hint="check that REQUESTS_CA_BUNDLE names a readable PEM file") from None
+        # Server text reaches messages and --raw: hide any echoed key before it is cut short.
+        text = self._redact(body.decode("utf-8", errors="replace"))
         request_id = printable(self._redact(response.headers.get("X-Request-Id", "")), 80)
         elapsed_ms = (self.clock.monotonic() - started) * 1000
         self.console.debug(f"{where} -> HTTP {response.status_code} in {elapsed_ms:.0f} ms "
@@ -1011,6 +1210,28 @@ class Client:
         received = requests.structures.CaseInsensitiveDict(
             {name: self._redact(value) for name, value in response.headers.items()})
         return Reply(response.status_code, text, request_id, received)
+
+    def _network_failure(self, call: ApiCall, exc: Exception, expired: bool) -> str:
+        """A retryable failure's description; raises for the failures a retry cannot mend."""
+        import requests
+        import urllib3
+
+        timeout = self.options.timeout
+        if expired or isinstance(exc, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)):
+            return f"{call.what} failed: no answer within {timeout:g} s (--timeout)"
+        if isinstance(exc, requests.exceptions.SSLError):
+            raise ApiError(f"{call.what} failed: {describe_network_error(exc, timeout)}",
+                           hint="the server's certificate is not trusted; for a private CA set "
+                                "REQUESTS_CA_BUNDLE to its PEM file") from None
+        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                            urllib3.exceptions.HTTPError)):
+            return f"{call.what} failed: {describe_network_error(exc, timeout)}"
+        if isinstance(exc, requests.exceptions.RequestException):
+            raise ApiError(f"{call.what} failed: {describe_network_error(exc, timeout)}") from None
+        if isinstance(exc, OSError):  # requests reports an unreadable REQUESTS_CA_BUNDLE this way
+            raise ApiError(f"{call.what} failed: {exc.strerror or 'cannot load the TLS certificate bundle'}",
+                           hint="check that REQUESTS_CA_BUNDLE names a readable PEM file") from None
+        raise exc
 
     def _signed(self, call: ApiCall) -> tuple[str, dict, bytes]:
         from huaweicloudsdkcore.sdk_request import SdkRequest
@@ -1430,6 +1651,28 @@ def _make_private_dirs(folder: str) -> None:
             pass
 
 
+def check_store_path(path: str) -> bool:
+    """Whether the store exists; anything but a regular file (or nothing) is refused unopened:
+    a symlink could create or touch a file elsewhere, and a FIFO or device would block."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StoreError(f"cannot read the store {path}: {exc.strerror}") from None
+    if stat.S_ISREG(mode):
+        return True
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a named pipe"),
+             (stat.S_ISSOCK, "a socket"))
+    kind = next((name for test, name in kinds if test(mode)), "a device")
+    raise StoreRefused(f"the store {path} is {kind}, not a regular file; give the path of the file itself")
+
+
+def writable(path: str) -> bool:
+    """Whether a store file and its folder (for ``-wal``/``-shm``) can be written."""
+    return os.access(path, os.W_OK) and os.access(os.path.dirname(os.path.abspath(path)), os.W_OK)
+
+
 class Store:
     """An SQLite file of final daily totals; one transaction per saved day."""
 
@@ -1450,19 +1693,12 @@ class Store:
         """
         import sqlite3  # imported here: only runs with a store pay for it
 
-        if os.path.isdir(path):
-            raise StoreRefused(f"the store {path} is a directory, not a file")
-        if read_only:
-            if not os.path.exists(path):
+        exists = check_store_path(path)
+        if read_only or (exists and not writable(path)):
+            if not exists:
                 return None
-            try:
-                db = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True,
-                                     timeout=lock_timeout, isolation_level=None)
-                cls._check(db, path, lock_timeout, create=False)
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot read the store {path}: {exc}") from None
-            return cls(path, db)
-        if not os.path.exists(path):
+            return cls(path, cls._open_read_only(path, lock_timeout))
+        if not exists:
             try:
                 _make_private_dirs(os.path.dirname(os.path.abspath(path)))
                 os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
@@ -1480,6 +1716,28 @@ class Store:
             db.close()
             raise
         return cls(path, db)
+
+    @classmethod
+    def _open_read_only(cls, path: str, lock_timeout: float) -> Any:
+        """A read-only connection that never writes ``-wal``/``-shm``: where SQLite cannot create
+        them (a read-only file system), the file is read as immutable (nobody can write it there)."""
+        import sqlite3
+
+        failure: Exception | None = None
+        for options in ("mode=ro", "mode=ro&immutable=1"):
+            db = None
+            try:
+                db = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?{options}", uri=True,
+                                     timeout=lock_timeout, isolation_level=None)
+                cls._check(db, path, lock_timeout, create=False)
+                return db
+            except StoreError as exc:
+                failure = exc
+            except sqlite3.Error as exc:
+                failure = exc
+            if db is not None:
+                db.close()
+        raise StoreError(f"cannot read the store {path}: {failure}")
 
     @staticmethod
     def _check(db: Any, path: str, lock_timeout: float, create: bool = True) -> None:
@@ -2156,6 +2414,8 @@ def open_store(options: StoreOptions | None, console: Console, read_only: bool) 
         return None
     if store is None:
         console.note(f"the store {options.path} does not exist yet: the whole range is planned")
+    elif os.name == "posix" and os.stat(options.path).st_mode & (stat.S_IRGRP | stat.S_IROTH):
+        console.note(f"the store {options.path} is readable by other users; run: chmod 600 {options.path}")
     return store
 
 
@@ -2303,19 +2563,22 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         console.quiet, console.verbose = settings.quiet, settings.verbose
         output = console.redact(run(settings, env, clock, console))
     except ParserExit as printed:  # --help and --version
-        return write_result(stdout, printed.text) if printed.status == 0 else printed.status
+        return write_result(stdout, printed.text, console) if printed.status == 0 else printed.status
     except ToolError as exc:
         console.error(str(exc), exc.hint)
         return exc.exit_code
     except KeyboardInterrupt:
         console.error("interrupted")
-        return 130
-    return write_result(stdout, output)
+        return EXIT_INTERRUPTED
+    return write_result(stdout, output, console)
 
 
-def write_result(stdout: Any, output: str) -> int:
-    """Write the result: UTF-8 whatever the locale (key labels may be any text)."""
+def write_result(stdout: Any, output: str, console: Console) -> int:
+    """Write the result (UTF-8 whatever the locale: key labels may be any text). Every failure
+    to write it (a closed stdout, a full disk, a reader gone away) is exit 1 with an error line."""
     try:
+        if stdout is None:  # Python's stdout when the process was started with fd 1 closed
+            raise OSError(errno.EBADF, "stdout is closed")
         buffer = getattr(stdout, "buffer", None)
         if buffer is not None:
             stdout.flush()
@@ -2324,15 +2587,20 @@ def write_result(stdout: Any, output: str) -> int:
         else:
             stdout.write(output)
             stdout.flush()
-    except BrokenPipeError:
-        # The reader went away (e.g. `| head`); silence the interpreter's own flush at exit.
+    except (OSError, ValueError) as exc:  # ValueError: a closed file object
+        # What stays buffered must not fail again in the interpreter's own flush at exit.
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
         except (OSError, ValueError, AttributeError):
             pass
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        console.error(f"cannot write the result to stdout: {reason}")
         return EXIT_API
     return EXIT_OK
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C before main's own handler is in place, or after it
+        sys.exit(EXIT_INTERRUPTED)
