@@ -66,6 +66,7 @@ RETRY_AFTER_CAP = 60.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 PROGRESS_MIN_REQUESTS = 5
+THREAD_STACK_BYTES = 1024 * 1024
 SIGNAL_CHECK_INTERVAL = 0.2  # seconds between the main thread's checks for Ctrl-C while requests run
 FINAL_AFTER = timedelta(hours=3)  # call data lags 1-2 hours; a day is final 3 hours after it ends
 MAX_BODY_BYTES = 1024 * 1024  # an answer is a few hundred bytes; more is malformed (and bounds memory)
@@ -1009,8 +1010,11 @@ class AttemptDeadline:
         self._timer.daemon = True
 
     def __enter__(self) -> AttemptDeadline:
+        try:
+            self._timer.start()
+        except RuntimeError:
+            raise ApiError("cannot start a timer thread: the machine is out of memory or threads") from None
         AttemptDeadline._current.deadline = self
-        self._timer.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -1129,6 +1133,9 @@ class Client:
         self._limiter = RateLimiter(RATE_LIMIT, RATE_PERIOD, clock)
         self._cancelled = threading.Event()
         self.warm = False  # set once a signed request of this run has succeeded
+        # Workers and deadline timers need little stack: 8 MiB each (the usual default) would
+        # reserve a lot of address space under a memory limit for a few frames of requests.
+        threading.stack_size(THREAD_STACK_BYTES)
         self._session = requests.Session()
         # The run's environment, not the process's: no ~/.netrc (it would replace the signed
         # Authorization header), proxies and the CA bundle from ``env`` only.
@@ -1281,8 +1288,13 @@ class Client:
 
         # Daemon threads: a failure or Ctrl-C ends the run at once instead of waiting for requests
         # still in flight (a hung server would otherwise hold the exit for --timeout).
-        for _ in range(min(self.options.concurrency, len(pending))):
-            threading.Thread(target=work, daemon=True).start()
+        for started in range(min(self.options.concurrency, len(pending))):
+            try:
+                threading.Thread(target=work, daemon=True).start()
+            except RuntimeError:  # no memory or no thread left: go on with the workers there are
+                if not started:
+                    raise ApiError("cannot start a worker thread: the machine is out of memory or threads") from None
+                break
         try:
             for _ in pending:
                 index, value, failure = _next_finished(finished)
