@@ -235,21 +235,22 @@ def test_a_store_others_can_read_gets_a_note(cli, recorded):
 
 
 def _read_only_view(store: Path, tmp_path: Path):
-    """A read-only view of the store's folder: a read-only bind mount as root, else a copy the user
-    may only read. Returns (path, how, cleanup)."""
+    """A read-only view of the store: a read-only bind mount of its folder as root, else a copy the
+    user may only read. Returns (path, how, cleanup)."""
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copy(store, source / store.name)
     if os.geteuid() == 0:
-        view = tmp_path / "ro"
+        view = tmp_path / "view"
         view.mkdir()
-        if subprocess.run(["mount", "--bind", "-o", "ro", str(store.parent), str(view)],
+        if subprocess.run(["mount", "--bind", "-o", "ro", str(source), str(view)],
                           capture_output=True).returncode == 0:
-            return view / store.name, "a read-only bind mount", lambda: subprocess.run(["umount", str(view)])
+            return view / store.name, "a read-only bind mount", lambda: subprocess.run(
+                ["umount", "--lazy", str(view)], check=True)
         pytest.skip("running as root without mount permission: a read-only store cannot be made")
-    copy = tmp_path / "ro-copy"
-    copy.mkdir()
-    shutil.copy(store, copy / store.name)
-    (copy / store.name).chmod(0o400)
-    copy.chmod(0o500)
-    return copy / store.name, "a copy the user may only read", lambda: copy.chmod(0o700)
+    (source / store.name).chmod(0o400)
+    source.chmod(0o500)
+    return source / store.name, "a copy the user may only read", lambda: source.chmod(0o700)
 
 
 def test_a_read_only_store_still_serves_queries_and_dry_runs(cli, cloud, recorded, tmp_path):
