@@ -2,6 +2,7 @@
 """Wall-clock benchmark of maas_rest_usage_stats.py against the fake cloud.
 
     python3 tests/bench.py [--latency 0.3] [--runs 5] [--markdown]
+    python3 tests/bench.py --hostile [--markdown]   # peak memory against each hostile server
 
 Not part of the pytest suite (no ``test_`` names).  It starts ``FakeCloud``
 in-process (HTTPS on 127.0.0.1, ``--latency`` seconds of injected delay per
@@ -279,13 +280,77 @@ def f3(x: float) -> str:
     return f"{x:.3f}"
 
 
+HOSTILE_FAULTS: list[tuple[str, dict]] = [
+    ("none (a healthy answer)", {}),
+    ("trickle_headers", {"interval": 0.5}),
+    ("trickle_body", {"interval": 0.5}),
+    ("endless_chunked", {}),
+    ("oversized", {"size": 64 * 1024 * 1024}),
+    ("gzip_bomb", {"inflated": 2_500_000_000}),
+    ("echo_secret", {"encoding": "cut"}),
+]
+HOSTILE_ARGV = ["--last", "365d", "--timezone", "UTC", "--format", "json", "--timeout", "3", "--retries", "1"]
+
+
+def high_water_kb(pid: int) -> int:
+    """VmHWM, the peak resident set of the process since its exec (getrusage's ru_maxrss of a
+    child would also count the parent's pages it started from)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, ValueError):
+        pass
+    return 0
+
+
+def hostile(markdown: bool) -> int:
+    """Peak RSS (VmHWM, sampled every 10 ms; Linux) and wall time of a 365-day run against each hostile server:
+    every window of the run meets the fault (the memory bound must hold per request and in sum)."""
+    rows = []
+    fakecloud.gzip_bomb_body(2_500_000_000)  # built once, before the clock starts
+    with tempfile.TemporaryDirectory(prefix="maas-bench-home-") as home, fakecloud.FakeCloud(tls=True) as cloud:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "LANG": "C.UTF-8",
+               **cloud.client_env()}
+        for label, params in HOSTILE_FAULTS:
+            cloud.reset()
+            if params or label != HOSTILE_FAULTS[0][0]:
+                cloud.add_fault(label, times=1000, **params)
+            started = time.perf_counter()
+            with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+                proc = subprocess.Popen([sys.executable, str(SCRIPT), *HOSTILE_ARGV], env=env, cwd=home,
+                                        stdout=out, stderr=err, text=True)
+                peak_kb = 0
+                while proc.poll() is None:
+                    peak_kb = max(peak_kb, high_water_kb(proc.pid))
+                    time.sleep(0.01)
+                wall = time.perf_counter() - started
+                err.seek(0)
+                last = (err.read().strip().splitlines() or [""])[-1]
+            peak_mb = peak_kb / 1024
+            rows.append((label, proc.returncode, wall, peak_mb, last[:70]))
+    header = ("server", "exit", "wall s", "peak RSS MB", "last stderr line")
+    line = (lambda cells: "| " + " | ".join(cells) + " |") if markdown else (lambda cells: "  ".join(cells))
+    print(line(header))
+    if markdown:
+        print(line(["---"] * len(header)))
+    for label, code, wall, peak, last in rows:
+        print(line([label, str(code), f"{wall:.1f}", f"{peak:.1f}", last]))
+    return 0 if all(peak < 100 for *_, peak, _ in rows) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency", type=float, default=0.3,
                         help="seconds the fake cloud waits before each answer (default 0.3)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per configuration (default 5)")
     parser.add_argument("--markdown", action="store_true", help="GitHub-markdown tables instead of plain text")
+    parser.add_argument("--hostile", action="store_true",
+                        help="instead: peak memory and time of a 365-day run against each hostile server")
     args = parser.parse_args(argv)
+    if args.hostile:
+        return hostile(args.markdown)
     if not 1 <= args.runs <= 50:
         parser.error("--runs must be between 1 and 50")
     if not 0 < args.latency <= 5:
