@@ -16,22 +16,35 @@ Exit codes: 0 success, 1 API/network failure, 2 usage error, 3 credentials rejec
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import errno
-import json
 import os
-import re
-import stat
+import signal
 import sys
-import threading
-import time
-from collections import deque
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone, tzinfo
-from decimal import ROUND_HALF_UP, Decimal, localcontext
-from typing import Any, Callable, Iterable, Mapping, Sequence
-from urllib.parse import quote, urlsplit
+
+
+def _interrupted_while_loading(signum: int, frame: object) -> None:
+    os.write(2, b"error: interrupted\n")
+    os._exit(130)
+
+
+if __name__ == "__main__":
+    # Ctrl-C while the modules below still load ends like any interrupted run: exit 130, no
+    # traceback. main() puts Python's own handler back once it can report it itself.
+    signal.signal(signal.SIGINT, _interrupted_while_loading)
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import errno  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import stat  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections import deque  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from datetime import date, datetime, timedelta, timezone, tzinfo  # noqa: E402
+from decimal import ROUND_HALF_UP, Decimal, localcontext  # noqa: E402
+from typing import Any, Callable, Iterable, Mapping, Sequence  # noqa: E402
+from urllib.parse import quote, urlsplit  # noqa: E402
 
 __version__ = "1.0.0"
 
@@ -2565,6 +2578,8 @@ def warn_about_retention(query: Query, unrecorded: Sequence[str] | None, console
 def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None,
          now: datetime | None = None, stdout: Any = None, stderr: Any = None) -> int:
     """Run the command line ``argv`` with the given environment, clock and streams; the exit code."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C is KeyboardInterrupt from here on
     env = os.environ if env is None else env
     stdout = sys.stdout if stdout is None else stdout
     console = Console(sys.stderr if stderr is None else stderr)
