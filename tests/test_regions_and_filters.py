@@ -1,0 +1,93 @@
+"""Regions and their endpoints, the bare --api-keys, --group-by service-type's default, the Filters line."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timezone
+
+import pytest
+
+import fakecloud
+import maas_rest_usage_stats as m
+from test_cli import SEED_RANGE
+
+NOW = datetime(2026, 11, 24, 5, 0, tzinfo=timezone.utc)
+SEED_NOW = datetime(2026, 5, 21, 12, 0, tzinfo=timezone.utc)  # the seed range is within the retention
+PROJECT = fakecloud.DEMO_PROJECT_ID
+SDK_MAAS = "HUAWEICLOUD_SDK_REGION_MODELARTS_CN_SOUTHWEST_2"
+SDK_IAM = "HUAWEICLOUD_SDK_REGION_IAM_CN_SOUTHWEST_2"
+NO_ENDPOINTS = {"HW_MAAS_ENDPOINT": None, "HW_IAM_ENDPOINT": None}
+
+
+def planned_base(run) -> str:
+    """The MaaS base URL of a dry run's first planned request."""
+    assert run.code == 0, run.stderr
+    url = run.json()["requests"][0]["url"]
+    return url[:url.index("/v1/")]
+
+
+# -- regions and endpoints ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("region, maas, iam", [
+    ("cn-southwest-2", "modelarts.cn-southwest-2.myhuaweicloud.com", "iam.cn-southwest-2.myhuaweicloud.com"),
+    ("ap-southeast-1", "modelarts.ap-southeast-1.myhuaweicloud.cn", "iam.ap-southeast-1.myhuaweicloud.com"),
+    ("cn-north-4", "modelarts.cn-north-4.myhuaweicloud.com", "iam.cn-north-4.myhuaweicloud.com"),
+])
+def test_default_endpoints_follow_the_sdk_region_tables(region, maas, iam):
+    args = m.build_parser().parse_args(["--region", region, "--timezone", "UTC"])
+    settings = m.settings_from(args, {}, NOW, m.Console(io.StringIO()))
+    assert (settings.maas.scheme, settings.maas.netloc) == ("https", maas)
+    assert (settings.iam.scheme, settings.iam.netloc) == ("https", iam)
+
+
+@pytest.mark.parametrize("flags, env, base", [
+    ([], {SDK_MAAS: "https://sdk.example"}, "https://sdk.example"),
+    ([], {SDK_MAAS: " https://first.example , https://second.example"}, "https://first.example"),
+    ([], {SDK_MAAS: "https://sdk.example", "HW_MAAS_ENDPOINT": "https://hw.example"}, "https://hw.example"),
+    (["--endpoint", "https://flag.example"], {SDK_MAAS: "https://sdk.example"}, "https://flag.example"),
+    ([], {"HUAWEICLOUD_SDK_REGION_MODELARTS_AP_SOUTHEAST_1": "https://sdk.example"},
+     "https://modelarts.cn-southwest-2.myhuaweicloud.com"),  # another region's override does not apply
+    (["--region", "ap-southeast-1"], {"HUAWEICLOUD_SDK_REGION_MODELARTS_AP_SOUTHEAST_1": "https://hk.example"},
+     "https://hk.example"),
+], ids=["sdk", "sdk-list-first", "hw-beats-sdk", "flag-beats-sdk", "other-region-ignored", "region-upper-snake"])
+def test_sdk_endpoint_override_is_honoured_below_the_flag_and_hw_variable(cli, flags, env, base):
+    run = cli(*SEED_RANGE, *flags, "--dry-run", "--format", "json", env={**NO_ENDPOINTS, **env})
+    assert planned_base(run) == base
+
+
+def test_sdk_overrides_reach_iam_and_maas_in_a_live_run(cli, cloud):
+    cloud.projects.append({"id": "a" * 32, "name": "ap-southeast-1"})
+    run = cli(*SEED_RANGE, "--region", "ap-southeast-1", "--format", "json", env={
+        **NO_ENDPOINTS, "HUAWEICLOUD_SDK_REGION_IAM_AP_SOUTHEAST_1": cloud.url,
+        "HUAWEICLOUD_SDK_REGION_MODELARTS_AP_SOUTHEAST_1": f"{cloud.url},https://unused.example"})
+    assert run.code == 0, run.stderr
+    assert run.json()["project_id"] == "a" * 32
+    assert [e.kind for e in cloud.log] == ["iam", "maas"]
+
+
+@pytest.mark.parametrize("env, source", [
+    ({SDK_MAAS: "http://sdk.example"}, SDK_MAAS),
+    ({SDK_MAAS: ",https://second.example"}, SDK_MAAS),
+    ({SDK_IAM: "https://user@sdk.example"}, SDK_IAM),
+    ({SDK_IAM: "https://sdk.example", "HW_IAM_ENDPOINT": "ftp://hw.example"}, "HW_IAM_ENDPOINT"),
+], ids=["sdk-maas-http", "sdk-maas-empty-first", "sdk-iam-user", "hw-iam-in-use"])
+def test_endpoint_errors_name_the_source_in_use(cli, cloud, env, source):
+    run = cli(*SEED_RANGE, env={**NO_ENDPOINTS, **env})
+    assert run.code == 2, run.stderr
+    assert run.stderr.startswith(f"error: {source} ")
+    assert cloud.log == []
+
+
+@pytest.mark.parametrize("region", ["cn-southwest-2", "ap-southeast-1"])
+def test_documented_regions_get_no_region_note(cli, region):
+    run = cli(*SEED_RANGE, "--region", region, "--project-id", PROJECT, "--dry-run", now=SEED_NOW)
+    assert run.code == 0 and run.stderr == "", run.stderr
+
+
+def test_other_regions_are_allowed_with_a_note_unless_quiet(cli, cloud):
+    run = cli("--last", "7d", "--region", "cn-north-4", "--format", "json")
+    assert run.code == 0, run.stderr
+    assert run.json()["region"] == "cn-north-4" and run.json()["project_id"] == fakecloud.NORTH4_PROJECT_ID
+    assert run.stderr == ("note: MaaS ShowStatistics is documented only in cn-southwest-2 (China site) and "
+                          "ap-southeast-1 (international site, CN-Hong Kong); region cn-north-4 may not offer it\n")
+    assert cli("--last", "7d", "--region", "cn-north-4", "-q").stderr == ""
