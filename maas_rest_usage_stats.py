@@ -2165,8 +2165,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--service-type", nargs="+", default=["2"], metavar="T",
                       help="1/my, 2/preset (default), 4/custom, or all")
     what.add_argument("--infer-type", choices=INFER_TYPES, default="real_time", help="default real_time")
-    what.add_argument("--api-keys", nargs="+", metavar="KEY",
-                      help='API-key labels to filter by; "" means online-experience calls')
+    what.add_argument("--api-keys", nargs="*", metavar="KEY",
+                      help='API-key labels to filter by; "" means online-experience calls; '
+                           'no KEY at all means all keys')
     what.add_argument("--ips", nargs="+", metavar="IP", help="caller IP addresses to filter by")
     what.add_argument("--project-id", metavar="ID",
                       help="project id (default: HW_PROJECT_ID or HUAWEICLOUD_SDK_PROJECT_ID, the credentials "
@@ -2247,7 +2248,8 @@ def parse_group_by(values: Sequence[str] | None, api_keys: tuple[str, ...] | Non
         raise UsageError(f"--group-by takes at most one of day, week and month, not {' and '.join(units)}")
     by_key = "api-key" in words
     if by_key and not api_keys:
-        raise UsageError("--group-by api-key needs the keys to split by: --api-keys KEY [KEY …]")
+        bare = "a bare --api-keys means all keys: " if api_keys == () else ""
+        raise UsageError(f"{bare}--group-by api-key needs the keys to split by: --api-keys KEY [KEY …]")
     return (units[0] if units else None), by_key
 
 
@@ -2403,8 +2405,9 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     last = args.last or ("30d" if args.record and not ranges else None)  # --record defaults to 30 days
     period = resolve_period(RangeRequest(args.start, args.to, args.until, last, args.this_month), zone, now)
 
-    api_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
-    bucket, by_key = parse_group_by(args.group_by, api_keys)
+    given_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
+    bucket, by_key = parse_group_by(args.group_by, given_keys)
+    api_keys = given_keys or None  # a bare --api-keys means all keys, as the original skill script took it
     query = Query(region=args.region, zone_name=zone_name, zone=zone, period=period, infer_type=args.infer_type,
                   service_types=parse_service_types(args.service_type), api_keys=api_keys,
                   ips=parse_ips(args.ips), bucket=bucket, by_key=by_key)

@@ -91,3 +91,23 @@ def test_other_regions_are_allowed_with_a_note_unless_quiet(cli, cloud):
     assert run.stderr == ("note: MaaS ShowStatistics is documented only in cn-southwest-2 (China site) and "
                           "ap-southeast-1 (international site, CN-Hong Kong); region cn-north-4 may not offer it\n")
     assert cli("--last", "7d", "--region", "cn-north-4", "-q").stderr == ""
+
+
+# -- a bare --api-keys --------------------------------------------------------------------------
+
+def test_bare_api_keys_means_all_keys_and_sends_no_filter(cli, cloud):
+    bare = cli(*SEED_RANGE, "--api-keys", "--format", "json")
+    assert bare.code == 0, bare.stderr
+    assert bare.json()["api_keys"] is None
+    unfiltered = cli(*SEED_RANGE, "--format", "json")
+    assert bare.json()["totals"] == unfiltered.json()["totals"]
+    assert [("api_keys" in body) for body in cloud.maas_requests()] == [False, False]
+    plan = cli(*SEED_RANGE, "--dry-run", "--format", "json", "--api-keys", "--ips", "192.0.2.10")
+    assert [request["body"].get("api_keys") for request in plan.json()["requests"]] == [None]
+
+
+def test_bare_api_keys_with_group_by_api_key_is_a_usage_error(cli, cloud):
+    run = cli(*SEED_RANGE, "--group-by", "api-key", "--api-keys")
+    assert run.code == 2
+    assert run.stderr.startswith("error: a bare --api-keys means all keys: --group-by api-key needs the keys")
+    assert cloud.log == []
