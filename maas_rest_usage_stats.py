@@ -46,6 +46,7 @@ SERVICE_ALIASES = {
     "2": 2, "preset": 2, "preset-service": 2,
     "4": 4, "custom": 4, "custom-endpoint": 4,
 }
+DEFAULT_SERVICE_TYPE = 2
 INFER_TYPES = ("real_time", "batch")
 
 DEFAULT_REGION = "cn-southwest-2"
@@ -2162,8 +2163,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--region", default=DEFAULT_REGION,
                       help=f"region id (default {DEFAULT_REGION}); ShowStatistics is documented in "
                            + " and ".join(STATISTICS_REGIONS) + ", others get a note")
-    what.add_argument("--service-type", nargs="+", default=["2"], metavar="T",
-                      help="1/my, 2/preset (default), 4/custom, or all")
+    what.add_argument("--service-type", nargs="+", metavar="T",
+                      help="1/my, 2/preset (default), 4/custom, or all (default with --group-by service-type)")
     what.add_argument("--infer-type", choices=INFER_TYPES, default="real_time", help="default real_time")
     what.add_argument("--api-keys", nargs="*", metavar="KEY",
                       help='API-key labels to filter by; "" means online-experience calls; '
@@ -2204,7 +2205,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_service_types(values: Sequence[str]) -> tuple[int, ...]:
+def parse_service_types(values: Sequence[str] | None, split_by_type: bool = False) -> tuple[int, ...]:
+    """The service types asked for. Without --service-type: Preset Service, or all three when rows
+    are split by type (a split into one row would be a silent no-op)."""
+    if values is None:
+        return tuple(SERVICE_NAMES) if split_by_type else (DEFAULT_SERVICE_TYPE,)
     types: set[int] = set()
     for value in values:
         word = value.strip().lower()
@@ -2235,9 +2240,11 @@ def parse_ips(values: Sequence[str] | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(ips))
 
 
-def parse_group_by(values: Sequence[str] | None, api_keys: tuple[str, ...] | None) -> tuple[str | None, bool]:
+def parse_group_by(values: Sequence[str] | None,
+                   api_keys: tuple[str, ...] | None) -> tuple[str | None, bool, bool]:
+    """The time bucket (or None), whether rows are split by key, and whether by service type."""
     if not values:
-        return None, False
+        return None, False, False
     choices = (*BUCKET_UNITS, "service-type", "api-key")
     words = [w.strip().lower() for value in values for w in value.split(",") if w.strip()]
     for word in words:
@@ -2250,7 +2257,7 @@ def parse_group_by(values: Sequence[str] | None, api_keys: tuple[str, ...] | Non
     if by_key and not api_keys:
         bare = "a bare --api-keys means all keys: " if api_keys == () else ""
         raise UsageError(f"{bare}--group-by api-key needs the keys to split by: --api-keys KEY [KEY …]")
-    return (units[0] if units else None), by_key
+    return (units[0] if units else None), by_key, "service-type" in words
 
 
 def check_table_format(name: str | None) -> None:
@@ -2406,10 +2413,10 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     period = resolve_period(RangeRequest(args.start, args.to, args.until, last, args.this_month), zone, now)
 
     given_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
-    bucket, by_key = parse_group_by(args.group_by, given_keys)
+    bucket, by_key, by_type = parse_group_by(args.group_by, given_keys)
     api_keys = given_keys or None  # a bare --api-keys means all keys, as the original skill script took it
     query = Query(region=args.region, zone_name=zone_name, zone=zone, period=period, infer_type=args.infer_type,
-                  service_types=parse_service_types(args.service_type), api_keys=api_keys,
+                  service_types=parse_service_types(args.service_type, by_type), api_keys=api_keys,
                   ips=parse_ips(args.ips), bucket=bucket, by_key=by_key)
     maas = parse_endpoint_setting(args.endpoint, "--endpoint", env, "HW_MAAS_ENDPOINT", "MODELARTS", args.region,
                                   MAAS_ENDPOINT_EXCEPTIONS.get(args.region,

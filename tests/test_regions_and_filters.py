@@ -111,3 +111,30 @@ def test_bare_api_keys_with_group_by_api_key_is_a_usage_error(cli, cloud):
     assert run.code == 2
     assert run.stderr.startswith("error: a bare --api-keys means all keys: --group-by api-key needs the keys")
     assert cloud.log == []
+
+
+# -- --group-by service-type --------------------------------------------------------------------
+
+@pytest.mark.parametrize("values, split_by_type, expected", [
+    (None, False, (2,)), (None, True, (1, 2, 4)), (["2"], True, (2,)), (["custom", "my"], True, (1, 4)),
+])
+def test_service_types_default_to_all_only_when_split_by_type(values, split_by_type, expected):
+    assert m.parse_service_types(values, split_by_type) == expected
+
+
+def test_group_by_service_type_without_service_type_means_all_types(cli, cloud):
+    run = cli(*SEED_RANGE, "--group-by", "service-type", "--format", "json")
+    assert run.code == 0, run.stderr
+    assert run.json()["service_types"] == [1, 2, 4]
+    assert [row["service_type"] for row in run.json()["rows"]] == [1, 2, 4]
+    assert sorted(body["service_type"] for body in cloud.maas_requests()) == [1, 2, 4]
+    table = cli(*SEED_RANGE, "--group-by", "service-type").stdout
+    assert table.startswith("MaaS All Services Usage Statistics")
+    assert all(f"| {name} " in table for name in ("My", "Preset", "Custom"))
+
+
+@pytest.mark.parametrize("given, expected", [(["2", "4"], [2, 4]), (["preset"], [2]), (["all"], [1, 2, 4])])
+def test_group_by_service_type_keeps_the_given_service_types(cli, given, expected):
+    run = cli(*SEED_RANGE, "--group-by", "service-type", "--service-type", *given, "--format", "json")
+    assert run.code == 0, run.stderr
+    assert [row["service_type"] for row in run.json()["rows"]] == expected
