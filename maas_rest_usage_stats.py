@@ -1908,6 +1908,24 @@ def period_line(query: Query) -> str:
     return f"Period: {format_instant(start)} ~ {format_instant(end)} ({'/'.join(names)})"
 
 
+def json_quoted(text: str) -> str:
+    """``text`` as a JSON string literal whose every character prints (the others \\u-escaped)."""
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in json.dumps(text, ensure_ascii=False))
+
+
+def filters_line(query: Query) -> str | None:
+    """The filters in effect, so that a pasted table never reads as the unfiltered total. Never
+    shortened: the labels are what tells one filter from another."""
+    filters = []
+    if query.batch:
+        filters.append("infer type batch")
+    if query.api_keys is not None:
+        filters.append("API keys " + ", ".join(json_quoted(key) for key in query.api_keys))
+    if query.ips is not None:
+        filters.append("IPs " + ", ".join(query.ips))
+    return "Filters: " + "; ".join(filters) if filters else None
+
+
 def bucket_label(row: Row, query: Query) -> str:
     """A day's date, the week's Monday (even when the range clips the week), or YYYY-MM."""
     day = row.period.start.astimezone(query.zone).date()
@@ -1993,6 +2011,9 @@ def render_table(report: Report, table_format: str | None, raw: bool) -> str:
     query = report.query
     style = _table_style(table_format)
     parts = [f"MaaS {services_title(query.service_types)} Usage Statistics - Region: {query.region}"]
+    filters = filters_line(query)
+    if filters:
+        parts.append(filters)
     if query.bucket or query.by_key or len(query.service_types) > 1:
         parts.append(grouped_table(report, style) + "\n")  # a blank line: markdown styles must not merge
     parts.append(tabulate.tabulate(metric_lines(report.total, query.batch), headers=["Metric", "Value"],
@@ -2187,7 +2208,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     out = parser.add_argument_group("output")
     out.add_argument("--format", choices=("table", "json", "csv"), default="table",
-                     help="table (default), json for scripts and agents, csv for spreadsheets and cron")
+                     help="table (default; a Filters: line names the key, IP and batch filters in effect), "
+                          "json for scripts and agents, csv for spreadsheets and cron")
     out.add_argument("--group-by", nargs="+", metavar="BY",
                      help="rows per day, week or month, and/or per service-type, api-key")
     out.add_argument("--table-format", metavar="STYLE", help="a tabulate style (grid, github, plain …)")

@@ -9,6 +9,7 @@ import pytest
 
 import fakecloud
 import maas_rest_usage_stats as m
+from conftest import ROOT
 from test_cli import SEED_RANGE
 
 NOW = datetime(2026, 11, 24, 5, 0, tzinfo=timezone.utc)
@@ -138,3 +139,58 @@ def test_group_by_service_type_keeps_the_given_service_types(cli, given, expecte
     run = cli(*SEED_RANGE, "--group-by", "service-type", "--service-type", *given, "--format", "json")
     assert run.code == 0, run.stderr
     assert [row["service_type"] for row in run.json()["rows"]] == expected
+
+
+# -- the Filters line ---------------------------------------------------------------------------
+
+FILTER_LINES = {
+    "none": ([], None),
+    "real-time": (["--infer-type", "real_time"], None),
+    "bare-api-keys": (["--api-keys"], None),
+    "batch": (["--infer-type", "batch"], "Filters: infer type batch"),
+    "keys": (["--api-keys", "key-alpha", ""], 'Filters: API keys "key-alpha", ""'),
+    "ips": (["--ips", "192.0.2.10", "2001:DB8::1"], "Filters: IPs 192.0.2.10, 2001:db8::1"),
+    "all-three": (["--ips", "192.0.2.10", "--api-keys", "key-alpha", "", "--infer-type", "batch"],
+                  'Filters: infer type batch; API keys "key-alpha", ""; IPs 192.0.2.10'),
+    "grouped-by-key": (["--api-keys", "key-alpha", "key-beta", "--group-by", "api-key"],
+                       'Filters: API keys "key-alpha", "key-beta"'),
+    "grouped-by-type": (["--ips", "198.51.100.7", "--group-by", "service-type"], "Filters: IPs 198.51.100.7"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FILTER_LINES))
+def test_filters_line_follows_the_title_only_when_a_filter_is_in_effect(cli, name):
+    args, expected = FILTER_LINES[name]
+    run = cli(*SEED_RANGE, *args)
+    assert run.code == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("MaaS ")
+    if expected is None:
+        assert lines[1].startswith("+") and "Filters:" not in run.stdout
+    else:
+        assert lines[1] == expected and lines[2].startswith("+")
+        assert sum(line.startswith("Filters:") for line in lines) == 1
+
+
+def test_filters_line_is_not_shortened_and_quotes_keys_printably(cli):
+    long_key = "a-very-long-api-key-label-for-the-nightly-batch-jobs-of-the-data-platform-team-in-region-hk"
+    run = cli(*SEED_RANGE, "--api-keys", long_key, "ops\tteam\x1b[31m", 'say "hi"')
+    assert run.code == 0, run.stderr
+    line = run.stdout.splitlines()[1]
+    assert line == f'Filters: API keys "{long_key}", "ops\\tteam\\u001b[31m", "say \\"hi\\""'
+    assert len(line) > 80 and "\x1b" not in run.stdout and "\t" not in run.stdout
+
+
+@pytest.mark.parametrize("output_format", ["json", "csv"])
+def test_filters_line_is_only_in_the_table_format(cli, output_format):
+    run = cli(*SEED_RANGE, "--api-keys", "key-alpha", "--infer-type", "batch", "--format", output_format)
+    assert run.code == 0, run.stderr
+    assert "Filters" not in run.stdout
+
+
+def test_readme_shows_the_filters_line_as_the_fake_cloud_prints_it(cli):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "--infer-type batch --api-keys key-alpha \"\" --ips 192.0.2.10\n" in readme
+    run = cli(*SEED_RANGE, "--infer-type", "batch", "--api-keys", "key-alpha", "", "--ips", "192.0.2.10")
+    assert run.code == 0, run.stderr
+    assert "\n" + run.stdout + "```\n" in readme
