@@ -59,13 +59,22 @@ SERVICE_ALIASES = {
     "2": 2, "preset": 2, "preset-service": 2,
     "4": 4, "custom": 4, "custom-endpoint": 4,
 }
+DEFAULT_SERVICE_TYPE = 2
 INFER_TYPES = ("real_time", "batch")
 
-DEFAULT_REGION = "cn-southwest-2"  # the only region where MaaS ShowStatistics is offered
+DEFAULT_REGION = "cn-southwest-2"
+# The regions where the ShowStatistics API reference documents MaaS (not verified live: no account).
+STATISTICS_REGIONS = {"cn-southwest-2": "China site", "ap-southeast-1": "international site, CN-Hong Kong"}
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$", re.ASCII)
 PROJECT_ID_RE = re.compile(r"^[a-z0-9]{32}$")
+# Default endpoints as in the Huawei Cloud SDK's region tables (huaweicloudsdkmodelarts' ModelArtsRegion,
+# huaweicloudsdkiam's IamRegion; neither is a dependency): every region follows the template, except
+# that ModelArts clients reach ap-southeast-1 under .myhuaweicloud.cn.
 MAAS_ENDPOINT_TEMPLATE = "https://modelarts.{region}.myhuaweicloud.com"
+MAAS_ENDPOINT_EXCEPTIONS = {"ap-southeast-1": "https://modelarts.ap-southeast-1.myhuaweicloud.cn"}
 IAM_ENDPOINT_TEMPLATE = "https://iam.{region}.myhuaweicloud.com"
+# huaweicloudsdkcore's EnvRegionProvider: HUAWEICLOUD_SDK_REGION_MODELARTS_AP_SOUTHEAST_1=url[,url…]
+SDK_REGION_ENV = "HUAWEICLOUD_SDK_REGION_{service}_{region}"
 STATISTICS_PATH = "/v1/{project_id}/maas/monitoring/show-statistics"
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
@@ -1912,6 +1921,24 @@ def period_line(query: Query) -> str:
     return f"Period: {format_instant(start)} ~ {format_instant(end)} ({'/'.join(names)})"
 
 
+def json_quoted(text: str) -> str:
+    """``text`` as a JSON string literal whose every character prints (the others \\u-escaped)."""
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in json.dumps(text, ensure_ascii=False))
+
+
+def filters_line(query: Query) -> str | None:
+    """The filters in effect, so that a pasted table never reads as the unfiltered total. Never
+    shortened: the labels are what tells one filter from another."""
+    filters = []
+    if query.batch:
+        filters.append("infer type batch")
+    if query.api_keys is not None:
+        filters.append("API keys " + ", ".join(json_quoted(key) for key in query.api_keys))
+    if query.ips is not None:
+        filters.append("IPs " + ", ".join(query.ips))
+    return "Filters: " + "; ".join(filters) if filters else None
+
+
 def bucket_label(row: Row, query: Query) -> str:
     """A day's date, the week's Monday (even when the range clips the week), or YYYY-MM."""
     day = row.period.start.astimezone(query.zone).date()
@@ -1997,6 +2024,9 @@ def render_table(report: Report, table_format: str | None, raw: bool) -> str:
     query = report.query
     style = _table_style(table_format)
     parts = [f"MaaS {services_title(query.service_types)} Usage Statistics - Region: {query.region}"]
+    filters = filters_line(query)
+    if filters:
+        parts.append(filters)
     if query.bucket or query.by_key or len(query.service_types) > 1:
         parts.append(grouped_table(report, style) + "\n")  # a blank line: markdown styles must not merge
     parts.append(tabulate.tabulate(metric_lines(report.total, query.batch), headers=["Metric", "Value"],
@@ -2164,19 +2194,26 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--timezone", metavar="IANA", help="time zone (default: the OS zone, else UTC)")
 
     what = parser.add_argument_group("query")
-    what.add_argument("--region", default=DEFAULT_REGION, help=f"region id (default {DEFAULT_REGION})")
-    what.add_argument("--service-type", nargs="+", default=["2"], metavar="T",
-                      help="1/my, 2/preset (default), 4/custom, or all")
+    what.add_argument("--region", default=DEFAULT_REGION,
+                      help=f"region id (default {DEFAULT_REGION}); ShowStatistics is documented in "
+                           + " and ".join(STATISTICS_REGIONS) + ", others get a note")
+    what.add_argument("--service-type", nargs="+", metavar="T",
+                      help="1/my, 2/preset (default), 4/custom, or all (default with --group-by service-type)")
     what.add_argument("--infer-type", choices=INFER_TYPES, default="real_time", help="default real_time")
-    what.add_argument("--api-keys", nargs="+", metavar="KEY",
-                      help='API-key labels to filter by; "" means online-experience calls')
+    what.add_argument("--api-keys", nargs="*", metavar="KEY",
+                      help='API-key labels to filter by; "" means online-experience calls; '
+                           'no KEY at all means all keys')
     what.add_argument("--ips", nargs="+", metavar="IP", help="caller IP addresses to filter by")
     what.add_argument("--project-id", metavar="ID",
                       help="project id (default: HW_PROJECT_ID or HUAWEICLOUD_SDK_PROJECT_ID, the credentials "
                            "file's project_id, else looked up in IAM)")
     what.add_argument("--credentials-file", metavar="PATH", help="file with the AK/SK (see README)")
-    what.add_argument("--endpoint", metavar="URL", help="MaaS base URL (env HW_MAAS_ENDPOINT)")
-    what.add_argument("--iam-endpoint", metavar="URL", help="IAM base URL (env HW_IAM_ENDPOINT)")
+    what.add_argument("--endpoint", metavar="URL",
+                      help="MaaS base URL (env HW_MAAS_ENDPOINT, else HUAWEICLOUD_SDK_REGION_MODELARTS_{REGION}; "
+                           "default https://modelarts.{region}.myhuaweicloud.com, .cn for ap-southeast-1)")
+    what.add_argument("--iam-endpoint", metavar="URL",
+                      help="IAM base URL (env HW_IAM_ENDPOINT, else HUAWEICLOUD_SDK_REGION_IAM_{REGION}; "
+                           "default https://iam.{region}.myhuaweicloud.com)")
     what.add_argument("--timeout", type=float, default=30.0, metavar="S", help="per-request timeout (default 30)")
     what.add_argument("--retries", type=int, default=3, metavar="N", help="retries for 429/5xx/network (default 3)")
     what.add_argument("--concurrency", type=int, default=MAX_CONCURRENCY, metavar="N",
@@ -2184,7 +2221,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     out = parser.add_argument_group("output")
     out.add_argument("--format", choices=("table", "json", "csv"), default="table",
-                     help="table (default), json for scripts and agents, csv for spreadsheets and cron")
+                     help="table (default; a Filters: line names the key, IP and batch filters in effect), "
+                          "json for scripts and agents, csv for spreadsheets and cron")
     out.add_argument("--group-by", nargs="+", metavar="BY",
                      help="rows per day, week or month, and/or per service-type, api-key")
     out.add_argument("--table-format", metavar="STYLE", help="a tabulate style (grid, github, plain …)")
@@ -2202,7 +2240,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_service_types(values: Sequence[str]) -> tuple[int, ...]:
+def parse_service_types(values: Sequence[str] | None, split_by_type: bool = False) -> tuple[int, ...]:
+    """The service types asked for. Without --service-type: Preset Service, or all three when rows
+    are split by type (a split into one row would be a silent no-op)."""
+    if values is None:
+        return tuple(SERVICE_NAMES) if split_by_type else (DEFAULT_SERVICE_TYPE,)
     types: set[int] = set()
     for value in values:
         word = value.strip().lower()
@@ -2233,9 +2275,11 @@ def parse_ips(values: Sequence[str] | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(ips))
 
 
-def parse_group_by(values: Sequence[str] | None, api_keys: tuple[str, ...] | None) -> tuple[str | None, bool]:
+def parse_group_by(values: Sequence[str] | None,
+                   api_keys: tuple[str, ...] | None) -> tuple[str | None, bool, bool]:
+    """The time bucket (or None), whether rows are split by key, and whether by service type."""
     if not values:
-        return None, False
+        return None, False, False
     choices = (*BUCKET_UNITS, "service-type", "api-key")
     words = [w.strip().lower() for value in values for w in value.split(",") if w.strip()]
     for word in words:
@@ -2246,8 +2290,9 @@ def parse_group_by(values: Sequence[str] | None, api_keys: tuple[str, ...] | Non
         raise UsageError(f"--group-by takes at most one of day, week and month, not {' and '.join(units)}")
     by_key = "api-key" in words
     if by_key and not api_keys:
-        raise UsageError("--group-by api-key needs the keys to split by: --api-keys KEY [KEY …]")
-    return (units[0] if units else None), by_key
+        bare = "a bare --api-keys means all keys: " if api_keys == () else ""
+        raise UsageError(f"{bare}--group-by api-key needs the keys to split by: --api-keys KEY [KEY …]")
+    return (units[0] if units else None), by_key, "service-type" in words
 
 
 def check_table_format(name: str | None) -> None:
@@ -2299,8 +2344,6 @@ class Settings:
     client: ClientOptions
     output: OutputOptions
     store: StoreOptions | None
-    quiet: bool
-    verbose: bool
 
 
 def flag_or_env(flag_value: str | None, flag: str, env: Mapping[str, str], *names: str) -> tuple[str | None, str]:
@@ -2314,11 +2357,23 @@ def flag_or_env(flag_value: str | None, flag: str, env: Mapping[str, str], *name
 
 
 def parse_endpoint_setting(flag_value: str | None, flag: str, env: Mapping[str, str], env_name: str,
-                           template: str, region: str) -> Endpoint:
-    url, source = flag_or_env(flag_value, flag, env, env_name)
+                           sdk_service: str, region: str, default: str) -> Endpoint:
+    """A base URL's precedence: the flag, the ``HW_*`` variable, the SDK's own override for the
+    region, the region's default; errors name the source of the URL in use."""
+    sdk_env = SDK_REGION_ENV.format(service=sdk_service, region=region.upper().replace("-", "_"))
+    url, source = flag_or_env(flag_value, flag, env, env_name, sdk_env)
     if url is None:
-        url, source = template.format(region=region), "the default endpoint"
+        url, source = default, "the default endpoint"
+    elif source == sdk_env:
+        url = url.split(",")[0]  # the SDK takes a list of endpoints and uses the first
     return parse_endpoint(url, source)
+
+
+def region_note(region: str) -> str | None:
+    if region in STATISTICS_REGIONS:
+        return None
+    documented = " and ".join(f"{name} ({site})" for name, site in STATISTICS_REGIONS.items())
+    return f"MaaS ShowStatistics is documented only in {documented}; region {region} may not offer it"
 
 
 def resolve_project_id(given: str | None, credentials: Credentials | None,
@@ -2361,6 +2416,9 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
         raise UsageError("--to and --until cannot be combined (--to is exclusive, --until inclusive)")
     if not REGION_RE.fullmatch(args.region):
         raise UsageError(f"--region {args.region!r} is not a region id like cn-southwest-2")
+    note = region_note(args.region)
+    if note:
+        console.note(note)
     project_id, _ = flag_or_env(args.project_id, "--project-id", env, *PROJECT_ENVS)
     if project_id is not None and not PROJECT_ID_RE.fullmatch(project_id):
         raise UsageError("the project id must be 32 lowercase letters and digits",
@@ -2389,15 +2447,17 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     last = args.last or ("30d" if args.record and not ranges else None)  # --record defaults to 30 days
     period = resolve_period(RangeRequest(args.start, args.to, args.until, last, args.this_month), zone, now)
 
-    api_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
-    bucket, by_key = parse_group_by(args.group_by, api_keys)
+    given_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
+    bucket, by_key, by_type = parse_group_by(args.group_by, given_keys)
+    api_keys = given_keys or None  # a bare --api-keys means all keys, as the original skill script took it
     query = Query(region=args.region, zone_name=zone_name, zone=zone, period=period, infer_type=args.infer_type,
-                  service_types=parse_service_types(args.service_type), api_keys=api_keys,
+                  service_types=parse_service_types(args.service_type, by_type), api_keys=api_keys,
                   ips=parse_ips(args.ips), bucket=bucket, by_key=by_key)
-    maas = parse_endpoint_setting(args.endpoint, "--endpoint", env, "HW_MAAS_ENDPOINT", MAAS_ENDPOINT_TEMPLATE,
-                                  args.region)
-    iam = parse_endpoint_setting(args.iam_endpoint, "--iam-endpoint", env, "HW_IAM_ENDPOINT",
-                                 IAM_ENDPOINT_TEMPLATE, args.region)
+    maas = parse_endpoint_setting(args.endpoint, "--endpoint", env, "HW_MAAS_ENDPOINT", "MODELARTS", args.region,
+                                  MAAS_ENDPOINT_EXCEPTIONS.get(args.region,
+                                                               MAAS_ENDPOINT_TEMPLATE.format(region=args.region)))
+    iam = parse_endpoint_setting(args.iam_endpoint, "--iam-endpoint", env, "HW_IAM_ENDPOINT", "IAM", args.region,
+                                 IAM_ENDPOINT_TEMPLATE.format(region=args.region))
     if args.record:
         query = record_query(query, now)
     mode = "dry-run" if args.dry_run else "record" if args.record else "query"
@@ -2405,8 +2465,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
         mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file, maas=maas, iam=iam,
         client=ClientOptions(args.timeout, args.retries, args.concurrency),
         output=OutputOptions(args.format, args.table_format, not args.no_header, args.raw),
-        store=StoreOptions(expand_home(store_path, env), mode == "record", STORE_BUSY_TIMEOUT) if store_path else None,
-        quiet=args.quiet, verbose=args.verbose)
+        store=StoreOptions(expand_home(store_path, env), mode == "record", STORE_BUSY_TIMEOUT) if store_path else None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -2586,8 +2645,8 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
     clock = Clock(datetime.now(timezone.utc) if now is None else now)
     try:
         args = build_parser().parse_args(argv)
+        console.quiet, console.verbose = args.quiet, args.verbose  # notes made while validating obey -q too
         settings = settings_from(args, env, clock.now, console)
-        console.quiet, console.verbose = settings.quiet, settings.verbose
         output = console.redact(run(settings, env, clock, console))
     except ParserExit as printed:  # --help and --version
         return write_result(stdout, printed.text, console) if printed.status == 0 else printed.status

@@ -544,7 +544,7 @@ USAGE_ERRORS = {
     "service-type-name": (["--service-type", "premium"], "unknown service type"),
     "service-type-0": (["--service-type", "0"], "unknown service type"),
     "service-type-empty": (["--service-type", ""], "unknown service type"),
-    "api-keys-without-keys": (["--api-keys"], "--api-keys"),
+    "bare-api-keys-with-group-by-key": (["--api-keys", "--group-by", "api-key"], "a bare --api-keys means all keys"),
     "group-by-key-comma-form": (["--group-by", "service-type,api-key"], "--api-keys"),
     "group-by-unknown": (["--group-by", "hour"], "unknown grouping"),
     "ip-octet-256": (["--ips", "192.0.2.256"], "not an IP address"),

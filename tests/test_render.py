@@ -348,17 +348,17 @@ def test_parse_ips_rejects_non_addresses(value):
 
 
 @pytest.mark.parametrize("values, keys, expected", [
-    (None, None, (None, False)),
-    ([], None, (None, False)),
-    (["day"], None, ("day", False)),
-    (["WEEK"], None, ("week", False)),
-    (["month", "service-type"], None, ("month", False)),
-    (["day,service-type"], None, ("day", False)),
-    (["service-type"], None, (None, False)),
-    (["api-key"], ("k1", "k2"), (None, True)),
-    (["api-key"], ("",), (None, True)),
-    (["day", "api-key"], ("k1",), ("day", True)),
-    (["day", "day"], None, ("day", False)),
+    (None, None, (None, False, False)),
+    ([], None, (None, False, False)),
+    (["day"], None, ("day", False, False)),
+    (["WEEK"], None, ("week", False, False)),
+    (["month", "service-type"], None, ("month", False, True)),
+    (["day,service-type"], None, ("day", False, True)),
+    (["service-type"], None, (None, False, True)),
+    (["api-key"], ("k1", "k2"), (None, True, False)),
+    (["api-key"], ("",), (None, True, False)),
+    (["day", "api-key"], ("k1",), ("day", True, False)),
+    (["day", "day"], None, ("day", False, False)),
 ])
 def test_parse_group_by(values, keys, expected):
     assert m.parse_group_by(values, keys) == expected
