@@ -1583,13 +1583,44 @@ def unrecorded_days(query: Query, rows: Sequence[Row], now: datetime) -> list[st
     return sorted(d.isoformat() for d in dates)
 
 
+@dataclass(frozen=True)
+class Coverage:
+    """How far a result can be trusted: the live parts older than MaaS's retention (the API may
+    have answered them with zeros) and the newest part, whose call data may still arrive."""
+
+    retained_from: datetime
+    missing: tuple[Period, ...]
+    provisional_from: datetime | None
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+
+def coverage_of(query: Query, rows: Sequence[Row], now: datetime) -> Coverage:
+    """The coverage of the rows' live windows; days read from a store are never missing."""
+    retained_from = now - RETENTION
+    old_parts = sorted((Period(w.period.start, min(w.period.end, retained_from))
+                        for _, w in windows_of(rows) if w.period.start < retained_from), key=lambda p: p.start)
+    missing: list[Period] = []
+    for part in old_parts:
+        if missing and part.start <= missing[-1].end:
+            missing[-1] = Period(missing[-1].start, max(missing[-1].end, part.end))
+        else:
+            missing.append(part)
+    settling_from = now - FINAL_AFTER
+    provisional = max(settling_from, query.period.start) if query.period.end > settling_from else None
+    return Coverage(retained_from, tuple(missing), provisional)
+
+
 @dataclass
 class Report:
-    """What the renderers read: the query, its rows (fetched) and the store's account."""
+    """What the renderers read: the query, its rows (fetched), their coverage and the store's account."""
 
     query: Query
     project_id: str | None
     rows: list[Row]
+    coverage: Coverage
     store: dict | None = None  # the JSON "store" report, when a store was used
 
     @property
@@ -2008,6 +2039,18 @@ def _json_period(period: Period, zone: tzinfo, with_ms: bool = True) -> dict[str
     return {**bounds, "start_ms": period.start_ms, "end_ms": period.end_ms} if with_ms else bounds
 
 
+def _json_instant(moment: datetime | None, zone: tzinfo, name: str) -> dict[str, Any]:
+    if moment is None:
+        return {name: None, f"{name}_ms": None}
+    return {name: moment.astimezone(zone).isoformat(), f"{name}_ms": to_epoch_ms(moment)}
+
+
+def _json_coverage(coverage: Coverage, zone: tzinfo) -> dict[str, Any]:
+    return {"complete": coverage.complete, **_json_instant(coverage.retained_from, zone, "retained_from"),
+            "missing": [_json_period(part, zone) for part in coverage.missing],
+            **_json_instant(coverage.provisional_from, zone, "provisional_from")}
+
+
 def _header(query: Query, project_id: str | None) -> dict[str, Any]:
     return {"schema_version": 1, "region": query.region, "project_id": project_id,
             "timezone": query.zone_name, "infer_type": query.infer_type,
@@ -2037,6 +2080,7 @@ def render_json(report: Report, raw: bool) -> str:
     document = _header(query, report.project_id)
     document["totals"] = _json_metrics(report.total)
     document["rows"] = [_json_row(row, query.zone, with_source=report.store is not None) for row in report.rows]
+    document["coverage"] = _json_coverage(report.coverage, query.zone)
     if report.store is not None:
         document["store"] = report.store
     if raw:
@@ -2076,13 +2120,14 @@ def render_csv(report: Report, header: bool) -> str:
 
 
 def render_plan(query: Query, project_id: str | None, endpoint: Endpoint, rows: Sequence[Row],
-                output_format: str) -> str:
+                coverage: Coverage, output_format: str) -> str:
     path = STATISTICS_PATH.format(project_id=project_id or "{project_id}")
     url = endpoint.url(path)
     bodies = [window.body for _, window in windows_of(rows)]
     if output_format == "json":
         document = {"schema_version": 1, "dry_run": True, **{k: v for k, v in _header(query, project_id).items()
                                                             if k in ("region", "project_id", "timezone", "period")},
+                    "coverage": _json_coverage(coverage, query.zone),
                     "requests": [{"method": "POST", "url": url, "body": body} for body in bodies]}
         return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     return "".join(f"POST {url} {json.dumps(body, separators=(',', ':'), ensure_ascii=False)}\n"
@@ -2457,7 +2502,8 @@ def dry_run(settings: Settings, store: Store | None, console: Console, now: date
                      + ("; without it the store cannot be matched, so the whole range is planned" if store else ""))
     rows = plan(settings, store, project_id, console, now)
     warn_about_retention(query, unrecorded_days(query, rows, now) if store else None, console, now)
-    return render_plan(query, project_id, settings.maas, rows, settings.output.format)
+    coverage = coverage_of(query, rows, now)
+    return render_plan(query, project_id, settings.maas, rows, coverage, settings.output.format)
 
 
 def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str], clock: Clock,
@@ -2491,7 +2537,7 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
     finally:
         if client is not None:
             client.close()
-    report = Report(query, project_id, rows)
+    report = Report(query, project_id, rows, coverage_of(query, rows, now))
     if store is not None:
         if store.days_unstorable:
             console.note(f"{store.days_unstorable} day(s) not saved: the API answered with finer than whole "
