@@ -627,15 +627,30 @@ def split_windows(start_ms: int, end_ms: int,
     return windows
 
 
+def _first_day(day: date, unit: str) -> date:
+    """The first local date of the day, week (weeks start on Monday) or month holding ``day``."""
+    if unit == "week":
+        return day - timedelta(days=day.weekday())
+    if unit == "month":
+        return day.replace(day=1)
+    return day
+
+
 def _next_boundary(moment: datetime, unit: str, zone: tzinfo) -> datetime:
-    day = moment.astimezone(zone).date()
+    first = _first_day(moment.astimezone(zone).date(), unit)
     if unit == "day":
-        following = day + timedelta(days=1)
+        following = first + timedelta(days=1)
     elif unit == "week":
-        following = day + timedelta(days=7 - day.weekday())  # weeks start on Monday
+        following = first + timedelta(days=7)
     else:
-        following = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+        following = (first + timedelta(days=31)).replace(day=1)
     return day_start(following, zone)
+
+
+def calendar_bucket(moment: datetime, unit: str, zone: tzinfo) -> Period:
+    """The whole local day, week or month that ``moment`` falls in, unclipped by any range."""
+    return Period(day_start(_first_day(moment.astimezone(zone).date(), unit), zone),
+                  _next_boundary(moment, unit, zone))
 
 
 def split_buckets(period: Period, unit: str | None, zone: tzinfo) -> list[Period]:
@@ -1470,9 +1485,10 @@ class Window:
 class Row:
     """One output row: a time bucket, a service type and (when split by key) one key."""
 
-    period: Period
+    period: Period  # the row's part of the range
     service_type: int
     api_key: str | None
+    bucket: Period | None = None  # the whole calendar day, week or month of a time-bucket row
     stored: dict[date, Usage] = field(default_factory=dict)  # days read from the store
     windows: list[Window] = field(default_factory=list)  # the rest, fetched live
 
@@ -1489,6 +1505,11 @@ class Row:
             return "mixed" if self.windows else "store"
         return "live"
 
+    @property
+    def partial(self) -> bool:
+        """Whether the range cuts this row's calendar bucket (it starts or ends inside it)."""
+        return self.bucket is not None and self.bucket != self.period
+
 
 StoredDays = Callable[[Row, Sequence[tuple[date, Period]]], dict[date, Usage]]
 
@@ -1503,7 +1524,8 @@ def plan_rows(query: Query, now: datetime, stored_days: StoredDays | None = None
     for bucket in split_buckets(query.period, query.bucket, query.zone):
         for service_type in query.service_types:
             for key in keys:
-                row = Row(bucket, service_type, key)
+                whole = calendar_bucket(bucket.start, query.bucket, query.zone) if query.bucket else None
+                row = Row(bucket, service_type, key, whole)
                 days = final_days(bucket, query.zone, now) if stored_days is not None else []
                 if stored_days is not None and days:
                     row.stored = stored_days(row, days)
@@ -1931,13 +1953,19 @@ def period_line(query: Query) -> str:
 
 
 def bucket_label(row: Row, query: Query) -> str:
-    """A day's date, the week's Monday (even when the range clips the week), or YYYY-MM."""
-    day = row.period.start.astimezone(query.zone).date()
-    if query.bucket == "month":
-        return day.strftime("%Y-%m")
-    if query.bucket == "week":
-        day -= timedelta(days=day.weekday())
-    return day.isoformat()
+    """A day's date, the week's Monday (even when the range clips the week), or YYYY-MM; a trailing
+    ``*`` marks a partial bucket."""
+    assert row.bucket is not None
+    day = row.bucket.start.astimezone(query.zone).date()
+    label = day.strftime("%Y-%m") if query.bucket == "month" else day.isoformat()
+    return label + ("*" if row.partial else "")
+
+
+def footnotes(report: Report) -> list[str]:
+    """The lines under the grouped table: what a ``*`` on a bucket label means, when one has it."""
+    if not any(row.partial for row in report.rows):
+        return []
+    return [f"* partial: the range starts or ends inside this {report.query.bucket}"]
 
 
 def _table_style(name: str | None) -> Any:
@@ -2016,7 +2044,8 @@ def render_table(report: Report, table_format: str | None, raw: bool) -> str:
     style = _table_style(table_format)
     parts = [f"MaaS {services_title(query.service_types)} Usage Statistics - Region: {query.region}"]
     if query.bucket or query.by_key or len(query.service_types) > 1:
-        parts.append(grouped_table(report, style) + "\n")  # a blank line: markdown styles must not merge
+        # A blank line after the table and its footnotes: markdown styles must not merge two tables.
+        parts += [grouped_table(report, style), *footnotes(report), ""]
     parts.append(tabulate.tabulate(metric_lines(report.total, query.batch), headers=["Metric", "Value"],
                                    tablefmt=style, disable_numparse=True))
     parts.append(period_line(query))
@@ -2093,7 +2122,7 @@ def render_json(report: Report, raw: bool) -> str:
 def _json_row(row: Row, zone: tzinfo, with_source: bool) -> dict[str, Any]:
     document = {**_json_period(row.period, zone, with_ms=False), "service_type": row.service_type,
                 "service_name": SERVICE_NAMES[row.service_type], "api_key": row.api_key,
-                **_json_metrics(row.total)}
+                "partial": row.partial, **_json_metrics(row.total)}
     if with_source:
         document["source"] = row.source
     return document

@@ -694,7 +694,7 @@ def test_json_schema_for_the_seed():
                                   "total_infer_count": 0}
     assert len(document["rows"]) == 1
     row = document["rows"][0]
-    assert set(row) == {"start", "end", "service_type", "service_name", "api_key"} | METRICS
+    assert set(row) == {"start", "end", "service_type", "service_name", "api_key", "partial"} | METRICS
     assert (row["service_type"], row["service_name"], row["api_key"]) == (2, "Preset Service", None)
 
 
