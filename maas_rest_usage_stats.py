@@ -1522,9 +1522,9 @@ def plan_rows(query: Query, now: datetime, stored_days: StoredDays | None = None
     keys: Sequence[str | None] = query.api_keys if query.by_key and query.api_keys is not None else (None,)
     rows = []
     for bucket in split_buckets(query.period, query.bucket, query.zone):
+        whole = calendar_bucket(bucket.start, query.bucket, query.zone) if query.bucket else None
         for service_type in query.service_types:
             for key in keys:
-                whole = calendar_bucket(bucket.start, query.bucket, query.zone) if query.bucket else None
                 row = Row(bucket, service_type, key, whole)
                 days = final_days(bucket, query.zone, now) if stored_days is not None else []
                 if stored_days is not None and days:
