@@ -649,15 +649,30 @@ def split_windows(start_ms: int, end_ms: int,
     return windows
 
 
+def _first_day(day: date, unit: str) -> date:
+    """The first local date of the day, week (weeks start on Monday) or month holding ``day``."""
+    if unit == "week":
+        return day - timedelta(days=day.weekday())
+    if unit == "month":
+        return day.replace(day=1)
+    return day
+
+
 def _next_boundary(moment: datetime, unit: str, zone: tzinfo) -> datetime:
-    day = moment.astimezone(zone).date()
+    first = _first_day(moment.astimezone(zone).date(), unit)
     if unit == "day":
-        following = day + timedelta(days=1)
+        following = first + timedelta(days=1)
     elif unit == "week":
-        following = day + timedelta(days=7 - day.weekday())  # weeks start on Monday
+        following = first + timedelta(days=7)
     else:
-        following = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+        following = (first + timedelta(days=31)).replace(day=1)
     return day_start(following, zone)
+
+
+def calendar_bucket(moment: datetime, unit: str, zone: tzinfo) -> Period:
+    """The whole local day, week or month that ``moment`` falls in, unclipped by any range."""
+    return Period(day_start(_first_day(moment.astimezone(zone).date(), unit), zone),
+                  _next_boundary(moment, unit, zone))
 
 
 def split_buckets(period: Period, unit: str | None, zone: tzinfo) -> list[Period]:
@@ -1492,9 +1507,10 @@ class Window:
 class Row:
     """One output row: a time bucket, a service type and (when split by key) one key."""
 
-    period: Period
+    period: Period  # the row's part of the range
     service_type: int
     api_key: str | None
+    bucket: Period | None = None  # the whole calendar day, week or month of a time-bucket row
     stored: dict[date, Usage] = field(default_factory=dict)  # days read from the store
     windows: list[Window] = field(default_factory=list)  # the rest, fetched live
 
@@ -1511,6 +1527,11 @@ class Row:
             return "mixed" if self.windows else "store"
         return "live"
 
+    @property
+    def partial(self) -> bool:
+        """Whether the range cuts this row's calendar bucket (it starts or ends inside it)."""
+        return self.bucket is not None and self.bucket != self.period
+
 
 StoredDays = Callable[[Row, Sequence[tuple[date, Period]]], dict[date, Usage]]
 
@@ -1523,9 +1544,10 @@ def plan_rows(query: Query, now: datetime, stored_days: StoredDays | None = None
     keys: Sequence[str | None] = query.api_keys if query.by_key and query.api_keys is not None else (None,)
     rows = []
     for bucket in split_buckets(query.period, query.bucket, query.zone):
+        whole = calendar_bucket(bucket.start, query.bucket, query.zone) if query.bucket else None
         for service_type in query.service_types:
             for key in keys:
-                row = Row(bucket, service_type, key)
+                row = Row(bucket, service_type, key, whole)
                 days = final_days(bucket, query.zone, now) if stored_days is not None else []
                 if stored_days is not None and days:
                     row.stored = stored_days(row, days)
@@ -1605,13 +1627,44 @@ def unrecorded_days(query: Query, rows: Sequence[Row], now: datetime) -> list[st
     return sorted(d.isoformat() for d in dates)
 
 
+@dataclass(frozen=True)
+class Coverage:
+    """How far a result can be trusted: the live parts older than MaaS's retention (the API may
+    have answered them with zeros) and the newest part, whose call data may still arrive."""
+
+    retained_from: datetime
+    missing: tuple[Period, ...]
+    provisional_from: datetime | None
+
+    @property
+    def complete(self) -> bool:
+        return not self.missing
+
+
+def coverage_of(query: Query, rows: Sequence[Row], now: datetime) -> Coverage:
+    """The coverage of the rows' live windows; days read from a store are never missing."""
+    retained_from = now - RETENTION
+    old_parts = sorted((Period(w.period.start, min(w.period.end, retained_from))
+                        for _, w in windows_of(rows) if w.period.start < retained_from), key=lambda p: p.start)
+    missing: list[Period] = []
+    for part in old_parts:
+        if missing and part.start <= missing[-1].end:
+            missing[-1] = Period(missing[-1].start, max(missing[-1].end, part.end))
+        else:
+            missing.append(part)
+    settling_from = now - FINAL_AFTER
+    provisional = max(settling_from, query.period.start) if query.period.end > settling_from else None
+    return Coverage(retained_from, tuple(missing), provisional)
+
+
 @dataclass
 class Report:
-    """What the renderers read: the query, its rows (fetched) and the store's account."""
+    """What the renderers read: the query, its rows (fetched), their coverage and the store's account."""
 
     query: Query
     project_id: str | None
     rows: list[Row]
+    coverage: Coverage
     store: dict | None = None  # the JSON "store" report, when a store was used
 
     @property
@@ -1940,13 +1993,19 @@ def filters_line(query: Query) -> str | None:
 
 
 def bucket_label(row: Row, query: Query) -> str:
-    """A day's date, the week's Monday (even when the range clips the week), or YYYY-MM."""
-    day = row.period.start.astimezone(query.zone).date()
-    if query.bucket == "month":
-        return day.strftime("%Y-%m")
-    if query.bucket == "week":
-        day -= timedelta(days=day.weekday())
-    return day.isoformat()
+    """A day's date, the week's Monday (even when the range clips the week), or YYYY-MM; a trailing
+    ``*`` marks a partial bucket."""
+    assert row.bucket is not None
+    day = row.bucket.start.astimezone(query.zone).date()
+    label = day.strftime("%Y-%m") if query.bucket == "month" else day.isoformat()
+    return label + ("*" if row.partial else "")
+
+
+def footnotes(report: Report) -> list[str]:
+    """The lines under the grouped table: what a ``*`` on a bucket label means, when one has it."""
+    if not any(row.partial for row in report.rows):
+        return []
+    return [f"* partial: the range starts or ends inside this {report.query.bucket}"]
 
 
 def _table_style(name: str | None) -> Any:
@@ -2028,7 +2087,8 @@ def render_table(report: Report, table_format: str | None, raw: bool) -> str:
     if filters:
         parts.append(filters)
     if query.bucket or query.by_key or len(query.service_types) > 1:
-        parts.append(grouped_table(report, style) + "\n")  # a blank line: markdown styles must not merge
+        # A blank line after the table and its footnotes: markdown styles must not merge two tables.
+        parts += [grouped_table(report, style), *footnotes(report), ""]
     parts.append(tabulate.tabulate(metric_lines(report.total, query.batch), headers=["Metric", "Value"],
                                    tablefmt=style, disable_numparse=True))
     parts.append(period_line(query))
@@ -2049,6 +2109,18 @@ def _json_metrics(usage: Usage) -> dict[str, Any]:
 def _json_period(period: Period, zone: tzinfo, with_ms: bool = True) -> dict[str, Any]:
     bounds = {"start": period.start.astimezone(zone).isoformat(), "end": period.end.astimezone(zone).isoformat()}
     return {**bounds, "start_ms": period.start_ms, "end_ms": period.end_ms} if with_ms else bounds
+
+
+def _json_instant(moment: datetime | None, zone: tzinfo, name: str) -> dict[str, Any]:
+    if moment is None:
+        return {name: None, f"{name}_ms": None}
+    return {name: moment.astimezone(zone).isoformat(), f"{name}_ms": to_epoch_ms(moment)}
+
+
+def _json_coverage(coverage: Coverage, zone: tzinfo) -> dict[str, Any]:
+    return {"complete": coverage.complete, **_json_instant(coverage.retained_from, zone, "retained_from"),
+            "missing": [_json_period(part, zone) for part in coverage.missing],
+            **_json_instant(coverage.provisional_from, zone, "provisional_from")}
 
 
 def _header(query: Query, project_id: str | None) -> dict[str, Any]:
@@ -2080,6 +2152,7 @@ def render_json(report: Report, raw: bool) -> str:
     document = _header(query, report.project_id)
     document["totals"] = _json_metrics(report.total)
     document["rows"] = [_json_row(row, query.zone, with_source=report.store is not None) for row in report.rows]
+    document["coverage"] = _json_coverage(report.coverage, query.zone)
     if report.store is not None:
         document["store"] = report.store
     if raw:
@@ -2092,7 +2165,7 @@ def render_json(report: Report, raw: bool) -> str:
 def _json_row(row: Row, zone: tzinfo, with_source: bool) -> dict[str, Any]:
     document = {**_json_period(row.period, zone, with_ms=False), "service_type": row.service_type,
                 "service_name": SERVICE_NAMES[row.service_type], "api_key": row.api_key,
-                **_json_metrics(row.total)}
+                "partial": row.partial, **_json_metrics(row.total)}
     if with_source:
         document["source"] = row.source
     return document
@@ -2119,13 +2192,14 @@ def render_csv(report: Report, header: bool) -> str:
 
 
 def render_plan(query: Query, project_id: str | None, endpoint: Endpoint, rows: Sequence[Row],
-                output_format: str) -> str:
+                coverage: Coverage, output_format: str) -> str:
     path = STATISTICS_PATH.format(project_id=project_id or "{project_id}")
     url = endpoint.url(path)
     bodies = [window.body for _, window in windows_of(rows)]
     if output_format == "json":
         document = {"schema_version": 1, "dry_run": True, **{k: v for k, v in _header(query, project_id).items()
                                                             if k in ("region", "project_id", "timezone", "period")},
+                    "coverage": _json_coverage(coverage, query.zone),
                     "requests": [{"method": "POST", "url": url, "body": body} for body in bodies]}
         return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     return "".join(f"POST {url} {json.dumps(body, separators=(',', ':'), ensure_ascii=False)}\n"
@@ -2529,7 +2603,8 @@ def dry_run(settings: Settings, store: Store | None, console: Console, now: date
                      + ("; without it the store cannot be matched, so the whole range is planned" if store else ""))
     rows = plan(settings, store, project_id, console, now)
     warn_about_retention(query, unrecorded_days(query, rows, now) if store else None, console, now)
-    return render_plan(query, project_id, settings.maas, rows, settings.output.format)
+    coverage = coverage_of(query, rows, now)
+    return render_plan(query, project_id, settings.maas, rows, coverage, settings.output.format)
 
 
 def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str], clock: Clock,
@@ -2563,7 +2638,7 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
     finally:
         if client is not None:
             client.close()
-    report = Report(query, project_id, rows)
+    report = Report(query, project_id, rows, coverage_of(query, rows, now))
     if store is not None:
         if store.days_unstorable:
             console.note(f"{store.days_unstorable} day(s) not saved: the API answered with finer than whole "

@@ -93,6 +93,8 @@ MAX_SPAN_MS = 30 * 24 * 3600 * 1000  # ShowStatistics refuses wider windows
 CLOCK_SKEW_LIMIT_S = 15 * 60  # API Gateway rejects X-Sdk-Date further off than this
 MAX_BODY_BYTES = 1 << 20
 HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+RETENTION_DAYS = 30  # MaaS keeps statistics for 30 days; older events are no longer counted
 
 # A real ShowStatistics answer (service_type 2, real_time) for
 # 2026-05-08 00:00 .. 2026-05-21 00:00 Asia/Shanghai.  SEED_EVENTS reproduce it.
@@ -1188,7 +1190,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         result = verify_request(
             self.command, path, raw_query, headers, body, cloud.credentials,
-            now=time.time() + cloud.server_time_offset, skew_limit=cloud.clock_skew_limit,
+            now=cloud.server_now(), skew_limit=cloud.clock_skew_limit,
         )
         entry.auth_error, entry.canonical_request = result.error, result.canonical_request
         if not result.ok:
@@ -1237,8 +1239,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as exc:
             self._error(400, _MAAS_BAD_PARAM, f"Invalid parameter: {exc}")
             return
-        usage = cloud.index.query(q.start_time, q.end_time, q.service_type, q.infer_type, q.api_keys, q.ips)
-        self._send_json(200, usage)
+        self._send_json(200, cloud.answer(q))
 
     def _apply_fault(self, fault: Fault, cloud: FakeCloud) -> bool:
         """Answer (or not) as the fault says; False means "carry on normally"."""
@@ -1297,7 +1298,7 @@ class _Handler(BaseHTTPRequestHandler):
             q = parse_statistics_request(self.entry.json if self.entry is not None else None)
         except ValueError:
             return dict(_ZERO_USAGE)
-        return cloud.index.query(q.start_time, q.end_time, q.service_type, q.infer_type, q.api_keys, q.ips)
+        return cloud.answer(q)
 
     def _start_stream(self, status: int, headers: Mapping[str, str]) -> None:
         """Send the status line and ``headers`` of an answer that ends the
@@ -1413,7 +1414,13 @@ class FakeCloud:
     """Fake IAM + MaaS endpoint on one port (both services are told apart by
     path).  Settable at any time: ``latency``, ``fail_all``, ``denied``,
     ``events``, ``credentials``, ``projects``, ``server_time_offset``,
-    ``clock_skew_limit``."""
+    ``clock_skew_limit``, ``retention_days``.
+
+    ``retention_days`` models MaaS's retention: events older than that many
+    days before the server clock are no longer counted (a window wholly
+    before it answers zeros).  None (the default in the suite, so that tests
+    can query fixed historical dates) keeps every event; the standalone
+    server keeps RETENTION_DAYS unless started with --no-retention."""
 
     def __init__(
         self,
@@ -1426,6 +1433,7 @@ class FakeCloud:
         projects: Iterable[Mapping[str, Any]] | None = None,
         latency: float = 0.0,
         verbose: bool = False,
+        retention_days: int | None = None,
     ) -> None:
         self.tls = tls
         self.host = host
@@ -1443,6 +1451,8 @@ class FakeCloud:
         self.verbose = verbose
         self.clock_skew_limit: float = CLOCK_SKEW_LIMIT_S
         self.server_time_offset: float = 0.0  # seconds added to the server clock
+        self.retention_days = retention_days
+        self._default_retention_days = retention_days
         self._index = build_index(SEED_EVENTS if events is None else events)
         self._lock = threading.Lock()
         self._log: list[LoggedRequest] = []
@@ -1582,7 +1592,24 @@ class FakeCloud:
         api_keys: Sequence[str] | None = None,
         ips: Sequence[str] | None = None,
     ) -> dict[str, int | Decimal]:
-        return self._index.query(start_ms, end_ms, service_type, infer_type, api_keys, ips)
+        """What ShowStatistics answers for these parameters now (retention included)."""
+        return self._index.query(max(start_ms, self.retained_from_ms()), end_ms, service_type, infer_type,
+                                 api_keys, ips)
+
+    def answer(self, q: StatisticsQuery) -> dict[str, int | Decimal]:
+        return self.expected_usage(q.start_time, q.end_time, q.service_type, q.infer_type, q.api_keys, q.ips)
+
+    # -- clock ---------------------------------------------------------------
+
+    def server_now(self) -> float:
+        """The server clock, epoch seconds."""
+        return time.time() + self.server_time_offset
+
+    def retained_from_ms(self) -> int:
+        """The oldest instant still counted (epoch ms); 0 without a retention."""
+        if self.retention_days is None:
+            return 0
+        return int(self.server_now() * 1000) - self.retention_days * DAY_MS
 
     # -- request log ---------------------------------------------------------
 
@@ -1725,14 +1752,15 @@ class FakeCloud:
 
     def reset(self) -> None:
         """Back to the constructor's settings for faults, log, denied,
-        fail_all, latency and clock (events, credentials and projects are
-        kept): for a server shared between tests."""
+        fail_all, latency, clock and retention (events, credentials and
+        projects are kept): for a server shared between tests."""
         self.clear_faults()
         self.clear_log()
         self.denied.clear()
         self.fail_all = False
         self.latency = self._default_latency
         self.server_time_offset = 0.0
+        self.retention_days = self._default_retention_days
         self.clock_skew_limit = CLOCK_SKEW_LIMIT_S
         self.reset_max_in_flight()
 
@@ -1761,12 +1789,21 @@ def _tls_material() -> tuple[Any, Any]:
 # ---------------------------------------------------------------------------
 
 
-def _print_instructions(cloud: FakeCloud, dataset: str) -> None:
+def _retention_line(cloud: FakeCloud) -> str:
+    if cloud.retention_days is None:
+        return "  retention: off (every event counts)"
+    oldest = datetime.fromtimestamp(cloud.retained_from_ms() / 1000, _CST)
+    return (f"  retention: {cloud.retention_days} days, like MaaS (nothing before {oldest:%Y-%m-%d %H:%M} "
+            "Asia/Shanghai counts; --no-retention turns it off)")
+
+
+def _print_instructions(cloud: FakeCloud, dataset: str, dataset_days: int) -> None:
     env = cloud.client_env()
     lines = [
         f"Fake Huawei Cloud (IAM + MaaS ShowStatistics) listening on {cloud.url}",
         f"  dataset: {dataset} ({len(cloud.events)} events); latency: {cloud.latency} s",
         f"  region {DEMO_REGION} -> project id {DEMO_PROJECT_ID}",
+        _retention_line(cloud),
     ]
     if cloud.tls:
         lines.append(f"  CA certificate (trust it via REQUESTS_CA_BUNDLE): {cloud.ca_pem_path}")
@@ -1774,15 +1811,17 @@ def _print_instructions(cloud: FakeCloud, dataset: str) -> None:
     lines += [f"  export {name}={value}" for name, value in env.items()]
     if not cloud.tls:
         lines.append("  unset REQUESTS_CA_BUNDLE")
-    lines += ["", "  python3 maas_rest_usage_stats.py --from 2026-05-08 --to 2026-05-21 --timezone Asia/Shanghai", ""]
     if dataset == "seed":
         seed = ", ".join(f"{k}={render_json(v)}" for k, v in SEED_EXPECTED.items())
-        lines.append(f"Expected (service_type 2, real_time, 2026-05-08..2026-05-21 Asia/Shanghai): {seed}")
+        lines += ["", "  python3 maas_rest_usage_stats.py --from 2026-05-08 --to 2026-05-21 --timezone Asia/Shanghai",
+                  "", f"Expected (service_type 2, real_time, 2026-05-08..2026-05-21 Asia/Shanghai): {seed}"]
+        if cloud.retention_days is not None and cloud.retained_from_ms() > SEED_END_MS:
+            lines.append("  (the seed sample is older than the retention, so it answers zeros: "
+                         "restart with --no-retention to get these numbers)")
     else:
-        today = datetime.now(_CST).date()
-        lines.append("The hourly dataset covers recent days, e.g.:")
-        lines.append(f"  python3 maas_rest_usage_stats.py --from {today - timedelta(days=7)} --to {today} "
-                     "--timezone Asia/Shanghai")
+        counted = "all of it counts" if cloud.retention_days is None else f"the last {cloud.retention_days} count"
+        lines += ["", "  python3 maas_rest_usage_stats.py --last 7d --group-by day --timezone Asia/Shanghai", "",
+                  f"The hourly dataset covers the last {dataset_days} days ({counted})."]
     lines += [
         f"Temporary credentials are accepted too: AK={TEMP_AK} SK={TEMP_SK}",
         f"  with header X-Security-Token={TEMP_TOKEN}",
@@ -1807,6 +1846,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seed: a small real-looking sample; hourly: synthetic hourly usage")
     parser.add_argument("--hourly-days", type=int, default=400,
                         help="days of hourly data before now (with --dataset hourly)")
+    parser.add_argument("--no-retention", action="store_true",
+                        help=f"count every event; by default, like MaaS, nothing older than {RETENTION_DAYS} "
+                             "days before now is counted")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
 
@@ -1821,14 +1863,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             events = SEED_EVENTS
         cloud = FakeCloud(tls=not args.http, host=args.host, port=args.port, events=events,
-                          latency=args.latency, verbose=args.verbose)
+                          latency=args.latency, verbose=args.verbose,
+                          retention_days=None if args.no_retention else RETENTION_DAYS)
         try:
             cloud.start()
         except (OSError, RuntimeError) as exc:
             print(f"fakecloud: cannot start: {exc}", file=sys.stderr)
             return 2
         try:
-            _print_instructions(cloud, args.dataset)
+            _print_instructions(cloud, args.dataset, args.hourly_days)
             while True:
                 time.sleep(3600)
         finally:

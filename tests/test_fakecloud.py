@@ -6,6 +6,7 @@ implementation -- so the fake's own verifier is cross-checked, never trusted.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -409,6 +410,39 @@ def test_filters_and_events_setter(client: Client) -> None:
     finally:
         cloud.events = fc.SEED_EVENTS
     assert cloud.events is fc.SEED_EVENTS
+
+
+def test_retention_counts_no_event_older_than_thirty_days_before_the_clock(client: Client) -> None:
+    cloud = client.cloud
+    assert cloud.retention_days is None  # the suite's default: fixed historical dates keep their data
+    cloud.events = HOURLY_INDEX
+    cloud.retention_days = 30
+    # The server clock half an hour past HOURLY_START + 35 days (signatures accepted from today):
+    # HOURLY_START + 5 days + 30 min is the oldest instant counted, and the next event is at + 1 h.
+    cloud.server_time_offset = (HOURLY_START + 35 * DAY_MS + 1_800_000) / 1000 - time.time()
+    cloud.clock_skew_limit = float("inf")
+    first_counted = HOURLY_START + 5 * DAY_MS + fc.HOUR_MS
+
+    def answer(start: int, end: int) -> dict[str, Any]:
+        body = {"service_type": 2, "start_time": start, "end_time": end, "infer_type": "real_time"}
+        return decimal_json(client.maas(body))
+
+    try:
+        assert answer(HOURLY_START, HOURLY_START + 5 * DAY_MS) == dict.fromkeys(fc.RESPONSE_KEYS, 0)
+        straddling = answer(HOURLY_START + 2 * DAY_MS, HOURLY_START + 10 * DAY_MS)
+        assert straddling == HOURLY_INDEX.query(first_counted, HOURLY_START + 10 * DAY_MS, 2)
+        assert straddling == cloud.expected_usage(HOURLY_START + 2 * DAY_MS, HOURLY_START + 10 * DAY_MS, 2)
+        assert straddling != HOURLY_INDEX.query(HOURLY_START + 2 * DAY_MS, HOURLY_START + 10 * DAY_MS, 2)
+        recent = (HOURLY_START + 10 * DAY_MS, HOURLY_START + 12 * DAY_MS)
+        assert answer(*recent) == HOURLY_INDEX.query(*recent, 2)
+        cloud.retention_days = None
+        assert answer(HOURLY_START, HOURLY_START + 5 * DAY_MS) == HOURLY_INDEX.query(HOURLY_START,
+                                                                                    HOURLY_START + 5 * DAY_MS, 2)
+        cloud.retention_days = 30
+    finally:
+        cloud.reset()
+        cloud.events = fc.SEED_EVENTS
+    assert cloud.retention_days is None and cloud.server_time_offset == 0
 
 
 @pytest.mark.parametrize("change, fragment", [
@@ -821,8 +855,11 @@ def test_temp_dir_is_removed_on_stop() -> None:
     assert not os.path.exists(pem)
 
 
-def test_standalone_cli_prints_instructions_and_serves() -> None:
-    proc = subprocess.Popen([sys.executable, str(_HERE / "fakecloud.py"), "--port", "0"],
+@contextlib.contextmanager
+def standalone(*args: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """``python3 tests/fakecloud.py --port 0 ARGS``: its instructions and the exports they name;
+    stopped with Ctrl-C afterwards, which must end it cleanly."""
+    proc = subprocess.Popen([sys.executable, str(_HERE / "fakecloud.py"), "--port", "0", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines: list[str] = []
@@ -833,7 +870,25 @@ def test_standalone_cli_prints_instructions_and_serves() -> None:
             if not line or "Ctrl-C" in line:
                 break
         text = "".join(lines)
-        exports = dict(re.findall(r"export (\w+)=(\S+)", text))
+        yield text, dict(re.findall(r"export (\w+)=(\S+)", text))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "Traceback" not in stderr
+
+
+def post_seed_body(exports: dict[str, str]) -> dict[str, Any]:
+    url = exports["HW_MAAS_ENDPOINT"] + MAAS_PATH
+    body = json.dumps(SEED_BODY).encode()
+    response = requests.post(url, data=body, timeout=5, verify=exports["REQUESTS_CA_BUNDLE"],
+                             headers=fc.sign_request("POST", url, {"Content-Type": "application/json"}, body))
+    assert response.status_code == 200, response.text
+    return decimal_json(response)
+
+
+def test_standalone_cli_prints_instructions_and_serves() -> None:
+    with standalone() as (text, exports):
         assert exports["HW_ACCESS_KEY"] == fc.DEMO_AK and exports["HW_SECRET_KEY"] == fc.DEMO_SK
         assert exports["HW_MAAS_ENDPOINT"] == exports["HW_IAM_ENDPOINT"]
         assert "maas_rest_usage_stats.py --from 2026-05-08 --to 2026-05-21 --timezone Asia/Shanghai" in text
@@ -841,8 +896,14 @@ def test_standalone_cli_prints_instructions_and_serves() -> None:
         response = requests.get(url, headers=fc.sign_request("GET", url), timeout=5,
                                 verify=exports["REQUESTS_CA_BUNDLE"])
         assert response.status_code == 200
-    finally:
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=10)
-    assert proc.returncode == 0
-    assert "Traceback" not in stderr
+
+
+def test_standalone_cli_models_the_retention_unless_started_with_no_retention() -> None:
+    with standalone() as (text, exports):
+        assert "retention: 30 days" in text and "restart with --no-retention" in text
+        assert post_seed_body(exports) == dict.fromkeys(fc.RESPONSE_KEYS, 0)  # May 2026 is past the retention
+    with standalone("--no-retention") as (text, exports):
+        assert "retention: off" in text and "--no-retention" not in text
+        assert post_seed_body(exports) == fc.SEED_EXPECTED
+    with standalone("--dataset", "hourly", "--hourly-days", "40") as (text, exports):
+        assert "--last 7d --group-by day" in text and "the last 40 days (the last 30 count)" in text

@@ -85,7 +85,7 @@ def test_month_rows_are_clipped_and_long_months_split_into_windows(cli, hourly):
         end = ms(row["end"][:16], "Asia/Shanghai")
         assert metrics_of(row) == expected_metrics(hourly.events, start, end)
     table = cli("--from", "2026-01-15", "--to", "2026-04-10", "--timezone", "Asia/Shanghai", "--group-by", "month")
-    assert "| 2026-01 " in table.stdout and "| 2026-04 " in table.stdout and "| Total " in table.stdout
+    assert "| 2026-01* " in table.stdout and "| 2026-04* " in table.stdout and "| Total " in table.stdout
 
 
 def test_all_service_types_give_one_row_each_and_sum_to_the_total(cli, hourly):
@@ -168,7 +168,7 @@ def test_week_rows_are_labelled_with_their_monday(cli, hourly):
     run = cli("--from", "2026-05-06", "--to", "2026-05-20", "--timezone", "UTC", "--group-by", "week")
     assert run.code == 0, run.stderr
     labels = [line.split("|")[1].strip() for line in run.stdout.splitlines() if line.startswith("| 2026-")]
-    assert labels == ["2026-05-04", "2026-05-11", "2026-05-18"]
+    assert labels == ["2026-05-04*", "2026-05-11", "2026-05-18*"]
 
 
 def test_table_format_passes_any_tabulate_style(cli, hourly):

@@ -61,7 +61,7 @@ def make_result(query: m.Query, responses_for=lambda window: m.parse_json_text(S
     for _, window in m.windows_of(rows):
         window.response = responses_for(window)
         window.usage = m.Usage.from_response(window.response, window.label, query.batch)
-    return m.Report(query, PROJECT, rows)
+    return m.Report(query, PROJECT, rows, m.coverage_of(query, rows, NOW))
 
 
 def seed_result() -> m.Report:
@@ -678,7 +678,7 @@ def test_csv_error_rate_is_empty_without_requests():
 def test_json_schema_for_the_seed():
     document = json.loads(m.render_json(seed_result(), False), parse_float=Decimal)
     assert set(document) == {"schema_version", "region", "project_id", "timezone", "infer_type", "service_types",
-                             "api_keys", "ips", "period", "totals", "rows"}
+                             "api_keys", "ips", "period", "totals", "rows", "coverage"}
     assert document["schema_version"] == 1
     assert document["region"] == "cn-southwest-2"
     assert document["project_id"] == PROJECT
@@ -694,7 +694,7 @@ def test_json_schema_for_the_seed():
                                   "total_infer_count": 0}
     assert len(document["rows"]) == 1
     row = document["rows"][0]
-    assert set(row) == {"start", "end", "service_type", "service_name", "api_key"} | METRICS
+    assert set(row) == {"start", "end", "service_type", "service_name", "api_key", "partial"} | METRICS
     assert (row["service_type"], row["service_name"], row["api_key"]) == (2, "Preset Service", None)
 
 
