@@ -401,11 +401,14 @@ def load_credentials(path: str | None, env: Mapping[str, str]) -> Credentials:
 # ----------------------------------------------------------------------------------------------
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_WHEN_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2}))?)?$", re.ASCII)
+_DATE_RE = re.compile(r"^(\d{4})(-?)(\d{2})\2(\d{2})$", re.ASCII)  # YYYY-MM-DD or YYYYMMDD
+# A local date-time, or an ISO 8601 instant when an offset or Z follows (a JSON period fed back).
+_TIME_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[ Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,6}))?)?"
+                      r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?$", re.ASCII)
 _LAST_RE = re.compile(r"^(\d+)([dh])$", re.ASCII)
 BUCKET_UNITS = ("day", "week", "month")
 MIN_YEAR, MAX_YEAR = 1970, 9000  # epoch milliseconds; far from datetime's overflow at year 9999
-MAX_LAST = timedelta(days=100 * 366)
+MAX_LAST_DAYS = 3660  # ten years: a longer --last is a typo, and long before the API kept any data
 
 
 @dataclass(frozen=True)
@@ -502,16 +505,16 @@ def day_start(day: date, zone: tzinfo) -> datetime:
 
 
 def parse_day(text: str, zone: tzinfo, now: datetime) -> date | None:
-    """The local date named by ``today``, ``yesterday`` or ``YYYY-MM-DD``; None for other forms."""
+    """The local date named by ``today``, ``yesterday``, ``YYYY-MM-DD`` or ``YYYYMMDD``; None for other forms."""
     word = text.strip().lower()
     today = now.astimezone(zone).date()
     if word in ("today", "yesterday"):
         return today - timedelta(days=1 if word == "yesterday" else 0)
-    match = _WHEN_RE.match(text.strip())
-    if not match or match.group(4) is not None:
+    match = _DATE_RE.match(text.strip())
+    if not match:
         return None
     try:
-        day = date(*(int(g) for g in match.groups()[:3]))
+        day = date(int(match.group(1)), int(match.group(3)), int(match.group(4)))
     except ValueError:
         raise UsageError(f"{text!r} is not a valid date") from None
     _check_year(day.year, text)
@@ -524,25 +527,42 @@ def _check_year(year: int, text: str) -> None:
 
 
 def parse_when(text: str, zone: tzinfo, now: datetime) -> datetime:
-    """Parse a WHEN value (a date, a date-time, now, today or yesterday) into a UTC instant."""
+    """Parse a WHEN value (a date, a local date-time, an ISO 8601 instant with an offset, now, today
+    or yesterday) into a UTC instant; fractions of a second are cut to the millisecond."""
     if text.strip().lower() == "now":
         return now.astimezone(timezone.utc)
     day = parse_day(text, zone, now)
     if day is not None:
         return day_start(day, zone)
-    match = _WHEN_RE.match(text.strip())
+    match = _TIME_RE.match(text.strip())
     if not match:
         raise UsageError(f"cannot read the time {text!r}",
-                         hint="use YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]', now, today or yesterday")
-    year, month, day_of_month, hour, minute, second = (int(g) for g in match.groups(default="0"))
+                         hint="use YYYY-MM-DD, YYYYMMDD, 'YYYY-MM-DD HH:MM[:SS]', an ISO 8601 instant such as "
+                              "2026-05-08T09:30:00+08:00 or ...Z, now, today or yesterday")
+    year, month, day_of_month, hour, minute, second = (int(g) for g in match.groups(default="0")[:6])
+    millisecond = int((match.group(7) or "").ljust(3, "0")[:3])  # rounded down: the API counts ms
+    offset = _utc_offset(match, text)
     try:
-        local = datetime(year, month, day_of_month, hour, minute, second, tzinfo=zone)
+        moment = datetime(year, month, day_of_month, hour, minute, second, millisecond * 1000,
+                          tzinfo=offset or zone)
     except ValueError:
         raise UsageError(f"{text!r} is not a valid date or time") from None
-    _check_year(local.year, text)
-    if not _exists(local):
+    _check_year(moment.year, text)
+    if offset is None and not _exists(moment):
         raise UsageError(f"{text!r} does not exist in this time zone (the clocks skip it for daylight saving)")
-    return local.astimezone(timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def _utc_offset(match: re.Match, text: str) -> timezone | None:
+    """The fixed offset an ISO 8601 instant carries (``Z``, ``+08:00``, ``-0530``), None for local time."""
+    if match.group(8):
+        return timezone.utc
+    if not match.group(9):
+        return None
+    hours, minutes = int(match.group(10)), int(match.group(11) or 0)
+    if hours > 23 or minutes > 59:
+        raise UsageError(f"{text!r} has an impossible UTC offset")
+    return timezone((-1 if match.group(9) == "-" else 1) * timedelta(hours=hours, minutes=minutes))
 
 
 def parse_last(text: str) -> timedelta:
@@ -550,8 +570,8 @@ def parse_last(text: str) -> timedelta:
     if not match or int(match.group(1)) < 1:
         raise UsageError(f"cannot read --last {text!r}", hint="use a whole number of days or hours, like 7d or 24h")
     count, unit = int(match.group(1)), timedelta(days=1) if match.group(2) == "d" else timedelta(hours=1)
-    if count > MAX_LAST // unit:  # checked before multiplying: a huge count would overflow timedelta
-        raise UsageError(f"--last {text!r} is longer than a century")
+    if count > timedelta(days=MAX_LAST_DAYS) // unit:  # before multiplying: a huge count overflows timedelta
+        raise UsageError(f"--last {text!r} is longer than {MAX_LAST_DAYS} days ({MAX_LAST_DAYS * 24} h)")
     return count * unit
 
 
@@ -591,6 +611,10 @@ def resolve_period(request: RangeRequest, zone: tzinfo, now: datetime) -> Period
             f"the range is empty: the start ({start.astimezone(zone):%Y-%m-%d %H:%M:%S}) is not before "
             f"the end ({end.astimezone(zone):%Y-%m-%d %H:%M:%S}); --to is exclusive, --until names the "
             "last day included")
+    if start < EPOCH:  # start_time is epoch milliseconds
+        raise UsageError(f"the range starts at {start.astimezone(zone):%Y-%m-%d %H:%M:%S %Z}, before "
+                         "1970-01-01 00:00:00 UTC, where the API's time begins",
+                         hint=f"start at {EPOCH.astimezone(zone):%Y-%m-%d %H:%M:%S} in this time zone or later")
     return Period(start, end)
 
 
@@ -599,7 +623,8 @@ def _explicit_range(request: RangeRequest, zone: tzinfo, now: datetime) -> tuple
     if request.until:
         last_day = parse_day(request.until, zone, now)
         if last_day is None:
-            raise UsageError(f"--until takes a date (YYYY-MM-DD, today or yesterday), not {request.until!r}")
+            raise UsageError(f"--until takes a date (YYYY-MM-DD, YYYYMMDD, today or yesterday), "
+                             f"not {request.until!r}")
         end = day_start(last_day + timedelta(days=1), zone)
     elif request.to:
         end = parse_when(request.to, zone, now)
@@ -2100,6 +2125,7 @@ examples:
   %(prog)s --last 30d --service-type all --format json
   %(prog)s --this-month --group-by day --format csv
   %(prog)s --from yesterday --to today --format csv --no-header >> usage.csv   # cron, after 03:00
+  %(prog)s --from 2026-11-24T07:15:28+08:00 --format json  # from where the last JSON period ended
   %(prog)s --last 7d --dry-run                        # show the requests, send nothing
   %(prog)s --store ~/.local/share/maas/usage.db --record -q   # nightly, after 03:00
 
@@ -2143,10 +2169,13 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False)  # an abbreviation saved in a cron line must not change meaning later
     when = parser.add_argument_group("time range (default: the last 7 days)")
     when.add_argument("--from", dest="start", metavar="WHEN",
-                      help="start: YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]', now, today or yesterday")
+                      help="start: YYYY-MM-DD, YYYYMMDD, 'YYYY-MM-DD HH:MM[:SS[.fff]]' (local time), an ISO 8601 "
+                           "instant with an offset or Z (2026-11-24T07:15:28+08:00, such as a JSON period.end), "
+                           "now, today or yesterday; not before 1970-01-01 UTC")
     when.add_argument("--to", metavar="WHEN", help="end, exclusive (default now; clamped to now)")
-    when.add_argument("--until", metavar="DATE", help="last day included (YYYY-MM-DD, today, yesterday)")
-    when.add_argument("--last", metavar="N{d,h}", help="rolling window ending now: 7d, 30d, 24h …")
+    when.add_argument("--until", metavar="DATE", help="last day included (YYYY-MM-DD, YYYYMMDD, today, yesterday)")
+    when.add_argument("--last", metavar="N{d,h}",
+                      help=f"rolling window ending now: 7d, 30d, 24h … (at most {MAX_LAST_DAYS}d)")
     when.add_argument("--this-month", action="store_true", help="from the 1st of this month to now")
     when.add_argument("--timezone", metavar="IANA", help="time zone (default: the OS zone, else UTC)")
 

@@ -33,6 +33,8 @@ ZUTC = ZoneInfo("UTC")
 ZONE_NAMES = ["Asia/Shanghai", "America/New_York", "Europe/London", "Australia/Lord_Howe",
               "America/Santiago", "Asia/Kolkata", "UTC"]
 ZONES = [ZoneInfo(name) for name in ZONE_NAMES]
+ZONE = st.sampled_from(ZONES)
+DATES = st.dates(min_value=date(2000, 1, 2), max_value=date(2040, 12, 31))
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -104,8 +106,10 @@ def test_impossible_dates_and_times_are_usage_errors(text):
 
 
 @pytest.mark.parametrize("text", [
-    "", "   ", "tomorrow", "2026/05/08", "08-05-2026", "2026-5-8", "20260508", "2026-05-08 10",
-    "2026-05-08T10:00Z", "2026-05-08 10:00+08:00", "1778169600000", "next week", "2026-05-08 10:00:00.5",
+    "", "   ", "tomorrow", "2026/05/08", "08-05-2026", "2026-5-8", "2026-0508", "202605-08", "2026050",
+    "202605081", "2026-05-08 10", "1778169600000", "next week", "2026-05-08T10:00:00.1234567Z",
+    "2026-05-08T10:00.5Z", "2026-05-08T10:00:00.Z", "2026-05-08T10:00:00+8", "2026-05-08T10:00:00+08:0",
+    "2026-05-08T10:00:00 +08:00", "2026-05-08T10:00:00UTC", "20260508T100000Z", "2026-05-08T10:00:00+08:00Z",
 ])
 def test_garbage_is_a_usage_error(text):
     with pytest.raises(m.UsageError) as caught:
@@ -141,6 +145,75 @@ def test_dates_at_the_edge_of_the_calendar_are_usage_errors_not_crashes(text, zo
 
 
 # ----------------------------------------------------------------------------------------------
+# ISO 8601 instants, compact dates and fractions of a second
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2026-11-24T07:15:28+00:00", datetime(2026, 11, 24, 7, 15, 28, tzinfo=UTC)),
+    ("2026-11-24T07:15:28Z", datetime(2026, 11, 24, 7, 15, 28, tzinfo=UTC)),
+    ("2026-11-24t07:15:28z", datetime(2026, 11, 24, 7, 15, 28, tzinfo=UTC)),
+    ("2026-11-24T07:15:28.500+08:00", datetime(2026, 11, 23, 23, 15, 28, 500000, tzinfo=UTC)),
+    ("2026-11-24T07:15:28-05:00", datetime(2026, 11, 24, 12, 15, 28, tzinfo=UTC)),
+    ("2026-11-24T07:15:28+0530", datetime(2026, 11, 24, 1, 45, 28, tzinfo=UTC)),
+    ("2026-11-24T07:15:28+05", datetime(2026, 11, 24, 2, 15, 28, tzinfo=UTC)),
+    ("2026-11-24T07:15Z", datetime(2026, 11, 24, 7, 15, tzinfo=UTC)),
+    ("2026-11-24 07:15:28+08:00", datetime(2026, 11, 23, 23, 15, 28, tzinfo=UTC)),
+    ("2026-03-08T02:30:00-05:00", datetime(2026, 3, 8, 7, 30, tzinfo=UTC)),  # a fixed offset has no DST gap
+])
+@pytest.mark.parametrize("zone", [SHANGHAI, NEW_YORK, ZUTC], ids=lambda z: z.key)
+def test_iso_instant_with_an_offset_is_that_instant_in_any_zone(text, expected, zone):
+    assert m.parse_when(text, zone, NOW) == expected
+
+
+@pytest.mark.parametrize("fraction, millisecond", [
+    (".5", 500), (".500", 500), (".1", 100), (",25", 250), (".123456", 123), (".9999", 999),
+    (".999999", 999), (".000999", 0), (".0", 0), (".001", 1),
+])
+@pytest.mark.parametrize("suffix", ["Z", "+08:00", ""], ids=["utc", "offset", "local"])
+def test_fractions_of_a_second_are_rounded_down_to_the_millisecond(fraction, millisecond, suffix):
+    moment = m.parse_when(f"2026-11-24T07:15:28{fraction}{suffix}", SHANGHAI, NOW)
+    whole = m.parse_when(f"2026-11-24T07:15:28{suffix}", SHANGHAI, NOW)
+    assert m.to_epoch_ms(moment) - m.to_epoch_ms(whole) == millisecond
+
+
+@pytest.mark.parametrize("text", ["2026-11-24T07:15:28+24:00", "2026-11-24T07:15:28-23:60",
+                                  "2026-11-24T07:15:28+99"])
+def test_impossible_utc_offsets_are_usage_errors(text):
+    with pytest.raises(m.UsageError, match="UTC offset") as caught:
+        m.parse_when(text, SHANGHAI, NOW)
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("text", ["2026-02-30T10:00:00Z", "2026-11-24T24:00:00+08:00", "20260230", "20261301"])
+def test_impossible_dates_in_the_new_forms_are_usage_errors(text):
+    with pytest.raises(m.UsageError, match="not a valid date") as caught:
+        m.parse_when(text, SHANGHAI, NOW)
+    assert caught.value.exit_code == 2
+
+
+@PROPERTY
+@given(moment=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 12, 31),
+                           timezones=st.sampled_from(ZONES + [UTC])),
+       reader=ZONE)
+def test_a_json_instant_fed_back_is_the_same_millisecond_in_any_zone(moment, reader):
+    # JSON carries isoformat() of an instant (microseconds when now had them): the next run's --from
+    # must start at exactly the previous end_ms, neither a gap nor an overlap
+    assert m.to_epoch_ms(m.parse_when(moment.isoformat(), reader, NOW)) == m.to_epoch_ms(moment)
+
+
+@PROPERTY
+@given(day=DATES, zone=ZONE)
+def test_a_compact_date_is_the_same_day_as_the_dashed_date(day, zone):
+    assert m.parse_when(day.strftime("%Y%m%d"), zone, NOW) == m.parse_when(day.isoformat(), zone, NOW)
+
+
+def test_until_takes_a_compact_date():
+    assert resolve(SHANGHAI, start="20260501", until="20260519") == \
+        resolve(SHANGHAI, start="2026-05-01", until="2026-05-19")
+
+
+# ----------------------------------------------------------------------------------------------
 # parse_last
 # ----------------------------------------------------------------------------------------------
 
@@ -157,6 +230,17 @@ def test_last_reads_whole_days_and_hours(text, expected):
 @pytest.mark.parametrize("text", ["0d", "0h", "-1d", "7w", "7", "d", "", "1.5d", "7 d", "7dd", "+7d", "7m"])
 def test_last_rejects_zero_negative_and_unknown_units(text):
     with pytest.raises(m.UsageError) as caught:
+        m.parse_last(text)
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("text, allowed", [("3660d", True), ("87840h", True), ("3661d", False), ("87841h", False),
+                                           ("400000d", False)])
+def test_last_is_at_most_3660_days_or_87840_hours(text, allowed):
+    if allowed:
+        assert m.parse_last(text) == timedelta(days=3660)
+        return
+    with pytest.raises(m.UsageError, match="3660 days") as caught:
         m.parse_last(text)
     assert caught.value.exit_code == 2
 
@@ -332,6 +416,34 @@ def test_nonexistent_local_time_in_from_is_a_usage_error():
     with pytest.raises(m.UsageError) as caught:
         resolve(NEW_YORK, start="2026-03-08 02:30", to="2026-03-09")
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("zone, flags", [
+    (ZoneInfo("Asia/Tokyo"), dict(start="1970-01-01")),  # 1969-12-31T15:00Z
+    (ZUTC, dict(start="1970-01-01T08:59:59.999+09:00")),
+    (ZUTC, dict(start="1970-01-01T00:00:00+00:01", to="1970-01-02")),
+    (ZUTC, dict(to="1970-01-05")),                        # the 7 days before the end
+    (ZUTC, dict(until="1970-01-03")),
+    (NEW_YORK, dict(to="1970-01-01T12:00:00Z")),
+], ids=["tokyo-midnight", "offset-instant", "z-instant", "to-only", "until-only", "to-instant"])
+def test_a_range_before_1970_utc_is_a_usage_error(zone, flags):
+    with pytest.raises(m.UsageError, match="before 1970-01-01 00:00:00 UTC") as caught:
+        resolve(zone, **flags)
+    assert caught.value.exit_code == 2
+
+
+def test_a_long_last_before_1970_is_a_usage_error():
+    with pytest.raises(m.UsageError, match="before 1970"):
+        resolve(ZUTC, now=datetime(1975, 1, 1, tzinfo=UTC), last="3660d")
+
+
+@pytest.mark.parametrize("zone, flags", [
+    (ZUTC, dict(start="1970-01-01", to="1970-01-02")),
+    (ZoneInfo("Asia/Tokyo"), dict(start="1970-01-01T09:00:00+09:00", to="1970-01-02")),
+    (NEW_YORK, dict(start="1970-01-01T00:00:00Z", to="1970-01-01T00:00:00.001Z")),
+], ids=["utc-midnight", "tokyo-instant", "one-millisecond"])
+def test_a_range_starting_at_the_epoch_itself_is_accepted(zone, flags):
+    assert resolve(zone, **flags).start_ms == 0
 
 
 def test_until_the_last_representable_day_does_not_crash():
@@ -515,7 +627,6 @@ def test_a_period_inside_one_day_is_one_clipped_bucket():
     assert m.split_buckets(period, "day", SHANGHAI) == [period]
 
 
-ZONE = st.sampled_from(ZONES)
 MS_2000 = m.to_epoch_ms(datetime(2000, 1, 1, tzinfo=UTC))
 MS_2040 = m.to_epoch_ms(datetime(2040, 12, 31, tzinfo=UTC))
 # Spans are bounded per unit so that 200 examples stay fast; they still cross many DST changes.
@@ -568,7 +679,6 @@ def test_buckets_cover_the_period_and_follow_local_calendar_boundaries(case):
             assert timedelta(days=28) - HOUR <= bucket.end - bucket.start <= timedelta(days=31) + HOUR
 
 
-DATES = st.dates(min_value=date(2000, 1, 2), max_value=date(2040, 12, 31))
 
 
 @PROPERTY
