@@ -711,6 +711,204 @@ def test_from_epoch_ms_round_trips(ms, zone):
 
 
 # ----------------------------------------------------------------------------------------------
+# Zone names: IANA names in any case; files that are not zones, offsets and abbreviations refused
+# ----------------------------------------------------------------------------------------------
+
+SUMMER = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+
+
+def refusal(text, now=NOW) -> m.UsageError:
+    with pytest.raises(m.UsageError) as caught:
+        m.resolve_zone(text, now)
+    assert caught.value.exit_code == 2
+    return caught.value
+
+
+def hinted_zones(error: m.UsageError) -> list[str]:
+    return error.hint.rsplit(": ", 1)[1].split(", ")
+
+
+@pytest.mark.parametrize("text, name", [
+    ("asia/shanghai", "Asia/Shanghai"), ("ASIA/SHANGHAI", "Asia/Shanghai"), ("Asia/Shanghai", "Asia/Shanghai"),
+    ("utc", "UTC"), ("america/argentina/buenos_aires", "America/Argentina/Buenos_Aires"),
+    ("etc/gmt-8", "Etc/GMT-8"), ("america/port-au-prince", "America/Port-au-Prince"), (" Asia/Tokyo ", "Asia/Tokyo"),
+])
+def test_zone_names_match_case_insensitively_and_come_back_spelled_right(text, name):
+    zone_name, zone = m.resolve_zone(text, NOW)
+    assert zone_name == name and zone.key == name
+
+
+@pytest.mark.parametrize("name", ["UTC", "GMT", "EST", "MST", "HST", "GMT+0", "GMT-0", "EST5EDT", "CET", "Etc/GMT+5",
+                                  "Zulu", "PRC"])
+def test_iana_names_that_look_like_abbreviations_or_offsets_stay_accepted(name):
+    assert m.resolve_zone(name, NOW)[0] == name
+
+
+@PROPERTY
+@given(data=st.data())
+def test_every_zone_of_the_database_is_found_in_any_case(data):
+    name = data.draw(st.sampled_from(sorted(m.zone_names().values())))
+    text = "".join(c.upper() if data.draw(st.booleans()) else c.lower() for c in name)
+    assert m.resolve_zone(text, NOW)[0] == name
+
+
+@pytest.mark.parametrize("text, hint", [
+    ("localtime", "leave out --timezone"), ("posixrules", "IANA name"), ("Factory", "IANA name"),
+    ("factory", "IANA name"), ("posix/Asia/Tokyo", "use Asia/Tokyo"), ("right/UTC", "use UTC"),
+    ("POSIX/Europe/Berlin", "use Europe/Berlin"), ("right/Nowhere", "IANA name"),
+])
+def test_files_of_the_zone_database_that_are_not_zones_are_refused(text, hint):
+    error = refusal(text)
+    assert "not a time zone" in str(error) and hint in error.hint
+
+
+def test_non_zones_are_refused_and_never_suggested_where_the_database_lists_them(monkeypatch):
+    import zoneinfo
+
+    listed = zoneinfo.available_timezones() | {"localtime", "posixrules", "Factory", "posix/Asia/Shanghai",
+                                                "right/Asia/Shanghai", "posix/UTC"}
+    monkeypatch.setattr(zoneinfo, "available_timezones", lambda: set(listed))
+    for cached in ("zone_names", "place_zones"):  # uncached here, so the real listing comes back after
+        monkeypatch.setattr(m, cached, getattr(m, cached).__wrapped__)
+    for name in ("localtime", "posixrules", "Factory", "posix/Asia/Shanghai", "right/Asia/Shanghai"):
+        assert m.canonical_zone_name(name) is None
+        refusal(name)
+    assert not {"localtime", "posixrules", "factory"} & set(m.zone_names())
+    assert "posix/" not in refusal("Asia/Shangai").hint and "posix/" not in refusal("posix/Asia/Shangai").hint
+
+
+@pytest.mark.parametrize("text, meant", [
+    ("Asia/Shangai", "Asia/Shanghai"), ("Europe/Berln", "Europe/Berlin"), ("America/New_Yrok", "America/New_York"),
+    ("asia/kolkatta", "Asia/Kolkata"), ("tokyo", "Asia/Tokyo"), ("new york", "America/New_York"),
+    ("Shanghai", "Asia/Shanghai"),
+])
+def test_an_unknown_zone_is_refused_with_the_closest_iana_names(text, meant):
+    error = refusal(text)
+    assert str(error).startswith("unknown time zone")
+    assert error.hint.startswith("did you mean ") and meant in error.hint
+
+
+@pytest.mark.parametrize("text", ["Mars/Olympus", "../../etc/passwd", "/etc/localtime", "zone.tab", "Asia//Tokyo"])
+def test_paths_and_nonsense_are_unknown_zones(text):
+    assert str(refusal(text)).startswith("unknown time zone")
+
+
+@pytest.mark.parametrize("text, zone", [
+    ("+08:00", "Etc/GMT-8"), ("UTC+8", "Etc/GMT-8"), ("utc+08", "Etc/GMT-8"), ("+0800", "Etc/GMT-8"),
+    ("GMT-5", "Etc/GMT+5"), ("-05:00", "Etc/GMT+5"), ("-12:00", "Etc/GMT+12"), ("+14", "Etc/GMT-14"),
+    ("UTC+0", "UTC"), ("+00:00", "UTC"),
+])
+def test_a_whole_hour_utc_offset_is_refused_with_its_etc_gmt_zone(text, zone):
+    error = refusal(text)
+    assert "UTC offset" in str(error)
+    assert error.hint.startswith(f"use {zone} ")
+
+
+@pytest.mark.parametrize("text, now, zones", [
+    ("+0530", NOW, ["Asia/Kolkata", "Asia/Colombo"]),
+    ("+05:45", NOW, ["Asia/Kathmandu"]),
+    ("UTC+10:30", NOW, ["Australia/Adelaide", "Australia/Broken_Hill"]),  # southern summer time
+    ("UTC+10:30", SUMMER, ["Australia/Lord_Howe"]),  # its winter: the offset moves with now
+    ("-13:00", NOW, []), ("+15:00", NOW, []),
+])
+def test_any_other_utc_offset_is_refused_with_the_zones_now_at_it(text, now, zones):
+    error = refusal(text, now)
+    if zones:
+        assert hinted_zones(error) == zones
+    else:
+        assert error.hint.startswith("no zone is at ")
+
+
+@PROPERTY
+@given(hours=st.integers(-12, 14), form=st.sampled_from(["{:+03d}:00", "UTC{:+d}", "GMT{:+03d}00"]))
+def test_every_etc_gmt_hint_is_at_the_offset_the_user_typed(hours, form):
+    hint = refusal(form.format(hours)).hint
+    zone = ZoneInfo(hint.split()[1])
+    assert zone.utcoffset(NOW) == timedelta(hours=hours)
+
+
+@pytest.mark.parametrize("text, now, first", [
+    ("CST", NOW, ["Asia/Shanghai", "America/Chicago", "America/Havana"]),
+    ("cst", NOW, ["Asia/Shanghai", "America/Chicago", "America/Havana"]),
+    ("JST", NOW, ["Asia/Tokyo"]),
+    ("PST", NOW, ["Asia/Manila", "America/Los_Angeles"]),
+    ("IST", NOW, ["Asia/Kolkata", "Asia/Jerusalem"]),
+    ("CEST", SUMMER, ["Europe/Berlin"]),
+    ("CDT", SUMMER, ["America/Chicago", "America/Havana"]),
+])
+def test_an_abbreviation_is_refused_with_the_zones_that_use_it_now_most_used_first(text, now, first):
+    error = refusal(text, now)
+    assert "abbreviation" in str(error)
+    zones = hinted_zones(error)
+    assert zones[:len(first)] == first and len(zones) <= 5
+    assert all(ZoneInfo(zone).tzname(now) == text.upper() for zone in zones)
+
+
+def test_an_abbreviation_out_of_season_names_the_zones_that_use_it_later():
+    error = refusal("BST", NOW)
+    assert "not in use now" in error.hint and hinted_zones(error)[0] == "Europe/London"
+
+
+# ----------------------------------------------------------------------------------------------
+# POSIX TZ values: a fixed-offset zone, or the OS zone when it matches, always with a note
+# ----------------------------------------------------------------------------------------------
+
+H = HOUR
+
+
+@pytest.mark.parametrize("text, standard, daylight", [
+    ("CST-8", 8 * H, None), ("UTC0", timedelta(0), None), ("<+0530>-5:30", timedelta(hours=5, minutes=30), None),
+    ("<-03>3", -3 * H, None), ("CET-1CEST", H, 2 * H), ("EST5EDT,M3.2.0,M11.1.0", -5 * H, -4 * H),
+    ("CET-1CEST,M3.5.0,M10.5.0/3", H, 2 * H), ("NZST-12NZDT-13,M9.5.0,M4.1.0/3", 12 * H, 13 * H),
+    ("EST+5EDT4,J60/2:00:00,300", -5 * H, -4 * H),
+])
+def test_posix_rules_are_read_as_utc_offsets(text, standard, daylight):
+    assert m.parse_posix_tz(text) == m.PosixRule(standard, daylight)
+
+
+@pytest.mark.parametrize("text", ["Asia/Tokyo", "garbage", "CST", "CST-25", "C-8", "CST-8,M3", "CST-8:60", "",
+                                  "CST-8 ", "<+08-8"])
+def test_other_text_is_not_a_posix_rule(text):
+    assert m.parse_posix_tz(text) is None
+
+
+@pytest.mark.parametrize("text, zone", [("CST-8", "Etc/GMT-8"), ("<-03>3", "Etc/GMT+3"), ("UTC0", "UTC"),
+                                        ("<+14>-14", "Etc/GMT-14"), ("<+0530>-5:30", "UTC"), ("XXX-15", "UTC")])
+def test_a_posix_rule_without_dst_means_its_fixed_offset_zone_else_utc(text, zone):
+    name, note = m.zone_for_posix_rule(text, m.parse_posix_tz(text), NOW)
+    assert name == zone
+    assert repr(text) in note and f"using {zone}" in note and "--timezone" in note
+
+
+@pytest.mark.parametrize("rule, system, now, zone", [
+    ("CET-1CEST", "Europe/Berlin", NOW, "Europe/Berlin"),       # winter: at the standard offset
+    ("CET-1CEST", "Europe/Berlin", SUMMER, "Europe/Berlin"),    # summer: at the DST offset
+    ("CET-1CEST", "Africa/Lagos", NOW, "Africa/Lagos"),         # +01:00 now, whatever its rules
+    ("CET-1CEST", "Asia/Shanghai", NOW, "UTC"),
+    ("EST5EDT,M3.2.0,M11.1.0", "America/New_York", SUMMER, "America/New_York"),
+    ("EST5EDT,M3.2.0,M11.1.0", "Europe/Berlin", NOW, "UTC"),
+    ("CET-1CEST", None, NOW, "UTC"),                           # the OS zone cannot be found
+])
+def test_a_posix_rule_with_dst_means_the_os_zone_when_its_offset_matches_else_utc(monkeypatch, rule, system,
+                                                                                  now, zone):
+    monkeypatch.setattr(m, "system_zone_name", lambda: system)
+    name, note = m.zone_for_posix_rule(rule, m.parse_posix_tz(rule), now)
+    assert name == zone
+    assert repr(rule) in note and zone in note and "--timezone" in note
+
+
+@pytest.mark.parametrize("value, zone, noted", [
+    ("Asia/Tokyo", "Asia/Tokyo", False), (":Asia/Tokyo", "Asia/Tokyo", False), ("EST5EDT", "EST5EDT", False),
+    ("CST-8", "Etc/GMT-8", True), (":UTC0", "UTC", True), ("garbage", "Europe/Berlin", True),
+    ("", "Europe/Berlin", False),
+])
+def test_local_zone_name_reads_tz_first_and_notes_every_tz_that_is_not_a_zone_name(monkeypatch, value, zone, noted):
+    monkeypatch.setattr(m, "system_zone_name", lambda: "Europe/Berlin")
+    name, note = m.local_zone_name({"TZ": value}, NOW)
+    assert name == zone and (note is not None) == noted
+
+
+# ----------------------------------------------------------------------------------------------
 # retention_note
 # ----------------------------------------------------------------------------------------------
 

@@ -93,3 +93,120 @@ def test_last_is_at_most_3660_days(cli, cloud, value, code):
     assert run.code == code, run.stderr
     if code:
         assert "3660 days" in run.stderr
+
+
+# -- zone names ----------------------------------------------------------------------------------
+
+SEED = ("--from", "2026-05-08", "--to", "2026-05-21")
+
+
+@pytest.mark.parametrize("text, name", [("asia/shanghai", "Asia/Shanghai"), ("utc", "UTC"),
+                                        ("AMERICA/NEW_YORK", "America/New_York"), ("est", "EST")])
+def test_a_zone_name_in_any_case_is_used_and_sent_as_the_iana_name(cli, text, name):
+    document = plan(cli, *SEED, "--timezone", text)
+    assert document["timezone"] == name
+    assert {r["body"]["timezone"] for r in document["requests"]} == {name}
+
+
+def test_the_seed_example_holds_with_a_lower_case_zone(cli):
+    body = plan(cli, *SEED, "--timezone", "asia/shanghai")["requests"][0]["body"]
+    assert (body["start_time"], body["end_time"], body["timezone"]) == (1778169600000, 1779292800000, "Asia/Shanghai")
+
+
+@pytest.mark.parametrize("text", ["UTC", "GMT", "EST", "MST", "HST"])
+def test_iana_names_that_look_like_abbreviations_stay_accepted(cli, text):
+    assert plan(cli, *SEED, "--timezone", text)["timezone"] == text
+
+
+REFUSED_ZONES = {
+    "localtime": ("localtime", "not a time zone", "leave out --timezone"),
+    "posixrules": ("posixrules", "not a time zone", "IANA name"),
+    "factory": ("Factory", "not a time zone", "IANA name"),
+    "posix-folder": ("posix/Asia/Shanghai", "not a time zone", "use Asia/Shanghai"),
+    "right-folder": ("right/Asia/Shanghai", "not a time zone", "use Asia/Shanghai"),
+    "misspelt": ("Asia/Shangai", "unknown time zone", "did you mean Asia/Shanghai?"),
+    "offset": ("+08:00", "UTC offset", "use Etc/GMT-8 "),
+    "utc-plus": ("UTC+8", "UTC offset", "use Etc/GMT-8 "),
+    "gmt-minus": ("GMT-5", "UTC offset", "use Etc/GMT+5 "),
+    "half-hour": ("+0530", "UTC offset", "zones now at UTC+05:30: Asia/Kolkata"),
+    "cst": ("CST", "abbreviation", "zones that use CST now: Asia/Shanghai, America/Chicago, America/Havana"),
+    "jst": ("JST", "abbreviation", "zones that use JST now: Asia/Tokyo"),
+    "pst": ("PST", "abbreviation", "America/Los_Angeles"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REFUSED_ZONES))
+def test_what_is_not_a_zone_name_is_refused_with_a_hint_and_sends_nothing(cli, cloud, name):
+    text, message, hint = REFUSED_ZONES[name]
+    run = cli(*SEED, "--timezone", text, now=NOW)
+    assert run.code == 2, run.stderr
+    error, hint_line = run.stderr.splitlines()[:2]
+    assert error.startswith("error:") and message in error
+    assert hint_line.startswith("hint:") and hint in hint_line
+    assert run.stdout == "" and cloud.log == []
+
+
+def test_a_refused_zone_is_refused_in_a_dry_run_too(cli):
+    run = cli(*SEED, "--timezone", "CST", "--dry-run", now=NOW)
+    assert run.code == 2 and run.stdout == ""
+
+
+# -- POSIX TZ values -----------------------------------------------------------------------------
+
+@pytest.fixture
+def os_zone(monkeypatch):
+    """Set the zone tzlocal finds in the OS files (what is used when TZ names no zone)."""
+    import tzlocal
+
+    def set_zone(name: str) -> None:
+        monkeypatch.setattr(tzlocal, "get_localzone_name", lambda: name)
+    set_zone("Europe/Berlin")
+    return set_zone
+
+
+@pytest.mark.parametrize("tz, zone", [("CST-8", "Etc/GMT-8"), ("UTC0", "UTC"), ("<+0530>-5:30", "UTC"),
+                                      ("<-03>3", "Etc/GMT+3")])
+def test_a_posix_tz_without_dst_means_its_fixed_offset_zone_with_a_note(cli, os_zone, tz, zone):
+    run = cli(*SEED, "--dry-run", "--format", "json", env={"TZ": tz}, now=NOW)
+    assert run.code == 0, run.stderr
+    assert {r["body"]["timezone"] for r in run.json()["requests"]} == {zone}
+    note = next(line for line in run.stderr.splitlines() if "TZ=" in line)
+    assert note.startswith("note:") and f"using {zone}" in note and "--timezone" in note
+
+
+@pytest.mark.parametrize("tz, system, zone", [
+    ("CET-1CEST", "Europe/Berlin", "Europe/Berlin"),
+    ("CET-1CEST,M3.5.0,M10.5.0/3", "Europe/Paris", "Europe/Paris"),
+    ("EST5EDT,M3.2.0,M11.1.0", "Europe/Berlin", "UTC"),
+    ("CET-1CEST", "Asia/Shanghai", "UTC"),
+])
+def test_a_posix_tz_with_dst_means_the_os_zone_when_its_offset_matches_else_utc(cli, os_zone, tz, system, zone):
+    os_zone(system)
+    run = cli(*SEED, "--dry-run", "--format", "json", env={"TZ": tz}, now=NOW)
+    assert run.code == 0, run.stderr
+    assert run.json()["timezone"] == zone
+    note = next(line for line in run.stderr.splitlines() if "TZ=" in line)
+    assert note.startswith("note:") and f"using {'the OS zone ' if zone == system else ''}{zone}" in note
+    assert "--timezone" in note
+
+
+def test_a_tz_that_is_no_zone_and_no_rule_is_ignored_with_a_note(cli, os_zone):
+    run = cli(*SEED, "--dry-run", "--format", "json", env={"TZ": "not a zone"}, now=NOW)
+    assert run.code == 0, run.stderr
+    assert run.json()["timezone"] == "Europe/Berlin"
+    assert "note: TZ='not a zone' is neither a zone name nor a POSIX rule" in run.stderr
+
+
+def test_timezone_flag_overrides_a_posix_tz_without_a_note(cli, os_zone):
+    run = cli(*SEED, "--dry-run", "--timezone", "Asia/Shanghai", env={"TZ": "CST-8"}, now=NOW)
+    assert run.code == 0 and "TZ=" not in run.stderr
+
+
+def test_an_iana_tz_is_used_as_it_is_without_a_note(cli, os_zone):
+    run = cli(*SEED, "--dry-run", "--format", "json", env={"TZ": ":Asia/Tokyo"}, now=NOW)
+    assert run.json()["timezone"] == "Asia/Tokyo" and "TZ=" not in run.stderr
+
+
+def test_quiet_silences_the_zone_note(cli, os_zone):
+    run = cli(*SEED, "--dry-run", "-q", env={"TZ": "CST-8"}, now=NOW)
+    assert run.code == 0 and run.stderr == ""
