@@ -43,6 +43,7 @@ from collections import deque  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import date, datetime, timedelta, timezone, tzinfo  # noqa: E402
 from decimal import ROUND_HALF_UP, Decimal, localcontext  # noqa: E402
+from functools import lru_cache  # noqa: E402
 from typing import Any, Callable, Iterable, Mapping, Sequence  # noqa: E402
 from urllib.parse import quote, urlsplit  # noqa: E402
 
@@ -423,11 +424,14 @@ def load_credentials(path: str | None, env: Mapping[str, str]) -> Credentials:
 # ----------------------------------------------------------------------------------------------
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_WHEN_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::(\d{2}))?)?$", re.ASCII)
+_DATE_RE = re.compile(r"^(\d{4})(-?)(\d{2})\2(\d{2})$", re.ASCII)  # YYYY-MM-DD or YYYYMMDD
+# A local date-time, or an ISO 8601 instant when an offset or Z follows (a JSON period fed back).
+_TIME_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[ Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,6}))?)?"
+                      r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?$", re.ASCII)
 _LAST_RE = re.compile(r"^(\d+)([dh])$", re.ASCII)
 BUCKET_UNITS = ("day", "week", "month")
 MIN_YEAR, MAX_YEAR = 1970, 9000  # epoch milliseconds; far from datetime's overflow at year 9999
-MAX_LAST = timedelta(days=100 * 366)
+MAX_LAST_DAYS = 3660  # ten years: a longer --last is a typo, and long before the API kept any data
 
 
 @dataclass(frozen=True)
@@ -455,46 +459,306 @@ def from_epoch_ms(ms: int, zone: tzinfo) -> datetime:
     return (EPOCH + timedelta(milliseconds=ms)).astimezone(zone)
 
 
-def load_zone(name: str) -> tzinfo:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+# -- Time zones: IANA names only, as the API takes them; anything else is refused with the names meant --
 
-    try:
-        if not name or name.startswith(("/", ".")) or ".." in name:
-            raise ValueError(name)
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise UsageError(f"unknown time zone {name!r}",
-                         hint="use an IANA name such as Asia/Shanghai, Europe/Berlin or UTC") from None
+# Files of the zone database that are not zones: aliases of the OS zone or of a default rule, a
+# placeholder, and folders of duplicates (right/ counts leap seconds, which epoch milliseconds do not).
+NOT_ZONES = frozenset({"localtime", "posixrules", "factory"})
+NOT_ZONE_FOLDERS = ("posix/", "right/")
+ZONE_AREAS = ("Africa", "America", "Antarctica", "Arctic", "Asia", "Atlantic", "Australia", "Europe",
+              "Indian", "Pacific")
+# Zones in rough order of how many people keep their time: hints name the most used first.
+POPULOUS_ZONES = (
+    "Asia/Kolkata", "Asia/Shanghai", "America/New_York", "America/Chicago", "Asia/Jakarta", "Asia/Karachi",
+    "Africa/Lagos", "America/Sao_Paulo", "Asia/Dhaka", "America/Mexico_City", "Europe/Moscow", "Asia/Tokyo",
+    "Asia/Manila", "Africa/Cairo", "Asia/Ho_Chi_Minh", "Europe/Berlin", "Asia/Tehran", "Europe/Istanbul",
+    "Asia/Bangkok", "Europe/London", "Europe/Paris", "America/Los_Angeles", "Europe/Rome", "Africa/Johannesburg",
+    "Asia/Seoul", "America/Bogota", "Europe/Madrid", "Africa/Nairobi", "America/Argentina/Buenos_Aires",
+    "America/Denver", "Asia/Riyadh", "Asia/Taipei", "America/Lima", "Australia/Sydney", "America/Toronto",
+    "Asia/Singapore", "Asia/Hong_Kong", "Asia/Dubai", "Europe/Kyiv", "America/Phoenix",
+)
+ZONE_HINTS = 5  # at most this many zone names in a hint
+_UTC_OFFSET_RE = re.compile(r"^(?:UTC|GMT|UT)?\s*([+-])(\d{1,2})(?::?([0-5]\d))?$", re.ASCII | re.IGNORECASE)
+_ABBREVIATION_RE = re.compile(r"^[A-Za-z]{2,6}$", re.ASCII)
 
 
-def local_zone_name(env: Mapping[str, str]) -> str | None:
-    """The OS time zone's IANA name (``TZ`` first, as tzlocal reads it), or None when unknown."""
-    from_env = tz_name_from_env(env.get("TZ"))
+def not_a_zone(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in NOT_ZONES or lowered.startswith(NOT_ZONE_FOLDERS)
+
+
+@lru_cache(maxsize=1)  # listing the database reads every file's header: once per process
+def zone_names() -> dict[str, str]:
+    """Every zone of the database, keyed by its name in lower case."""
+    from zoneinfo import available_timezones  # imported here: only runs that need zones pay for them
+
+    return {name.lower(): name for name in available_timezones() if not not_a_zone(name)}
+
+
+def _spelled_on_disk(name: str) -> bool:
+    """Whether ``name`` is a file of a zoneinfo folder spelled exactly so (a case-insensitive file
+    system opens ``asia/shanghai`` too, but the API must get ``Asia/Shanghai``). Cheaper than
+    listing the whole database."""
+    from zoneinfo import TZPATH
+
+    for folder in TZPATH:
+        here = folder
+        for part in name.split("/"):
+            try:
+                if part not in os.listdir(here):
+                    break
+            except OSError:
+                break
+            here = os.path.join(here, part)
+        else:
+            if os.path.isfile(here):
+                return True
+    return False
+
+
+def canonical_zone_name(name: str) -> str | None:
+    """The IANA zone that ``name`` spells, matched case-insensitively; None for anything else."""
+    from zoneinfo import ZoneInfo
+
+    if not name or not_a_zone(name) or name.startswith(("/", ".")) or ".." in name or "\\" in name:
+        return None
+    if _spelled_on_disk(name):
+        try:
+            ZoneInfo(name)
+            return name
+        except (ValueError, OSError):  # a data file such as zone.tab
+            pass
+    return zone_names().get(name.lower())
+
+
+def resolve_zone(text: str, now: datetime) -> tuple[str, tzinfo]:
+    """The IANA name and zone that --timezone names; anything else is refused with the zones meant."""
+    from zoneinfo import ZoneInfo
+
+    name = text.strip()
+    canonical = canonical_zone_name(name)
+    if canonical is None:
+        raise zone_refusal(name, now)
+    return canonical, ZoneInfo(canonical)
+
+
+def zone_refusal(name: str, now: datetime) -> UsageError:
+    """Why ``name`` is not a zone, with a hint naming the IANA zones it may mean."""
+    if not_a_zone(name):
+        real = canonical_zone_name(name.split("/", 1)[1]) if "/" in name else None
+        return UsageError(f"{name!r} is a file of the zone database, not a time zone",
+                          hint=f"use {real}" if real else "leave out --timezone for the OS zone, or use an IANA "
+                                                          "name such as Asia/Shanghai")
+    offset = parse_utc_offset(name)
+    if offset is not None:
+        return UsageError(f"{name!r} is a UTC offset, not a time zone", hint=offset_hint(offset, now))
+    if _ABBREVIATION_RE.match(name):
+        abbreviation = name.upper()
+        zones = zones_where(lambda zone: zone.tzname(now) == abbreviation, now)
+        if zones:
+            return UsageError(f"{name!r} is an abbreviation, not a time zone",
+                              hint=f"zones that use {abbreviation} now: {', '.join(zones)}")
+        later = now + timedelta(days=182)
+        zones = zones_where(lambda zone: zone.tzname(later) == abbreviation, later)
+        if zones:
+            return UsageError(f"{name!r} is an abbreviation, not a time zone",
+                              hint=f"{abbreviation} is not in use now; zones that use it at other times of the "
+                                   f"year: {', '.join(zones)}")
+    close = close_zone_names(name)
+    return UsageError(f"unknown time zone {name!r}",
+                      hint=f"did you mean {' or '.join(close)}?" if close else
+                      "use an IANA name such as Asia/Shanghai, Europe/Berlin or UTC")
+
+
+def parse_utc_offset(text: str) -> timedelta | None:
+    """The offset that ``+08:00``, ``UTC+8``, ``GMT-5`` or ``+0530`` means; None for other text."""
+    match = _UTC_OFFSET_RE.match(text)
+    if not match:
+        return None
+    offset = timedelta(hours=int(match.group(2)), minutes=int(match.group(3) or 0))
+    return -offset if match.group(1) == "-" else offset
+
+
+def format_offset(offset: timedelta) -> str:
+    minutes = abs(offset) // timedelta(minutes=1)
+    return f"UTC{'-' if offset < timedelta(0) else '+'}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def fixed_offset_zone(offset: timedelta) -> str | None:
+    """The database's zone of a fixed whole-hour offset: UTC, or Etc/GMT-8 for UTC+08:00 (the
+    POSIX sign convention); None where there is none (half hours, beyond -12 h and +14 h)."""
+    if offset % timedelta(hours=1) or not timedelta(hours=-12) <= offset <= timedelta(hours=14):
+        return None
+    hours = offset // timedelta(hours=1)
+    return "UTC" if hours == 0 else f"Etc/GMT{-hours:+d}"
+
+
+def offset_hint(offset: timedelta, now: datetime) -> str:
+    fixed = fixed_offset_zone(offset)
+    if fixed is not None:
+        inverted = "" if fixed == "UTC" else " (the sign is inverted by POSIX convention)"
+        return (f"use {fixed} for a fixed {format_offset(offset)}{inverted}, or the IANA name of the place "
+                "to follow its daylight saving")
+    zones = zones_where(lambda zone: zone.utcoffset(now) == offset, now)
+    if zones:
+        return f"zones now at {format_offset(offset)}: {', '.join(zones)}"
+    return f"no zone is at {format_offset(offset)} now; use an IANA name such as Asia/Shanghai"
+
+
+@lru_cache(maxsize=1)
+def place_zones() -> list[str]:
+    """The zones worth suggesting: zone.tab's list, one name per place (no old aliases such as
+    Asia/Calcutta), where the database ships it; else every Area/Place name."""
+    from zoneinfo import TZPATH
+
+    known = set(zone_names().values())
+    for folder in TZPATH:
+        try:
+            with open(os.path.join(folder, "zone.tab"), encoding="utf-8") as table:
+                names = {line.split("\t")[2].strip() for line in table
+                         if line.strip() and not line.startswith("#") and line.count("\t") >= 2}
+        except OSError:
+            continue
+        if names & known:
+            return sorted(names & known)
+    return sorted(name for name in known if name.split("/", 1)[0] in ZONE_AREAS and "/" in name)
+
+
+def zones_where(test: Callable[[tzinfo], bool], at: datetime) -> list[str]:
+    """Up to ZONE_HINTS place zones that pass ``test``, the most used first: the populous list,
+    then alphabetically, with the first zone of each offset (``at`` that instant) leading, so that
+    every meaning of an ambiguous abbreviation shows (CST: China, US Central, Cuba)."""
+    from zoneinfo import ZoneInfo
+
+    rank = {name: index for index, name in enumerate(POPULOUS_ZONES)}
+    matching = sorted((name for name in place_zones() if test(ZoneInfo(name))),
+                      key=lambda name: (rank.get(name, len(rank)), name))
+    leaders: dict[timedelta | None, str] = {}
+    for name in matching:
+        leaders.setdefault(ZoneInfo(name).utcoffset(at), name)
+    ordered = [*leaders.values(), *(name for name in matching if name not in leaders.values())]
+    return ordered[:ZONE_HINTS]
+
+
+def close_zone_names(name: str) -> list[str]:
+    """The IANA names closest to a misspelt one (``Asia/Shangai``), or to a bare place (``tokyo``)."""
+    names = zone_names()
+    close = _closest(name.lower(), list(names))
+    if close:
+        return [names[lowered] for lowered in close]
+    places = {zone.rsplit("/", 1)[-1].lower(): zone for zone in reversed(place_zones())}
+    return [places[place] for place in _closest(name.lower().replace(" ", "_"), list(places))]
+
+
+def _closest(word: str, choices: list[str]) -> list[str]:
+    """The best few matches, those about as close as the best one."""
+    import difflib  # imported here: only a refused zone pays for it
+
+    close = difflib.get_close_matches(word, choices, n=3, cutoff=0.75)
+    ratios = [difflib.SequenceMatcher(None, word, choice).ratio() for choice in close]
+    return [choice for choice, ratio in zip(close, ratios) if ratio >= ratios[0] - 0.05]
+
+
+# A POSIX TZ rule (``CST-8``, ``CET-1CEST,M3.5.0,M10.5.0/3``): names, offsets west of UTC, DST dates.
+_POSIX_NAME = r"(?:[A-Za-z]{3,}|<[A-Za-z0-9+-]{3,}>)"
+_POSIX_OFFSET = r"[+-]?\d{1,2}(?::\d{2}){0,2}"
+_POSIX_DATE = r"(?:M\d{1,2}\.\d\.\d|J?\d{1,3})(?:/[+-]?\d{1,3}(?::\d{2}){0,2})?"
+_POSIX_TZ_RE = re.compile(rf"^{_POSIX_NAME}({_POSIX_OFFSET})(?:({_POSIX_NAME})({_POSIX_OFFSET})?"
+                          rf"(?:,{_POSIX_DATE},{_POSIX_DATE})?)?$", re.ASCII)
+
+
+@dataclass(frozen=True)
+class PosixRule:
+    """A POSIX TZ rule's UTC offsets: standard time and, with DST, daylight time."""
+
+    standard: timedelta
+    daylight: timedelta | None
+
+
+def parse_posix_tz(value: str) -> PosixRule | None:
+    match = _POSIX_TZ_RE.match(value)
+    if not match:
+        return None
+    standard = _posix_utc_offset(match.group(1))
+    daylight = _posix_utc_offset(match.group(3)) if match.group(3) else None
+    if standard is None or (match.group(3) and daylight is None):
+        return None
+    if match.group(2) and daylight is None:
+        daylight = standard + timedelta(hours=1)  # POSIX: DST is one hour ahead unless given
+    return PosixRule(standard, daylight)
+
+
+def _posix_utc_offset(text: str) -> timedelta | None:
+    """The UTC offset of a POSIX one, which counts west of UTC (``-8`` is UTC+08:00); None if impossible."""
+    hours, minutes, seconds = ([int(part) for part in text.lstrip("+-").split(":")] + [0, 0])[:3]
+    if hours > 24 or minutes > 59 or seconds > 59:
+        return None
+    west = timedelta(hours=hours, minutes=minutes, seconds=seconds)
+    return west if text.startswith("-") else -west
+
+
+def zone_for_posix_rule(value: str, rule: PosixRule, now: datetime) -> tuple[str, str]:
+    """The zone a POSIX TZ rule stands for, and the note that says so: a rule without DST is its
+    fixed-offset zone; one with DST is the OS zone when that is at one of its offsets now."""
+    from zoneinfo import ZoneInfo
+
+    choose = "set --timezone to the IANA name of the zone you mean"
+    if rule.daylight is None:
+        fixed = fixed_offset_zone(rule.standard)
+        if fixed is not None:
+            return fixed, (f"TZ={value!r} is a POSIX rule, not a zone name: using {fixed}, a fixed "
+                           f"{format_offset(rule.standard)}; {choose}")
+        return "UTC", (f"TZ={value!r} is a POSIX rule for {format_offset(rule.standard)}, which has no fixed-offset "
+                       f"zone (those are whole hours from UTC-12 to UTC+14): using UTC; {choose}")
+    system = system_zone_name()
+    offsets = f"{format_offset(rule.standard)} or {format_offset(rule.daylight)}"
+    if system is not None and ZoneInfo(system).utcoffset(now) in (rule.standard, rule.daylight):
+        return system, (f"TZ={value!r} is a POSIX rule, not a zone name: using the OS zone {system}, which is at "
+                        f"its {offsets} now; {choose}")
+    return "UTC", (f"TZ={value!r} is a POSIX rule with daylight saving, not a zone name, and the OS zone "
+                   f"{system or '(unknown)'} is not at its {offsets} now: using UTC; {choose}")
+
+
+def local_zone_name(env: Mapping[str, str], now: datetime) -> tuple[str | None, str | None]:
+    """The OS time zone's IANA name (``TZ`` first) or None when unknown, and a note when ``TZ`` is
+    not a zone name: the zone used then is never changed silently."""
+    value = env.get("TZ", "")
+    from_env = tz_name_from_env(value)
     if from_env:
-        return from_env
+        return from_env, None
+    rule_text = value[1:] if value.startswith(":") else value
+    if not rule_text:
+        return system_zone_name(), None
+    rule = parse_posix_tz(rule_text)
+    if rule is not None:
+        return zone_for_posix_rule(rule_text, rule, now)
+    system = system_zone_name()
+    return system, (f"TZ={value!r} is neither a zone name nor a POSIX rule: ignored, using the OS zone "
+                    f"{system or 'UTC'}; set --timezone to choose the zone")
+
+
+def system_zone_name() -> str | None:
+    """The OS zone as tzlocal finds it (it reads the files, ignoring a TZ that names no zone)."""
     try:
         import tzlocal  # imported here: only runs that need the OS zone pay for it
 
         name = tzlocal.get_localzone_name()
     except Exception:  # tzlocal raises assorted errors on odd systems; UTC is the documented fallback
         return None
-    return name or None
+    return canonical_zone_name(name) if name else None
 
 
 def tz_name_from_env(value: str | None) -> str | None:
     """An IANA name from a ``TZ`` value (``Asia/Tokyo``, ``:Asia/Tokyo`` or a zoneinfo file path)."""
-    from zoneinfo import available_timezones
-
     if not value:
         return None
     value = value[1:] if value.startswith(":") else value
-    names = available_timezones()
-    if value in names:
+    if canonical_zone_name(value) == value:
         return value
     if os.path.isabs(value) and os.path.exists(value):
         parts = os.path.realpath(value).split(os.sep)
         for start in range(len(parts)):
-            if "/".join(parts[start:]) in names:
+            if canonical_zone_name("/".join(parts[start:])) == "/".join(parts[start:]):
                 return "/".join(parts[start:])
     return None
 
@@ -524,16 +788,16 @@ def day_start(day: date, zone: tzinfo) -> datetime:
 
 
 def parse_day(text: str, zone: tzinfo, now: datetime) -> date | None:
-    """The local date named by ``today``, ``yesterday`` or ``YYYY-MM-DD``; None for other forms."""
+    """The local date named by ``today``, ``yesterday``, ``YYYY-MM-DD`` or ``YYYYMMDD``; None for other forms."""
     word = text.strip().lower()
     today = now.astimezone(zone).date()
     if word in ("today", "yesterday"):
         return today - timedelta(days=1 if word == "yesterday" else 0)
-    match = _WHEN_RE.match(text.strip())
-    if not match or match.group(4) is not None:
+    match = _DATE_RE.match(text.strip())
+    if not match:
         return None
     try:
-        day = date(*(int(g) for g in match.groups()[:3]))
+        day = date(int(match.group(1)), int(match.group(3)), int(match.group(4)))
     except ValueError:
         raise UsageError(f"{text!r} is not a valid date") from None
     _check_year(day.year, text)
@@ -546,25 +810,42 @@ def _check_year(year: int, text: str) -> None:
 
 
 def parse_when(text: str, zone: tzinfo, now: datetime) -> datetime:
-    """Parse a WHEN value (a date, a date-time, now, today or yesterday) into a UTC instant."""
+    """Parse a WHEN value (a date, a local date-time, an ISO 8601 instant with an offset, now, today
+    or yesterday) into a UTC instant; fractions of a second are cut to the millisecond."""
     if text.strip().lower() == "now":
         return now.astimezone(timezone.utc)
     day = parse_day(text, zone, now)
     if day is not None:
         return day_start(day, zone)
-    match = _WHEN_RE.match(text.strip())
+    match = _TIME_RE.match(text.strip())
     if not match:
         raise UsageError(f"cannot read the time {text!r}",
-                         hint="use YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]', now, today or yesterday")
-    year, month, day_of_month, hour, minute, second = (int(g) for g in match.groups(default="0"))
+                         hint="use YYYY-MM-DD, YYYYMMDD, 'YYYY-MM-DD HH:MM[:SS]', an ISO 8601 instant such as "
+                              "2026-05-08T09:30:00+08:00 or ...Z, now, today or yesterday")
+    year, month, day_of_month, hour, minute, second = (int(g) for g in match.groups(default="0")[:6])
+    millisecond = int((match.group(7) or "").ljust(3, "0")[:3])  # rounded down: the API counts ms
+    offset = _utc_offset(match, text)
     try:
-        local = datetime(year, month, day_of_month, hour, minute, second, tzinfo=zone)
+        moment = datetime(year, month, day_of_month, hour, minute, second, millisecond * 1000,
+                          tzinfo=offset or zone)
     except ValueError:
         raise UsageError(f"{text!r} is not a valid date or time") from None
-    _check_year(local.year, text)
-    if not _exists(local):
+    _check_year(moment.year, text)
+    if offset is None and not _exists(moment):
         raise UsageError(f"{text!r} does not exist in this time zone (the clocks skip it for daylight saving)")
-    return local.astimezone(timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def _utc_offset(match: re.Match, text: str) -> timezone | None:
+    """The fixed offset an ISO 8601 instant carries (``Z``, ``+08:00``, ``-0530``), None for local time."""
+    if match.group(8):
+        return timezone.utc
+    if not match.group(9):
+        return None
+    hours, minutes = int(match.group(10)), int(match.group(11) or 0)
+    if hours > 23 or minutes > 59:
+        raise UsageError(f"{text!r} has an impossible UTC offset")
+    return timezone((-1 if match.group(9) == "-" else 1) * timedelta(hours=hours, minutes=minutes))
 
 
 def parse_last(text: str) -> timedelta:
@@ -572,8 +853,8 @@ def parse_last(text: str) -> timedelta:
     if not match or int(match.group(1)) < 1:
         raise UsageError(f"cannot read --last {text!r}", hint="use a whole number of days or hours, like 7d or 24h")
     count, unit = int(match.group(1)), timedelta(days=1) if match.group(2) == "d" else timedelta(hours=1)
-    if count > MAX_LAST // unit:  # checked before multiplying: a huge count would overflow timedelta
-        raise UsageError(f"--last {text!r} is longer than a century")
+    if count > timedelta(days=MAX_LAST_DAYS) // unit:  # before multiplying: a huge count overflows timedelta
+        raise UsageError(f"--last {text!r} is longer than {MAX_LAST_DAYS} days ({MAX_LAST_DAYS * 24} h)")
     return count * unit
 
 
@@ -613,6 +894,10 @@ def resolve_period(request: RangeRequest, zone: tzinfo, now: datetime) -> Period
             f"the range is empty: the start ({start.astimezone(zone):%Y-%m-%d %H:%M:%S}) is not before "
             f"the end ({end.astimezone(zone):%Y-%m-%d %H:%M:%S}); --to is exclusive, --until names the "
             "last day included")
+    if start < EPOCH:  # start_time is epoch milliseconds
+        raise UsageError(f"the range starts at {start.astimezone(zone):%Y-%m-%d %H:%M:%S %Z}, before "
+                         "1970-01-01 00:00:00 UTC, where the API's time begins",
+                         hint=f"start at {EPOCH.astimezone(zone):%Y-%m-%d %H:%M:%S} in this time zone or later")
     return Period(start, end)
 
 
@@ -621,7 +906,8 @@ def _explicit_range(request: RangeRequest, zone: tzinfo, now: datetime) -> tuple
     if request.until:
         last_day = parse_day(request.until, zone, now)
         if last_day is None:
-            raise UsageError(f"--until takes a date (YYYY-MM-DD, today or yesterday), not {request.until!r}")
+            raise UsageError(f"--until takes a date (YYYY-MM-DD, YYYYMMDD, today or yesterday), "
+                             f"not {request.until!r}")
         end = day_start(last_day + timedelta(days=1), zone)
     elif request.to:
         end = parse_when(request.to, zone, now)
@@ -2217,6 +2503,8 @@ examples:
   %(prog)s --last 30d --service-type all --format json
   %(prog)s --this-month --group-by day --format csv
   %(prog)s --from yesterday --to today --format csv --no-header >> usage.csv   # cron, after 03:00
+  %(prog)s --from 2026-11-24T07:15:28+08:00 --format json  # from where the last JSON period ended
+  %(prog)s --last 24h --timezone asia/shanghai       # zone names in any case; sent as Asia/Shanghai
   %(prog)s --last 7d --dry-run                        # show the requests, send nothing
   %(prog)s --store ~/.local/share/maas/usage.db --record -q   # nightly, after 03:00
 
@@ -2260,12 +2548,19 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False)  # an abbreviation saved in a cron line must not change meaning later
     when = parser.add_argument_group("time range (default: the last 7 days)")
     when.add_argument("--from", dest="start", metavar="WHEN",
-                      help="start: YYYY-MM-DD, 'YYYY-MM-DD HH:MM[:SS]', now, today or yesterday")
+                      help="start: YYYY-MM-DD, YYYYMMDD, 'YYYY-MM-DD HH:MM[:SS[.fff]]' (local time), an ISO 8601 "
+                           "instant with an offset or Z (2026-11-24T07:15:28+08:00, such as a JSON period.end), "
+                           "now, today or yesterday; not before 1970-01-01 UTC")
     when.add_argument("--to", metavar="WHEN", help="end, exclusive (default now; clamped to now)")
-    when.add_argument("--until", metavar="DATE", help="last day included (YYYY-MM-DD, today, yesterday)")
-    when.add_argument("--last", metavar="N{d,h}", help="rolling window ending now: 7d, 30d, 24h …")
+    when.add_argument("--until", metavar="DATE", help="last day included (YYYY-MM-DD, YYYYMMDD, today, yesterday)")
+    when.add_argument("--last", metavar="N{d,h}",
+                      help=f"rolling window ending now: 7d, 30d, 24h … (at most {MAX_LAST_DAYS}d)")
     when.add_argument("--this-month", action="store_true", help="from the 1st of this month to now")
-    when.add_argument("--timezone", metavar="IANA", help="time zone (default: the OS zone, else UTC)")
+    when.add_argument("--timezone", metavar="IANA",
+                      help="IANA time zone, any case (asia/shanghai is sent as Asia/Shanghai); UTC offsets "
+                           "(+08:00: use Etc/GMT-8), abbreviations (CST) and non-zones (localtime, posix/…) are "
+                           "refused with the zones meant. Default: the OS zone (a POSIX TZ rule such as CST-8 "
+                           "becomes Etc/GMT-8, with a note), else UTC")
 
     what = parser.add_argument_group("query")
     what.add_argument("--region", default=DEFAULT_REGION,
@@ -2450,6 +2745,19 @@ def region_note(region: str) -> str | None:
     return f"MaaS ShowStatistics is documented only in {documented}; region {region} may not offer it"
 
 
+def zone_setting(flag_value: str | None, env: Mapping[str, str], now: datetime, console: Console) -> tuple[str, tzinfo]:
+    """The zone's IANA name and zone: --timezone, else the OS zone, else UTC; a note says so."""
+    if flag_value is not None:
+        return resolve_zone(flag_value, now)
+    name, note = local_zone_name(env, now)
+    if note is not None:
+        console.note(note)
+    if name is None:
+        console.note("cannot determine the OS time zone; using UTC (set --timezone)")
+        name = "UTC"
+    return resolve_zone(name, now)
+
+
 def resolve_project_id(given: str | None, credentials: Credentials | None,
                        lookup: Callable[[], str] | None) -> str | None:
     """The project id's precedence: ``given`` (--project-id, else the env vars: validated with the
@@ -2511,13 +2819,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
         raise UsageError("--record needs a store: --store PATH or MAAS_USAGE_STORE")
     check_table_format(args.table_format)
 
-    zone_name = args.timezone
-    if zone_name is None:
-        zone_name = local_zone_name(env)
-        if zone_name is None:
-            console.note("cannot determine the OS time zone; using UTC (set --timezone)")
-            zone_name = "UTC"
-    zone = load_zone(zone_name)
+    zone_name, zone = zone_setting(args.timezone, env, now, console)
     last = args.last or ("30d" if args.record and not ranges else None)  # --record defaults to 30 days
     period = resolve_period(RangeRequest(args.start, args.to, args.until, last, args.this_month), zone, now)
 

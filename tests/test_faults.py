@@ -533,7 +533,7 @@ USAGE_ERRORS = {
     "last-negative": (["--last", "-3d"], "--last"),
     "last-no-unit": (["--last", "7"], "--last"),
     "last-0h": (["--last", "0h"], "--last"),
-    "last-millennium": (["--last", "400000d"], "century"),
+    "last-millennium": (["--last", "400000d"], "3660 days"),
     "this-month-and-from": (["--this-month", "--from", "2026-05-08"], "cannot be combined"),
     "zone-traversal": (["--timezone", "../../etc/passwd"], "unknown time zone"),
     "zone-absolute": (["--timezone", "/etc/localtime"], "unknown time zone"),

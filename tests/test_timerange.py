@@ -33,6 +33,8 @@ ZUTC = ZoneInfo("UTC")
 ZONE_NAMES = ["Asia/Shanghai", "America/New_York", "Europe/London", "Australia/Lord_Howe",
               "America/Santiago", "Asia/Kolkata", "UTC"]
 ZONES = [ZoneInfo(name) for name in ZONE_NAMES]
+ZONE = st.sampled_from(ZONES)
+DATES = st.dates(min_value=date(2000, 1, 2), max_value=date(2040, 12, 31))
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -104,8 +106,10 @@ def test_impossible_dates_and_times_are_usage_errors(text):
 
 
 @pytest.mark.parametrize("text", [
-    "", "   ", "tomorrow", "2026/05/08", "08-05-2026", "2026-5-8", "20260508", "2026-05-08 10",
-    "2026-05-08T10:00Z", "2026-05-08 10:00+08:00", "1778169600000", "next week", "2026-05-08 10:00:00.5",
+    "", "   ", "tomorrow", "2026/05/08", "08-05-2026", "2026-5-8", "2026-0508", "202605-08", "2026050",
+    "202605081", "2026-05-08 10", "1778169600000", "next week", "2026-05-08T10:00:00.1234567Z",
+    "2026-05-08T10:00.5Z", "2026-05-08T10:00:00.Z", "2026-05-08T10:00:00+8", "2026-05-08T10:00:00+08:0",
+    "2026-05-08T10:00:00 +08:00", "2026-05-08T10:00:00UTC", "20260508T100000Z", "2026-05-08T10:00:00+08:00Z",
 ])
 def test_garbage_is_a_usage_error(text):
     with pytest.raises(m.UsageError) as caught:
@@ -141,6 +145,75 @@ def test_dates_at_the_edge_of_the_calendar_are_usage_errors_not_crashes(text, zo
 
 
 # ----------------------------------------------------------------------------------------------
+# ISO 8601 instants, compact dates and fractions of a second
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("2026-11-24T07:15:28+00:00", datetime(2026, 11, 24, 7, 15, 28, tzinfo=UTC)),
+    ("2026-11-24T07:15:28Z", datetime(2026, 11, 24, 7, 15, 28, tzinfo=UTC)),
+    ("2026-11-24t07:15:28z", datetime(2026, 11, 24, 7, 15, 28, tzinfo=UTC)),
+    ("2026-11-24T07:15:28.500+08:00", datetime(2026, 11, 23, 23, 15, 28, 500000, tzinfo=UTC)),
+    ("2026-11-24T07:15:28-05:00", datetime(2026, 11, 24, 12, 15, 28, tzinfo=UTC)),
+    ("2026-11-24T07:15:28+0530", datetime(2026, 11, 24, 1, 45, 28, tzinfo=UTC)),
+    ("2026-11-24T07:15:28+05", datetime(2026, 11, 24, 2, 15, 28, tzinfo=UTC)),
+    ("2026-11-24T07:15Z", datetime(2026, 11, 24, 7, 15, tzinfo=UTC)),
+    ("2026-11-24 07:15:28+08:00", datetime(2026, 11, 23, 23, 15, 28, tzinfo=UTC)),
+    ("2026-03-08T02:30:00-05:00", datetime(2026, 3, 8, 7, 30, tzinfo=UTC)),  # a fixed offset has no DST gap
+])
+@pytest.mark.parametrize("zone", [SHANGHAI, NEW_YORK, ZUTC], ids=lambda z: z.key)
+def test_iso_instant_with_an_offset_is_that_instant_in_any_zone(text, expected, zone):
+    assert m.parse_when(text, zone, NOW) == expected
+
+
+@pytest.mark.parametrize("fraction, millisecond", [
+    (".5", 500), (".500", 500), (".1", 100), (",25", 250), (".123456", 123), (".9999", 999),
+    (".999999", 999), (".000999", 0), (".0", 0), (".001", 1),
+])
+@pytest.mark.parametrize("suffix", ["Z", "+08:00", ""], ids=["utc", "offset", "local"])
+def test_fractions_of_a_second_are_rounded_down_to_the_millisecond(fraction, millisecond, suffix):
+    moment = m.parse_when(f"2026-11-24T07:15:28{fraction}{suffix}", SHANGHAI, NOW)
+    whole = m.parse_when(f"2026-11-24T07:15:28{suffix}", SHANGHAI, NOW)
+    assert m.to_epoch_ms(moment) - m.to_epoch_ms(whole) == millisecond
+
+
+@pytest.mark.parametrize("text", ["2026-11-24T07:15:28+24:00", "2026-11-24T07:15:28-23:60",
+                                  "2026-11-24T07:15:28+99"])
+def test_impossible_utc_offsets_are_usage_errors(text):
+    with pytest.raises(m.UsageError, match="UTC offset") as caught:
+        m.parse_when(text, SHANGHAI, NOW)
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("text", ["2026-02-30T10:00:00Z", "2026-11-24T24:00:00+08:00", "20260230", "20261301"])
+def test_impossible_dates_in_the_new_forms_are_usage_errors(text):
+    with pytest.raises(m.UsageError, match="not a valid date") as caught:
+        m.parse_when(text, SHANGHAI, NOW)
+    assert caught.value.exit_code == 2
+
+
+@PROPERTY
+@given(moment=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 12, 31),
+                           timezones=st.sampled_from(ZONES + [UTC])),
+       reader=ZONE)
+def test_a_json_instant_fed_back_is_the_same_millisecond_in_any_zone(moment, reader):
+    # JSON carries isoformat() of an instant (microseconds when now had them): the next run's --from
+    # must start at exactly the previous end_ms, neither a gap nor an overlap
+    assert m.to_epoch_ms(m.parse_when(moment.isoformat(), reader, NOW)) == m.to_epoch_ms(moment)
+
+
+@PROPERTY
+@given(day=DATES, zone=ZONE)
+def test_a_compact_date_is_the_same_day_as_the_dashed_date(day, zone):
+    assert m.parse_when(day.strftime("%Y%m%d"), zone, NOW) == m.parse_when(day.isoformat(), zone, NOW)
+
+
+def test_until_takes_a_compact_date():
+    assert resolve(SHANGHAI, start="20260501", until="20260519") == \
+        resolve(SHANGHAI, start="2026-05-01", until="2026-05-19")
+
+
+# ----------------------------------------------------------------------------------------------
 # parse_last
 # ----------------------------------------------------------------------------------------------
 
@@ -157,6 +230,17 @@ def test_last_reads_whole_days_and_hours(text, expected):
 @pytest.mark.parametrize("text", ["0d", "0h", "-1d", "7w", "7", "d", "", "1.5d", "7 d", "7dd", "+7d", "7m"])
 def test_last_rejects_zero_negative_and_unknown_units(text):
     with pytest.raises(m.UsageError) as caught:
+        m.parse_last(text)
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("text, allowed", [("3660d", True), ("87840h", True), ("3661d", False), ("87841h", False),
+                                           ("400000d", False)])
+def test_last_is_at_most_3660_days_or_87840_hours(text, allowed):
+    if allowed:
+        assert m.parse_last(text) == timedelta(days=3660)
+        return
+    with pytest.raises(m.UsageError, match="3660 days") as caught:
         m.parse_last(text)
     assert caught.value.exit_code == 2
 
@@ -332,6 +416,34 @@ def test_nonexistent_local_time_in_from_is_a_usage_error():
     with pytest.raises(m.UsageError) as caught:
         resolve(NEW_YORK, start="2026-03-08 02:30", to="2026-03-09")
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("zone, flags", [
+    (ZoneInfo("Asia/Tokyo"), dict(start="1970-01-01")),  # 1969-12-31T15:00Z
+    (ZUTC, dict(start="1970-01-01T08:59:59.999+09:00")),
+    (ZUTC, dict(start="1970-01-01T00:00:00+00:01", to="1970-01-02")),
+    (ZUTC, dict(to="1970-01-05")),                        # the 7 days before the end
+    (ZUTC, dict(until="1970-01-03")),
+    (NEW_YORK, dict(to="1970-01-01T12:00:00Z")),
+], ids=["tokyo-midnight", "offset-instant", "z-instant", "to-only", "until-only", "to-instant"])
+def test_a_range_before_1970_utc_is_a_usage_error(zone, flags):
+    with pytest.raises(m.UsageError, match="before 1970-01-01 00:00:00 UTC") as caught:
+        resolve(zone, **flags)
+    assert caught.value.exit_code == 2
+
+
+def test_a_long_last_before_1970_is_a_usage_error():
+    with pytest.raises(m.UsageError, match="before 1970"):
+        resolve(ZUTC, now=datetime(1975, 1, 1, tzinfo=UTC), last="3660d")
+
+
+@pytest.mark.parametrize("zone, flags", [
+    (ZUTC, dict(start="1970-01-01", to="1970-01-02")),
+    (ZoneInfo("Asia/Tokyo"), dict(start="1970-01-01T09:00:00+09:00", to="1970-01-02")),
+    (NEW_YORK, dict(start="1970-01-01T00:00:00Z", to="1970-01-01T00:00:00.001Z")),
+], ids=["utc-midnight", "tokyo-instant", "one-millisecond"])
+def test_a_range_starting_at_the_epoch_itself_is_accepted(zone, flags):
+    assert resolve(zone, **flags).start_ms == 0
 
 
 def test_until_the_last_representable_day_does_not_crash():
@@ -515,7 +627,6 @@ def test_a_period_inside_one_day_is_one_clipped_bucket():
     assert m.split_buckets(period, "day", SHANGHAI) == [period]
 
 
-ZONE = st.sampled_from(ZONES)
 MS_2000 = m.to_epoch_ms(datetime(2000, 1, 1, tzinfo=UTC))
 MS_2040 = m.to_epoch_ms(datetime(2040, 12, 31, tzinfo=UTC))
 # Spans are bounded per unit so that 200 examples stay fast; they still cross many DST changes.
@@ -568,7 +679,6 @@ def test_buckets_cover_the_period_and_follow_local_calendar_boundaries(case):
             assert timedelta(days=28) - HOUR <= bucket.end - bucket.start <= timedelta(days=31) + HOUR
 
 
-DATES = st.dates(min_value=date(2000, 1, 2), max_value=date(2040, 12, 31))
 
 
 @PROPERTY
@@ -598,6 +708,204 @@ def test_to_epoch_ms_agrees_with_calendar_timegm(moment):
 @given(ms=st.integers(min_value=-(10 ** 12), max_value=4 * 10 ** 12), zone=ZONE)
 def test_from_epoch_ms_round_trips(ms, zone):
     assert m.to_epoch_ms(m.from_epoch_ms(ms, zone)) == ms
+
+
+# ----------------------------------------------------------------------------------------------
+# Zone names: IANA names in any case; files that are not zones, offsets and abbreviations refused
+# ----------------------------------------------------------------------------------------------
+
+SUMMER = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+
+
+def refusal(text, now=NOW) -> m.UsageError:
+    with pytest.raises(m.UsageError) as caught:
+        m.resolve_zone(text, now)
+    assert caught.value.exit_code == 2
+    return caught.value
+
+
+def hinted_zones(error: m.UsageError) -> list[str]:
+    return error.hint.rsplit(": ", 1)[1].split(", ")
+
+
+@pytest.mark.parametrize("text, name", [
+    ("asia/shanghai", "Asia/Shanghai"), ("ASIA/SHANGHAI", "Asia/Shanghai"), ("Asia/Shanghai", "Asia/Shanghai"),
+    ("utc", "UTC"), ("america/argentina/buenos_aires", "America/Argentina/Buenos_Aires"),
+    ("etc/gmt-8", "Etc/GMT-8"), ("america/port-au-prince", "America/Port-au-Prince"), (" Asia/Tokyo ", "Asia/Tokyo"),
+])
+def test_zone_names_match_case_insensitively_and_come_back_spelled_right(text, name):
+    zone_name, zone = m.resolve_zone(text, NOW)
+    assert zone_name == name and zone.key == name
+
+
+@pytest.mark.parametrize("name", ["UTC", "GMT", "EST", "MST", "HST", "GMT+0", "GMT-0", "EST5EDT", "CET", "Etc/GMT+5",
+                                  "Zulu", "PRC"])
+def test_iana_names_that_look_like_abbreviations_or_offsets_stay_accepted(name):
+    assert m.resolve_zone(name, NOW)[0] == name
+
+
+@PROPERTY
+@given(data=st.data())
+def test_every_zone_of_the_database_is_found_in_any_case(data):
+    name = data.draw(st.sampled_from(sorted(m.zone_names().values())))
+    text = "".join(c.upper() if data.draw(st.booleans()) else c.lower() for c in name)
+    assert m.resolve_zone(text, NOW)[0] == name
+
+
+@pytest.mark.parametrize("text, hint", [
+    ("localtime", "leave out --timezone"), ("posixrules", "IANA name"), ("Factory", "IANA name"),
+    ("factory", "IANA name"), ("posix/Asia/Tokyo", "use Asia/Tokyo"), ("right/UTC", "use UTC"),
+    ("POSIX/Europe/Berlin", "use Europe/Berlin"), ("right/Nowhere", "IANA name"),
+])
+def test_files_of_the_zone_database_that_are_not_zones_are_refused(text, hint):
+    error = refusal(text)
+    assert "not a time zone" in str(error) and hint in error.hint
+
+
+def test_non_zones_are_refused_and_never_suggested_where_the_database_lists_them(monkeypatch):
+    import zoneinfo
+
+    listed = zoneinfo.available_timezones() | {"localtime", "posixrules", "Factory", "posix/Asia/Shanghai",
+                                                "right/Asia/Shanghai", "posix/UTC"}
+    monkeypatch.setattr(zoneinfo, "available_timezones", lambda: set(listed))
+    for cached in ("zone_names", "place_zones"):  # uncached here, so the real listing comes back after
+        monkeypatch.setattr(m, cached, getattr(m, cached).__wrapped__)
+    for name in ("localtime", "posixrules", "Factory", "posix/Asia/Shanghai", "right/Asia/Shanghai"):
+        assert m.canonical_zone_name(name) is None
+        refusal(name)
+    assert not {"localtime", "posixrules", "factory"} & set(m.zone_names())
+    assert "posix/" not in refusal("Asia/Shangai").hint and "posix/" not in refusal("posix/Asia/Shangai").hint
+
+
+@pytest.mark.parametrize("text, meant", [
+    ("Asia/Shangai", "Asia/Shanghai"), ("Europe/Berln", "Europe/Berlin"), ("America/New_Yrok", "America/New_York"),
+    ("asia/kolkatta", "Asia/Kolkata"), ("tokyo", "Asia/Tokyo"), ("new york", "America/New_York"),
+    ("Shanghai", "Asia/Shanghai"),
+])
+def test_an_unknown_zone_is_refused_with_the_closest_iana_names(text, meant):
+    error = refusal(text)
+    assert str(error).startswith("unknown time zone")
+    assert error.hint.startswith("did you mean ") and meant in error.hint
+
+
+@pytest.mark.parametrize("text", ["Mars/Olympus", "../../etc/passwd", "/etc/localtime", "zone.tab", "Asia//Tokyo"])
+def test_paths_and_nonsense_are_unknown_zones(text):
+    assert str(refusal(text)).startswith("unknown time zone")
+
+
+@pytest.mark.parametrize("text, zone", [
+    ("+08:00", "Etc/GMT-8"), ("UTC+8", "Etc/GMT-8"), ("utc+08", "Etc/GMT-8"), ("+0800", "Etc/GMT-8"),
+    ("GMT-5", "Etc/GMT+5"), ("-05:00", "Etc/GMT+5"), ("-12:00", "Etc/GMT+12"), ("+14", "Etc/GMT-14"),
+    ("UTC+0", "UTC"), ("+00:00", "UTC"),
+])
+def test_a_whole_hour_utc_offset_is_refused_with_its_etc_gmt_zone(text, zone):
+    error = refusal(text)
+    assert "UTC offset" in str(error)
+    assert error.hint.startswith(f"use {zone} ")
+
+
+@pytest.mark.parametrize("text, now, zones", [
+    ("+0530", NOW, ["Asia/Kolkata", "Asia/Colombo"]),
+    ("+05:45", NOW, ["Asia/Kathmandu"]),
+    ("UTC+10:30", NOW, ["Australia/Adelaide", "Australia/Broken_Hill"]),  # southern summer time
+    ("UTC+10:30", SUMMER, ["Australia/Lord_Howe"]),  # its winter: the offset moves with now
+    ("-13:00", NOW, []), ("+15:00", NOW, []),
+])
+def test_any_other_utc_offset_is_refused_with_the_zones_now_at_it(text, now, zones):
+    error = refusal(text, now)
+    if zones:
+        assert hinted_zones(error) == zones
+    else:
+        assert error.hint.startswith("no zone is at ")
+
+
+@PROPERTY
+@given(hours=st.integers(-12, 14), form=st.sampled_from(["{:+03d}:00", "UTC{:+d}", "GMT{:+03d}00"]))
+def test_every_etc_gmt_hint_is_at_the_offset_the_user_typed(hours, form):
+    hint = refusal(form.format(hours)).hint
+    zone = ZoneInfo(hint.split()[1])
+    assert zone.utcoffset(NOW) == timedelta(hours=hours)
+
+
+@pytest.mark.parametrize("text, now, first", [
+    ("CST", NOW, ["Asia/Shanghai", "America/Chicago", "America/Havana"]),
+    ("cst", NOW, ["Asia/Shanghai", "America/Chicago", "America/Havana"]),
+    ("JST", NOW, ["Asia/Tokyo"]),
+    ("PST", NOW, ["Asia/Manila", "America/Los_Angeles"]),
+    ("IST", NOW, ["Asia/Kolkata", "Asia/Jerusalem"]),
+    ("CEST", SUMMER, ["Europe/Berlin"]),
+    ("CDT", SUMMER, ["America/Chicago", "America/Havana"]),
+])
+def test_an_abbreviation_is_refused_with_the_zones_that_use_it_now_most_used_first(text, now, first):
+    error = refusal(text, now)
+    assert "abbreviation" in str(error)
+    zones = hinted_zones(error)
+    assert zones[:len(first)] == first and len(zones) <= 5
+    assert all(ZoneInfo(zone).tzname(now) == text.upper() for zone in zones)
+
+
+def test_an_abbreviation_out_of_season_names_the_zones_that_use_it_later():
+    error = refusal("BST", NOW)
+    assert "not in use now" in error.hint and hinted_zones(error)[0] == "Europe/London"
+
+
+# ----------------------------------------------------------------------------------------------
+# POSIX TZ values: a fixed-offset zone, or the OS zone when it matches, always with a note
+# ----------------------------------------------------------------------------------------------
+
+H = HOUR
+
+
+@pytest.mark.parametrize("text, standard, daylight", [
+    ("CST-8", 8 * H, None), ("UTC0", timedelta(0), None), ("<+0530>-5:30", timedelta(hours=5, minutes=30), None),
+    ("<-03>3", -3 * H, None), ("CET-1CEST", H, 2 * H), ("EST5EDT,M3.2.0,M11.1.0", -5 * H, -4 * H),
+    ("CET-1CEST,M3.5.0,M10.5.0/3", H, 2 * H), ("NZST-12NZDT-13,M9.5.0,M4.1.0/3", 12 * H, 13 * H),
+    ("EST+5EDT4,J60/2:00:00,300", -5 * H, -4 * H),
+])
+def test_posix_rules_are_read_as_utc_offsets(text, standard, daylight):
+    assert m.parse_posix_tz(text) == m.PosixRule(standard, daylight)
+
+
+@pytest.mark.parametrize("text", ["Asia/Tokyo", "garbage", "CST", "CST-25", "C-8", "CST-8,M3", "CST-8:60", "",
+                                  "CST-8 ", "<+08-8"])
+def test_other_text_is_not_a_posix_rule(text):
+    assert m.parse_posix_tz(text) is None
+
+
+@pytest.mark.parametrize("text, zone", [("CST-8", "Etc/GMT-8"), ("<-03>3", "Etc/GMT+3"), ("UTC0", "UTC"),
+                                        ("<+14>-14", "Etc/GMT-14"), ("<+0530>-5:30", "UTC"), ("XXX-15", "UTC")])
+def test_a_posix_rule_without_dst_means_its_fixed_offset_zone_else_utc(text, zone):
+    name, note = m.zone_for_posix_rule(text, m.parse_posix_tz(text), NOW)
+    assert name == zone
+    assert repr(text) in note and f"using {zone}" in note and "--timezone" in note
+
+
+@pytest.mark.parametrize("rule, system, now, zone", [
+    ("CET-1CEST", "Europe/Berlin", NOW, "Europe/Berlin"),       # winter: at the standard offset
+    ("CET-1CEST", "Europe/Berlin", SUMMER, "Europe/Berlin"),    # summer: at the DST offset
+    ("CET-1CEST", "Africa/Lagos", NOW, "Africa/Lagos"),         # +01:00 now, whatever its rules
+    ("CET-1CEST", "Asia/Shanghai", NOW, "UTC"),
+    ("EST5EDT,M3.2.0,M11.1.0", "America/New_York", SUMMER, "America/New_York"),
+    ("EST5EDT,M3.2.0,M11.1.0", "Europe/Berlin", NOW, "UTC"),
+    ("CET-1CEST", None, NOW, "UTC"),                           # the OS zone cannot be found
+])
+def test_a_posix_rule_with_dst_means_the_os_zone_when_its_offset_matches_else_utc(monkeypatch, rule, system,
+                                                                                  now, zone):
+    monkeypatch.setattr(m, "system_zone_name", lambda: system)
+    name, note = m.zone_for_posix_rule(rule, m.parse_posix_tz(rule), now)
+    assert name == zone
+    assert repr(rule) in note and zone in note and "--timezone" in note
+
+
+@pytest.mark.parametrize("value, zone, noted", [
+    ("Asia/Tokyo", "Asia/Tokyo", False), (":Asia/Tokyo", "Asia/Tokyo", False), ("EST5EDT", "EST5EDT", False),
+    ("CST-8", "Etc/GMT-8", True), (":UTC0", "UTC", True), ("garbage", "Europe/Berlin", True),
+    ("", "Europe/Berlin", False),
+])
+def test_local_zone_name_reads_tz_first_and_notes_every_tz_that_is_not_a_zone_name(monkeypatch, value, zone, noted):
+    monkeypatch.setattr(m, "system_zone_name", lambda: "Europe/Berlin")
+    name, note = m.local_zone_name({"TZ": value}, NOW)
+    assert name == zone and (note is not None) == noted
 
 
 # ----------------------------------------------------------------------------------------------
