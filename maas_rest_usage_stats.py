@@ -93,8 +93,8 @@ THREAD_STACK_BYTES = 1024 * 1024
 SIGNAL_CHECK_INTERVAL = 0.2  # seconds between the main thread's checks for Ctrl-C while requests run
 FINAL_AFTER = timedelta(hours=3)  # call data lags 1-2 hours; a day is final 3 hours after it ends
 MAX_BODY_BYTES = 1024 * 1024  # an answer is a few hundred bytes; more is malformed (and bounds memory)
-MAX_CREDENTIALS_BYTES = 64 * 1024
-CREDENTIALS_PIPE_WAIT = 30.0  # seconds for a credentials pipe's writer: time to type a passphrase  # a credentials file is a few hundred bytes; refuse a huge one
+MAX_CREDENTIALS_BYTES = 64 * 1024  # a credentials file is a few hundred bytes; refuse a huge one
+CREDENTIALS_PIPE_WAIT = 30.0  # seconds for a credentials pipe's writer: time to type a passphrase
 
 # ShowStatistics response fields; the token fields are in thousands of tokens.
 TOKEN_FIELDS = ("total_token", "total_prompt_token", "total_completion_token")
