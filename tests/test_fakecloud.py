@@ -799,7 +799,7 @@ def test_add_fault_validates() -> None:
 
 def test_concurrent_https_requests_are_handled_in_parallel(client: Client) -> None:
     cloud = client.cloud
-    cloud.latency = 0.2
+    cloud.latency = 1.0  # long enough for 16 handshakes on a loaded machine to overlap
     cloud.reset_max_in_flight()
     barrier = threading.Barrier(16)
 
