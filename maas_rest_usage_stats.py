@@ -2306,7 +2306,7 @@ class Store:
 
 
 # ----------------------------------------------------------------------------------------------
-# Rendering: table, JSON and CSV from the same Report
+# Rendering: table, JSON, CSV and Prometheus from the same Report
 # ----------------------------------------------------------------------------------------------
 
 
@@ -2559,6 +2559,71 @@ def render_csv(report: Report, header: bool) -> str:
     return out.getvalue()
 
 
+# --format prometheus: every family's HELP text, in the order they are written.
+PROMETHEUS_HELP = {
+    "maas_usage_tokens": "Tokens used in the period, by kind (actual tokens).",
+    "maas_usage_requests": "Requests in the period.",
+    "maas_usage_errors": "Failed requests in the period.",
+    "maas_usage_completed_tasks": "Batch tasks completed in the period.",
+    "maas_usage_inference_count": "Batch inferences in the period.",
+    "maas_usage_period_start_timestamp_seconds": "Start of the period (Unix time).",
+    "maas_usage_period_end_timestamp_seconds": "End of the period, exclusive (Unix time).",
+    "maas_usage_complete": "1 when no part of the period lies before MaaS's 30-day retention, else 0.",
+}
+
+
+def prometheus_label_value(text: str) -> str:
+    """A label value as the text exposition format writes it: backslash, quote and newline escaped."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_seconds(ms: int) -> str:
+    """Epoch milliseconds as seconds, exact: ``1778169600`` or ``1778169600.5``."""
+    seconds, millis = divmod(ms, 1000)
+    return f"{seconds}.{millis:03d}".rstrip("0") if millis else str(seconds)
+
+
+def _prometheus_labels(report: Report, row: Row) -> list[tuple[str, str]]:
+    query = report.query
+    labels = [("region", query.region), ("project_id", report.project_id or ""),
+              ("service_type", str(row.service_type)), ("service", SERVICE_NAMES[row.service_type]),
+              ("infer_type", query.infer_type)]
+    if query.by_key and row.api_key is not None:
+        labels.append(("api_key", row.api_key))
+    return labels
+
+
+def _prometheus_samples(row: Row, batch: bool, complete: bool) -> list[tuple[str, str | None, str]]:
+    """One row's samples: (family, its ``kind`` label or None, value)."""
+    metrics = row.total.metrics()
+    samples: list[tuple[str, str | None, str]] = [
+        ("maas_usage_tokens", kind, str(metrics[f"{kind}_tokens"])) for kind in ("total", "prompt", "completion")]
+    samples += [("maas_usage_requests", None, str(metrics["total_requests"])),
+                ("maas_usage_errors", None, str(metrics["total_errors"]))]
+    if batch:
+        samples += [("maas_usage_completed_tasks", None, str(metrics["total_completion_tasks"])),
+                    ("maas_usage_inference_count", None, str(metrics["total_infer_count"]))]
+    return samples + [("maas_usage_period_start_timestamp_seconds", None, prometheus_seconds(row.period.start_ms)),
+                      ("maas_usage_period_end_timestamp_seconds", None, prometheus_seconds(row.period.end_ms)),
+                      ("maas_usage_complete", None, "1" if complete else "0")]
+
+
+def render_prometheus(report: Report) -> str:
+    """The text exposition format (0.0.4) for node_exporter's textfile collector: gauges, one
+    sample per row and metric, no timestamps (rows are never time buckets here)."""
+    families: dict[str, list[str]] = {name: [] for name in PROMETHEUS_HELP}
+    for row in report.rows:
+        labels = _prometheus_labels(report, row)
+        for family, kind, value in _prometheus_samples(row, report.query.batch, report.coverage.complete):
+            pairs = labels + ([("kind", kind)] if kind else [])
+            text = ",".join(f'{name}="{prometheus_label_value(v)}"' for name, v in pairs)
+            families[family].append(f"{family}{{{text}}} {value}")
+    lines = []
+    for family, samples in families.items():
+        if samples:
+            lines += [f"# HELP {family} {PROMETHEUS_HELP[family]}", f"# TYPE {family} gauge", *samples]
+    return "\n".join(lines) + "\n"
+
 def render_plan(query: Query, project_id: str | None, endpoint: Endpoint, rows: Sequence[Row],
                 coverage: Coverage, output_format: str) -> str:
     path = STATISTICS_PATH.format(project_id=project_id or "{project_id}")
@@ -2589,6 +2654,7 @@ examples:
   %(prog)s --last 24h --timezone asia/shanghai       # zone names in any case; sent as Asia/Shanghai
   %(prog)s --last 7d --dry-run                        # show the requests, send nothing
   %(prog)s --store ~/.local/share/maas/usage.db --record -q   # nightly, after 03:00
+  %(prog)s --last 24h --format prometheus --output /var/lib/node_exporter/textfile/maas.prom -q
 
 credentials: HW_ACCESS_KEY/HW_SECRET_KEY[/HW_SECURITY_TOKEN], HUAWEICLOUD_SDK_AK/SK, --credentials-file,
   or ~/.huaweicloud/credentials. Keys are never accepted on the command line and never printed.
@@ -2671,14 +2737,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"requests in flight, 1-{MAX_CONCURRENCY} (default {MAX_CONCURRENCY})")
 
     out = parser.add_argument_group("output")
-    out.add_argument("--format", choices=("table", "json", "csv"), default="table",
+    out.add_argument("--format", choices=tuple(FORMAT_OPTIONS), default="table",
                      help="table (default; a Filters: line names the key, IP and batch filters in effect), "
-                          "json for scripts and agents, csv for spreadsheets and cron")
+                          "json for scripts and agents, csv for spreadsheets and cron, prometheus for "
+                          "node_exporter's textfile collector (no time buckets)")
     out.add_argument("--group-by", nargs="+", metavar="BY",
                      help="rows per day, week or month, and/or per service-type, api-key")
     out.add_argument("--table-format", metavar="STYLE", help="a tabulate style (grid, github, plain …)")
     out.add_argument("--no-header", action="store_true", help="CSV without its header line")
     out.add_argument("--raw", action="store_true", help="also show each window's raw API response")
+    out.add_argument("--output", metavar="PATH",
+                     help="write the result to PATH instead of stdout, atomically (a reader never sees half a "
+                          "file; a failed run leaves the old file); keeps the old file's mode")
     out.add_argument("--dry-run", action="store_true", help="print the planned requests; send nothing")
     out.add_argument("-v", "--verbose", action="store_true", help="log each HTTP exchange on stderr")
     out.add_argument("-q", "--quiet", action="store_true", help="no notes or progress on stderr")
@@ -2757,7 +2827,8 @@ def check_table_format(name: str | None) -> None:
 
 
 # Which output options each format takes; any other combination is a usage error.
-FORMAT_OPTIONS = {"table": ("--table-format", "--raw"), "json": ("--raw",), "csv": ("--no-header",)}
+FORMAT_OPTIONS = {"table": ("--table-format", "--raw"), "json": ("--raw",), "csv": ("--no-header",),
+                  "prometheus": ()}
 
 
 def check_format_options(output_format: str, given: Sequence[str]) -> None:
@@ -2767,12 +2838,29 @@ def check_format_options(output_format: str, given: Sequence[str]) -> None:
             raise UsageError(f"{option} applies to --format {' and '.join(formats)} only, not {output_format}")
 
 
+def check_prometheus_rows(output_format: str, query: Query, record: bool) -> None:
+    """Prometheus samples carry no timestamps here (the textfile collector has none), so a series
+    per time bucket would be wrong."""
+    if output_format == "prometheus" and query.bucket is not None:
+        what = "--record (its result is per day)" if record else f"--group-by {query.bucket}"
+        raise UsageError(f"--format prometheus cannot be combined with {what}: the textfile collector has "
+                         f"no timestamps, so a series per {query.bucket} would be wrong",
+                         hint="drop the time bucket, or use --format json or csv for rows per time bucket")
+
+
+def check_output_path(path: str | None, header: bool) -> None:
+    if path is not None and not header:
+        raise UsageError("--output always replaces its file: it cannot be combined with --no-header",
+                         hint="to append, leave out --output and use >> FILE")
+
+
 @dataclass(frozen=True)
 class OutputOptions:
-    format: str  # table, json or csv
+    format: str  # table, json, csv or prometheus
     table_format: str | None
     header: bool
     raw: bool
+    path: str | None = None  # --output: replace this file atomically instead of writing stdout
 
 
 @dataclass(frozen=True)
@@ -2868,7 +2956,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
                   console: Console) -> Settings:
     """Validate every flag and env var; raises UsageError before anything is read or sent."""
     for flag in ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file",
-                 "endpoint", "iam_endpoint", "store", "table_format"):
+                 "endpoint", "iam_endpoint", "store", "table_format", "output"):
         value = getattr(args, "start" if flag == "from" else flag)
         if value is not None and not value.strip():
             raise UsageError(f"--{flag.replace('_', '-')} was given an empty value")
@@ -2896,6 +2984,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     check_format_options(args.format, [name for name, given in (("--table-format", args.table_format),
                                                                 ("--no-header", args.no_header),
                                                                 ("--raw", args.raw)) if given])
+    check_output_path(args.output, not args.no_header)
     store_path, _ = flag_or_env(args.store, "--store", env, "MAAS_USAGE_STORE")
     if args.record and not store_path:
         raise UsageError("--record needs a store: --store PATH or MAAS_USAGE_STORE")
@@ -2918,11 +3007,13 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
                                  IAM_ENDPOINT_TEMPLATE.format(region=args.region))
     if args.record:
         query = record_query(query, now)
+    check_prometheus_rows(args.format, query, args.record)
     mode = "dry-run" if args.dry_run else "record" if args.record else "query"
     return Settings(
         mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file, maas=maas, iam=iam,
         client=ClientOptions(args.timeout, args.retries, args.concurrency),
-        output=OutputOptions(args.format, args.table_format, not args.no_header, args.raw),
+        output=OutputOptions(args.format, args.table_format, not args.no_header, args.raw,
+                             None if args.output is None else expand_home(args.output, env)),
         store=StoreOptions(expand_home(store_path, env), mode == "record", STORE_BUSY_TIMEOUT) if store_path else None)
 
 
@@ -3075,6 +3166,8 @@ def render(report: Report, output: OutputOptions) -> str:
         return render_json(report, output.raw)
     if output.format == "csv":
         return render_csv(report, output.header)
+    if output.format == "prometheus":
+        return render_prometheus(report)
     return render_table(report, output.table_format, output.raw)
 
 
@@ -3114,6 +3207,9 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         console.quiet, console.verbose = args.quiet, args.verbose  # notes made while validating obey -q too
         settings = settings_from(args, env, clock.now, console)
         output = console.redact(run(settings, env, clock, console))
+        if settings.output.path is not None:
+            replace_file(settings.output.path, output)
+            return EXIT_OK
     except ParserExit as printed:  # --help and --version
         return write_result(stdout, printed.text, console) if printed.status == 0 else printed.status
     except ToolError as exc:
@@ -3123,6 +3219,54 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         console.error("interrupted")
         return EXIT_INTERRUPTED
     return write_result(stdout, output, console)
+
+
+class OutputFileError(ToolError):
+    exit_code = EXIT_API
+
+
+def replace_file(path: str, output: str) -> None:
+    """Replace ``path`` with ``output`` (UTF-8) atomically: a temporary file in the same folder,
+    then a rename, so that a reader sees the old file or the new one, never half of one. Whatever
+    goes wrong (a full disk, Ctrl-C), the old file stays and the temporary file goes.
+
+    The new file keeps the mode of the one it replaces, else gets 0666 & ~umask as from ``>``.
+    A symlink is followed: its target is replaced, as a shell redirect writes through it.
+    """
+    target = os.path.realpath(path)
+    folder, name = os.path.split(target)
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise OutputFileError(f"cannot write {path}: {exc.strerror or exc}") from None
+    temporary = None
+    try:
+        while temporary is None:
+            candidate = os.path.join(folder, f".{name}.{os.urandom(4).hex()}.tmp")
+            try:  # the kernel applies the umask to 0666, exactly as for a shell redirect
+                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+            except FileExistsError:
+                continue
+            temporary = candidate
+        if mode is not None:
+            os.chmod(temporary, mode)
+        with open(fd, "wb") as file:
+            file.write(output.encode("utf-8"))
+            file.flush()
+            os.fsync(file.fileno())  # the rename must never publish data still only in the page cache
+        os.replace(temporary, target)
+        temporary = None
+    except OSError as exc:
+        raise OutputFileError(f"cannot write {path}: {exc.strerror or exc}",
+                              hint="check that the folder exists, is writable and has space") from None
+    finally:
+        if temporary is not None:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
 
 
 def write_result(stdout: Any, output: str, console: Console) -> int:
