@@ -2244,6 +2244,25 @@ def format_tokens(tokens: int, unit: bool = True) -> str:
     return f"{scaled(1000):,}{' K' if unit else 'K'}{suffix}"
 
 
+COMPACT_SUFFIXES = ((10 ** 3, "K"), (10 ** 6, "M"), (10 ** 9, "B"), (10 ** 12, "T"))
+
+
+def format_compact(value: int) -> str:
+    """At most 6 characters: below 100,000 the exact ``99,736``, else 4 significant digits and a suffix
+    (``1.149B``, ``38.24M``, ``943.5K``). The narrow grouped table's numbers."""
+    def scaled(scale: int) -> Decimal:
+        exact = Decimal(value) / scale
+        return exact.quantize(Decimal(1).scaleb(max(exact.adjusted(), 0) - 3), ROUND_HALF_UP)
+
+    if value < 100_000:
+        return f"{value:,}"
+    for scale, suffix in COMPACT_SUFFIXES[:-1]:
+        if scaled(scale) < 1000:  # 999,950 reads 1.000M, not 1000.0K
+            return f"{scaled(scale)}{suffix}"
+    scale, suffix = COMPACT_SUFFIXES[-1]
+    return f"{scaled(scale):,}{suffix}"
+
+
 def format_rate(rate: Decimal | None) -> str:
     return "-" if rate is None else f"{rate:.2f}%"
 
@@ -2294,12 +2313,23 @@ def footnotes(report: Report) -> list[str]:
     return [f"* partial: the range starts or ends inside this {report.query.bucket}"]
 
 
-def _table_style(name: str | None) -> Any:
+TABLE_WIDTH = 80  # a grouped table and the chart fit a terminal's 80 columns
+KEY_LABEL_WIDTH = 16  # a longer key label is cut to 15 characters and "…" in the grouped table
+BAR_EIGHTHS = "▏▎▍▌▋▊▉█"  # 1/8 to 8/8 of a character: a bar's length to an eighth
+
+
+def _table_style(name: str | None, narrow: bool = False) -> Any:
     # Imported here: only table output pays for tabulate.
     import tabulate
 
     if name:
         return name
+    if narrow:  # the same frame, two spaces between columns instead of " | ": 1 column each saved
+        line = tabulate.Line("+-", "-", "--", "-+")
+        row = tabulate.DataRow("| ", "  ", " |")
+        return tabulate.TableFormat(lineabove=line, linebelowheader=tabulate.Line("+=", "=", "==", "=+"),
+                                    linebetweenrows=None, linebelow=line, headerrow=row, datarow=row,
+                                    padding=0, with_header_hide=None)
     # The original skill's layout: a grid with a rule under the header and none between rows.
     line = tabulate.Line("+", "-", "+", "+")
     return tabulate.TableFormat(lineabove=line, linebelowheader=tabulate.Line("+", "=", "+", "+"),
@@ -2323,7 +2353,46 @@ def metric_lines(usage: Usage, batch: bool, compact: bool = False) -> list[tuple
     return lines
 
 
-def grouped_table(report: Report, style: Any) -> str:
+def narrow_cells(usage: Usage, batch: bool) -> list[str]:
+    """A grouped row's metrics in at most 6 characters each (the error rate as it is)."""
+    m = usage.metrics()
+    names = ["total_tokens", "prompt_tokens", "completion_tokens", "total_requests", "total_errors"]
+    cells = [format_compact(m[name]) for name in names] + [format_rate(m["error_rate"])]
+    if batch:
+        cells += [format_compact(m["total_completion_tasks"]), format_compact(m["total_infer_count"])]
+    return cells
+
+
+def row_labels(row: Row, query: Query) -> list[str]:
+    """What tells a grouped row from the others: its bucket, service and key, as far as rows are split."""
+    labels = []
+    if query.bucket:
+        labels.append(bucket_label(row, query))
+    if len(query.service_types) > 1:
+        labels.append(SHORT_SERVICE_NAMES[row.service_type])
+    if query.by_key:
+        labels.append(printable(row.api_key or '""', KEY_LABEL_WIDTH))
+    return labels
+
+
+def widest_line(text: str) -> int:
+    return max(map(len, text.splitlines()), default=0)
+
+
+def grouped_table(report: Report, table_format: str | None) -> str:
+    """One row per group and a Total row, in 80 columns: the full layout when it fits, else shorter
+    headers and compact numbers, else (in the default style) also lighter column rules."""
+    layouts = [(False, _table_style(table_format)), (True, _table_style(table_format))]
+    if not table_format:
+        layouts.append((True, _table_style(None, narrow=True)))
+    for narrow, style in layouts:
+        text = _grouped_table(report, style, narrow)
+        if widest_line(text) <= TABLE_WIDTH:
+            break
+    return text
+
+
+def _grouped_table(report: Report, style: Any, narrow: bool) -> str:
     import tabulate
 
     query = report.query
@@ -2335,23 +2404,17 @@ def grouped_table(report: Report, style: Any) -> str:
     if query.by_key:
         headers.append("API Key")
     label_columns = len(headers)
-    headers += ["Tokens", "Prompt", "Completion", "Requests", "Errors", "Err %"]
+    headers += ["Tokens", "Prompt", "Compl." if narrow else "Completion", "Reqs" if narrow else "Requests",
+                "Errors", "Err %"]
     if query.batch:
         headers += ["Tasks", "Infers"]
 
     def cells(usage: Usage) -> list[str]:
+        if narrow:
+            return narrow_cells(usage, query.batch)
         return [value for _, value in metric_lines(usage, query.batch, compact=True)]
 
-    rows = []
-    for row in report.rows:
-        labels = []
-        if query.bucket:
-            labels.append(bucket_label(row, query))
-        if len(query.service_types) > 1:
-            labels.append(SHORT_SERVICE_NAMES[row.service_type])
-        if query.by_key:
-            labels.append(printable(row.api_key or '""', 24))
-        rows.append(labels + cells(row.total))
+    rows = [row_labels(row, query) + cells(row.total) for row in report.rows]
     rows.append(["Total"] + [""] * (label_columns - 1) + cells(report.total))
     align = ["left"] * label_columns + ["right"] * (len(headers) - label_columns)
     # tabulate widens every column by MIN_PADDING beyond its header; a month of days must fit
@@ -2374,7 +2437,7 @@ def render_table(report: Report, table_format: str | None, raw: bool) -> str:
         parts.append(filters)
     if query.bucket or query.by_key or len(query.service_types) > 1:
         # A blank line after the table and its footnotes: markdown styles must not merge two tables.
-        parts += [grouped_table(report, style), *footnotes(report), ""]
+        parts += [grouped_table(report, table_format), *footnotes(report), ""]
     parts.append(tabulate.tabulate(metric_lines(report.total, query.batch), headers=["Metric", "Value"],
                                    tablefmt=style, disable_numparse=True))
     parts.append(period_line(query))
