@@ -2426,7 +2426,44 @@ def _grouped_table(report: Report, style: Any, narrow: bool) -> str:
         tabulate.MIN_PADDING = padding
 
 
-def render_table(report: Report, table_format: str | None, raw: bool) -> str:
+def bar_characters(encoding: str | None) -> str:
+    """The chart's bars: eighth blocks where the output is UTF-8 (a text stream without an encoding
+    takes any text), else ``#`` in whole characters."""
+    import codecs
+
+    try:
+        utf8 = encoding is None or codecs.lookup(encoding).name.startswith("utf-8")
+    except LookupError:
+        utf8 = False
+    return BAR_EIGHTHS if utf8 else "#"
+
+
+def bar(tokens: int, most: int, width: int, blocks: str) -> str:
+    """``tokens``'s share of ``most`` as a bar of ``width`` characters (the last of ``blocks`` is a whole
+    one, the others its fractions); a row with any tokens gets at least the thinnest bar."""
+    steps = len(blocks)
+    units = (2 * tokens * width * steps + most) // (2 * most) if most else 0  # rounded half up
+    if tokens and not units:
+        units = 1
+    whole, part = divmod(units, steps)
+    return blocks[-1] * whole + (blocks[part - 1] if part else "")
+
+
+def token_chart(report: Report, blocks: str) -> list[str]:
+    """Total tokens per grouped row as bars in 80 columns (label, bar, value), the largest row's full."""
+    parts = [row_labels(row, report.query) for row in report.rows]
+    widths = [max(map(len, column)) for column in zip(*parts)]
+    labels = [" ".join(part.ljust(width) for part, width in zip(row, widths)).rstrip() for row in parts]
+    tokens = [row.total.metrics()["total_tokens"] for row in report.rows]
+    values = [format_tokens(count, unit=False) for count in tokens]
+    label_width, value_width = max(map(len, labels)), max(map(len, values))
+    width = TABLE_WIDTH - label_width - value_width - 2
+    return ["Total Tokens"] + [f"{label:<{label_width}} {bar(count, max(tokens), width, blocks):<{width}} "
+                               f"{value:>{value_width}}" for label, count, value in zip(labels, tokens, values)]
+
+
+def render_table(report: Report, table_format: str | None, raw: bool, chart: str | None = None) -> str:
+    """The table result; ``chart`` (the bar characters) adds the chart after the grouped table."""
     import tabulate
 
     query = report.query
@@ -2438,6 +2475,8 @@ def render_table(report: Report, table_format: str | None, raw: bool) -> str:
     if query.bucket or query.by_key or len(query.service_types) > 1:
         # A blank line after the table and its footnotes: markdown styles must not merge two tables.
         parts += [grouped_table(report, table_format), *footnotes(report), ""]
+        if chart:
+            parts += [*token_chart(report, chart), ""]
     parts.append(tabulate.tabulate(metric_lines(report.total, query.batch), headers=["Metric", "Value"],
                                    tablefmt=style, disable_numparse=True))
     parts.append(period_line(query))
@@ -2658,6 +2697,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--group-by", nargs="+", metavar="BY",
                      help="rows per day, week or month, and/or per service-type, api-key")
     out.add_argument("--table-format", metavar="STYLE", help="a tabulate style (grid, github, plain …)")
+    out.add_argument("--chart", action="store_true",
+                     help="tables with --group-by day, week or month: a bar chart of total tokens per row "
+                          "after the grouped table (eighth blocks on UTF-8 output, else #)")
     out.add_argument("--no-header", action="store_true", help="CSV without its header line")
     out.add_argument("--raw", action="store_true", help="also show each window's raw API response")
     out.add_argument("--dry-run", action="store_true", help="print the planned requests; send nothing")
@@ -2738,7 +2780,7 @@ def check_table_format(name: str | None) -> None:
 
 
 # Which output options each format takes; any other combination is a usage error.
-FORMAT_OPTIONS = {"table": ("--table-format", "--raw"), "json": ("--raw",), "csv": ("--no-header",)}
+FORMAT_OPTIONS = {"table": ("--table-format", "--raw", "--chart"), "json": ("--raw",), "csv": ("--no-header",)}
 
 
 def check_format_options(output_format: str, given: Sequence[str]) -> None:
@@ -2754,6 +2796,7 @@ class OutputOptions:
     table_format: str | None
     header: bool
     raw: bool
+    chart: str | None = None  # --chart: the bar characters for the output's encoding
 
 
 @dataclass(frozen=True)
@@ -2846,8 +2889,9 @@ def record_query(query: Query, now: datetime) -> Query:
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetime,
-                  console: Console) -> Settings:
-    """Validate every flag and env var; raises UsageError before anything is read or sent."""
+                  console: Console, stdout_encoding: str | None = None) -> Settings:
+    """Validate every flag and env var; raises UsageError before anything is read or sent.
+    ``stdout_encoding`` picks the chart's bar characters."""
     for flag in ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file",
                  "endpoint", "iam_endpoint", "store", "table_format"):
         value = getattr(args, "start" if flag == "from" else flag)
@@ -2876,7 +2920,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
         raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
     check_format_options(args.format, [name for name, given in (("--table-format", args.table_format),
                                                                 ("--no-header", args.no_header),
-                                                                ("--raw", args.raw)) if given])
+                                                                ("--raw", args.raw),
+                                                                ("--chart", args.chart)) if given])
     store_path, _ = flag_or_env(args.store, "--store", env, "MAAS_USAGE_STORE")
     if args.record and not store_path:
         raise UsageError("--record needs a store: --store PATH or MAAS_USAGE_STORE")
@@ -2899,11 +2944,15 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
                                  IAM_ENDPOINT_TEMPLATE.format(region=args.region))
     if args.record:
         query = record_query(query, now)
+    if args.chart and not query.bucket:
+        raise UsageError("--chart draws a bar per time bucket: it needs --group-by "
+                         + " or ".join(BUCKET_UNITS))
     mode = "dry-run" if args.dry_run else "record" if args.record else "query"
     return Settings(
         mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file, maas=maas, iam=iam,
         client=ClientOptions(args.timeout, args.retries, args.concurrency),
-        output=OutputOptions(args.format, args.table_format, not args.no_header, args.raw),
+        output=OutputOptions(args.format, args.table_format, not args.no_header, args.raw,
+                             bar_characters(stdout_encoding) if args.chart else None),
         store=StoreOptions(expand_home(store_path, env), mode == "record", STORE_BUSY_TIMEOUT) if store_path else None)
 
 
@@ -3049,7 +3098,7 @@ def render(report: Report, output: OutputOptions) -> str:
         return render_json(report, output.raw)
     if output.format == "csv":
         return render_csv(report, output.header)
-    return render_table(report, output.table_format, output.raw)
+    return render_table(report, output.table_format, output.raw, output.chart)
 
 
 def retention_note(period: Period, now: datetime, zone: tzinfo) -> str | None:
@@ -3086,7 +3135,7 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
     try:
         args = build_parser().parse_args(argv)
         console.quiet, console.verbose = args.quiet, args.verbose  # notes made while validating obey -q too
-        settings = settings_from(args, env, clock.now, console)
+        settings = settings_from(args, env, clock.now, console, getattr(stdout, "encoding", None))
         output = console.redact(run(settings, env, clock, console))
     except ParserExit as printed:  # --help and --version
         return write_result(stdout, printed.text, console) if printed.status == 0 else printed.status

@@ -122,3 +122,85 @@ def test_a_key_label_over_16_characters_is_cut_in_the_table_only(cli, cloud):
 ])
 def test_compact_numbers_keep_four_significant_digits_in_six_characters(value, text):
     assert m.format_compact(value) == text
+
+
+# ----------------------------------------------------------------------------------------------
+# --chart
+# ----------------------------------------------------------------------------------------------
+
+
+def chart_lines(stdout: str) -> list[str]:
+    """The chart's bar lines: after its "Total Tokens" heading, up to the blank line."""
+    lines = stdout.splitlines()
+    start = lines.index("Total Tokens") + 1
+    return lines[start:lines.index("", start)]
+
+
+def eighths(line: str) -> int:
+    """A bar's length in eighths of a character."""
+    return sum(8 if c == "█" else m.BAR_EIGHTHS.index(c) + 1 for c in line if c in m.BAR_EIGHTHS)
+
+
+def test_chart_bars_are_proportional_to_total_tokens_in_eighths(cli, may):
+    args = ("--from", "2026-05-01 12:00", "--to", "2026-05-12", "--timezone", "UTC",
+            "--group-by", "day", "service-type", "--service-type", "all")
+    run = cli(*args, "--chart")
+    assert run.code == 0, run.stderr
+    tokens = [row["total_tokens"] for row in cli(*args, "--format", "json").json()["rows"]]
+    lines = chart_lines(run.stdout)
+    assert len(lines) == len(tokens) == 11 * 3
+    full = eighths(lines[tokens.index(max(tokens))])
+    assert full % 8 == 0 and full >= 8 * 30
+    for line, count in zip(lines, tokens):
+        assert abs(eighths(line) - count / max(tokens) * full) <= 1, line
+    assert lines[0].startswith("2026-05-01* My ") and lines[0].endswith(m.format_tokens(tokens[0], unit=False))
+    assert all(len(line) <= 80 for line in run.stdout.splitlines())
+
+
+def test_chart_lines_fit_80_columns_with_long_labels(cli, cloud):
+    cloud.events = renamed_keys_index(LONG_KEYS)
+    run = cli("--from", "2026-05-01", "--to", "2026-05-08", "--timezone", "UTC", "--group-by", "day",
+              "service-type", "api-key", "--service-type", "all", "--api-keys", *LONG_KEYS, "--chart")
+    assert run.code == 0, run.stderr
+    lines = chart_lines(run.stdout)
+    assert len(lines) == 7 * 3 * 3
+    assert all(len(line) <= 80 for line in lines)
+    assert lines[0].startswith("2026-05-01 My     alpha-0123456789 █")  # labels aligned as in the table
+
+
+def test_chart_rows_without_tokens_get_an_empty_bar(cli, may):
+    run = cli("--from", "2026-06-03", "--to", "2026-06-08", "--timezone", "UTC", "--group-by", "day", "--chart")
+    assert run.code == 0, run.stderr
+    lines = chart_lines(run.stdout)
+    assert [line.split()[0] for line in lines] == [f"2026-06-0{d}" for d in range(3, 8)]
+    assert [eighths(line) > 0 for line in lines] == [True, True, False, False, False]
+    assert lines[-1].split() == ["2026-06-07", "0.00K"]
+
+
+def test_chart_is_drawn_in_ascii_hashes_on_a_non_utf8_stdout(cloud_env, may):
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    code = m.main([*MAY, "--group-by", "week", "--chart"], env=cloud_env, stdout=stdout, stderr=io.StringIO())
+    assert code == 0
+    lines = chart_lines(stdout.buffer.getvalue().decode("ascii"))
+    assert len(lines) == 5 and all(len(line) <= 80 for line in lines)
+    assert all(set(line.split()[1]) == {"#"} for line in lines)
+
+
+def test_chart_uses_hashes_when_python_writes_ascii(cli_process, may):
+    run = cli_process(*MAY, "--group-by", "month", "--chart", env={"PYTHONIOENCODING": "ascii"})
+    assert run.code == 0, run.stderr
+    (line,) = chart_lines(run.stdout)
+    assert line.split()[:2] == ["2026-05", "#" * (80 - len("2026-05") - len("1,149.42M") - 2)]
+
+
+@pytest.mark.parametrize("args", [
+    ("--chart",),
+    ("--group-by", "service-type", "--chart"),
+    ("--group-by", "day", "--format", "json", "--chart"),
+    ("--group-by", "day", "--format", "csv", "--chart"),
+])
+def test_chart_without_a_time_bucket_or_in_json_or_csv_is_a_usage_error(cli, may, args):
+    run = cli("--last", "7d", *args)
+    assert run.code == 2
+    assert "--chart" in run.stderr
+    assert may.maas_requests() == []
