@@ -2326,6 +2326,25 @@ def format_tokens(tokens: int, unit: bool = True) -> str:
     return f"{scaled(1000):,}{' K' if unit else 'K'}{suffix}"
 
 
+COMPACT_SUFFIXES = ((10 ** 3, "K"), (10 ** 6, "M"), (10 ** 9, "B"), (10 ** 12, "T"))
+
+
+def format_compact(value: int) -> str:
+    """At most 6 characters: below 100,000 the exact ``99,736``, else 4 significant digits and a suffix
+    (``1.149B``, ``38.24M``, ``943.5K``). The narrow grouped table's numbers."""
+    def scaled(scale: int) -> Decimal:
+        exact = Decimal(value) / scale
+        return exact.quantize(Decimal(1).scaleb(max(exact.adjusted(), 0) - 3), ROUND_HALF_UP)
+
+    if value < 100_000:
+        return f"{value:,}"
+    for scale, suffix in COMPACT_SUFFIXES[:-1]:
+        if scaled(scale) < 1000:  # 999,950 reads 1.000M, not 1000.0K
+            return f"{scaled(scale)}{suffix}"
+    scale, suffix = COMPACT_SUFFIXES[-1]
+    return f"{scaled(scale):,}{suffix}"
+
+
 def format_rate(rate: Decimal | None) -> str:
     return "-" if rate is None else f"{rate:.2f}%"
 
@@ -2376,12 +2395,23 @@ def footnotes(report: Report) -> list[str]:
     return [f"* partial: the range starts or ends inside this {report.query.bucket}"]
 
 
-def _table_style(name: str | None) -> Any:
+TABLE_WIDTH = 80  # a grouped table and the chart fit a terminal's 80 columns
+KEY_LABEL_WIDTH = 16  # a longer key label is cut to 15 characters and "…" in the grouped table
+BAR_EIGHTHS = "▏▎▍▌▋▊▉█"  # 1/8 to 8/8 of a character: a bar's length to an eighth
+
+
+def _table_style(name: str | None, narrow: bool = False) -> Any:
     # Imported here: only table output pays for tabulate.
     import tabulate
 
     if name:
         return name
+    if narrow:  # the same frame, two spaces between columns instead of " | ": 1 column each saved
+        line = tabulate.Line("+-", "-", "--", "-+")
+        row = tabulate.DataRow("| ", "  ", " |")
+        return tabulate.TableFormat(lineabove=line, linebelowheader=tabulate.Line("+=", "=", "==", "=+"),
+                                    linebetweenrows=None, linebelow=line, headerrow=row, datarow=row,
+                                    padding=0, with_header_hide=None)
     # The original skill's layout: a grid with a rule under the header and none between rows.
     line = tabulate.Line("+", "-", "+", "+")
     return tabulate.TableFormat(lineabove=line, linebelowheader=tabulate.Line("+", "=", "+", "+"),
@@ -2405,7 +2435,46 @@ def metric_lines(usage: Usage, batch: bool, compact: bool = False) -> list[tuple
     return lines
 
 
-def grouped_table(report: Report, style: Any) -> str:
+def narrow_cells(usage: Usage, batch: bool) -> list[str]:
+    """A grouped row's metrics in at most 6 characters each (the error rate as it is)."""
+    m = usage.metrics()
+    names = ["total_tokens", "prompt_tokens", "completion_tokens", "total_requests", "total_errors"]
+    cells = [format_compact(m[name]) for name in names] + [format_rate(m["error_rate"])]
+    if batch:
+        cells += [format_compact(m["total_completion_tasks"]), format_compact(m["total_infer_count"])]
+    return cells
+
+
+def row_labels(row: Row, query: Query) -> list[str]:
+    """What tells a grouped row from the others: its bucket, service and key, as far as rows are split."""
+    labels = []
+    if query.bucket:
+        labels.append(bucket_label(row, query))
+    if len(query.service_types) > 1:
+        labels.append(SHORT_SERVICE_NAMES[row.service_type])
+    if query.by_key:
+        labels.append(printable(row.api_key or '""', KEY_LABEL_WIDTH))
+    return labels
+
+
+def widest_line(text: str) -> int:
+    return max(map(len, text.splitlines()), default=0)
+
+
+def grouped_table(report: Report, table_format: str | None) -> str:
+    """One row per group and a Total row, in 80 columns: the full layout when it fits, else shorter
+    headers and compact numbers, else (in the default style) also lighter column rules."""
+    layouts = [(False, _table_style(table_format)), (True, _table_style(table_format))]
+    if not table_format:
+        layouts.append((True, _table_style(None, narrow=True)))
+    for narrow, style in layouts:
+        text = _grouped_table(report, style, narrow)
+        if widest_line(text) <= TABLE_WIDTH:
+            break
+    return text
+
+
+def _grouped_table(report: Report, style: Any, narrow: bool) -> str:
     import tabulate
 
     query = report.query
@@ -2417,23 +2486,17 @@ def grouped_table(report: Report, style: Any) -> str:
     if query.by_key:
         headers.append("API Key")
     label_columns = len(headers)
-    headers += ["Tokens", "Prompt", "Completion", "Requests", "Errors", "Err %"]
+    headers += ["Tokens", "Prompt", "Compl." if narrow else "Completion", "Reqs" if narrow else "Requests",
+                "Errors", "Err %"]
     if query.batch:
         headers += ["Tasks", "Infers"]
 
     def cells(usage: Usage) -> list[str]:
+        if narrow:
+            return narrow_cells(usage, query.batch)
         return [value for _, value in metric_lines(usage, query.batch, compact=True)]
 
-    rows = []
-    for row in report.rows:
-        labels = []
-        if query.bucket:
-            labels.append(bucket_label(row, query))
-        if len(query.service_types) > 1:
-            labels.append(SHORT_SERVICE_NAMES[row.service_type])
-        if query.by_key:
-            labels.append(printable(row.api_key or '""', 24))
-        rows.append(labels + cells(row.total))
+    rows = [row_labels(row, query) + cells(row.total) for row in report.rows]
     rows.append(["Total"] + [""] * (label_columns - 1) + cells(report.total))
     align = ["left"] * label_columns + ["right"] * (len(headers) - label_columns)
     # tabulate widens every column by MIN_PADDING beyond its header; a month of days must fit
@@ -2445,7 +2508,44 @@ def grouped_table(report: Report, style: Any) -> str:
         tabulate.MIN_PADDING = padding
 
 
-def render_table(report: Report, table_format: str | None, raw: bool) -> str:
+def bar_characters(encoding: str | None) -> str:
+    """The chart's bars: eighth blocks where the output is UTF-8 (a text stream without an encoding
+    takes any text), else ``#`` in whole characters."""
+    import codecs
+
+    try:
+        utf8 = encoding is None or codecs.lookup(encoding).name.startswith("utf-8")
+    except LookupError:
+        utf8 = False
+    return BAR_EIGHTHS if utf8 else "#"
+
+
+def bar(tokens: int, most: int, width: int, blocks: str) -> str:
+    """``tokens``'s share of ``most`` as a bar of ``width`` characters (the last of ``blocks`` is a whole
+    one, the others its fractions); a row with any tokens gets at least the thinnest bar."""
+    steps = len(blocks)
+    units = (2 * tokens * width * steps + most) // (2 * most) if most else 0  # rounded half up
+    if tokens and not units:
+        units = 1
+    whole, part = divmod(units, steps)
+    return blocks[-1] * whole + (blocks[part - 1] if part else "")
+
+
+def token_chart(report: Report, blocks: str) -> list[str]:
+    """Total tokens per grouped row as bars in 80 columns (label, bar, value), the largest row's full."""
+    parts = [row_labels(row, report.query) for row in report.rows]
+    widths = [max(map(len, column)) for column in zip(*parts)]
+    labels = [" ".join(part.ljust(width) for part, width in zip(row, widths)).rstrip() for row in parts]
+    tokens = [row.total.metrics()["total_tokens"] for row in report.rows]
+    values = [format_tokens(count, unit=False) for count in tokens]
+    label_width, value_width = max(map(len, labels)), max(map(len, values))
+    width = TABLE_WIDTH - label_width - value_width - 2
+    return ["Total Tokens"] + [f"{label:<{label_width}} {bar(count, max(tokens), width, blocks):<{width}} "
+                               f"{value:>{value_width}}" for label, count, value in zip(labels, tokens, values)]
+
+
+def render_table(report: Report, table_format: str | None, raw: bool, chart: str | None = None) -> str:
+    """The table result; ``chart`` (the bar characters) adds the chart after the grouped table."""
     import tabulate
 
     query = report.query
@@ -2456,7 +2556,9 @@ def render_table(report: Report, table_format: str | None, raw: bool) -> str:
         parts.append(filters)
     if query.bucket or query.by_key or len(query.service_types) > 1:
         # A blank line after the table and its footnotes: markdown styles must not merge two tables.
-        parts += [grouped_table(report, style), *footnotes(report), ""]
+        parts += [grouped_table(report, table_format), *footnotes(report), ""]
+        if chart:
+            parts += [*token_chart(report, chart), ""]
     parts.append(tabulate.tabulate(metric_lines(report.total, query.batch), headers=["Metric", "Value"],
                                    tablefmt=style, disable_numparse=True))
     parts.append(period_line(query))
@@ -2744,6 +2846,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--group-by", nargs="+", metavar="BY",
                      help="rows per day, week or month, and/or per service-type, api-key")
     out.add_argument("--table-format", metavar="STYLE", help="a tabulate style (grid, github, plain …)")
+    out.add_argument("--chart", action="store_true",
+                     help="tables with --group-by day, week or month: a bar chart of total tokens per row "
+                          "after the grouped table (eighth blocks on UTF-8 output, else #)")
     out.add_argument("--no-header", action="store_true", help="CSV without its header line")
     out.add_argument("--raw", action="store_true", help="also show each window's raw API response")
     out.add_argument("--output", metavar="PATH",
@@ -2827,7 +2932,7 @@ def check_table_format(name: str | None) -> None:
 
 
 # Which output options each format takes; any other combination is a usage error.
-FORMAT_OPTIONS = {"table": ("--table-format", "--raw"), "json": ("--raw",), "csv": ("--no-header",),
+FORMAT_OPTIONS = {"table": ("--table-format", "--raw", "--chart"), "json": ("--raw",), "csv": ("--no-header",),
                   "prometheus": ()}
 
 
@@ -2861,6 +2966,7 @@ class OutputOptions:
     header: bool
     raw: bool
     path: str | None = None  # --output: replace this file atomically instead of writing stdout
+    chart: str | None = None  # --chart: the bar characters for the output's encoding
 
 
 @dataclass(frozen=True)
@@ -2953,8 +3059,9 @@ def record_query(query: Query, now: datetime) -> Query:
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetime,
-                  console: Console) -> Settings:
-    """Validate every flag and env var; raises UsageError before anything is read or sent."""
+                  console: Console, stdout_encoding: str | None = None) -> Settings:
+    """Validate every flag and env var; raises UsageError before anything is read or sent.
+    ``stdout_encoding`` picks the chart's bar characters."""
     for flag in ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file",
                  "endpoint", "iam_endpoint", "store", "table_format", "output"):
         value = getattr(args, "start" if flag == "from" else flag)
@@ -2983,7 +3090,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
         raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
     check_format_options(args.format, [name for name, given in (("--table-format", args.table_format),
                                                                 ("--no-header", args.no_header),
-                                                                ("--raw", args.raw)) if given])
+                                                                ("--raw", args.raw),
+                                                                ("--chart", args.chart)) if given])
     check_output_path(args.output, not args.no_header)
     store_path, _ = flag_or_env(args.store, "--store", env, "MAAS_USAGE_STORE")
     if args.record and not store_path:
@@ -3008,12 +3116,17 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     if args.record:
         query = record_query(query, now)
     check_prometheus_rows(args.format, query, args.record)
+    if args.chart and not query.bucket:
+        raise UsageError("--chart draws a bar per time bucket: it needs --group-by "
+                         + " or ".join(BUCKET_UNITS))
     mode = "dry-run" if args.dry_run else "record" if args.record else "query"
     return Settings(
         mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file, maas=maas, iam=iam,
         client=ClientOptions(args.timeout, args.retries, args.concurrency),
         output=OutputOptions(args.format, args.table_format, not args.no_header, args.raw,
-                             None if args.output is None else expand_home(args.output, env)),
+                             None if args.output is None else expand_home(args.output, env),
+                             # a file written by --output is UTF-8 whatever the terminal
+                             bar_characters("utf-8" if args.output else stdout_encoding) if args.chart else None),
         store=StoreOptions(expand_home(store_path, env), mode == "record", STORE_BUSY_TIMEOUT) if store_path else None)
 
 
@@ -3168,7 +3281,7 @@ def render(report: Report, output: OutputOptions) -> str:
         return render_csv(report, output.header)
     if output.format == "prometheus":
         return render_prometheus(report)
-    return render_table(report, output.table_format, output.raw)
+    return render_table(report, output.table_format, output.raw, output.chart)
 
 
 def retention_note(period: Period, now: datetime, zone: tzinfo) -> str | None:
@@ -3205,7 +3318,7 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
     try:
         args = build_parser().parse_args(argv)
         console.quiet, console.verbose = args.quiet, args.verbose  # notes made while validating obey -q too
-        settings = settings_from(args, env, clock.now, console)
+        settings = settings_from(args, env, clock.now, console, getattr(stdout, "encoding", None))
         output = console.redact(run(settings, env, clock, console))
         if settings.output.path is not None:
             replace_file(settings.output.path, output)
