@@ -875,7 +875,7 @@ class RangeRequest:
     to: str | None = None
     until: str | None = None
     last: str | None = None
-    this_month: bool = False
+    preset: str | None = None  # a key of PRESETS
 
 
 def resolve_period(request: RangeRequest, zone: tzinfo, now: datetime) -> Period:
@@ -883,8 +883,8 @@ def resolve_period(request: RangeRequest, zone: tzinfo, now: datetime) -> Period
     now = now.astimezone(timezone.utc)  # instants stay in UTC: same-tzinfo arithmetic is wall-clock
     if request.last:
         start, end = now - parse_last(request.last), now
-    elif request.this_month:
-        start, end = day_start(now.astimezone(zone).date().replace(day=1), zone), now
+    elif request.preset:
+        start, end = preset_range(request.preset, zone, now)
     else:
         start, end = _explicit_range(request, zone, now)
     if start >= end:
@@ -899,6 +899,20 @@ def resolve_period(request: RangeRequest, zone: tzinfo, now: datetime) -> Period
                          "1970-01-01 00:00:00 UTC, where the API's time begins",
                          hint=f"start at {EPOCH.astimezone(zone):%Y-%m-%d %H:%M:%S} in this time zone or later")
     return Period(start, end)
+
+
+# Each preset: its calendar unit, and whether it is the current one (up to now) or the whole one before.
+PRESETS = {"today": ("day", True), "yesterday": ("day", False), "this-week": ("week", True),
+           "last-week": ("week", False), "this-month": ("month", True), "last-month": ("month", False)}
+
+
+def preset_range(name: str, zone: tzinfo, now: datetime) -> tuple[datetime, datetime]:
+    """A preset's start and end as UTC instants: from local midnights, the current unit ending now."""
+    unit, current = PRESETS[name]
+    first = _first_day(now.astimezone(zone).date(), unit)
+    if current:
+        return day_start(first, zone), now
+    return day_start(_first_day(first - timedelta(days=1), unit), zone), day_start(first, zone)
 
 
 def _explicit_range(request: RangeRequest, zone: tzinfo, now: datetime) -> tuple[datetime, datetime]:
@@ -2555,7 +2569,13 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--until", metavar="DATE", help="last day included (YYYY-MM-DD, YYYYMMDD, today, yesterday)")
     when.add_argument("--last", metavar="N{d,h}",
                       help=f"rolling window ending now: 7d, 30d, 24h … (at most {MAX_LAST_DAYS}d)")
-    when.add_argument("--this-month", action="store_true", help="from the 1st of this month to now")
+    presets = {"today": "local today 00:00 to now", "yesterday": "the whole of yesterday",
+               "this-week": "Monday 00:00 of this week to now",
+               "last-week": "the whole previous Monday-to-Monday week",
+               "this-month": "from the 1st of this month to now",
+               "last-month": "the whole previous calendar month (1st 00:00 to the 1st of this month)"}
+    for name, meaning in presets.items():  # one range at a time: settings_from refuses two
+        when.add_argument(f"--{name}", dest="presets", action="append_const", const=name, help=meaning)
     when.add_argument("--timezone", metavar="IANA",
                       help="IANA time zone, any case (asia/shanghai is sent as Asia/Shanghai); UTC offsets "
                            "(+08:00: use Etc/GMT-8), abbreviations (CST) and non-zones (localtime, posix/…) are "
@@ -2790,8 +2810,9 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
         value = getattr(args, "start" if flag == "from" else flag)
         if value is not None and not value.strip():
             raise UsageError(f"--{flag.replace('_', '-')} was given an empty value")
+    presets = list(dict.fromkeys(args.presets or ()))
     ranges = [name for name, given in (("--from/--to/--until", args.start or args.to or args.until),
-                                       ("--last", args.last), ("--this-month", args.this_month)) if given]
+                                       ("--last", args.last)) if given] + [f"--{name}" for name in presets]
     if len(ranges) > 1:
         raise UsageError(f"{' and '.join(ranges)} cannot be combined: choose one way to give the range")
     if args.to and args.until:
@@ -2821,7 +2842,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
 
     zone_name, zone = zone_setting(args.timezone, env, now, console)
     last = args.last or ("30d" if args.record and not ranges else None)  # --record defaults to 30 days
-    period = resolve_period(RangeRequest(args.start, args.to, args.until, last, args.this_month), zone, now)
+    preset = presets[0] if presets else None
+    period = resolve_period(RangeRequest(args.start, args.to, args.until, last, preset), zone, now)
 
     given_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
     bucket, by_key, by_type = parse_group_by(args.group_by, given_keys)

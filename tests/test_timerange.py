@@ -368,7 +368,7 @@ def test_last_7d_is_exactly_168_hours_across_dst():
 
 
 def test_this_month_starts_on_the_first_at_local_midnight():
-    period = resolve(SHANGHAI, this_month=True)
+    period = resolve(SHANGHAI, preset="this-month")
     assert period.start == local(SHANGHAI, 2026, 11, 1)
     assert period.end == NOW
 
@@ -376,13 +376,13 @@ def test_this_month_starts_on_the_first_at_local_midnight():
 def test_this_month_uses_the_local_month_not_the_utc_month():
     # 2026-10-31 20:00 UTC is already 2026-11-01 04:00 in Shanghai
     now = datetime(2026, 10, 31, 20, 0, tzinfo=UTC)
-    period = resolve(SHANGHAI, now=now, this_month=True)
+    period = resolve(SHANGHAI, now=now, preset="this-month")
     assert period.start == local(SHANGHAI, 2026, 11, 1)
 
 
 def test_this_month_start_uses_the_offset_in_force_on_the_first():
     # 2026-11-01 in New York begins in EDT (-04:00); NOW is in EST
-    period = resolve(NEW_YORK, this_month=True)
+    period = resolve(NEW_YORK, preset="this-month")
     assert period.start == datetime(2026, 11, 1, 4, 0, tzinfo=UTC)
 
 
