@@ -429,7 +429,7 @@ _DATE_RE = re.compile(r"^(\d{4})(-?)(\d{2})\2(\d{2})$", re.ASCII)  # YYYY-MM-DD 
 _TIME_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[ Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,6}))?)?"
                       r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?$", re.ASCII)
 _LAST_RE = re.compile(r"^(\d+)([dh])$", re.ASCII)
-BUCKET_UNITS = ("day", "week", "month")
+BUCKET_UNITS = ("hour", "day", "week", "month")
 MIN_YEAR, MAX_YEAR = 1970, 9000  # epoch milliseconds; far from datetime's overflow at year 9999
 MAX_LAST_DAYS = 3660  # ten years: a longer --last is a typo, and long before the API kept any data
 
@@ -958,7 +958,17 @@ def _first_day(day: date, unit: str) -> date:
     return day
 
 
+def _hour_start(moment: datetime, zone: tzinfo) -> datetime:
+    """The start (UTC) of the local clock hour holding ``moment``: each of a fall-back day's two
+    01:00 hours is its own hour, as the offset tells them apart."""
+    wall = moment.astimezone(zone)
+    return moment.astimezone(timezone.utc) - timedelta(minutes=wall.minute, seconds=wall.second,
+                                                       microseconds=wall.microsecond)
+
+
 def _next_boundary(moment: datetime, unit: str, zone: tzinfo) -> datetime:
+    if unit == "hour":
+        return _hour_start(moment, zone) + timedelta(hours=1)
     first = _first_day(moment.astimezone(zone).date(), unit)
     if unit == "day":
         following = first + timedelta(days=1)
@@ -970,7 +980,9 @@ def _next_boundary(moment: datetime, unit: str, zone: tzinfo) -> datetime:
 
 
 def calendar_bucket(moment: datetime, unit: str, zone: tzinfo) -> Period:
-    """The whole local day, week or month that ``moment`` falls in, unclipped by any range."""
+    """The whole local hour, day, week or month that ``moment`` falls in, unclipped by any range."""
+    if unit == "hour":
+        return Period(_hour_start(moment, zone), _next_boundary(moment, unit, zone))
     return Period(day_start(_first_day(moment.astimezone(zone).date(), unit), zone),
                   _next_boundary(moment, unit, zone))
 
@@ -1783,7 +1795,7 @@ class Query:
     service_types: tuple[int, ...]
     api_keys: tuple[str, ...] | None
     ips: tuple[str, ...] | None
-    bucket: str | None  # day, week, month or None
+    bucket: str | None  # hour, day, week, month or None
     by_key: bool
 
     @property
@@ -1810,7 +1822,7 @@ class Row:
     period: Period  # the row's part of the range
     service_type: int
     api_key: str | None
-    bucket: Period | None = None  # the whole calendar day, week or month of a time-bucket row
+    bucket: Period | None = None  # the whole calendar hour, day, week or month of a time-bucket row
     stored: dict[date, Usage] = field(default_factory=dict)  # days read from the store
     windows: list[Window] = field(default_factory=list)  # the rest, fetched live
 
@@ -2293,12 +2305,26 @@ def filters_line(query: Query) -> str | None:
 
 
 def bucket_label(row: Row, query: Query) -> str:
-    """A day's date, the week's Monday (even when the range clips the week), or YYYY-MM; a trailing
-    ``*`` marks a partial bucket."""
+    """``YYYY-MM-DD HH:00``, a day's date, the week's Monday (even when the range clips the week),
+    or YYYY-MM; a trailing ``*`` marks a partial bucket."""
     assert row.bucket is not None
-    day = row.bucket.start.astimezone(query.zone).date()
-    label = day.strftime("%Y-%m") if query.bucket == "month" else day.isoformat()
+    start = row.bucket.start.astimezone(query.zone)
+    if query.bucket == "hour":
+        label = start.strftime("%Y-%m-%d %H:00") + (f" {_iso_offset(start)}" if _repeated(start) else "")
+    else:
+        label = start.strftime("%Y-%m") if query.bucket == "month" else start.date().isoformat()
     return label + ("*" if row.partial else "")
+
+
+def _repeated(wall: datetime) -> bool:
+    """Whether this wall time occurs twice (the hour a fall-back day repeats)."""
+    other = wall.replace(fold=1 - wall.fold)
+    return other.utcoffset() != wall.utcoffset()
+
+
+def _iso_offset(wall: datetime) -> str:
+    """The UTC offset as in ISO 8601: ``-04:00``."""
+    return wall.isoformat()[-6:]
 
 
 def footnotes(report: Report) -> list[str]:
@@ -2343,13 +2369,16 @@ def grouped_table(report: Report, style: Any) -> str:
     query = report.query
     headers: list[str] = []
     if query.bucket:
-        headers.append({"day": "Day", "week": "Week of", "month": "Month"}[query.bucket])
+        headers.append({"hour": "Hour", "day": "Day", "week": "Week of", "month": "Month"}[query.bucket])
     if len(query.service_types) > 1:
         headers.append("Service")
     if query.by_key:
         headers.append("API Key")
     label_columns = len(headers)
-    headers += ["Tokens", "Prompt", "Completion", "Requests", "Errors", "Err %"]
+    if query.bucket == "hour":  # an hour's label is 6 to 13 characters wider than a day's: 80 columns still
+        headers += ["Tokens", "Prompt", "Compl.", "Reqs", "Errs", "Err %"]
+    else:
+        headers += ["Tokens", "Prompt", "Completion", "Requests", "Errors", "Err %"]
     if query.batch:
         headers += ["Tasks", "Infers"]
 
@@ -2613,7 +2642,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="table (default; a Filters: line names the key, IP and batch filters in effect), "
                           "json for scripts and agents, csv for spreadsheets and cron")
     out.add_argument("--group-by", nargs="+", metavar="BY",
-                     help="rows per day, week or month, and/or per service-type, api-key")
+                     help="rows per hour (local clock hours, always fetched live), day, week or month, "
+                          "and/or per service-type, api-key")
     out.add_argument("--table-format", metavar="STYLE", help="a tabulate style (grid, github, plain …)")
     out.add_argument("--no-header", action="store_true", help="CSV without its header line")
     out.add_argument("--raw", action="store_true", help="also show each window's raw API response")
@@ -2676,7 +2706,7 @@ def parse_group_by(values: Sequence[str] | None,
             raise UsageError(f"--group-by: unknown grouping {word!r}", hint=f"choose from {', '.join(choices)}")
     units = [w for w in dict.fromkeys(words) if w in BUCKET_UNITS]
     if len(units) > 1:
-        raise UsageError(f"--group-by takes at most one of day, week and month, not {' and '.join(units)}")
+        raise UsageError(f"--group-by takes at most one of hour, day, week and month, not {' and '.join(units)}")
     by_key = "api-key" in words
     if by_key and not api_keys:
         bare = "a bare --api-keys means all keys: " if api_keys == () else ""
@@ -2793,8 +2823,8 @@ def resolve_project_id(given: str | None, credentials: Credentials | None,
 
 def record_query(query: Query, now: datetime) -> Query:
     """--record: the range's whole final days, one row per day."""
-    if query.bucket in ("week", "month"):
-        raise UsageError("--record saves days: it cannot be combined with --group-by week or month")
+    if query.bucket in ("hour", "week", "month"):
+        raise UsageError(f"--record saves days: it cannot be combined with --group-by {query.bucket}")
     days = final_days(query.period, query.zone, now)
     if not days:
         raise UsageError("the range holds no whole final day to record (a day is final 3 hours after "

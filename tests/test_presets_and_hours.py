@@ -3,12 +3,18 @@ run waits for the API's rate limit."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from test_groups import ms
+import fakecloud
+import maas_rest_usage_stats as m
+from conftest import hourly_index
+from test_cli import expected_metrics
+from test_groups import metrics_of, ms
+from test_timerange import ZONE_NAMES
 
 NEW_YORK, BERLIN = "America/New_York", "Europe/Berlin"
 
@@ -70,3 +76,119 @@ def test_presets_exclude_each_other_and_the_other_range_flags(cli, cloud, flags)
     assert run.code == 2
     assert run.stderr.startswith("error:") and "cannot be combined" in run.stderr
     assert cloud.maas_requests() == []
+
+
+# -- --group-by hour ----------------------------------------------------------------------------
+
+HOUR_MS = 3_600_000
+
+
+def at_now(cloud, now: datetime) -> datetime:
+    """Run at ``now``: the fake cloud's clock follows, so signatures are fresh and data retained."""
+    cloud.server_time_offset = (now - datetime.now(timezone.utc)).total_seconds()
+    cloud.events = hourly_index(int(now.timestamp() * 1000) - 20 * 24 * HOUR_MS, int(now.timestamp() * 1000))
+    return now
+
+
+def hour_run(cli, cloud, *args: str, day: str, zone: str = NEW_YORK, fmt: str = "json"):
+    now = at_now(cloud, local(day, zone) + timedelta(days=4))
+    run = cli("--from", day, "--to", (date.fromisoformat(day) + timedelta(days=1)).isoformat(), "--timezone", zone,
+              "--group-by", "hour", "--format", fmt, "--project-id", fakecloud.DEMO_PROJECT_ID, *args, now=now)
+    assert run.code == 0, run.stderr
+    return run
+
+
+@pytest.mark.parametrize("day, zone, hours", [("2026-11-01", NEW_YORK, 25), ("2026-03-08", NEW_YORK, 23),
+                                              ("2026-03-29", BERLIN, 23), ("2026-05-12", BERLIN, 24)])
+def test_hour_rows_follow_local_clock_hours_with_exact_totals(cli, cloud, day, zone, hours):
+    rows = hour_run(cli, cloud, day=day, zone=zone).json()["rows"]
+    assert len(rows) == hours
+    start = ms(f"{day}T00:00", zone)
+    for index, row in enumerate(rows):
+        assert (row["start"], row["end"]) == (
+            datetime.fromtimestamp((start + index * HOUR_MS) / 1000, ZoneInfo(zone)).isoformat(),
+            datetime.fromtimestamp((start + (index + 1) * HOUR_MS) / 1000, ZoneInfo(zone)).isoformat())
+        assert metrics_of(row) == expected_metrics(cloud.events, start + index * HOUR_MS, start + (index + 1) * HOUR_MS)
+        assert row["partial"] is False
+    assert sorted(body["start_time"] for body in cloud.maas_requests()) == [start + i * HOUR_MS for i in range(hours)]
+
+
+def test_only_the_repeated_hour_of_a_fall_back_day_carries_its_offset(cli, cloud):
+    table = hour_run(cli, cloud, day="2026-11-01", fmt="table").stdout
+    labels = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| 2026-")]
+    assert labels[:4] == ["2026-11-01 00:00", "2026-11-01 01:00 -04:00", "2026-11-01 01:00 -05:00",
+                          "2026-11-01 02:00"]
+    assert len(labels) == 25 and labels[-1] == "2026-11-01 23:00"
+    assert sum(len(label) > len("2026-11-01 00:00") for label in labels) == 2
+    assert max(len(line) for line in table.splitlines()) <= 80
+
+
+def test_spring_forward_day_has_no_0200_row(cli, cloud):
+    table = hour_run(cli, cloud, day="2026-03-08", fmt="table").stdout
+    labels = [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("| 2026-")]
+    assert "2026-03-08 02:00" not in labels and labels[1:3] == ["2026-03-08 01:00", "2026-03-08 03:00"]
+
+
+def test_csv_has_a_row_per_hour(cli, cloud):
+    lines = hour_run(cli, cloud, day="2026-11-01", fmt="csv").stdout.splitlines()
+    assert len(lines) == 1 + 25
+
+
+def test_hours_cut_by_the_range_are_partial(cli, cloud):
+    now = at_now(cloud, local("2026-11-28T18:00", NEW_YORK))
+    args = ("--from", "2026-11-28 09:30", "--to", "2026-11-28 14:15", "--timezone", NEW_YORK, "--group-by", "hour")
+    run = cli(*args, "--format", "json", now=now)
+    assert run.code == 0, run.stderr
+    assert [row["partial"] for row in run.json()["rows"]] == [True, False, False, False, False, True]
+    assert run.json()["rows"][0]["start"] == "2026-11-28T09:30:00-05:00"
+    table = cli(*args, now=now).stdout
+    assert "| 2026-11-28 09:00* " in table and "| 2026-11-28 14:00* " in table and "| 2026-11-28 10:00  " in table
+    assert "* partial: the range starts or ends inside this hour" in table
+
+
+def test_an_eight_day_hour_table_fits_in_80_columns(cli, cloud):
+    now = at_now(cloud, local("2026-11-28T18:30", NEW_YORK))
+    run = cli("--last", "8d", "--timezone", NEW_YORK, "--group-by", "hour", now=now)  # 193 requests: no wait
+    assert run.code == 0, run.stderr
+    assert max(len(line) for line in run.stdout.splitlines()) <= 80
+    assert len(cloud.maas_requests()) == 8 * 24 + 1
+
+
+def test_hour_buckets_never_read_or_save_stored_days(cli, cloud, tmp_path):
+    store = str(tmp_path / "usage.db")
+    base = ("--timezone", NEW_YORK, "--project-id", fakecloud.DEMO_PROJECT_ID, "--store", store)
+    now = at_now(cloud, local("2026-11-28T18:00", NEW_YORK))
+    assert cli("--from", "2026-11-20", "--to", "2026-11-22", *base, "--record", now=now).code == 0
+    cloud.clear_log()
+    run = cli("--from", "2026-11-20", "--to", "2026-11-22", *base, "--group-by", "hour", "--format", "json",
+              now=now)
+    assert run.code == 0, run.stderr
+    assert len(cloud.maas_requests()) == 48
+    assert {row["source"] for row in run.json()["rows"]} == {"live"}
+    assert (run.json()["store"]["days_read"], run.json()["store"]["days_saved"]) == (0, 0)
+    assert run.json()["totals"] == expected_metrics(cloud.events, ms("2026-11-20T00:00", NEW_YORK),
+                                                    ms("2026-11-22T00:00", NEW_YORK))
+
+
+@pytest.mark.parametrize("flags", [("--group-by", "hour", "--record", "--store", "x.db"),
+                                   ("--group-by", "hour", "day"), ("--group-by", "hour,month")])
+def test_hour_with_record_or_another_time_bucket_is_a_usage_error(cli, cloud, flags):
+    run = cli(*flags, "--project-id", fakecloud.DEMO_PROJECT_ID)
+    assert run.code == 2 and run.stderr.startswith("error:")
+    assert cloud.maas_requests() == []
+
+
+@settings(deadline=None, max_examples=200)
+@given(zone=st.sampled_from([ZoneInfo(name) for name in ZONE_NAMES]),
+       start=st.integers(min_value=946_684_800_000, max_value=2_240_000_000_000),
+       span=st.integers(min_value=1, max_value=10 * 24 * HOUR_MS))
+def test_hour_buckets_cover_the_period_and_start_on_local_clock_hours(zone, start, span):
+    period = m.Period(m.EPOCH + timedelta(milliseconds=start), m.EPOCH + timedelta(milliseconds=start + span))
+    buckets = m.split_buckets(period, "hour", zone)
+    assert (buckets[0].start, buckets[-1].end) == (period.start, period.end)
+    assert all(left.end == right.start for left, right in zip(buckets, buckets[1:]))
+    for bucket in buckets[1:]:
+        wall = bucket.start.astimezone(zone)
+        shifted = (bucket.start - timedelta(seconds=1)).astimezone(zone).utcoffset() != wall.utcoffset()
+        assert (wall.minute, wall.second, wall.microsecond) == (0, 0, 0) or shifted  # Lord Howe shifts 30 min
+        assert bucket.end - bucket.start <= timedelta(hours=1)
