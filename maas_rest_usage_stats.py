@@ -35,6 +35,7 @@ import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import errno  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import re  # noqa: E402
 import stat  # noqa: E402
 import threading  # noqa: E402
@@ -1051,6 +1052,12 @@ def printable(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def seconds_left(wait: float, remaining: int) -> float:
+    """About how long ``remaining`` requests take when the next start must wait ``wait`` seconds:
+    after it, RATE_LIMIT more may start every RATE_PERIOD."""
+    return wait + RATE_PERIOD * ((max(remaining, 1) - 1) // RATE_LIMIT)
+
+
 class Console:
     """Notes, progress, verbose logs and errors on stderr; the result alone goes to stdout."""
 
@@ -1061,6 +1068,8 @@ class Console:
         self._secrets: tuple[str, ...] = ()
         self._lock = threading.Lock()
         self._progress_shown = False
+        self._done = self._total = 0
+        self._rate_wait: float | None = None
 
     def hide(self, secrets: Iterable[str]) -> None:
         self._secrets = tuple(secrets)
@@ -1102,11 +1111,27 @@ class Console:
             self._write(f"hint: {hint}")
 
     def progress(self, done: int, total: int) -> None:
+        with self._lock:
+            self._done, self._total = done, total
+            self._show_progress()
+
+    def rate_wait(self, seconds: float | None) -> None:
+        """The rate limiter's wait before the next start (None once a start went out after one)."""
+        with self._lock:
+            self._rate_wait = seconds
+            self._show_progress()
+
+    def _show_progress(self) -> None:
+        done, total = self._done, self._total
         if self.quiet or total < PROGRESS_MIN_REQUESTS or not self._is_terminal():
             return
-        with self._lock:
-            self._emit(f"\r{done}/{total} requests" + ("\r\x1b[K" if done >= total else ""))
-            self._progress_shown = done < total
+        line = f"{done}/{total} requests"
+        if self._rate_wait is not None and done < total:
+            left = seconds_left(self._rate_wait, total - done)
+            line += (f", waiting for the API limit ({RATE_LIMIT}/min), about "
+                     + (f"{math.ceil(left)} s" if left < 120 else f"{math.ceil(left / 60)} min") + " left")
+        self._emit(f"\r{line}\x1b[K" + ("\r\x1b[K" if done >= total else ""))
+        self._progress_shown = done < total
 
     def _is_terminal(self) -> bool:
         try:
@@ -1192,14 +1217,17 @@ def proxy_for(endpoint: Endpoint, env: Mapping[str, str]) -> str | None:
 class RateLimiter:
     """At most ``limit`` starts in any rolling ``period`` seconds; bursts below that pass at once."""
 
-    def __init__(self, limit: int, period: float, clock: Clock) -> None:
+    def __init__(self, limit: int, period: float, clock: Clock,
+                 on_wait: Callable[[float | None], None] | None = None) -> None:
         self.limit, self.period = limit, period
         self._clock = clock
+        self._on_wait = on_wait  # told each wait, then None once a start went out after waiting
         self._starts: deque[float] = deque()
         self._lock = threading.Lock()
 
     def acquire(self, cancel: threading.Event) -> bool:
         """Wait for a free start; False (nothing counted) if ``cancel`` is set meanwhile."""
+        waited = False
         while True:
             with self._lock:
                 now = self._clock.monotonic()
@@ -1209,9 +1237,15 @@ class RateLimiter:
                     return False
                 if len(self._starts) < self.limit:
                     self._starts.append(now)
-                    return True
+                    break
                 wait = self._starts[0] + self.period - now
+            if self._on_wait is not None:  # outside the lock: the callback writes to a terminal
+                self._on_wait(wait)
+            waited = True
             self._clock.wait(wait, cancel)
+        if waited and self._on_wait is not None:
+            self._on_wait(None)
+        return True
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -1479,7 +1513,7 @@ class Client:
         self.clock = clock
         self._env = env
         # Waits (pacing, backoff) go through the cancel event, so one failure stops every worker.
-        self._limiter = RateLimiter(RATE_LIMIT, RATE_PERIOD, clock)
+        self._limiter = RateLimiter(RATE_LIMIT, RATE_PERIOD, clock, on_wait=console.rate_wait)
         self._cancelled = threading.Event()
         self.warm = False  # set once a signed request of this run has succeeded
         # Workers and deadline timers need little stack: 8 MiB each (the usual default) would

@@ -3,6 +3,8 @@ run waits for the API's rate limit."""
 
 from __future__ import annotations
 
+import io
+import threading
 from datetime import date, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -192,3 +194,63 @@ def test_hour_buckets_cover_the_period_and_start_on_local_clock_hours(zone, star
         shifted = (bucket.start - timedelta(seconds=1)).astimezone(zone).utcoffset() != wall.utcoffset()
         assert (wall.minute, wall.second, wall.microsecond) == (0, 0, 0) or shifted  # Lord Howe shifts 30 min
         assert bucket.end - bucket.start <= timedelta(hours=1)
+
+
+# -- the progress line while waiting for the API limit ------------------------------------------
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def last_line(stream: io.StringIO) -> str:
+    return stream.getvalue().split("\r")[-1].replace("\x1b[K", "")
+
+
+def test_progress_says_it_waits_for_the_api_limit_and_about_how_long():
+    terminal = Terminal()
+    console = m.Console(terminal)
+    console.progress(199, 365)
+    console.rate_wait(54.2)
+    assert last_line(terminal) == "199/365 requests, waiting for the API limit (200/min), about 55 s left"
+    console.rate_wait(None)
+    assert last_line(terminal) == "199/365 requests"
+
+
+def test_time_left_counts_the_minutes_of_later_batches():
+    terminal = Terminal()
+    console = m.Console(terminal)
+    console.progress(200, 1000)  # 800 to go: this wait, then three more minutes of 200 each
+    console.rate_wait(60.0)
+    assert last_line(terminal) == "200/1000 requests, waiting for the API limit (200/min), about 4 min left"
+
+
+def test_the_limiter_reports_its_wait_and_its_end_to_the_console():
+    from test_render import FakeClock
+
+    terminal = Terminal()
+    console = m.Console(terminal)
+    clock = FakeClock()
+    lines: list[str] = []
+
+    def on_wait(seconds: float | None) -> None:
+        console.rate_wait(seconds)
+        lines.append(last_line(terminal))
+
+    limiter = m.RateLimiter(m.RATE_LIMIT, m.RATE_PERIOD, clock, on_wait=on_wait)
+    never = threading.Event()
+    for _ in range(200):
+        assert limiter.acquire(never)
+    clock.now = 5.0
+    console.progress(199, 216)  # a 9-day hour report is 216 requests
+    assert lines == []
+    assert limiter.acquire(never)
+    assert lines == ["199/216 requests, waiting for the API limit (200/min), about 55 s left", "199/216 requests"]
+    assert clock.now == 60.0
+
+
+def test_no_wait_line_off_a_terminal_or_when_quiet():
+    for console in (m.Console(io.StringIO()), m.Console(Terminal(), quiet=True)):
+        console.progress(199, 365)
+        console.rate_wait(55.0)
+        assert console.stream.getvalue() == ""
