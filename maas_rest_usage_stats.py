@@ -3,7 +3,7 @@
 
 The MaaS ShowStatistics API answers one question: how much did this project use between two
 instants, for one service type, in windows of at most 30 days. This script turns a human time
-range (``--from/--to``, ``--last 7d``, ``--this-month``) in the user's time zone into those
+range (``--from/--to``, ``--last 7d``, ``--yesterday``, ``--this-month`` …) in the user's time zone into those
 windows, signs each request with huaweicloudsdkcore's SDK-HMAC-SHA256 ``Signer``, sends them
 concurrently with retries and pacing, sums the answers exactly and prints a table, JSON or CSV.
 
@@ -2579,6 +2579,8 @@ examples:
   %(prog)s --from 2026-05-01 --until 2026-05-19       # May 1 to May 19, both included
   %(prog)s --last 30d --service-type all --format json
   %(prog)s --this-month --group-by day --format csv
+  %(prog)s --last-week --timezone Europe/Berlin       # the whole previous Monday-to-Monday week
+  %(prog)s --yesterday --group-by hour                # a row per local clock hour (23 or 25 on DST days)
   %(prog)s --from yesterday --to today --format csv --no-header >> usage.csv   # cron, after 03:00
   %(prog)s --from 2026-11-24T07:15:28+08:00 --format json  # from where the last JSON period ended
   %(prog)s --last 24h --timezone asia/shanghai       # zone names in any case; sent as Asia/Shanghai
