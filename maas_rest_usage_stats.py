@@ -3,7 +3,7 @@
 
 The MaaS ShowStatistics API answers one question: how much did this project use between two
 instants, for one service type, in windows of at most 30 days. This script turns a human time
-range (``--from/--to``, ``--last 7d``, ``--yesterday``, ``--this-month`` …) in the user's time zone into those
+range (``--from/--to``, ``--last 7d``, ``--yesterday`` …) in the user's time zone into those
 windows, signs each request with huaweicloudsdkcore's SDK-HMAC-SHA256 ``Signer``, sends them
 concurrently with retries and pacing, sums the answers exactly and prints a table, JSON or CSV.
 
