@@ -3,7 +3,7 @@
 
 The MaaS ShowStatistics API answers one question: how much did this project use between two
 instants, for one service type, in windows of at most 30 days. This script turns a human time
-range (``--from/--to``, ``--last 7d``, ``--this-month``) in the user's time zone into those
+range (``--from/--to``, ``--last 7d``, ``--yesterday`` …) in the user's time zone into those
 windows, signs each request with huaweicloudsdkcore's SDK-HMAC-SHA256 ``Signer``, sends them
 concurrently with retries and pacing, sums the answers exactly and prints a table, JSON or CSV.
 
@@ -35,6 +35,7 @@ import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import errno  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import re  # noqa: E402
 import stat  # noqa: E402
 import threading  # noqa: E402
@@ -433,7 +434,7 @@ _DATE_RE = re.compile(r"^(\d{4})(-?)(\d{2})\2(\d{2})$", re.ASCII)  # YYYY-MM-DD 
 _TIME_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[ Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,6}))?)?"
                       r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?$", re.ASCII)
 _LAST_RE = re.compile(r"^(\d+)([dh])$", re.ASCII)
-BUCKET_UNITS = ("day", "week", "month")
+BUCKET_UNITS = ("hour", "day", "week", "month")
 MIN_YEAR, MAX_YEAR = 1970, 9000  # epoch milliseconds; far from datetime's overflow at year 9999
 MAX_LAST_DAYS = 3660  # ten years: a longer --last is a typo, and long before the API kept any data
 
@@ -879,7 +880,7 @@ class RangeRequest:
     to: str | None = None
     until: str | None = None
     last: str | None = None
-    this_month: bool = False
+    preset: str | None = None  # a key of PRESETS
 
 
 def resolve_period(request: RangeRequest, zone: tzinfo, now: datetime) -> Period:
@@ -887,8 +888,8 @@ def resolve_period(request: RangeRequest, zone: tzinfo, now: datetime) -> Period
     now = now.astimezone(timezone.utc)  # instants stay in UTC: same-tzinfo arithmetic is wall-clock
     if request.last:
         start, end = now - parse_last(request.last), now
-    elif request.this_month:
-        start, end = day_start(now.astimezone(zone).date().replace(day=1), zone), now
+    elif request.preset:
+        start, end = preset_range(request.preset, zone, now)
     else:
         start, end = _explicit_range(request, zone, now)
     if start >= end:
@@ -903,6 +904,20 @@ def resolve_period(request: RangeRequest, zone: tzinfo, now: datetime) -> Period
                          "1970-01-01 00:00:00 UTC, where the API's time begins",
                          hint=f"start at {EPOCH.astimezone(zone):%Y-%m-%d %H:%M:%S} in this time zone or later")
     return Period(start, end)
+
+
+# Each preset: its calendar unit, and whether it is the current one (up to now) or the whole one before.
+PRESETS = {"today": ("day", True), "yesterday": ("day", False), "this-week": ("week", True),
+           "last-week": ("week", False), "this-month": ("month", True), "last-month": ("month", False)}
+
+
+def preset_range(name: str, zone: tzinfo, now: datetime) -> tuple[datetime, datetime]:
+    """A preset's start and end as UTC instants: from local midnights, the current unit ending now."""
+    unit, current = PRESETS[name]
+    first = _first_day(now.astimezone(zone).date(), unit)
+    if current:
+        return day_start(first, zone), now
+    return day_start(_first_day(first - timedelta(days=1), unit), zone), day_start(first, zone)
 
 
 def _explicit_range(request: RangeRequest, zone: tzinfo, now: datetime) -> tuple[datetime, datetime]:
@@ -948,7 +963,17 @@ def _first_day(day: date, unit: str) -> date:
     return day
 
 
+def _hour_start(moment: datetime, zone: tzinfo) -> datetime:
+    """The start (UTC) of the local clock hour holding ``moment``: each of a fall-back day's two
+    01:00 hours is its own hour, as the offset tells them apart."""
+    wall = moment.astimezone(zone)
+    return moment.astimezone(timezone.utc) - timedelta(minutes=wall.minute, seconds=wall.second,
+                                                       microseconds=wall.microsecond)
+
+
 def _next_boundary(moment: datetime, unit: str, zone: tzinfo) -> datetime:
+    if unit == "hour":
+        return _hour_start(moment, zone) + timedelta(hours=1)
     first = _first_day(moment.astimezone(zone).date(), unit)
     if unit == "day":
         following = first + timedelta(days=1)
@@ -960,7 +985,9 @@ def _next_boundary(moment: datetime, unit: str, zone: tzinfo) -> datetime:
 
 
 def calendar_bucket(moment: datetime, unit: str, zone: tzinfo) -> Period:
-    """The whole local day, week or month that ``moment`` falls in, unclipped by any range."""
+    """The whole local hour, day, week or month that ``moment`` falls in, unclipped by any range."""
+    if unit == "hour":
+        return Period(_hour_start(moment, zone), _next_boundary(moment, unit, zone))
     return Period(day_start(_first_day(moment.astimezone(zone).date(), unit), zone),
                   _next_boundary(moment, unit, zone))
 
@@ -1029,6 +1056,12 @@ def printable(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def seconds_left(wait: float, remaining: int) -> float:
+    """About how long ``remaining`` requests take when the next start must wait ``wait`` seconds:
+    after it, RATE_LIMIT more may start every RATE_PERIOD."""
+    return wait + RATE_PERIOD * ((max(remaining, 1) - 1) // RATE_LIMIT)
+
+
 class Console:
     """Notes, progress, verbose logs and errors on stderr; the result alone goes to stdout."""
 
@@ -1039,6 +1072,8 @@ class Console:
         self._secrets: tuple[str, ...] = ()
         self._lock = threading.Lock()
         self._progress_shown = False
+        self._done = self._total = 0
+        self._rate_wait: float | None = None
 
     def hide(self, secrets: Iterable[str]) -> None:
         self._secrets = tuple(secrets)
@@ -1080,11 +1115,27 @@ class Console:
             self._write(f"hint: {hint}")
 
     def progress(self, done: int, total: int) -> None:
+        with self._lock:
+            self._done, self._total = done, total
+            self._show_progress()
+
+    def rate_wait(self, seconds: float | None) -> None:
+        """The rate limiter's wait before the next start (None once a start went out after one)."""
+        with self._lock:
+            self._rate_wait = seconds
+            self._show_progress()
+
+    def _show_progress(self) -> None:
+        done, total = self._done, self._total
         if self.quiet or total < PROGRESS_MIN_REQUESTS or not self._is_terminal():
             return
-        with self._lock:
-            self._emit(f"\r{done}/{total} requests" + ("\r\x1b[K" if done >= total else ""))
-            self._progress_shown = done < total
+        line = f"{done}/{total} requests"
+        if self._rate_wait is not None and done < total:
+            left = seconds_left(self._rate_wait, total - done)
+            line += (f", waiting for the API limit ({RATE_LIMIT}/min), about "
+                     + (f"{math.ceil(left)} s" if left < 120 else f"{math.ceil(left / 60)} min") + " left")
+        self._emit(f"\r{line}\x1b[K" + ("\r\x1b[K" if done >= total else ""))
+        self._progress_shown = done < total
 
     def _is_terminal(self) -> bool:
         try:
@@ -1170,14 +1221,17 @@ def proxy_for(endpoint: Endpoint, env: Mapping[str, str]) -> str | None:
 class RateLimiter:
     """At most ``limit`` starts in any rolling ``period`` seconds; bursts below that pass at once."""
 
-    def __init__(self, limit: int, period: float, clock: Clock) -> None:
+    def __init__(self, limit: int, period: float, clock: Clock,
+                 on_wait: Callable[[float | None], None] | None = None) -> None:
         self.limit, self.period = limit, period
         self._clock = clock
+        self._on_wait = on_wait  # told each wait, then None once a start went out after waiting
         self._starts: deque[float] = deque()
         self._lock = threading.Lock()
 
     def acquire(self, cancel: threading.Event) -> bool:
         """Wait for a free start; False (nothing counted) if ``cancel`` is set meanwhile."""
+        waited = False
         while True:
             with self._lock:
                 now = self._clock.monotonic()
@@ -1187,10 +1241,16 @@ class RateLimiter:
                     return False
                 if len(self._starts) < self.limit:
                     self._starts.append(now)
-                    return True
+                    break
                 # At least a millisecond: float rounding must never make a wait that moves no clock.
                 wait = max(self._starts[0] + self.period - now, 0.001)
+            if self._on_wait is not None:  # outside the lock: the callback writes to a terminal
+                self._on_wait(wait)
+            waited = True
             self._clock.wait(wait, cancel)
+        if waited and self._on_wait is not None:
+            self._on_wait(None)
+        return True
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -1496,7 +1556,7 @@ class Client:
         self.clock = clock
         self._env = env
         # Waits (pacing, backoff) go through the cancel event, so one failure stops every worker.
-        self._limiter = RateLimiter(RATE_LIMIT, RATE_PERIOD + ARRIVAL_MARGIN, clock)
+        self._limiter = RateLimiter(RATE_LIMIT, RATE_PERIOD + ARRIVAL_MARGIN, clock, on_wait=console.rate_wait)
         self._cancelled = threading.Event()
         self.warm = False  # set once a signed request of this run has succeeded
         # Workers and deadline timers need little stack: 8 MiB each (the usual default) would
@@ -1851,7 +1911,7 @@ class Query:
     service_types: tuple[int, ...]
     api_keys: tuple[str, ...] | None
     ips: tuple[str, ...] | None
-    bucket: str | None  # day, week, month or None
+    bucket: str | None  # hour, day, week, month or None
     by_key: bool
 
     @property
@@ -1878,7 +1938,7 @@ class Row:
     period: Period  # the row's part of the range
     service_type: int
     api_key: str | None
-    bucket: Period | None = None  # the whole calendar day, week or month of a time-bucket row
+    bucket: Period | None = None  # the whole calendar hour, day, week or month of a time-bucket row
     stored: dict[date, Usage] = field(default_factory=dict)  # days read from the store
     windows: list[Window] = field(default_factory=list)  # the rest, fetched live
 
@@ -2380,12 +2440,26 @@ def filters_line(query: Query) -> str | None:
 
 
 def bucket_label(row: Row, query: Query) -> str:
-    """A day's date, the week's Monday (even when the range clips the week), or YYYY-MM; a trailing
-    ``*`` marks a partial bucket."""
+    """``YYYY-MM-DD HH:00``, a day's date, the week's Monday (even when the range clips the week),
+    or YYYY-MM; a trailing ``*`` marks a partial bucket."""
     assert row.bucket is not None
-    day = row.bucket.start.astimezone(query.zone).date()
-    label = day.strftime("%Y-%m") if query.bucket == "month" else day.isoformat()
+    start = row.bucket.start.astimezone(query.zone)
+    if query.bucket == "hour":
+        label = start.strftime("%Y-%m-%d %H:00") + (f" {_iso_offset(start)}" if _repeated(start) else "")
+    else:
+        label = start.strftime("%Y-%m") if query.bucket == "month" else start.date().isoformat()
     return label + ("*" if row.partial else "")
+
+
+def _repeated(wall: datetime) -> bool:
+    """Whether this wall time occurs twice (the hour a fall-back day repeats)."""
+    other = wall.replace(fold=1 - wall.fold)
+    return other.utcoffset() != wall.utcoffset()
+
+
+def _iso_offset(wall: datetime) -> str:
+    """The UTC offset as in ISO 8601: ``-04:00``."""
+    return wall.isoformat()[-6:]
 
 
 def footnotes(report: Report) -> list[str]:
@@ -2480,14 +2554,15 @@ def _grouped_table(report: Report, style: Any, narrow: bool) -> str:
     query = report.query
     headers: list[str] = []
     if query.bucket:
-        headers.append({"day": "Day", "week": "Week of", "month": "Month"}[query.bucket])
+        headers.append({"hour": "Hour", "day": "Day", "week": "Week of", "month": "Month"}[query.bucket])
     if len(query.service_types) > 1:
         headers.append("Service")
     if query.by_key:
         headers.append("API Key")
     label_columns = len(headers)
-    headers += ["Tokens", "Prompt", "Compl." if narrow else "Completion", "Reqs" if narrow else "Requests",
-                "Errors", "Err %"]
+    short = narrow or query.bucket == "hour"  # an hour's label is 6 to 13 characters wider than a day's
+    headers += ["Tokens", "Prompt", "Compl." if short else "Completion", "Reqs" if short else "Requests",
+                "Errs" if query.bucket == "hour" else "Errors", "Err %"]
     if query.batch:
         headers += ["Tasks", "Infers"]
 
@@ -2751,6 +2826,8 @@ examples:
   %(prog)s --from 2026-05-01 --until 2026-05-19       # May 1 to May 19, both included
   %(prog)s --last 30d --service-type all --format json
   %(prog)s --this-month --group-by day --format csv
+  %(prog)s --last-week --timezone Europe/Berlin       # the whole previous Monday-to-Monday week
+  %(prog)s --yesterday --group-by hour                # a row per local clock hour (23 or 25 on DST days)
   %(prog)s --from yesterday --to today --format csv --no-header >> usage.csv   # cron, after 03:00
   %(prog)s --from 2026-11-24T07:15:28+08:00 --format json  # from where the last JSON period ended
   %(prog)s --last 24h --timezone asia/shanghai       # zone names in any case; sent as Asia/Shanghai
@@ -2805,7 +2882,13 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--until", metavar="DATE", help="last day included (YYYY-MM-DD, YYYYMMDD, today, yesterday)")
     when.add_argument("--last", metavar="N{d,h}",
                       help=f"rolling window ending now: 7d, 30d, 24h … (at most {MAX_LAST_DAYS}d)")
-    when.add_argument("--this-month", action="store_true", help="from the 1st of this month to now")
+    presets = {"today": "local today 00:00 to now", "yesterday": "the whole of yesterday",
+               "this-week": "Monday 00:00 of this week to now",
+               "last-week": "the whole previous Monday-to-Monday week",
+               "this-month": "from the 1st of this month to now",
+               "last-month": "the whole previous calendar month (1st 00:00 to the 1st of this month)"}
+    for name, meaning in presets.items():  # one range at a time: settings_from refuses two
+        when.add_argument(f"--{name}", dest="presets", action="append_const", const=name, help=meaning)
     when.add_argument("--timezone", metavar="IANA",
                       help="IANA time zone, any case (asia/shanghai is sent as Asia/Shanghai); UTC offsets "
                            "(+08:00: use Etc/GMT-8), abbreviations (CST) and non-zones (localtime, posix/…) are "
@@ -2844,7 +2927,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "json for scripts and agents, csv for spreadsheets and cron, prometheus for "
                           "node_exporter's textfile collector (no time buckets)")
     out.add_argument("--group-by", nargs="+", metavar="BY",
-                     help="rows per day, week or month, and/or per service-type, api-key")
+                     help="rows per hour (local clock hours, always fetched live), day, week or month, "
+                          "and/or per service-type, api-key")
     out.add_argument("--table-format", metavar="STYLE", help="a tabulate style (grid, github, plain …)")
     out.add_argument("--chart", action="store_true",
                      help="tables with --group-by day, week or month: a bar chart of total tokens per row "
@@ -2913,7 +2997,7 @@ def parse_group_by(values: Sequence[str] | None,
             raise UsageError(f"--group-by: unknown grouping {word!r}", hint=f"choose from {', '.join(choices)}")
     units = [w for w in dict.fromkeys(words) if w in BUCKET_UNITS]
     if len(units) > 1:
-        raise UsageError(f"--group-by takes at most one of day, week and month, not {' and '.join(units)}")
+        raise UsageError(f"--group-by takes at most one of hour, day, week and month, not {' and '.join(units)}")
     by_key = "api-key" in words
     if by_key and not api_keys:
         bare = "a bare --api-keys means all keys: " if api_keys == () else ""
@@ -3049,8 +3133,8 @@ def resolve_project_id(given: str | None, credentials: Credentials | None,
 
 def record_query(query: Query, now: datetime) -> Query:
     """--record: the range's whole final days, one row per day."""
-    if query.bucket in ("week", "month"):
-        raise UsageError("--record saves days: it cannot be combined with --group-by week or month")
+    if query.bucket in ("hour", "week", "month"):
+        raise UsageError(f"--record saves days: it cannot be combined with --group-by {query.bucket}")
     days = final_days(query.period, query.zone, now)
     if not days:
         raise UsageError("the range holds no whole final day to record (a day is final 3 hours after "
@@ -3067,8 +3151,9 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
         value = getattr(args, "start" if flag == "from" else flag)
         if value is not None and not value.strip():
             raise UsageError(f"--{flag.replace('_', '-')} was given an empty value")
+    presets = list(dict.fromkeys(args.presets or ()))
     ranges = [name for name, given in (("--from/--to/--until", args.start or args.to or args.until),
-                                       ("--last", args.last), ("--this-month", args.this_month)) if given]
+                                       ("--last", args.last)) if given] + [f"--{name}" for name in presets]
     if len(ranges) > 1:
         raise UsageError(f"{' and '.join(ranges)} cannot be combined: choose one way to give the range")
     if args.to and args.until:
@@ -3100,7 +3185,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
 
     zone_name, zone = zone_setting(args.timezone, env, now, console)
     last = args.last or ("30d" if args.record and not ranges else None)  # --record defaults to 30 days
-    period = resolve_period(RangeRequest(args.start, args.to, args.until, last, args.this_month), zone, now)
+    preset = presets[0] if presets else None
+    period = resolve_period(RangeRequest(args.start, args.to, args.until, last, preset), zone, now)
 
     given_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
     bucket, by_key, by_type = parse_group_by(args.group_by, given_keys)

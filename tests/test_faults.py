@@ -546,7 +546,7 @@ USAGE_ERRORS = {
     "service-type-empty": (["--service-type", ""], "unknown service type"),
     "bare-api-keys-with-group-by-key": (["--api-keys", "--group-by", "api-key"], "a bare --api-keys means all keys"),
     "group-by-key-comma-form": (["--group-by", "service-type,api-key"], "--api-keys"),
-    "group-by-unknown": (["--group-by", "hour"], "unknown grouping"),
+    "group-by-unknown": (["--group-by", "minute"], "unknown grouping"),
     "ip-octet-256": (["--ips", "192.0.2.256"], "not an IP address"),
     "ip-cidr": (["--ips", "192.0.2.0/24"], "not an IP address"),
     "ip-hostname": (["--ips", "localhost"], "not an IP address"),
