@@ -186,9 +186,10 @@ def leftovers(folder: Path, name: str) -> list[str]:
                                      ["--dry-run", "--format", "json"]])
 def test_output_file_holds_what_stdout_would_get(cli, out, options):
     target = out / "maas.prom"
-    printed = cli(*SEED_RANGE, *options)
+    now = datetime.now(timezone.utc)  # one clock for both runs: coverage names now - 30 days
+    printed = cli(*SEED_RANGE, *options, now=now)
     assert printed.code == 0, printed.stderr
-    written = cli(*SEED_RANGE, *options, "--output", str(target))
+    written = cli(*SEED_RANGE, *options, "--output", str(target), now=now)
     assert written.code == 0, written.stderr
     assert written.stdout == ""
     assert target.read_bytes() == printed.stdout.encode("utf-8")
