@@ -3,6 +3,7 @@
 
     python3 tests/bench.py [--latency 0.3] [--runs 5] [--markdown]
     python3 tests/bench.py --hostile [--markdown]   # peak memory against each hostile server
+    sudo python3 tests/bench.py --rtt [--markdown]  # round trips across a real delay line (rtt-lab)
 
 Not part of the pytest suite (no ``test_`` names).  It starts ``FakeCloud``
 in-process (HTTPS on 127.0.0.1, ``--latency`` seconds of injected delay per
@@ -340,6 +341,207 @@ def hostile(markdown: bool) -> int:
     return 0 if all(peak < 100 for *_, peak, _ in rows) else 1
 
 
+# ---------------------------------------------------------------------------
+# --rtt: real round trips through ../shared/tools/rtt-lab (root, Linux)
+# ---------------------------------------------------------------------------
+
+RTT_LAB_DEFAULT = HERE.parent.parent / "shared" / "tools" / "rtt-lab" / "rtt-lab"
+RTT_MS = (100, 300)
+RTT_RUNS = 5
+# (label, script arguments, physical floor in round trips from the rtt-lab README's model, goal for k)
+RTT_SCENARIOS: list[tuple[str, list[str], int, float]] = [
+    ("7 days (IAM lookup)", ["--from", "2026-11-24", "--to", "2026-12-01"], 4, 4.3),
+    ("365 days (IAM lookup)", ["--from", "2025-12-01", "--to", "2026-12-01"], 4, 4.3),
+    ("365 days, `--project-id`", ["--from", "2025-12-01", "--to", "2026-12-01",
+                                  "--project-id", fakecloud.DEMO_PROJECT_ID], 4, 4.3),
+    ("30 days `--group-by day` (IAM lookup)", ["--from", "2026-11-01", "--to", "2026-12-01",
+                                               "--group-by", "day"], 5, 5.3),
+]
+RTT_TZ = ["--timezone", "Asia/Shanghai"]
+PACED_ARGV = ["--from", "2026-01-01", "--to", "2026-08-05", "--group-by", "day", *RTT_TZ, "-q"]
+PACED_RTT_MS = 300
+PACED_LIMIT = 200
+PACING_SLACK = 0.05  # the paced run may take at most 5 % above 60 s + 4 RTT
+RSS_ARGV = ["--last", "365d", "--group-by", "day", "--timezone", "UTC", "--format", "json", "-q"]
+RSS_GOAL_MB = 60.0
+_TIME_LINE = re.compile(r"^RTT\s+([\d.]+) ms: median ([\d.]+) s")
+_FIT_LINE = re.compile(r"^fit: (-?[\d.]+) round trips per run \+ (-?[\d.]+) s")
+_ARRIVALS_LINE = re.compile(r"most in any rolling [\d.]+ s: (\d+)(?: and (\d+))?")
+
+
+class LabError(Exception):
+    pass
+
+
+def _lab(lab: list[str], *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([*lab, *args], capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise LabError(f"rtt-lab {' '.join(args)}: exit {proc.returncode}\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return proc
+
+
+def _wait_for(path: Path, text: str, timeout: float) -> str:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        content = path.read_text(errors="replace") if path.exists() else ""
+        if text in content:
+            return content
+        time.sleep(0.2)
+    raise LabError(f"{path}: no {text!r} after {timeout:g} s; it says:\n{content[-2000:]}")
+
+
+def peak_rss_run(python: str, markdown: bool) -> tuple[float, float, int]:
+    """(peak VmHWM MB, wall s, exit code) of one RSS_ARGV run against the in-process fake (no lab),
+    VmHWM sampled every 10 ms while it lasts."""
+    now_ms = int(time.time() * 1000)
+    end_ms = (now_ms // fakecloud.HOUR_MS + 2) * fakecloud.HOUR_MS
+    events = tuple(fakecloud.hourly_events(end_ms - DATASET_DAYS * 24 * fakecloud.HOUR_MS, end_ms))
+    with tempfile.TemporaryDirectory(prefix="maas-bench-home-") as home, \
+            fakecloud.FakeCloud(tls=True, events=events) as cloud:
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "LANG": "C.UTF-8",
+               **cloud.client_env()}
+        started = time.perf_counter()
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.Popen([python, str(SCRIPT), *RSS_ARGV], env=env, cwd=home,
+                                    stdout=out, stderr=err, text=True)
+            peak_kb = 0
+            while proc.poll() is None:
+                peak_kb = max(peak_kb, high_water_kb(proc.pid))
+                time.sleep(0.01)
+            wall = time.perf_counter() - started
+            if proc.returncode != 0:
+                err.seek(0)
+                print(f"bench: the RSS run failed (exit {proc.returncode}):\n{err.read()[-2000:]}", file=sys.stderr)
+    return peak_kb / 1024, wall, proc.returncode
+
+
+def rtt(markdown: bool, lab_path: str, python: str, skip_rss: bool) -> int:
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        print("bench: --rtt needs Linux and root (rtt-lab creates network namespaces)", file=sys.stderr)
+        return 2
+    if not os.access(lab_path, os.X_OK):
+        print(f"bench: rtt-lab not found at {lab_path} (use --rtt-lab PATH)", file=sys.stderr)
+        return 2
+    lab = [sys.executable, lab_path] if lab_path.endswith(".py") else [lab_path]
+
+    def progress(text: str) -> None:
+        print(f"bench: {text}", file=sys.stderr, flush=True)
+
+    bench_started = time.perf_counter()
+    results: list[tuple[str, int, float, dict[int, float], float]] = []
+    paced: dict[str, float | int | str] = {}
+    with tempfile.TemporaryDirectory(prefix="maas-bench-rtt-") as tmp:
+        logs = Path(tmp)
+        os.chmod(tmp, 0o755)
+        home = logs / "home"
+        home.mkdir()
+        maas_log, iam_log, envfile = logs / "maas.log", logs / "iam.log", logs / "env"
+        try:
+            progress(f"rtt-lab up --rtt-ms {PACED_RTT_MS}")
+            _lab(lab, "down", check=False)
+            _lab(lab, "up", "--rtt-ms", str(PACED_RTT_MS), "--lifetime", "1800")
+            fake = [python, str(HERE / "fakecloud.py"), "--host", "0.0.0.0", "--dataset", "hourly"]
+            _lab(lab, "server", "--bg", str(maas_log), "--stamp", "--", *fake, "--port", "8443", "--verbose")
+            _lab(lab, "server", "--bg", str(iam_log), "--", *fake, "--port", "8444")
+            maas_text = _wait_for(maas_log, "Press Ctrl-C", 120)
+            iam_text = _wait_for(iam_log, "Press Ctrl-C", 120)
+            env_lines = [f"{m.group(1)}={m.group(2)}"
+                         for m in re.finditer(r"export (HW_[A-Za-z0-9_]+)=(\S+)", maas_text)]
+            cas = re.findall(r"export REQUESTS_CA_BUNDLE=(\S+)", maas_text + iam_text)
+            if len(cas) != 2 or not env_lines:
+                raise LabError(f"cannot read the fakes' environment from {maas_log} / {iam_log}")
+            (logs / "ca.pem").write_text("".join(Path(c).read_text() for c in cas))
+            env_lines += ["HW_IAM_ENDPOINT=https://localhost:8444", f"REQUESTS_CA_BUNDLE={logs / 'ca.pem'}",
+                          f"HOME={home}", "LANG=C.UTF-8"]
+            envfile.write_text("\n".join(env_lines) + "\n")
+
+            for label, argv, floor, goal in RTT_SCENARIOS:
+                progress(f"rtt-lab time --rtt-ms {','.join(map(str, RTT_MS))} -n {RTT_RUNS}: {label}")
+                proc = _lab(lab, "time", "--rtt-ms", ",".join(map(str, RTT_MS)), "-n", str(RTT_RUNS),
+                            "--env", str(envfile), "--", python, str(SCRIPT), *argv, *RTT_TZ)
+                medians = {int(float(m.group(1))): float(m.group(2))
+                           for m in map(_TIME_LINE.match, proc.stdout.splitlines()) if m}
+                fit = next((m for m in map(_FIT_LINE.match, proc.stdout.splitlines()) if m), None)
+                if fit is None or len(medians) != len(RTT_MS):
+                    raise LabError(f"cannot read rtt-lab time's output:\n{proc.stdout}")
+                progress(proc.stdout.strip().replace("\n", "\n       "))
+                results.append((label, floor, goal, medians, float(fit.group(1))))
+
+            progress(f"paced run at RTT {PACED_RTT_MS} ms: {' '.join(PACED_ARGV)}")
+            _lab(lab, "up", "--rtt-ms", str(PACED_RTT_MS))
+            time.sleep(0.5)
+            maas_log.write_text("")  # the fake keeps appending
+            t0 = time.perf_counter()
+            proc = _lab(lab, "client", "--env", str(envfile), "--", python, str(SCRIPT), *PACED_ARGV,
+                        timeout=300, check=False)
+            paced["wall"] = time.perf_counter() - t0
+            if proc.returncode != 0:
+                raise LabError(f"the paced run failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+            time.sleep(0.5)
+            proc = _lab(lab, "arrivals", str(maas_log), "--match", "show-statistics", "--limit",
+                        str(PACED_LIMIT), check=False)
+            progress(proc.stdout.strip())
+            m = _ARRIVALS_LINE.search(proc.stdout)
+            total = re.match(r"(\d+) requests over", proc.stdout)
+            if not m or not total:
+                raise LabError(f"cannot read rtt-lab arrivals' output:\n{proc.stdout}{proc.stderr}")
+            paced["requests"] = int(total.group(1))
+            paced["most"] = int(m.group(2) or m.group(1))
+            paced["arrivals_ok"] = int(proc.returncode == 0)
+        except (LabError, subprocess.TimeoutExpired) as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            down = _lab(lab, "down", check=False)
+            progress("rtt-lab down: " + " / ".join(down.stdout.strip().splitlines()[-2:]))
+
+    rss: tuple[float, float, int] | None = None
+    if not skip_rss:
+        progress(f"peak RSS (no lab): {' '.join(RSS_ARGV)}")
+        rss = peak_rss_run(python, markdown)
+
+    # -- report --------------------------------------------------------------
+    ok = True
+    out = [f"Machine: {platform.platform()}; {os.cpu_count()} CPUs; Python {platform.python_version()}. "
+           f"rtt-lab delay line, fakes with `--dataset hourly` (MaaS :8443, IAM :8444); "
+           f"median of {RTT_RUNS} runs after 1 warm-up per RTT; k fitted from the two medians."]
+    if markdown:
+        out.append("")
+    rows = []
+    for label, floor, goal, medians, k in results:
+        met = k <= goal
+        ok &= met
+        rows.append([label, *(f"{medians[r]:.3f} s" for r in RTT_MS), f"{k:.2f}", str(floor),
+                     f"<= {goal:g} " + ("met" if met else "MISSED")])
+    out.append(render_table(["run", *(f"median at {r} ms" for r in RTT_MS), "round trips k", "floor",
+                             "goal"], rows, markdown, "lrrrrl"))
+    out.append("")
+    floor_s = 60 + 4 * PACED_RTT_MS / 1000
+    wall = float(paced["wall"])
+    within = wall <= floor_s * (1 + PACING_SLACK)
+    most_ok = int(paced["most"]) <= PACED_LIMIT and bool(paced["arrivals_ok"])
+    ok &= within and most_ok
+    rows = [[f"{paced['requests']} day buckets at {PACED_RTT_MS} ms (`" + " ".join(PACED_ARGV) + "`)",
+             f"{wall:.1f} s", f"{floor_s:.1f} s ({'within' if within else 'NOT within'} "
+             f"{PACING_SLACK:.0%}: {(wall / floor_s - 1) * 100:+.1f} %)",
+             f"{paced['most']} ({'met' if most_ok else 'MISSED'}, limit {PACED_LIMIT})"]]
+    out.append(render_table(["paced run", "wall", "pacing floor 60 s + 4 RTT", "most arrivals in 60 s"],
+                            rows, markdown, "lrrr"))
+    if rss is not None:
+        out.append("")
+        peak_mb, rss_wall, code = rss
+        met = code == 0 and peak_mb < RSS_GOAL_MB
+        ok &= met
+        out.append(render_table(["memory (no lab)", "peak RSS (VmHWM)", "wall", "goal"],
+                                [["`" + " ".join(RSS_ARGV) + "`", f"{peak_mb:.1f} MB", f"{rss_wall:.1f} s",
+                                  f"< {RSS_GOAL_MB:g} MB " + ("met" if met else "MISSED")
+                                  + ("" if code == 0 else f" (exit {code})")]], markdown, "lrrl"))
+    out.append(f"\nBenchmark wall time: {time.perf_counter() - bench_started:.0f} s. "
+               + ("All goals met." if ok else "A goal was MISSED."))
+    print("\n".join(out))
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency", type=float, default=0.3,
@@ -348,9 +550,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="GitHub-markdown tables instead of plain text")
     parser.add_argument("--hostile", action="store_true",
                         help="instead: peak memory and time of a 365-day run against each hostile server")
+    parser.add_argument("--rtt", action="store_true",
+                        help="instead: wall time and fitted round trips across a real delay line (rtt-lab; "
+                             "root, Linux), arrivals of a paced run, peak RSS of a 365-day day-grouped run")
+    parser.add_argument("--rtt-lab", default=str(RTT_LAB_DEFAULT), help=f"with --rtt: the tool (default {RTT_LAB_DEFAULT})")
+    parser.add_argument("--python", default=sys.executable,
+                        help="with --rtt: the interpreter for the script and the fakes (default: this one)")
+    parser.add_argument("--no-rss", action="store_true", help="with --rtt: skip the peak-RSS run")
     args = parser.parse_args(argv)
     if args.hostile:
         return hostile(args.markdown)
+    if args.rtt:
+        return rtt(args.markdown, args.rtt_lab, args.python, args.no_rss)
     if not 1 <= args.runs <= 50:
         parser.error("--runs must be between 1 and 50")
     if not 0 < args.latency <= 5:

@@ -156,6 +156,14 @@ def test_an_eight_day_hour_table_fits_in_80_columns(cli, cloud):
     assert len(cloud.maas_requests()) == 8 * 24 + 1
 
 
+@pytest.mark.parametrize("split", [("service-type",), ("api-key", "--api-keys", "key-alpha", "key-beta", "")])
+def test_an_hour_table_with_a_second_dimension_fits_in_80_columns(cli, cloud, split):
+    now = at_now(cloud, local("2026-11-28T18:30", NEW_YORK))
+    run = cli("--last", "2d", "--timezone", NEW_YORK, "--group-by", "hour", *split, now=now)
+    assert run.code == 0, run.stderr
+    assert max(len(line) for line in run.stdout.splitlines()) <= 80
+
+
 def test_hour_buckets_never_read_or_save_stored_days(cli, cloud, tmp_path):
     store = str(tmp_path / "usage.db")
     base = ("--timezone", NEW_YORK, "--project-id", fakecloud.DEMO_PROJECT_ID, "--store", store)
