@@ -954,6 +954,46 @@ def split_windows(start_ms: int, end_ms: int,
     return windows
 
 
+def previous_period(request: RangeRequest, period: Period, zone: tzinfo) -> Period:
+    """--compare: the period before. After a whole-unit preset (yesterday, last week, last month)
+    the unit before; after a current one (today, this week, this month) the unit before up to the
+    same elapsed local time, clamped to that unit's end; after any other range the span just before
+    it of the same number of local days when both ends are local midnights, else the same length."""
+    def midnight(moment: datetime) -> bool:
+        return moment == day_start(moment.astimezone(zone).date(), zone)
+
+    if request.preset:
+        unit, current = PRESETS[request.preset]
+        day = period.start.astimezone(zone).date()
+        start = day_start(_first_day(day - timedelta(days=1), unit), zone)
+        end = _same_time_a_unit_before(period.end, unit, zone) if current else period.start
+        result = Period(start, min(end, period.start))
+    elif midnight(period.start) and midnight(period.end):
+        days = (period.end.astimezone(zone).date() - period.start.astimezone(zone).date()).days
+        result = Period(shift_days(period.start, -days, zone), period.start)
+    else:
+        result = Period(period.start - (period.end - period.start), period.start)
+    if result.start < EPOCH:
+        raise UsageError("--compare: the previous period would start before 1970-01-01 00:00:00 UTC")
+    return result
+
+
+def _same_time_a_unit_before(moment: datetime, unit: str, zone: tzinfo) -> datetime:
+    """The same local wall time a day, week or month earlier (a repeated time: its first occurrence;
+    a skipped one: past the gap); a day the month before lacks is past that month's end."""
+    if unit != "month":
+        return shift_days(moment, -1 if unit == "day" else -7, zone)
+    local = moment.astimezone(zone)
+    first = (local.date().replace(day=1) - timedelta(days=1)).replace(day=1)
+    try:
+        target = first.replace(day=local.day)
+    except ValueError:  # March 31 has no February twin: the whole of February
+        return day_start(local.date().replace(day=1), zone)
+    if moment == day_start(local.date(), zone):
+        return day_start(target, zone)
+    return datetime.combine(target, local.time(), tzinfo=zone).astimezone(timezone.utc)
+
+
 def _first_day(day: date, unit: str) -> date:
     """The first local date of the day, week (weeks start on Monday) or month holding ``day``."""
     if unit == "week":
@@ -1913,10 +1953,17 @@ class Query:
     ips: tuple[str, ...] | None
     bucket: str | None  # hour, day, week, month or None
     by_key: bool
+    previous: Period | None = None  # --compare: the period the report is compared with
 
     @property
     def batch(self) -> bool:
         return self.infer_type == "batch"
+
+    def previous_query(self) -> Query | None:
+        """The same query over the previous period (--compare), else None."""
+        if self.previous is None:
+            return None
+        return dataclasses.replace(self, period=self.previous, previous=None)
 
 
 @dataclass
@@ -2094,6 +2141,7 @@ class Report:
     rows: list[Row]
     coverage: Coverage
     store: dict | None = None  # the JSON "store" report, when a store was used
+    previous: Report | None = None  # --compare: the same report over the previous period
 
     @property
     def total(self) -> Usage:
@@ -2634,14 +2682,56 @@ def render_table(report: Report, table_format: str | None, raw: bool, chart: str
         parts += [grouped_table(report, table_format), *footnotes(report), ""]
         if chart:
             parts += [*token_chart(report, chart), ""]
-    parts.append(tabulate.tabulate(metric_lines(report.total, query.batch), headers=["Metric", "Value"],
-                                   tablefmt=style, disable_numparse=True))
-    parts.append(period_line(query))
+    if report.previous is None:
+        parts.append(tabulate.tabulate(metric_lines(report.total, query.batch), headers=["Metric", "Value"],
+                                       tablefmt=style, disable_numparse=True))
+        parts.append(period_line(query))
+    else:
+        parts.append(tabulate.tabulate(compared_lines(report.total, report.previous.total, query.batch),
+                                       headers=["Metric", "Value", "Previous", "Change"], tablefmt=style,
+                                       disable_numparse=True, colalign=("left", "left", "left", "right")))
+        parts.append(period_line(query))
+        parts.append(period_line(report.previous.query).replace("Period:", "Previous:", 1))
     if raw:
         parts.append("Raw responses:")
         parts += [f"{window.label}: {json.dumps(_exact_json(window.response))}"
                   for _, window in windows_of(report.rows)]
     return "\n".join(parts) + "\n"
+
+
+def metric_changes(current: Usage, previous: Usage) -> dict[str, Decimal | None]:
+    """--compare: each metric's change in percent (1 decimal, half up; None when the previous value
+    is 0), the error rate's as a difference in percentage points (2 decimals; None when either is)."""
+    now, before = current.metrics(), previous.metrics()
+    changes: dict[str, Decimal | None] = {}
+    for name in METRIC_NAMES:
+        if name == "error_rate":
+            rates = (now[name], before[name])
+            changes[name] = None if None in rates else (rates[0] - rates[1]).quantize(Decimal("0.01"), ROUND_HALF_UP)
+        elif before[name] == 0:
+            changes[name] = None
+        else:
+            change = (Decimal(now[name]) - before[name]) * 100 / before[name]
+            changes[name] = change.quantize(Decimal("0.1"), ROUND_HALF_UP)
+    return changes
+
+
+def compared_lines(current: Usage, previous: Usage, batch: bool) -> list[tuple[str, str, str, str]]:
+    """The totals table with --compare: metric, value, previous value, change."""
+    changes, now = metric_changes(current, previous), current.metrics()
+    lines = []
+    # metric_lines come in METRIC_NAMES' order (the batch lines last, present only for batch).
+    for (label, value), (_, earlier), name in zip(metric_lines(current, batch), metric_lines(previous, batch),
+                                                  METRIC_NAMES):
+        change = changes[name]
+        if name == "error_rate":
+            text = "-" if change is None else f"{change:+.2f} pp"
+        elif change is None:
+            text = "new" if now[name] else "-"
+        else:
+            text = f"{change:+.1f}%"
+        lines.append((label, value, earlier, text))
+    return lines
 
 
 def _json_metrics(usage: Usage) -> dict[str, Any]:
@@ -2698,6 +2788,16 @@ def render_json(report: Report, raw: bool) -> str:
     document["totals"] = _json_metrics(report.total)
     document["rows"] = [_json_row(row, query.zone, with_source=report.store is not None) for row in report.rows]
     document["coverage"] = _json_coverage(report.coverage, query.zone)
+    if report.previous is not None:
+        before = report.previous
+        document["previous"] = {"period": _json_period(before.query.period, query.zone),
+                                "totals": _json_metrics(before.total),
+                                "coverage": _json_coverage(before.coverage, query.zone)}
+        if query.bucket or query.by_key or len(query.service_types) > 1:
+            document["previous"]["rows"] = [_json_row(row, query.zone, with_source=report.store is not None)
+                                            for row in before.rows]
+        document["change"] = {name: None if value is None else float(value)
+                              for name, value in metric_changes(report.total, before.total).items()}
     if report.store is not None:
         document["store"] = report.store
     if raw:
@@ -2725,7 +2825,7 @@ def render_csv(report: Report, header: bool) -> str:
     writer = csv.writer(out, lineterminator="\n")
     if header:
         writer.writerow(["start", "end", "service_type", "api_key", *METRIC_NAMES])
-    for row in report.rows:
+    for row in report.rows + (report.previous.rows if report.previous is not None else []):
         metrics = row.total.metrics()
         rate = metrics["error_rate"]
         metrics["error_rate"] = "" if rate is None else f"{rate:.2f}"
@@ -2802,15 +2902,18 @@ def render_prometheus(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 def render_plan(query: Query, project_id: str | None, endpoint: Endpoint, rows: Sequence[Row],
-                coverage: Coverage, output_format: str) -> str:
+                coverage: Coverage, output_format: str, previous: Sequence[Row] = ()) -> str:
+    """The planned requests: the current period's, then (--compare) the previous period's."""
     path = STATISTICS_PATH.format(project_id=project_id or "{project_id}")
     url = endpoint.url(path)
-    bodies = [window.body for _, window in windows_of(rows)]
+    bodies = [window.body for _, window in windows_of([*rows, *previous])]
     if output_format == "json":
         document = {"schema_version": 1, "dry_run": True, **{k: v for k, v in _header(query, project_id).items()
                                                             if k in ("region", "project_id", "timezone", "period")},
-                    "coverage": _json_coverage(coverage, query.zone),
-                    "requests": [{"method": "POST", "url": url, "body": body} for body in bodies]}
+                    "coverage": _json_coverage(coverage, query.zone)}
+        if query.previous is not None:
+            document["previous"] = {"period": _json_period(query.previous, query.zone)}
+        document["requests"] = [{"method": "POST", "url": url, "body": body} for body in bodies]
         return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
     return "".join(f"POST {url} {json.dumps(body, separators=(',', ':'), ensure_ascii=False)}\n"
                    for body in bodies)
@@ -2889,6 +2992,9 @@ def build_parser() -> argparse.ArgumentParser:
                "last-month": "the whole previous calendar month (1st 00:00 to the 1st of this month)"}
     for name, meaning in presets.items():  # one range at a time: settings_from refuses two
         when.add_argument(f"--{name}", dest="presets", action="append_const", const=name, help=meaning)
+    when.add_argument("--compare", action="store_true",
+                      help="also report the previous period (the unit before a preset, else the same length "
+                           "just before) with the change")
     when.add_argument("--timezone", metavar="IANA",
                       help="IANA time zone, any case (asia/shanghai is sent as Asia/Shanghai); UTC offsets "
                            "(+08:00: use Etc/GMT-8), abbreviations (CST) and non-zones (localtime, posix/…) are "
@@ -3186,7 +3292,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     zone_name, zone = zone_setting(args.timezone, env, now, console)
     last = args.last or ("30d" if args.record and not ranges else None)  # --record defaults to 30 days
     preset = presets[0] if presets else None
-    period = resolve_period(RangeRequest(args.start, args.to, args.until, last, preset), zone, now)
+    request = RangeRequest(args.start, args.to, args.until, last, preset)
+    period = resolve_period(request, zone, now)
 
     given_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
     bucket, by_key, by_type = parse_group_by(args.group_by, given_keys)
@@ -3202,6 +3309,11 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     if args.record:
         query = record_query(query, now)
     check_prometheus_rows(args.format, query, args.record)
+    if args.compare:
+        if args.record or args.format == "prometheus":
+            raise UsageError(f"--compare cannot be combined with {'--record' if args.record else '--format prometheus'}",
+                             hint="compare in a table, JSON or CSV")
+        query = dataclasses.replace(query, previous=previous_period(request, query.period, zone))
     if args.chart and not query.bucket:
         raise UsageError("--chart draws a bar per time bucket: it needs --group-by "
                          + " or ".join(BUCKET_UNITS))
@@ -3252,12 +3364,14 @@ def open_store(options: StoreOptions | None, console: Console, read_only: bool) 
 
 
 def plan(settings: Settings, store: Store | None, project_id: str | None, console: Console,
-         now: datetime) -> list[Row]:
-    """The run's rows; with a store (and a project id to match it), its final days are read from it.
+         now: datetime, query: Query | None) -> list[Row]:
+    """The rows of ``query`` (the run's, or its previous period's; None: none); with a store (and a
+    project id to match it), its final days are read from it.
 
     A store that cannot be read fails --record; a plain query notes it and plans the whole range live.
     """
-    query = settings.query
+    if query is None:
+        return []
     if store is None or project_id is None:
         return plan_rows(query, now)
     try:
@@ -3275,10 +3389,11 @@ def dry_run(settings: Settings, store: Store | None, console: Console, now: date
     if project_id is None:
         console.note("no project id given: the URLs show {project_id}"
                      + ("; without it the store cannot be matched, so the whole range is planned" if store else ""))
-    rows = plan(settings, store, project_id, console, now)
-    warn_about_retention(query, unrecorded_days(query, rows, now) if store else None, console, now)
+    rows = plan(settings, store, project_id, console, now, query)
+    previous = plan(settings, store, project_id, console, now, query.previous_query())
+    warn_about_retention(query, unrecorded_days(query, rows + previous, now) if store else None, console, now)
     coverage = coverage_of(query, rows, now)
-    return render_plan(query, project_id, settings.maas, rows, coverage, settings.output.format)
+    return render_plan(query, project_id, settings.maas, rows, coverage, settings.output.format, previous)
 
 
 def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str], clock: Clock,
@@ -3297,19 +3412,22 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
             client = Client(credentials, settings.client, console, clock, env)
         return client
 
+    previous_query = query.previous_query()
+
     def looked_up() -> str:
         if store is None:  # while IAM answers, open the MaaS connections the windows will need
-            planned = len(windows_of(plan_rows(query, now)))
+            planned = sum(len(windows_of(plan_rows(q, now))) for q in (query, previous_query) if q is not None)
             connected().preopen(settings.maas, min(planned, settings.client.concurrency))
         return lookup_project_id(connected(), settings.iam, query.region)
 
     try:
         project_id = resolve_project_id(settings.project_id, credentials, looked_up)
         assert project_id is not None  # the lookup always answers or raises
-        rows = plan(settings, store, project_id, console, now)
-        unrecorded = unrecorded_days(query, rows, now) if store else None
+        rows = plan(settings, store, project_id, console, now, query)
+        previous_rows = plan(settings, store, project_id, console, now, previous_query)
+        unrecorded = unrecorded_days(query, rows + previous_rows, now) if store else None
         warn_about_retention(query, unrecorded, console, now)
-        windows = windows_of(rows)
+        windows = windows_of(rows + previous_rows)  # the previous period's after the current ones
         if windows:
             fetch(connected(), settings.maas, project_id, windows, query, console,
                   save=None if store is None else lambda row, window: save_day(store, query, project_id, row,
@@ -3318,6 +3436,9 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
         if client is not None:
             client.close()
     report = Report(query, project_id, rows, coverage_of(query, rows, now))
+    if previous_query is not None:
+        report.previous = Report(previous_query, project_id, previous_rows,
+                                 coverage_of(previous_query, previous_rows, now))
     if store is not None:
         if store.days_unstorable:
             console.note(f"{store.days_unstorable} day(s) not saved: the API answered with finer than whole "
@@ -3384,7 +3505,8 @@ def warn_about_retention(query: Query, unrecorded: Sequence[str] | None, console
     ``unrecorded`` is the store's list of such dates, or None when no store is used.
     """
     if unrecorded is None:
-        note = retention_note(query.period, now, query.zone)
+        start = query.period.start if query.previous is None else query.previous.start
+        note = retention_note(Period(start, query.period.end), now, query.zone)
         if note:
             console.note(note)
     elif unrecorded:
