@@ -306,6 +306,20 @@ def high_water_kb(pid: int) -> int:
     return 0
 
 
+def run_measured(cmd: list[str], env: dict[str, str], cwd: str) -> tuple[int, float, float, str]:
+    """(exit code, wall seconds, peak RSS in MB sampled every 10 ms, stderr) of one run of ``cmd``."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err, text=True)
+        peak_kb = 0
+        while proc.poll() is None:
+            peak_kb = max(peak_kb, high_water_kb(proc.pid))
+            time.sleep(0.01)
+        wall = time.perf_counter() - started
+        err.seek(0)
+        return proc.returncode, wall, peak_kb / 1024, err.read()
+
+
 def hostile(markdown: bool) -> int:
     """Peak RSS (VmHWM, sampled every 10 ms; Linux) and wall time of a 365-day run against each hostile server:
     every window of the run meets the fault (the memory bound must hold per request and in sum)."""
@@ -318,19 +332,9 @@ def hostile(markdown: bool) -> int:
             cloud.reset()
             if params or label != HOSTILE_FAULTS[0][0]:
                 cloud.add_fault(label, times=1000, **params)
-            started = time.perf_counter()
-            with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-                proc = subprocess.Popen([sys.executable, str(SCRIPT), *HOSTILE_ARGV], env=env, cwd=home,
-                                        stdout=out, stderr=err, text=True)
-                peak_kb = 0
-                while proc.poll() is None:
-                    peak_kb = max(peak_kb, high_water_kb(proc.pid))
-                    time.sleep(0.01)
-                wall = time.perf_counter() - started
-                err.seek(0)
-                last = (err.read().strip().splitlines() or [""])[-1]
-            peak_mb = peak_kb / 1024
-            rows.append((label, proc.returncode, wall, peak_mb, last[:70]))
+            code, wall, peak_mb, stderr = run_measured([sys.executable, str(SCRIPT), *HOSTILE_ARGV], env, home)
+            last = (stderr.strip().splitlines() or [""])[-1]
+            rows.append((label, code, wall, peak_mb, last[:70]))
     header = ("server", "exit", "wall s", "peak RSS MB", "last stderr line")
     line = (lambda cells: "| " + " | ".join(cells) + " |") if markdown else (lambda cells: "  ".join(cells))
     print(line(header))
@@ -400,19 +404,10 @@ def peak_rss_run(python: str, markdown: bool) -> tuple[float, float, int]:
             fakecloud.FakeCloud(tls=True, events=events) as cloud:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "LANG": "C.UTF-8",
                **cloud.client_env()}
-        started = time.perf_counter()
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            proc = subprocess.Popen([python, str(SCRIPT), *RSS_ARGV], env=env, cwd=home,
-                                    stdout=out, stderr=err, text=True)
-            peak_kb = 0
-            while proc.poll() is None:
-                peak_kb = max(peak_kb, high_water_kb(proc.pid))
-                time.sleep(0.01)
-            wall = time.perf_counter() - started
-            if proc.returncode != 0:
-                err.seek(0)
-                print(f"bench: the RSS run failed (exit {proc.returncode}):\n{err.read()[-2000:]}", file=sys.stderr)
-    return peak_kb / 1024, wall, proc.returncode
+        code, wall, peak_mb, stderr = run_measured([python, str(SCRIPT), *RSS_ARGV], env, home)
+        if code != 0:
+            print(f"bench: the RSS run failed (exit {code}):\n{stderr[-2000:]}", file=sys.stderr)
+    return peak_mb, wall, code
 
 
 def rtt(markdown: bool, lab_path: str, python: str, skip_rss: bool) -> int:
