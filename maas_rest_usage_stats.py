@@ -3022,7 +3022,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--iam-endpoint", metavar="URL",
                       help="IAM base URL (env HW_IAM_ENDPOINT, else HUAWEICLOUD_SDK_REGION_IAM_{REGION}; "
                            "default https://iam.{region}.myhuaweicloud.com)")
-    what.add_argument("--timeout", type=float, default=30.0, metavar="S", help="per-request timeout (default 30)")
+    what.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds for each attempt as a whole: connect, TLS, headers, body (default 30)")
     what.add_argument("--retries", type=int, default=3, metavar="N", help="retries for 429/5xx/network (default 3)")
     what.add_argument("--concurrency", type=int, default=MAX_CONCURRENCY, metavar="N",
                       help=f"requests in flight, 1-{MAX_CONCURRENCY} (default {MAX_CONCURRENCY})")
