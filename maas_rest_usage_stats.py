@@ -101,14 +101,69 @@ MAX_BODY_BYTES = 1024 * 1024  # an answer is a few hundred bytes; more is malfor
 MAX_CREDENTIALS_BYTES = 64 * 1024  # a credentials file is a few hundred bytes; refuse a huge one
 CREDENTIALS_PIPE_WAIT = 30.0  # seconds for a credentials pipe's writer: time to type a passphrase
 
-# ShowStatistics response fields; the token fields are in thousands of tokens.
-TOKEN_FIELDS = ("total_token", "total_prompt_token", "total_completion_token")
-COUNT_FIELDS = ("total_request_count", "total_error_count")
-BATCH_FIELDS = ("total_completion_tasks", "total_infer_count")
-METRIC_NAMES = (
-    "total_tokens", "prompt_tokens", "completion_tokens", "total_requests", "total_errors",
-    "error_rate", "total_completion_tasks", "total_infer_count",
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure of a report, in every place it appears: adding a metric is one row of METRICS.
+
+    ``field`` names its exact sum in a ``Usage`` (None: derived from the other sums by ``derive``);
+    ``api_field`` is the ShowStatistics answer field it is read from and ``api_unit`` the actual units
+    per unit of that field (the token fields are in thousands). ``name`` is the JSON key, the CSV column
+    and the store's column; ``label`` the totals table's line; ``headers`` the grouped table's column as
+    (full, narrow, with hour rows). ``style`` picks the formatting: tokens, count or percent.
+    """
+
+    name: str
+    field: str | None
+    api_field: str | None
+    api_unit: int
+    label: str
+    headers: tuple[str, str, str]
+    style: str
+    family: str | None = None  # its Prometheus family, and the ``kind`` label within it
+    kind: str | None = None
+    batch_only: bool = False  # shown for --infer-type batch only; real-time answers may omit it
+    derive: Callable[[Mapping[str, Any]], Any] | None = None
+
+
+def _error_rate(values: Mapping[str, Any]) -> Decimal | None:
+    """Percent of requests that failed, 2 decimals half up; None without requests."""
+    requests, errors = values["total_requests"], values["total_errors"]
+    if not requests:
+        return None
+    return (Decimal(errors) * 100 / requests).quantize(Decimal("0.01"), ROUND_HALF_UP)
+
+
+# ShowStatistics' answer fields (API reference, ShowStatistics response), in the contract's METRICS order.
+METRICS = (
+    Metric("total_tokens", "tokens_k", "total_token", 1000, "Total Tokens", ("Tokens",) * 3, "tokens",
+           "maas_usage_tokens", "total"),
+    Metric("prompt_tokens", "prompt_k", "total_prompt_token", 1000, "Prompt Tokens", ("Prompt",) * 3, "tokens",
+           "maas_usage_tokens", "prompt"),
+    Metric("completion_tokens", "completion_k", "total_completion_token", 1000, "Completion Tokens",
+           ("Completion", "Compl.", "Compl."), "tokens", "maas_usage_tokens", "completion"),
+    Metric("total_requests", "requests", "total_request_count", 1, "Total Requests", ("Requests", "Reqs", "Reqs"),
+           "count", "maas_usage_requests"),
+    Metric("total_errors", "errors", "total_error_count", 1, "Total Errors", ("Errors", "Errors", "Errs"),
+           "count", "maas_usage_errors"),
+    Metric("error_rate", None, None, 1, "Error Rate", ("Err %",) * 3, "percent", derive=_error_rate),
+    Metric("total_completion_tasks", "completion_tasks", "total_completion_tasks", 1, "Completed Tasks",
+           ("Tasks",) * 3, "count", "maas_usage_completed_tasks", batch_only=True),
+    Metric("total_infer_count", "infer_count", "total_infer_count", 1, "Inference Count", ("Infers",) * 3,
+           "count", "maas_usage_inference_count", batch_only=True),
 )
+METRIC_NAMES = tuple(metric.name for metric in METRICS)
+SUMS = tuple(metric for metric in METRICS if metric.field)  # the metrics a Usage holds exact sums of
+TOKEN_FIELDS = tuple(m.api_field for m in SUMS if m.style == "tokens")
+COUNT_FIELDS = tuple(m.api_field for m in SUMS if m.style == "count" and not m.batch_only)
+BATCH_FIELDS = tuple(m.api_field for m in SUMS if m.batch_only)
+
+
+def shown_metrics(batch: bool) -> tuple[Metric, ...]:
+    """The metrics a report shows: the batch counters only for batch inference."""
+    return tuple(metric for metric in METRICS if batch or not metric.batch_only)
+
 
 ENV_AK, ENV_SK, ENV_TOKEN = "HW_ACCESS_KEY", "HW_SECRET_KEY", "HW_SECURITY_TOKEN"
 SDK_AK, SDK_SK, SDK_TOKEN = "HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "HUAWEICLOUD_SDK_SECURITY_TOKEN"
@@ -1877,54 +1932,76 @@ def _field(data: Mapping[str, Any], name: str, integral: bool, what: str) -> Any
     return number
 
 
-@dataclass(frozen=True)
 class Usage:
-    """Exact usage: counts as integers, tokens in thousands as Decimal (the API's unit)."""
+    """Exact sums, one per metric of SUMS, in the API's units: counts as integers, tokens in
+    thousands as Decimal. ``Usage(requests=3, tokens_k=Decimal("1.5"))``; a sum not given is 0."""
 
-    requests: int = 0
-    errors: int = 0
-    tokens_k: Decimal = ZERO
-    prompt_k: Decimal = ZERO
-    completion_k: Decimal = ZERO
-    completion_tasks: int = 0
-    infer_count: int = 0
+    __slots__ = ("sums",)
+
+    def __init__(self, **sums: Any) -> None:
+        unknown = set(sums) - {m.field for m in SUMS}
+        if unknown:
+            raise TypeError(f"Usage has no sum {sorted(unknown)}")
+        self.sums = {m.field: sums.get(m.field, 0 if m.api_unit == 1 else ZERO) for m in SUMS}
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__getattribute__("sums")[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Usage) and self.sums == other.sums
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.sums.values()))
+
+    def __repr__(self) -> str:
+        return "Usage(" + ", ".join(f"{name}={value!r}" for name, value in self.sums.items()) + ")"
 
     @classmethod
     def from_response(cls, data: Any, what: str, batch: bool) -> Usage:
         if not isinstance(data, dict):
             raise MalformedResponse(f"malformed response from {what}: not a JSON object")
-        counts = [_field(data, name, True, what) for name in COUNT_FIELDS]
-        tokens = [_field(data, name, False, what) for name in TOKEN_FIELDS]
         # Real-time answers may omit the batch counters; batch answers must carry them.
-        extra = [_field(data, name, True, what) if batch or name in data else 0 for name in BATCH_FIELDS]
-        return cls(*counts, *tokens, *extra)
+        return cls(**{m.field: _field(data, m.api_field, m.api_unit == 1, what)
+                      for m in SUMS if batch or not m.batch_only or m.api_field in data})
+
+    @classmethod
+    def from_units(cls, values: Mapping[str, int]) -> Usage:
+        """From actual units keyed by metric name (whole tokens, as the store keeps them)."""
+        return cls(**{m.field: values[m.name] if m.api_unit == 1 else Decimal(values[m.name]) / m.api_unit
+                      for m in SUMS})
+
+    def units(self) -> dict[str, int] | None:
+        """The sums in actual units keyed by metric name, or None when one is not a whole unit."""
+        values = {}
+        for metric in SUMS:
+            exact = self.sums[metric.field] * metric.api_unit
+            if exact != int(exact):
+                return None
+            values[metric.name] = int(exact)
+        return values
 
     def __add__(self, other: Usage) -> Usage:
         with localcontext() as context:
             context.prec = 60  # sums stay exact far beyond any real total
-            return Usage(*(a + b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other))))
+            return Usage(**{name: value + other.sums[name] for name, value in self.sums.items()})
 
     def metrics(self) -> dict[str, Any]:
-        """The contract's METRICS: actual tokens as integers, error rate in percent (2 decimals)."""
+        """The contract's METRICS: actual units as integers (tokens rounded half up), the derived ones."""
         with localcontext() as context:
             context.prec = 60
-
-            def tokens(thousands: Decimal) -> int:
-                return int((thousands * 1000).quantize(Decimal(1), ROUND_HALF_UP))
-
-            rate = None
-            if self.requests:
-                rate = (Decimal(self.errors) * 100 / self.requests).quantize(Decimal("0.01"), ROUND_HALF_UP)
-            return {
-                "total_tokens": tokens(self.tokens_k),
-                "prompt_tokens": tokens(self.prompt_k),
-                "completion_tokens": tokens(self.completion_k),
-                "total_requests": self.requests,
-                "total_errors": self.errors,
-                "error_rate": rate,
-                "total_completion_tasks": self.completion_tasks,
-                "total_infer_count": self.infer_count,
-            }
+            values: dict[str, Any] = {}
+            for metric in METRICS:
+                if metric.field is None:
+                    values[metric.name] = metric.derive(values)
+                elif metric.api_unit == 1:
+                    values[metric.name] = self.sums[metric.field]
+                else:
+                    exact = self.sums[metric.field] * metric.api_unit
+                    values[metric.name] = int(exact.quantize(Decimal(1), ROUND_HALF_UP))
+            return values
 
 
 def total_of(usages: Iterable[Usage]) -> Usage:
@@ -1958,6 +2035,11 @@ class Query:
     @property
     def batch(self) -> bool:
         return self.infer_type == "batch"
+
+    @property
+    def groupings(self) -> tuple[Grouping, ...]:
+        """The dimensions this query's rows are split by."""
+        return tuple(grouping for grouping in GROUPINGS if grouping.split(self))
 
     def previous_query(self) -> Query | None:
         """The same query over the previous period (--compare), else None."""
@@ -2006,6 +2088,54 @@ class Row:
     def partial(self) -> bool:
         """Whether the range cuts this row's calendar bucket (it starts or ends inside it)."""
         return self.bucket is not None and self.bucket != self.period
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """One dimension rows can be split by, in every output: adding a dimension is one record of
+    GROUPINGS. JSON rows and CSV lines carry every grouping's fields (null or empty where rows are not
+    split that way), so their shape never depends on the flags; the grouped table shows a column and
+    Prometheus a label for the groupings the query splits by."""
+
+    name: str
+    split: Callable[[Query], bool]  # whether the query's rows are split by it
+    header: Callable[[Query], str]  # the grouped table's column
+    label: Callable[[Row, Query], str]  # a row's cell in that column
+    json: Callable[[Row, Query], dict[str, Any]]  # the fields of a JSON row
+    csv_columns: tuple[str, ...]
+    csv: Callable[[Row, Query], list[Any]]  # the CSV line's values for csv_columns
+    prometheus: Callable[[Row, Query], list[tuple[str, str]]]  # the labels of a row's samples
+
+
+def _bucket_header(query: Query) -> str:
+    return {"hour": "Hour", "day": "Day", "week": "Week of", "month": "Month"}[query.bucket]
+
+
+def _row_bounds(row: Row, query: Query) -> list[str]:
+    return [row.period.start.astimezone(query.zone).isoformat(), row.period.end.astimezone(query.zone).isoformat()]
+
+
+TIME_BUCKET = Grouping(
+    "time bucket", split=lambda query: query.bucket is not None, header=_bucket_header,
+    label=lambda row, query: bucket_label(row, query),
+    json=lambda row, query: dict(zip(("start", "end"), _row_bounds(row, query))),
+    csv_columns=("start", "end"), csv=_row_bounds,
+    prometheus=lambda row, query: [])  # no time buckets in Prometheus: the collector has no timestamps
+SERVICE_TYPE = Grouping(
+    "service-type", split=lambda query: len(query.service_types) > 1, header=lambda query: "Service",
+    label=lambda row, query: SHORT_SERVICE_NAMES[row.service_type],
+    json=lambda row, query: {"service_type": row.service_type, "service_name": SERVICE_NAMES[row.service_type]},
+    csv_columns=("service_type",), csv=lambda row, query: [row.service_type],
+    # Every sample names its service and the inference type it ran as, split or not.
+    prometheus=lambda row, query: [("service_type", str(row.service_type)),
+                                   ("service", SERVICE_NAMES[row.service_type]), ("infer_type", query.infer_type)])
+API_KEY = Grouping(
+    "api-key", split=lambda query: query.by_key, header=lambda query: "API Key",
+    label=lambda row, query: printable(row.api_key or '""', KEY_LABEL_WIDTH),
+    json=lambda row, query: {"api_key": row.api_key},
+    csv_columns=("api_key",), csv=lambda row, query: ["" if row.api_key is None else row.api_key],
+    prometheus=lambda row, query: [("api_key", row.api_key)] if query.by_key and row.api_key is not None else [])
+GROUPINGS = (TIME_BUCKET, SERVICE_TYPE, API_KEY)  # in the order of table columns, JSON fields and CSV columns
 
 
 StoredDays = Callable[[Row, Sequence[tuple[date, Period]]], dict[date, Usage]]
@@ -2190,17 +2320,6 @@ class StoreError(ToolError):
     exit_code = EXIT_API
 
 
-def _usage_row(usage: Usage) -> tuple[int, ...] | None:
-    """The integers a day is stored as, or None when the answer is finer than whole tokens."""
-    values = []
-    for thousands in (usage.tokens_k, usage.prompt_k, usage.completion_k):
-        tokens = thousands * 1000
-        if tokens != tokens.to_integral_value():
-            return None
-        values.append(int(tokens))
-    return (usage.requests, usage.errors, *values, usage.completion_tasks, usage.infer_count)
-
-
 def _make_private_dirs(folder: str) -> None:
     """Create missing folders with mode 0700 (os.makedirs gives the mode to the last one only)."""
     missing = []
@@ -2375,18 +2494,16 @@ class Store:
         wanted = {day.isoformat(): (day, period) for day, period in days}
         try:
             rows = self._db.execute(
-            "SELECT day, start_ms, end_ms, total_requests, total_errors, total_tokens, prompt_tokens,"
-            " completion_tokens, total_completion_tasks, total_infer_count FROM days WHERE region=?"
+            f"SELECT day, start_ms, end_ms, {', '.join(m.name for m in SUMS)} FROM days WHERE region=?"
             " AND project_id=? AND infer_type=? AND service_type=? AND api_keys=? AND ips=? AND timezone=?"
             " AND day BETWEEN ? AND ?",
             (*self._key(query, project_id, row), days[0][0].isoformat(), days[-1][0].isoformat())).fetchall()
         except sqlite3.Error as exc:  # a damaged page or a lock held past the timeout
             raise StoreError(f"cannot read the store {self.path}: {exc}") from None
         found = {}
-        for day, start_ms, end_ms, requests, errors, tokens, prompt, completion, tasks, infers in rows:
+        for day, start_ms, end_ms, *sums in rows:
             if day in wanted and (start_ms, end_ms) == (wanted[day][1].start_ms, wanted[day][1].end_ms):
-                found[wanted[day][0]] = Usage(requests, errors, Decimal(tokens) / 1000, Decimal(prompt) / 1000,
-                                              Decimal(completion) / 1000, tasks, infers)
+                found[wanted[day][0]] = Usage.from_units(dict(zip((m.name for m in SUMS), sums)))
         self.days_read += len(found)
         return found
 
@@ -2397,16 +2514,19 @@ class Store:
 
         if self.write_failure:  # one failure is enough: do not wait out the lock again for every day
             return
-        values = _usage_row(usage)
+        values = usage.units()  # the store keeps whole tokens only
         if values is None:
             self.days_unstorable += 1
             return
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("INSERT OR REPLACE INTO days VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                columns = ["region", "project_id", "infer_type", "service_type", "api_keys", "ips", "timezone",
+                           "day", "start_ms", "end_ms", *values, "fetched_at"]
+                self._db.execute(f"INSERT OR REPLACE INTO days ({', '.join(columns)}) "
+                                 f"VALUES ({', '.join('?' * len(columns))})",
                                  (*self._key(query, project_id, row), day.isoformat(), period.start_ms,
-                                  period.end_ms, *values, fetched_at.isoformat(timespec="seconds")))
+                                  period.end_ms, *values.values(), fetched_at.isoformat(timespec="seconds")))
         except sqlite3.Error as exc:
             self.write_failure = f"cannot write to the store {self.path}: {exc}"
             return
@@ -2542,41 +2662,30 @@ def _table_style(name: str | None, narrow: bool = False) -> Any:
                                 padding=1, with_header_hide=None)
 
 
+def metric_text(metric: Metric, value: Any, compact: bool = False) -> str:
+    """A metric's value as the tables show it; ``compact`` drops the `` tokens`` unit (grouped rows)."""
+    if metric.style == "percent":
+        return format_rate(value)
+    if metric.style == "tokens":
+        return format_tokens(value, unit=not compact)
+    return f"{value:,}"
+
+
 def metric_lines(usage: Usage, batch: bool, compact: bool = False) -> list[tuple[str, str]]:
-    m = usage.metrics()
-    unit = not compact
-    lines = [("Total Tokens", format_tokens(m["total_tokens"], unit)),
-             ("Prompt Tokens", format_tokens(m["prompt_tokens"], unit)),
-             ("Completion Tokens", format_tokens(m["completion_tokens"], unit)),
-             ("Total Requests", f"{m['total_requests']:,}"),
-             ("Total Errors", f"{m['total_errors']:,}"),
-             ("Error Rate", format_rate(m["error_rate"]))]
-    if batch:
-        lines += [("Completed Tasks", f"{m['total_completion_tasks']:,}"),
-                  ("Inference Count", f"{m['total_infer_count']:,}")]
-    return lines
+    values = usage.metrics()
+    return [(metric.label, metric_text(metric, values[metric.name], compact)) for metric in shown_metrics(batch)]
 
 
 def narrow_cells(usage: Usage, batch: bool) -> list[str]:
     """A grouped row's metrics in at most 6 characters each (the error rate as it is)."""
-    m = usage.metrics()
-    names = ["total_tokens", "prompt_tokens", "completion_tokens", "total_requests", "total_errors"]
-    cells = [format_compact(m[name]) for name in names] + [format_rate(m["error_rate"])]
-    if batch:
-        cells += [format_compact(m["total_completion_tasks"]), format_compact(m["total_infer_count"])]
-    return cells
+    values = usage.metrics()
+    return [format_rate(values[m.name]) if m.style == "percent" else format_compact(values[m.name])
+            for m in shown_metrics(batch)]
 
 
 def row_labels(row: Row, query: Query) -> list[str]:
-    """What tells a grouped row from the others: its bucket, service and key, as far as rows are split."""
-    labels = []
-    if query.bucket:
-        labels.append(bucket_label(row, query))
-    if len(query.service_types) > 1:
-        labels.append(SHORT_SERVICE_NAMES[row.service_type])
-    if query.by_key:
-        labels.append(printable(row.api_key or '""', KEY_LABEL_WIDTH))
-    return labels
+    """What tells a grouped row from the others: its cell of each grouping the rows are split by."""
+    return [grouping.label(row, query) for grouping in query.groupings]
 
 
 def widest_line(text: str) -> int:
@@ -2600,19 +2709,11 @@ def _grouped_table(report: Report, style: Any, narrow: bool) -> str:
     import tabulate
 
     query = report.query
-    headers: list[str] = []
-    if query.bucket:
-        headers.append({"hour": "Hour", "day": "Day", "week": "Week of", "month": "Month"}[query.bucket])
-    if len(query.service_types) > 1:
-        headers.append("Service")
-    if query.by_key:
-        headers.append("API Key")
+    headers = [grouping.header(query) for grouping in query.groupings]
     label_columns = len(headers)
-    short = narrow or query.bucket == "hour"  # an hour's label is 6 to 13 characters wider than a day's
-    headers += ["Tokens", "Prompt", "Compl." if short else "Completion", "Reqs" if short else "Requests",
-                "Errs" if query.bucket == "hour" else "Errors", "Err %"]
-    if query.batch:
-        headers += ["Tasks", "Infers"]
+    # An hour's label is 6 to 13 characters wider than a day's: hour rows take the shortest headers.
+    layout = 2 if query.bucket == "hour" else 1 if narrow else 0
+    headers += [metric.headers[layout] for metric in shown_metrics(query.batch)]
 
     def cells(usage: Usage) -> list[str]:
         if narrow:
@@ -2677,7 +2778,7 @@ def render_table(report: Report, table_format: str | None, raw: bool, chart: str
     filters = filters_line(query)
     if filters:
         parts.append(filters)
-    if query.bucket or query.by_key or len(query.service_types) > 1:
+    if query.groupings:
         # A blank line after the table and its footnotes: markdown styles must not merge two tables.
         parts += [grouped_table(report, table_format), *footnotes(report), ""]
         if chart:
@@ -2701,11 +2802,12 @@ def render_table(report: Report, table_format: str | None, raw: bool, chart: str
 
 def metric_changes(current: Usage, previous: Usage) -> dict[str, Decimal | None]:
     """--compare: each metric's change in percent (1 decimal, half up; None when the previous value
-    is 0), the error rate's as a difference in percentage points (2 decimals; None when either is)."""
+    is 0), a percentage's as a difference in percentage points (2 decimals; None when either is)."""
     now, before = current.metrics(), previous.metrics()
     changes: dict[str, Decimal | None] = {}
-    for name in METRIC_NAMES:
-        if name == "error_rate":
+    for metric in METRICS:
+        name = metric.name
+        if metric.style == "percent":
             rates = (now[name], before[name])
             changes[name] = None if None in rates else (rates[0] - rates[1]).quantize(Decimal("0.01"), ROUND_HALF_UP)
         elif before[name] == 0:
@@ -2716,29 +2818,25 @@ def metric_changes(current: Usage, previous: Usage) -> dict[str, Decimal | None]
     return changes
 
 
+def change_text(metric: Metric, change: Decimal | None, value: Any) -> str:
+    """``+12.5%``, ``+1.20 pp`` for a percentage, ``new`` from zero, ``-`` when both are zero."""
+    if metric.style == "percent":
+        return "-" if change is None else f"{change:+.2f} pp"
+    if change is None:
+        return "new" if value else "-"
+    return f"{change:+.1f}%"
+
+
 def compared_lines(current: Usage, previous: Usage, batch: bool) -> list[tuple[str, str, str, str]]:
     """The totals table with --compare: metric, value, previous value, change."""
-    changes, now = metric_changes(current, previous), current.metrics()
-    lines = []
-    # metric_lines come in METRIC_NAMES' order (the batch lines last, present only for batch).
-    for (label, value), (_, earlier), name in zip(metric_lines(current, batch), metric_lines(previous, batch),
-                                                  METRIC_NAMES):
-        change = changes[name]
-        if name == "error_rate":
-            text = "-" if change is None else f"{change:+.2f} pp"
-        elif change is None:
-            text = "new" if now[name] else "-"
-        else:
-            text = f"{change:+.1f}%"
-        lines.append((label, value, earlier, text))
-    return lines
+    changes, now, before = metric_changes(current, previous), current.metrics(), previous.metrics()
+    return [(metric.label, metric_text(metric, now[metric.name]), metric_text(metric, before[metric.name]),
+             change_text(metric, changes[metric.name], now[metric.name])) for metric in shown_metrics(batch)]
 
 
 def _json_metrics(usage: Usage) -> dict[str, Any]:
-    metrics = usage.metrics()
-    rate = metrics["error_rate"]
-    metrics["error_rate"] = None if rate is None else float(rate)  # already rounded to 2 decimals
-    return metrics
+    # The percentages are rounded to 2 decimals already: as JSON numbers they read the same.
+    return {name: float(value) if isinstance(value, Decimal) else value for name, value in usage.metrics().items()}
 
 
 def _json_period(period: Period, zone: tzinfo, with_ms: bool = True) -> dict[str, Any]:
@@ -2786,15 +2884,15 @@ def render_json(report: Report, raw: bool) -> str:
     query = report.query
     document = _header(query, report.project_id)
     document["totals"] = _json_metrics(report.total)
-    document["rows"] = [_json_row(row, query.zone, with_source=report.store is not None) for row in report.rows]
+    document["rows"] = [_json_row(row, query, with_source=report.store is not None) for row in report.rows]
     document["coverage"] = _json_coverage(report.coverage, query.zone)
     if report.previous is not None:
         before = report.previous
         document["previous"] = {"period": _json_period(before.query.period, query.zone),
                                 "totals": _json_metrics(before.total),
                                 "coverage": _json_coverage(before.coverage, query.zone)}
-        if query.bucket or query.by_key or len(query.service_types) > 1:
-            document["previous"]["rows"] = [_json_row(row, query.zone, with_source=report.store is not None)
+        if query.groupings:
+            document["previous"]["rows"] = [_json_row(row, query, with_source=report.store is not None)
                                             for row in before.rows]
         document["change"] = {name: None if value is None else float(value)
                               for name, value in metric_changes(report.total, before.total).items()}
@@ -2807,10 +2905,9 @@ def render_json(report: Report, raw: bool) -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
-def _json_row(row: Row, zone: tzinfo, with_source: bool) -> dict[str, Any]:
-    document = {**_json_period(row.period, zone, with_ms=False), "service_type": row.service_type,
-                "service_name": SERVICE_NAMES[row.service_type], "api_key": row.api_key,
-                "partial": row.partial, **_json_metrics(row.total)}
+def _json_row(row: Row, query: Query, with_source: bool) -> dict[str, Any]:
+    document = {name: value for grouping in GROUPINGS for name, value in grouping.json(row, query).items()}
+    document.update(partial=row.partial, **_json_metrics(row.total))
     if with_source:
         document["source"] = row.source
     return document
@@ -2824,15 +2921,12 @@ def render_csv(report: Report, header: bool) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     if header:
-        writer.writerow(["start", "end", "service_type", "api_key", *METRIC_NAMES])
+        writer.writerow([*(column for grouping in GROUPINGS for column in grouping.csv_columns), *METRIC_NAMES])
     for row in report.rows + (report.previous.rows if report.previous is not None else []):
         metrics = row.total.metrics()
-        rate = metrics["error_rate"]
-        metrics["error_rate"] = "" if rate is None else f"{rate:.2f}"
-        writer.writerow([row.period.start.astimezone(query.zone).isoformat(),
-                         row.period.end.astimezone(query.zone).isoformat(), row.service_type,
-                         "" if row.api_key is None else row.api_key,
-                         *(metrics[name] for name in METRIC_NAMES)])
+        writer.writerow([*(value for grouping in GROUPINGS for value in grouping.csv(row, query)),
+                         *("" if value is None else f"{value:.2f}" if isinstance(value, Decimal) else value
+                           for value in metrics.values())])
     return out.getvalue()
 
 
@@ -2862,24 +2956,15 @@ def prometheus_seconds(ms: int) -> str:
 
 def _prometheus_labels(report: Report, row: Row) -> list[tuple[str, str]]:
     query = report.query
-    labels = [("region", query.region), ("project_id", report.project_id or ""),
-              ("service_type", str(row.service_type)), ("service", SERVICE_NAMES[row.service_type]),
-              ("infer_type", query.infer_type)]
-    if query.by_key and row.api_key is not None:
-        labels.append(("api_key", row.api_key))
-    return labels
+    return [("region", query.region), ("project_id", report.project_id or ""),
+            *(label for grouping in GROUPINGS for label in grouping.prometheus(row, query))]
 
 
 def _prometheus_samples(row: Row, batch: bool, complete: bool) -> list[tuple[str, str | None, str]]:
     """One row's samples: (family, its ``kind`` label or None, value)."""
-    metrics = row.total.metrics()
-    samples: list[tuple[str, str | None, str]] = [
-        ("maas_usage_tokens", kind, str(metrics[f"{kind}_tokens"])) for kind in ("total", "prompt", "completion")]
-    samples += [("maas_usage_requests", None, str(metrics["total_requests"])),
-                ("maas_usage_errors", None, str(metrics["total_errors"]))]
-    if batch:
-        samples += [("maas_usage_completed_tasks", None, str(metrics["total_completion_tasks"])),
-                    ("maas_usage_inference_count", None, str(metrics["total_infer_count"]))]
+    values = row.total.metrics()
+    samples = [(metric.family, metric.kind, str(values[metric.name]))
+               for metric in shown_metrics(batch) if metric.family is not None]
     return samples + [("maas_usage_period_start_timestamp_seconds", None, prometheus_seconds(row.period.start_ms)),
                       ("maas_usage_period_end_timestamp_seconds", None, prometheus_seconds(row.period.end_ms)),
                       ("maas_usage_complete", None, "1" if complete else "0")]

@@ -182,9 +182,13 @@ def test_ten_times_a_tenth_of_a_thousand_tokens_is_exactly_1000_tokens():
 
 
 def test_adding_usages_adds_every_field():
-    a = m.Usage(1, 2, Decimal("0.001"), Decimal("4.5"), Decimal("6"), 7, 8)
-    b = m.Usage(10, 20, Decimal("0.002"), Decimal("0.5"), Decimal("60"), 70, 80)
-    assert a + b == m.Usage(11, 22, Decimal("0.003"), Decimal("5.0"), Decimal("66"), 77, 88)
+    def usage(requests, errors, tokens_k, prompt_k, completion_k, completion_tasks, infer_count):
+        return m.Usage(requests=requests, errors=errors, tokens_k=tokens_k, prompt_k=prompt_k,
+                       completion_k=completion_k, completion_tasks=completion_tasks, infer_count=infer_count)
+
+    a = usage(1, 2, Decimal("0.001"), Decimal("4.5"), Decimal("6"), 7, 8)
+    b = usage(10, 20, Decimal("0.002"), Decimal("0.5"), Decimal("60"), 70, 80)
+    assert a + b == usage(11, 22, Decimal("0.003"), Decimal("5.0"), Decimal("66"), 77, 88)
 
 
 def test_sums_stay_exact_beyond_the_default_decimal_precision():
