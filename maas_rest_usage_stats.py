@@ -77,7 +77,8 @@ MAAS_ENDPOINT_EXCEPTIONS = {"ap-southeast-1": "https://modelarts.ap-southeast-1.
 IAM_ENDPOINT_TEMPLATE = "https://iam.{region}.myhuaweicloud.com"
 # huaweicloudsdkcore's EnvRegionProvider: HUAWEICLOUD_SDK_REGION_MODELARTS_AP_SOUTHEAST_1=url[,url…]
 SDK_REGION_ENV = "HUAWEICLOUD_SDK_REGION_{service}_{region}"
-STATISTICS_PATH = "/v1/{project_id}/maas/monitoring/show-statistics"
+STATISTICS_PATH = "/v1/{project_id}/maas/monitoring/show-statistics"  # ShowStatistics API reference
+IAM_PROJECTS_PATH = "/v3/projects"  # IAM KeystoneListProjects: ?name= filters by the region's name
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
 MAX_WINDOW = timedelta(days=30)  # API rejects end_time - start_time > 30 days
@@ -1388,6 +1389,40 @@ class ApiCall:
 
 
 @dataclass(frozen=True)
+class CallKind:
+    """One API operation as a value: the endpoint it goes to, its method and path, and how its answer
+    is read. ``fetch``, the dry-run plan and the messages work from it for any operation; adding an
+    API call is a CallKind, its reader, and the windows (or the one call) that use it."""
+
+    name: str  # names its calls in messages: "ShowStatistics for 2026-05-08 … (Preset Service)"
+    method: str
+    endpoint: str  # the name of the endpoint in Settings.endpoints: "maas", "iam"
+    path: str  # may hold {project_id}
+    read: Callable[[Any, str, Mapping[str, Any]], Any]  # (JSON data, what, body or params) -> what it fills
+
+    def request(self, endpoint: Endpoint, project_id: str | None, label: str, body: Mapping[str, Any] | None = None,
+                params: tuple[tuple[str, str], ...] = ()) -> ApiCall:
+        data = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
+        return ApiCall(self.method, endpoint, self.path.format(project_id=project_id), f"{self.name} for {label}",
+                       query=params, body=data)
+
+    def planned(self, endpoint: Endpoint, project_id: str | None, body: Mapping[str, Any] | None,
+                params: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+        """The dry run's account of a call: method, URL (``{project_id}`` when unknown) and body."""
+        from urllib.parse import urlencode
+
+        url = endpoint.url(self.path.format(project_id=project_id or "{project_id}"))
+        return {"method": self.method, "url": url + (f"?{urlencode(params)}" if params else ""), "body": body}
+
+    def answer(self, client: Client, endpoint: Endpoint, project_id: str | None, label: str,
+               body: Mapping[str, Any] | None = None, params: tuple[tuple[str, str], ...] = ()) -> tuple[Any, Any]:
+        """Send one call: its raw JSON answer and what its reader makes of it."""
+        call = self.request(endpoint, project_id, label, body, params)
+        data = client.send(call)
+        return data, self.read(data, call.what, body if body is not None else dict(params))
+
+
+@dataclass(frozen=True)
 class Reply:
     status: int
     text: str
@@ -1879,12 +1914,11 @@ def _next_finished(finished: Any) -> Any:
             continue
 
 
-# The API calls: each builds its ApiCall and reads its answer.
+# The API calls: each is a CallKind and the reader of its answer.
 
-def lookup_project_id(client: Client, iam: Endpoint, region: str) -> str:
-    """IAM ``GET /v3/projects?name=<region>``: the id of the project named exactly like the region."""
-    what = f"IAM project lookup for {region}"
-    data = client.send(ApiCall("GET", iam, "/v3/projects", what, query=(("name", region),)))
+def project_id_of(data: Any, what: str, params: Mapping[str, Any]) -> str:
+    """IAM's answer to ``GET /v3/projects?name=<region>``: the id of the project named exactly so."""
+    region = params["name"]
     projects = data.get("projects") if isinstance(data, dict) else None
     if not isinstance(projects, list):
         raise MalformedResponse(f"malformed response from {what}: no 'projects' list")
@@ -1899,13 +1933,18 @@ def lookup_project_id(client: Client, iam: Endpoint, region: str) -> str:
     return project
 
 
-def show_statistics(client: Client, maas: Endpoint, project_id: str, window: Window,
-                    batch: bool) -> tuple[Any, Usage]:
-    """ShowStatistics for one window: its raw answer and the usage read from it."""
-    what = f"ShowStatistics for {window.label}"
-    body = json.dumps(window.body, separators=(",", ":")).encode()
-    data = client.send(ApiCall("POST", maas, STATISTICS_PATH.format(project_id=project_id), what, body=body))
-    return data, Usage.from_response(data, what, batch)
+def usage_of(data: Any, what: str, body: Mapping[str, Any]) -> Usage:
+    """ShowStatistics' answer for one window: the usage it reports (batch answers carry batch counters)."""
+    return Usage.from_response(data, what, body["infer_type"] == "batch")
+
+
+IAM_PROJECTS = CallKind("IAM project lookup", "GET", "iam", IAM_PROJECTS_PATH, project_id_of)
+SHOW_STATISTICS = CallKind("ShowStatistics", "POST", "maas", STATISTICS_PATH, usage_of)
+
+
+def lookup_project_id(client: Client, iam: Endpoint, region: str) -> str:
+    """The id of the project named like the region, from IAM."""
+    return IAM_PROJECTS.answer(client, iam, None, region, params=(("name", region),))[1]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -2050,11 +2089,13 @@ class Query:
 
 @dataclass
 class Window:
-    """One ShowStatistics request of a row (at most 30 days) and, once fetched, its answer."""
+    """One request of a row (ShowStatistics: at most 30 days) and, once fetched, its answer and what
+    the call's reader made of it."""
 
     period: Period
     body: dict
     label: str
+    call: CallKind = SHOW_STATISTICS
     day: date | None = None  # set when the window is exactly one whole final day (it may be stored)
     response: Any = None
     usage: Usage | None = None
@@ -2173,7 +2214,7 @@ def plan_windows(query: Query, row: Row, days: Sequence[tuple[date, Period]]) ->
                      + (f", key {row.api_key!r}" if row.api_key is not None else "") + ")")
             period = Period(from_epoch_ms(start_ms, timezone.utc), from_epoch_ms(end_ms, timezone.utc))
             windows.append(Window(period, request_body(query, row, start_ms, end_ms), label,
-                                  whole_days.get((start_ms, end_ms))))
+                                  day=whole_days.get((start_ms, end_ms))))
     return windows
 
 
@@ -2986,22 +3027,23 @@ def render_prometheus(report: Report) -> str:
             lines += [f"# HELP {family} {PROMETHEUS_HELP[family]}", f"# TYPE {family} gauge", *samples]
     return "\n".join(lines) + "\n"
 
-def render_plan(query: Query, project_id: str | None, endpoint: Endpoint, rows: Sequence[Row],
+def render_plan(query: Query, project_id: str | None, endpoints: Mapping[str, Endpoint], rows: Sequence[Row],
                 coverage: Coverage, output_format: str, previous: Sequence[Row] = ()) -> str:
     """The planned requests: the current period's, then (--compare) the previous period's."""
-    path = STATISTICS_PATH.format(project_id=project_id or "{project_id}")
-    url = endpoint.url(path)
-    bodies = [window.body for _, window in windows_of([*rows, *previous])]
+    requests = [window.call.planned(endpoints[window.call.endpoint], project_id, window.body)
+                for _, window in windows_of([*rows, *previous])]
     if output_format == "json":
         document = {"schema_version": 1, "dry_run": True, **{k: v for k, v in _header(query, project_id).items()
                                                             if k in ("region", "project_id", "timezone", "period")},
                     "coverage": _json_coverage(coverage, query.zone)}
         if query.previous is not None:
             document["previous"] = {"period": _json_period(query.previous, query.zone)}
-        document["requests"] = [{"method": "POST", "url": url, "body": body} for body in bodies]
+        document["requests"] = requests
         return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    return "".join(f"POST {url} {json.dumps(body, separators=(',', ':'), ensure_ascii=False)}\n"
-                   for body in bodies)
+    return "".join(f"{request['method']} {request['url']}"
+                   + ("" if request["body"] is None else
+                      " " + json.dumps(request["body"], separators=(",", ":"), ensure_ascii=False)) + "\n"
+                   for request in requests)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -3265,6 +3307,11 @@ class Settings:
     output: OutputOptions
     store: StoreOptions | None
 
+    @property
+    def endpoints(self) -> dict[str, Endpoint]:
+        """Every endpoint by the name a CallKind goes to."""
+        return {"maas": self.maas, "iam": self.iam}
+
 
 def flag_or_env(flag_value: str | None, flag: str, env: Mapping[str, str], *names: str) -> tuple[str | None, str]:
     """A setting's value and where it came from: the flag, else the first env var set."""
@@ -3478,7 +3525,7 @@ def dry_run(settings: Settings, store: Store | None, console: Console, now: date
     previous = plan(settings, store, project_id, console, now, query.previous_query())
     warn_about_retention(query, unrecorded_days(query, rows + previous, now) if store else None, console, now)
     coverage = coverage_of(query, rows, now)
-    return render_plan(query, project_id, settings.maas, rows, coverage, settings.output.format, previous)
+    return render_plan(query, project_id, settings.endpoints, rows, coverage, settings.output.format, previous)
 
 
 def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str], clock: Clock,
@@ -3514,7 +3561,7 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
         warn_about_retention(query, unrecorded, console, now)
         windows = windows_of(rows + previous_rows)  # the previous period's after the current ones
         if windows:
-            fetch(connected(), settings.maas, project_id, windows, query, console,
+            fetch(connected(), settings.endpoints, project_id, windows, console,
                   save=None if store is None else lambda row, window: save_day(store, query, project_id, row,
                                                                                 window, now))
     finally:
@@ -3537,17 +3584,18 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
     return render(report, settings.output)
 
 
-def fetch(client: Client, maas: Endpoint, project_id: str, windows: Sequence[tuple[Row, Window]], query: Query,
+def fetch(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, windows: Sequence[tuple[Row, Window]],
           console: Console, save: Callable[[Row, Window], None] | None) -> None:
-    """Fill every window with its answer; ``save`` keeps each whole final day as it arrives."""
-    def task(window: Window) -> Callable[[], tuple[Any, Usage]]:
-        return lambda: show_statistics(client, maas, project_id, window, query.batch)
+    """Fill every window with its call's answer; ``save`` keeps each whole final day as it arrives."""
+    def task(window: Window) -> Callable[[], tuple[Any, Any]]:
+        endpoint = endpoints[window.call.endpoint]
+        return lambda: window.call.answer(client, endpoint, project_id, window.label, window.body)
 
-    if not client.warm:  # the first window goes alone: open the connections for the rest meanwhile
-        client.preopen(maas, min(len(windows), client.options.concurrency) - 1)
+    if not client.warm and windows:  # the first window goes alone: open the connections for the rest meanwhile
+        client.preopen(endpoints[windows[0][1].call.endpoint], min(len(windows), client.options.concurrency) - 1)
     done = 0
 
-    def arrived(index: int, answer: tuple[Any, Usage]) -> None:
+    def arrived(index: int, answer: tuple[Any, Any]) -> None:
         nonlocal done
         row, window = windows[index]
         window.response, window.usage = answer
