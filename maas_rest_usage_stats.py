@@ -79,6 +79,11 @@ IAM_ENDPOINT_TEMPLATE = "https://iam.{region}.myhuaweicloud.com"
 SDK_REGION_ENV = "HUAWEICLOUD_SDK_REGION_{service}_{region}"
 STATISTICS_PATH = "/v1/{project_id}/maas/monitoring/show-statistics"  # ShowStatistics API reference
 IAM_PROJECTS_PATH = "/v3/projects"  # IAM KeystoneListProjects: ?name= filters by the region's name
+# Cloud Eye (huaweicloudsdkces' CesRegion: ces.{region}.myhuaweicloud.com in both documented regions).
+CES_ENDPOINT_TEMPLATE = "https://ces.{region}.myhuaweicloud.com"
+LIST_METRICS_PATH = "/V1.0/{project_id}/metrics"  # Cloud Eye API reference, ListMetrics
+# MaaS calls per model service (dimension maas_api_id) and key: MaaS user guide, usermanual_maas_0068.
+CES_NAMESPACE = "SYS.MaaS"
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
 MAX_WINDOW = timedelta(days=30)  # API rejects end_time - start_time > 30 days
@@ -1270,13 +1275,26 @@ class Endpoint:
     netloc: str  # host[:port] exactly as sent (and signed) in the Host header
     host: str
     base_path: str
+    source: str = ""  # where the URL came from, for messages: "from --endpoint", "the default endpoint for …"
 
     def url(self, path: str) -> str:
         return f"{self.scheme}://{self.netloc}{self.base_path}{path}"
 
+    @property
+    def address(self) -> str:
+        """``host:port`` as connections go to it (the scheme's port when the URL names none)."""
+        port = urlsplit(f"{self.scheme}://{self.netloc}").port or (443 if self.scheme == "https" else 80)
+        return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
 
-def parse_endpoint(url: str, option: str) -> Endpoint:
-    """Validate a base URL: https (http only for loopback), a host, no credentials or query."""
+    @property
+    def described(self) -> str:
+        """The address and where the URL came from: ``localhost:8443, from --endpoint``."""
+        return f"{self.address}, {self.source}" if self.source else self.address
+
+
+def parse_endpoint(url: str, option: str, source: str | None = None) -> Endpoint:
+    """Validate a base URL: https (http only for loopback), a host, no credentials or query.
+    ``option`` names it in usage errors; ``source`` (default ``from <option>``) in network errors."""
     try:
         parts = urlsplit(url.strip())
     except ValueError:  # e.g. an unbalanced IPv6 bracket
@@ -1295,7 +1313,8 @@ def parse_endpoint(url: str, option: str) -> Endpoint:
                          hint="use https://")
     if not re.fullmatch(r"[A-Za-z0-9.\-:\[\]]+", parts.netloc) or not re.fullmatch(r"[A-Za-z0-9._~/\-]*", parts.path):
         raise UsageError(f"{option} {url!r} contains characters that do not belong in a host or path")
-    return Endpoint(parts.scheme, parts.netloc, host, parts.path.rstrip("/"))
+    return Endpoint(parts.scheme, parts.netloc, host, parts.path.rstrip("/"),
+                    f"from {option}" if source is None else source)
 
 
 def proxy_for(endpoint: Endpoint, env: Mapping[str, str]) -> str | None:
@@ -1945,6 +1964,51 @@ SHOW_STATISTICS = CallKind("ShowStatistics", "POST", "maas", STATISTICS_PATH, us
 def lookup_project_id(client: Client, iam: Endpoint, region: str) -> str:
     """The id of the project named like the region, from IAM."""
     return IAM_PROJECTS.answer(client, iam, None, region, params=(("name", region),))[1]
+
+
+@dataclass(frozen=True)
+class MetricList:
+    """What one page of Cloud Eye's ListMetrics holds: its metrics and the model services they cover."""
+
+    metrics: int
+    models: frozenset[str]  # the distinct maas_api_id dimension values
+    total: int  # meta_data.total: more than ``metrics`` when further pages exist
+
+
+def metric_list_of(data: Any, what: str, params: Mapping[str, Any]) -> MetricList:
+    """ListMetrics' answer, checked against huaweicloudsdkces' ListMetricsResponse: ``metrics``
+    ``[{namespace, metric_name, dimensions: [{name, value}], unit}]`` and ``meta_data {count, marker, total}``."""
+    def malformed(why: str) -> MalformedResponse:
+        return MalformedResponse(f"malformed response from {what}: {why}")
+
+    def text(value: Any) -> bool:
+        return isinstance(value, str)
+
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    metrics = data.get("metrics") if isinstance(data, dict) else None
+    meta = data.get("meta_data") if isinstance(data, dict) else None
+    if not isinstance(metrics, list):
+        raise malformed("no 'metrics' list")
+    if not isinstance(meta, dict) or not count(meta.get("count")) or not count(meta.get("total")) \
+            or not text(meta.get("marker", "")):
+        raise malformed("no 'meta_data' with a count, a total and a marker")
+    models = set()
+    for number, metric in enumerate(metrics, start=1):
+        dimensions = metric.get("dimensions") if isinstance(metric, dict) else None
+        if not (isinstance(dimensions, list) and text(metric.get("namespace")) and text(metric.get("metric_name"))
+                and text(metric.get("unit", ""))):
+            raise malformed(f"metric {number} lacks a namespace, a metric_name or a dimensions list")
+        for dimension in dimensions:
+            if not (isinstance(dimension, dict) and text(dimension.get("name")) and text(dimension.get("value"))):
+                raise malformed(f"metric {number} has a dimension without a name and a value")
+            if dimension["name"] == "maas_api_id":
+                models.add(dimension["value"])
+    return MetricList(len(metrics), frozenset(models), max(meta["total"], len(metrics)))
+
+
+LIST_METRICS = CallKind("Cloud Eye ListMetrics", "GET", "ces", LIST_METRICS_PATH, metric_list_of)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -3149,6 +3213,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--iam-endpoint", metavar="URL",
                       help="IAM base URL (env HW_IAM_ENDPOINT, else HUAWEICLOUD_SDK_REGION_IAM_{REGION}; "
                            "default https://iam.{region}.myhuaweicloud.com)")
+    what.add_argument("--ces-endpoint", metavar="URL",
+                      help="Cloud Eye base URL (env HW_CES_ENDPOINT, else HUAWEICLOUD_SDK_REGION_CES_{REGION}; "
+                           "default https://ces.{region}.myhuaweicloud.com)")
     what.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds for each attempt as a whole: connect, TLS, headers, body (default 30)")
     what.add_argument("--retries", type=int, default=3, metavar="N", help="retries for 429/5xx/network (default 3)")
     what.add_argument("--concurrency", type=int, default=MAX_CONCURRENCY, metavar="N",
@@ -3303,6 +3370,7 @@ class Settings:
     credentials_file: str | None
     maas: Endpoint
     iam: Endpoint
+    ces: Endpoint
     client: ClientOptions
     output: OutputOptions
     store: StoreOptions | None
@@ -3310,7 +3378,7 @@ class Settings:
     @property
     def endpoints(self) -> dict[str, Endpoint]:
         """Every endpoint by the name a CallKind goes to."""
-        return {"maas": self.maas, "iam": self.iam}
+        return {"maas": self.maas, "iam": self.iam, "ces": self.ces}
 
 
 def flag_or_env(flag_value: str | None, flag: str, env: Mapping[str, str], *names: str) -> tuple[str | None, str]:
@@ -3330,8 +3398,9 @@ def parse_endpoint_setting(flag_value: str | None, flag: str, env: Mapping[str, 
     sdk_env = SDK_REGION_ENV.format(service=sdk_service, region=region.upper().replace("-", "_"))
     url, source = flag_or_env(flag_value, flag, env, env_name, sdk_env)
     if url is None:
-        url, source = default, "the default endpoint"
-    elif source == sdk_env:
+        url, source = default, f"the default endpoint for {region}"
+        return parse_endpoint(url, source, source)
+    if source == sdk_env:
         url = url.split(",")[0]  # the SDK takes a list of endpoints and uses the first
     return parse_endpoint(url, source)
 
@@ -3385,7 +3454,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     """Validate every flag and env var; raises UsageError before anything is read or sent.
     ``stdout_encoding`` picks the chart's bar characters."""
     for flag in ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file",
-                 "endpoint", "iam_endpoint", "store", "table_format", "output"):
+                 "endpoint", "iam_endpoint", "ces_endpoint", "store", "table_format", "output"):
         value = getattr(args, "start" if flag == "from" else flag)
         if value is not None and not value.strip():
             raise UsageError(f"--{flag.replace('_', '-')} was given an empty value")
@@ -3438,6 +3507,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
                                                                MAAS_ENDPOINT_TEMPLATE.format(region=args.region)))
     iam = parse_endpoint_setting(args.iam_endpoint, "--iam-endpoint", env, "HW_IAM_ENDPOINT", "IAM", args.region,
                                  IAM_ENDPOINT_TEMPLATE.format(region=args.region))
+    ces = parse_endpoint_setting(args.ces_endpoint, "--ces-endpoint", env, "HW_CES_ENDPOINT", "CES", args.region,
+                                 CES_ENDPOINT_TEMPLATE.format(region=args.region))
     if args.record:
         query = record_query(query, now)
     check_prometheus_rows(args.format, query, args.record)
@@ -3452,7 +3523,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     mode = "dry-run" if args.dry_run else "record" if args.record else "query"
     return Settings(
         mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file, maas=maas, iam=iam,
-        client=ClientOptions(args.timeout, args.retries, args.concurrency),
+        ces=ces, client=ClientOptions(args.timeout, args.retries, args.concurrency),
         output=OutputOptions(args.format, args.table_format, not args.no_header, args.raw,
                              None if args.output is None else expand_home(args.output, env),
                              # a file written by --output is UTF-8 whatever the terminal
