@@ -1029,6 +1029,11 @@ class _Handler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return self.server_version
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header reads the server clock, which ``server_time_offset`` moves like the
+        # signature check's: a skewed fake shows its skew where a client can measure it.
+        return super().date_time_string(self.server.cloud.server_now() if timestamp is None else timestamp)
+
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.cloud.verbose:
             super().log_message(format, *args)
