@@ -3111,6 +3111,437 @@ def render_plan(query: Query, project_id: str | None, endpoints: Mapping[str, En
 
 
 # ----------------------------------------------------------------------------------------------
+# First contact: --check
+# ----------------------------------------------------------------------------------------------
+
+CLOCK_WARN = timedelta(minutes=1)  # signatures still pass, but a clock this far off is drifting
+CLOCK_LIMIT = timedelta(minutes=15)  # API Gateway rejects a signature whose X-Sdk-Date is further off
+ENDPOINT_STEPS = {"maas": "MaaS endpoint", "iam": "IAM endpoint", "ces": "Cloud Eye endpoint"}
+SIGNATURE_HINT = ("API Gateway rejected the signature: check that the AK and SK belong together and are active, "
+                  "that a temporary AK comes with its security token, and this machine's clock; the check signs "
+                  "nothing more (a key is locked for 5 minutes after more than 5 failed signatures)")
+NETWORK_HINT = "check the network, a firewall, HTTPS_PROXY/NO_PROXY, or raise --timeout"
+
+
+@dataclass(frozen=True)
+class CheckStep:
+    """One line of the checklist. A FAIL carries the exit code of its kind: 1 network or API,
+    3 credentials (missing, rejected by a 401 or 403, or a clock that makes every signature fail)."""
+
+    step: str
+    status: str  # "ok", "warn", "FAIL" or "skip" (its premise failed, or it is not needed)
+    detail: str
+    hint: str | None = None
+    exit_code: int = EXIT_OK
+
+    @property
+    def passed(self) -> bool:
+        return self.status in ("ok", "warn")
+
+
+class ChecklistFailed(ToolError):
+    """A step of --check failed: the checklist is still the result on stdout."""
+
+    def __init__(self, steps: Sequence[CheckStep], output: str) -> None:
+        failed = [step for step in steps if step.status == "FAIL"]
+        super().__init__(f"--check: {len(failed)} step(s) failed, the first: {failed[0].step}",
+                         hint="the checklist on stdout says what to do")
+        self.exit_code = failed[0].exit_code
+        self.output = output
+
+
+def check_account(settings: Settings, env: Mapping[str, str], clock: Clock, console: Console) -> str:
+    """--check: credentials, endpoints, clock, signature and project, permission, Cloud Eye. Each
+    step sends at most one request (no retries, no fan-out) and runs only when its premise holds;
+    nothing is signed after a 401. The checklist, or ChecklistFailed carrying it."""
+    timeout = settings.client.timeout
+    credentials_step, credentials = check_credentials(settings, env)
+    if credentials is not None:
+        console.hide(credentials.secrets())
+    steps = [credentials_step]
+    given = settings.project_id or (credentials.project_id if credentials is not None else None)
+    endpoints = {"maas": settings.maas, "iam": None if given else settings.iam, "ces": settings.ces}
+    session = probe_session(env)
+    try:
+        probed: dict[str, CheckStep] = {}
+        checked = {name: check_endpoint(ENDPOINT_STEPS[name], endpoint, probed, session, env, timeout)
+                   for name, endpoint in endpoints.items()}
+        steps += checked.values()
+        reachable = {name: endpoints[name] is not None and step.passed for name, step in checked.items()}
+        # The host the first signature goes to: its clock is the one that judges it.
+        timed = next((endpoints[name] for name in ("iam", "maas", "ces") if reachable[name]), None)
+        clock_step, skew = check_clock(timed, session, env, timeout, clock)
+    finally:
+        session.close()
+    steps.append(clock_step)
+    blocked = ("no credentials (see the credentials step)" if credentials is None else
+               "this machine's clock is more than 15 minutes off: every signature would be rejected"
+               if skew is not None and abs(skew) > CLOCK_LIMIT else None)
+    steps += signed_checks(settings, credentials, reachable, blocked, env, clock, console)
+    output = render_checklist(steps, settings.output.format)
+    if any(step.status == "FAIL" for step in steps):
+        raise ChecklistFailed(steps, output)
+    return output
+
+
+def check_credentials(settings: Settings, env: Mapping[str, str]) -> tuple[CheckStep, Credentials | None]:
+    """Step 1: which source the keys come from (never a value) and, for a file, its permissions."""
+    try:
+        credentials = load_credentials(settings.credentials_file, env)
+    except CredentialsError as exc:
+        return CheckStep("credentials", "FAIL", str(exc), exc.hint, exc.exit_code), None
+    detail = credentials.source
+    if credentials.path is not None and settings.credentials_file is None:
+        detail += f" (the SDK profile{', from ' + PROFILE_ENV if env.get(PROFILE_ENV) else ''})"
+    if credentials.security_token:
+        detail += ", with a security token"
+    if credentials.project_id:
+        detail += ", with a project_id"
+    if credentials.path is None:
+        return CheckStep("credentials", "ok", detail), credentials
+    try:
+        mode = os.stat(credentials.path).st_mode
+    except OSError:  # a pipe that is gone once read
+        return CheckStep("credentials", "ok", detail), credentials
+    detail += f", mode {stat.S_IMODE(mode):04o}" if stat.S_ISREG(mode) else ", a pipe"
+    warning = file_permission_warning(credentials.path) if stat.S_ISREG(mode) else None
+    if warning:
+        return CheckStep("credentials", "warn", f"{detail}: readable by other users",
+                         f"run: chmod 600 {credentials.path}"), credentials
+    return CheckStep("credentials", "ok", detail), credentials
+
+
+def probe_session(env: Mapping[str, str]) -> Any:
+    """A requests session for the unsigned probes, set up as the Client's: CA bundle and proxies
+    from ``env`` only, no ~/.netrc."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or True
+    session.headers["User-Agent"] = f"maas_rest_usage_stats/{__version__}"
+    return session
+
+
+def within(seconds: float, task: Callable[[], Any]) -> Any:
+    """``task()``, or TimeoutError after ``seconds``: name resolution has no timeout of its own, and
+    a handshake's per-read timeout does not bound it as a whole. The task runs in a daemon thread
+    (left behind on a timeout); the wait wakes often, so Ctrl-C still ends it."""
+    import queue
+
+    finished: queue.SimpleQueue[tuple[Any, BaseException | None]] = queue.SimpleQueue()
+
+    def work() -> None:
+        try:
+            finished.put((task(), None))
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            finished.put((None, exc))
+
+    try:
+        threading.Thread(target=work, daemon=True).start()
+    except RuntimeError:  # no thread left: run it here, bounded by the socket timeouts only
+        return task()
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            value, failure = finished.get(timeout=min(SIGNAL_CHECK_INTERVAL, max(deadline - time.monotonic(), 0.001)))
+            break
+        except queue.Empty:
+            if time.monotonic() >= deadline:
+                raise TimeoutError from None
+    if failure is not None:
+        raise failure
+    return value
+
+
+def check_endpoint(step: str, endpoint: Endpoint | None, probed: dict[str, CheckStep], session: Any,
+                   env: Mapping[str, str], timeout: float) -> CheckStep:
+    """Step 2, for one endpoint: its URL and source, DNS and a verified TLS handshake (once a host)."""
+    if endpoint is None:
+        return CheckStep(step, "skip", "not used: the project id is given, so IAM is not asked")
+    where = f"{endpoint.url('')} ({endpoint.source})"
+    proxy = proxy_for(endpoint, env)
+    host = f"{endpoint.scheme}://{endpoint.netloc} {proxy}"
+    earlier = probed.get(host)
+    if earlier is not None:
+        return dataclasses.replace(earlier, step=step, detail=f"{where}: the same host as the {earlier.step}",
+                                   hint=earlier.hint and f"see the {earlier.step}")
+    phase = ["DNS"]
+    try:
+        found = within(timeout, lambda: probe_host(endpoint, proxy, session, timeout, phase))
+    except Exception as exc:  # every failure of a probe is reported, none raised
+        detail, hint = describe_probe_failure(exc, timeout, endpoint)
+        result = CheckStep(step, "FAIL", f"{where}: {phase[0]}: {detail}", hint, EXIT_API)
+    else:
+        result = CheckStep(step, "ok", f"{where}: {found}")
+    probed[host] = result
+    return result
+
+
+def probe_host(endpoint: Endpoint, proxy: str | None, session: Any, timeout: float, phase: list[str]) -> str:
+    """Resolve the host (unless a proxy does) and complete a verified TLS handshake, sending no
+    request; the connection is left in the session's pool for the clock step. ``phase[0]`` tells
+    which part a failure or a timeout happened in."""
+    import socket
+
+    import requests
+
+    if proxy is None:
+        port = int(endpoint.address.rsplit(":", 1)[1])
+        addresses = list(dict.fromkeys(info[4][0] for info in
+                                       socket.getaddrinfo(endpoint.host, port, type=socket.SOCK_STREAM)))
+        found = f"resolves to {', '.join(addresses[:3])}"
+    else:
+        found = f"through the proxy {urlsplit(proxy if '://' in proxy else 'http://' + proxy).hostname}"
+    if endpoint.scheme != "https":
+        return found + "; plain HTTP (a loopback host), no TLS"
+    phase[0] = "TLS"
+    prepared = requests.Request("GET", endpoint.url("/")).prepare()
+    pool = session.get_adapter(prepared.url).get_connection_with_tls_context(
+        prepared, session.verify, {"https": proxy} if proxy else {})
+    slots = pool_slots(pool)
+    if slots is None:
+        return found + "; TLS not tested (this urllib3 has no pool slots to open a connection with)"
+    get, put = slots
+    connection = get(timeout=timeout)
+    try:
+        connection.timeout = timeout
+        connection.connect()
+        version = getattr(connection.sock, "version", lambda: None)() or "TLS"
+    except BaseException:
+        connection.close()
+        raise
+    finally:
+        put(connection)
+    return f"{found}; {version}, certificate verified"
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        reason = getattr(exc, "reason", None)  # urllib3's MaxRetryError keeps the cause here
+        exc = exc.__cause__ or exc.__context__ or (reason if isinstance(reason, BaseException) else None)
+    return chain
+
+
+def describe_probe_failure(exc: BaseException, timeout: float, endpoint: Endpoint) -> tuple[str, str]:
+    """What went wrong below HTTP in a probe, and what to do."""
+    import socket
+    import ssl
+
+    import requests
+    import urllib3
+
+    chain = _exception_chain(exc)
+    for cause in chain:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (f"the certificate is not trusted ({printable(cause.verify_message or str(cause), 120)})",
+                    "the server's certificate does not verify: for a private CA set REQUESTS_CA_BUNDLE to its "
+                    "PEM file; a proxy that intercepts TLS needs its CA there too")
+        if isinstance(cause, ssl.SSLError):
+            return (f"the TLS handshake failed ({printable(cause.reason or str(cause), 120)})",
+                    "the host may not speak TLS on this port, or a middlebox interferes: check the URL")
+        if isinstance(cause, (socket.gaierror, urllib3.exceptions.NameResolutionError)):
+            return (f"{endpoint.host} cannot be resolved",
+                    f"check the host name ({endpoint.source}) and this machine's DNS")
+    for cause in chain:
+        if isinstance(cause, (TimeoutError, socket.timeout, urllib3.exceptions.TimeoutError,
+                              requests.exceptions.Timeout)):
+            return f"no answer within {timeout:g} s (--timeout)", NETWORK_HINT
+        if isinstance(cause, ConnectionRefusedError):
+            return f"connection to {endpoint.address} refused", f"check the port in the URL; {NETWORK_HINT}"
+    cause = chain[-1]
+    if isinstance(cause, OSError) and not cause.errno and "CA certificate bundle" in str(cause):
+        return printable(str(cause), 200), "check that REQUESTS_CA_BUNDLE names a readable PEM file"
+    reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else printable(str(cause), 200)
+    return f"cannot connect ({reason or type(cause).__name__})", NETWORK_HINT
+
+
+def check_clock(endpoint: Endpoint | None, session: Any, env: Mapping[str, str], timeout: float,
+                clock: Clock) -> tuple[CheckStep, timedelta | None]:
+    """Step 3: this machine's clock against the server's ``Date``, from one unsigned GET of the
+    endpoint's root (API Gateway answers it, 404 or not, before any authentication)."""
+    from email.utils import parsedate_to_datetime
+
+    if endpoint is None:
+        return CheckStep("clock", "skip", "no endpoint could be reached"), None
+    proxy = proxy_for(endpoint, env)
+
+    def ask() -> Any:
+        response = session.get(endpoint.url("/"), timeout=timeout, allow_redirects=False, stream=True,
+                               proxies={"https": proxy} if proxy else {})
+        response.close()
+        return response
+
+    sent = clock.wall()
+    try:
+        response = within(timeout, ask)
+    except Exception as exc:  # reported as the step's failure
+        detail, hint = describe_probe_failure(exc, timeout, endpoint)
+        return CheckStep("clock", "FAIL", f"GET {endpoint.url('/')}: {detail}", hint, EXIT_API), None
+    received = clock.wall()
+    try:
+        server = parsedate_to_datetime(response.headers.get("Date", ""))
+    except (TypeError, ValueError, IndexError):
+        server = None
+    if server is None or server.tzinfo is None:
+        return CheckStep("clock", "warn", f"{endpoint.host} sent no usable Date header: the skew is unknown",
+                         "make sure this machine's clock follows NTP"), None
+    # Date is whole seconds, cut down: its middle is half a second on; ours, the middle of the exchange.
+    skew = server + timedelta(seconds=0.5) - (sent + (received - sent) / 2)
+    seconds = round(abs(skew).total_seconds())
+    if seconds < 2:
+        return CheckStep("clock", "ok", f"in step with {endpoint.host}'s Date (within 2 s)"), skew
+    side = "behind" if skew > timedelta(0) else "ahead of"
+    detail = f"this machine is {format_duration(seconds)} {side} {endpoint.host}'s Date"
+    if abs(skew) > CLOCK_LIMIT:
+        return CheckStep("clock", "FAIL", f"{detail}: more than 15 minutes off, so every signature is rejected",
+                         "set the clock right (NTP: timedatectl set-ntp true); signed requests expire after "
+                         "15 minutes", EXIT_CREDENTIALS), skew
+    if abs(skew) > CLOCK_WARN:
+        return CheckStep("clock", "warn", f"{detail}: signatures still pass (up to 15 minutes)",
+                         "set the clock right (NTP: timedatectl set-ntp true) before it drifts further"), skew
+    return CheckStep("clock", "ok", detail), skew
+
+
+def format_duration(seconds: int) -> str:
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = [f"{hours} h" if hours else "", f"{minutes} min" if minutes else "", f"{seconds} s" if seconds else ""]
+    return " ".join(part for part in parts if part) or "0 s"
+
+
+def signed_checks(settings: Settings, credentials: Credentials | None, reachable: Mapping[str, bool],
+                  blocked: str | None, env: Mapping[str, str], clock: Clock, console: Console) -> list[CheckStep]:
+    """Steps 4 to 6, in order, one signed request each at most; nothing is signed after a 401."""
+    later = (("permission", "maas", check_permission), ("Cloud Eye metrics", "ces", check_cloud_eye))
+    if credentials is None or blocked is not None:
+        names = ("signature and project", *(name for name, _, _ in later))
+        return [CheckStep(name, "skip", blocked or "no credentials") for name in names]
+    client = Client(credentials, dataclasses.replace(settings.client, retries=0), console, clock, env)
+    try:
+        step, project_id = check_project(settings, credentials, client, reachable["iam"])
+        steps = [step]
+        for name, endpoint, check in later:
+            premise = ("nothing more is signed after a rejected signature"
+                       if any(signature_rejected(earlier) for earlier in steps) else
+                       "no project id (see the signature and project step)" if project_id is None else
+                       f"the {ENDPOINT_STEPS[endpoint]} cannot be reached" if not reachable[endpoint] else None)
+            steps.append(CheckStep(name, "skip", premise) if premise else
+                         check(name, settings, client, project_id, clock))
+        return steps
+    finally:
+        client.close()
+
+
+def signature_rejected(step: CheckStep) -> bool:
+    return step.status == "FAIL" and step.hint == SIGNATURE_HINT
+
+
+def call_failure(step: str, exc: ToolError, hints: Mapping[int, str]) -> CheckStep:
+    """A failed call as a FAIL line: its message, and the hint for its HTTP status (a 401 is the
+    signature's, unless ``hints`` knows better), else the error's own."""
+    match = re.search(r" failed: HTTP (\d{3})\b", str(exc))  # the contract's "<call> failed: HTTP <status>"
+    status = int(match.group(1)) if match else None
+    hint = hints.get(status) if status in hints else SIGNATURE_HINT if status == 401 else exc.hint
+    return CheckStep(step, "FAIL", str(exc), hint or "run again with -v to log the exchange; its X-Request-Id "
+                                                     "helps Huawei Cloud support", exc.exit_code)
+
+
+def check_project(settings: Settings, credentials: Credentials, client: Client,
+                  iam_reachable: bool) -> tuple[CheckStep, str | None]:
+    """Step 4: the given project id, else the IAM lookup (the first signed request)."""
+    step, region = "signature and project", settings.query.region
+    try:
+        project_id = resolve_project_id(settings.project_id, credentials, None)
+    except CredentialsError as exc:
+        return CheckStep(step, "FAIL", str(exc), "correct project_id in the credentials file, or pass --project-id",
+                         exc.exit_code), None
+    if project_id is not None:
+        origin = "the credentials file's" if settings.project_id is None else "the given"
+        return CheckStep(step, "ok", f"{origin} project id {project_id}: IAM is not asked, so the next step "
+                                     "tests the signature"), project_id
+    if not iam_reachable:
+        return CheckStep(step, "skip", "the IAM endpoint cannot be reached"), None
+    try:
+        project_id = lookup_project_id(client, settings.iam, region)
+    except ToolError as exc:
+        return call_failure(step, exc, {403: "the key lacks iam:projects:get: grant it, or pass --project-id "
+                                             "(the console lists project ids under My Credentials)"}), None
+    return CheckStep(step, "ok", f"IAM accepted the signature; project {project_id} is named {region}"), project_id
+
+
+def check_permission(step: str, settings: Settings, client: Client, project_id: str, clock: Clock) -> CheckStep:
+    """Step 5: one ShowStatistics request for the last hour (preset services, real time)."""
+    end = clock.now
+    body = {"service_type": DEFAULT_SERVICE_TYPE, "start_time": to_epoch_ms(end - timedelta(hours=1)),
+            "end_time": to_epoch_ms(end), "timezone": settings.query.zone_name, "infer_type": "real_time"}
+    try:
+        usage = SHOW_STATISTICS.answer(client, settings.maas, project_id, "the last hour", body)[1]
+    except ToolError as exc:
+        return call_failure(step, exc, {
+            403: "the key lacks modelarts:monitoring:get: grant it to the IAM user (or its group)",
+            404: f"the project id may not belong to {settings.query.region}: check --region and the project id"})
+    metrics = usage.metrics()
+    return CheckStep(step, "ok", f"ShowStatistics for the last hour ({SERVICE_NAMES[DEFAULT_SERVICE_TYPE]}): "
+                                 f"{metrics['total_requests']:,} requests, {metrics['total_tokens']:,} tokens "
+                                 "(modelarts:monitoring:get)")
+
+
+def check_cloud_eye(step: str, settings: Settings, client: Client, project_id: str, clock: Clock) -> CheckStep:
+    """Step 6: one ListMetrics call for SYS.MaaS: the metrics and model services Cloud Eye lists."""
+    permission = ("the key lacks ces:metrics:list (CES ReadOnlyAccess has it): Cloud Eye's rows per model "
+                  "and per API key need it")
+    try:
+        found = LIST_METRICS.answer(client, settings.ces, project_id, CES_NAMESPACE,
+                                    params=(("namespace", CES_NAMESPACE), ("limit", "1000")))[1]
+    except ToolError as exc:
+        # After a signature that passed, a 401 from Cloud Eye is its permission rather than the key's.
+        return call_failure(step, exc, {403: permission, **({401: permission} if client.warm else {})})
+    if not found.metrics:
+        return CheckStep(step, "warn", f"ListMetrics lists no {CES_NAMESPACE} metrics yet: Cloud Eye lists a "
+                                       "model service once it has been called",
+                         "call a model (a preset service or one of My Services), then check again")
+    shown = f"{found.metrics} of {found.total}" if found.total > found.metrics else f"{found.metrics}"
+    return CheckStep(step, "ok", f"ListMetrics for {CES_NAMESPACE}: {shown} metrics, {len(found.models)} model "
+                                 "service(s) (ces:metrics:list)")
+
+
+def render_checklist(steps: Sequence[CheckStep], output_format: str) -> str:
+    """The checklist: aligned lines (status, step, detail; a hint line under a step that has one), or JSON."""
+    if output_format == "json":
+        document = {"schema_version": 1,
+                    "check": [{"step": step.step, "status": step.status, "detail": printable(step.detail, 1000),
+                               "hint": None if step.hint is None else printable(step.hint, 1000)} for step in steps],
+                    "ok": not any(step.status == "FAIL" for step in steps)}
+        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    width = max(len(step.step) for step in steps)
+    lines = []
+    for step in steps:
+        lines.append(f"{step.status:<4}  {step.step:<{width}}  {printable(step.detail, 1000)}".rstrip())
+        if step.hint:
+            lines.append(" " * (width + 8) + f"hint: {printable(step.hint, 1000)}")
+    return "\n".join(lines) + "\n"
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """--check tests the account with requests of its own and prints a checklist: the flags that
+    shape a query or its output would be silently ignored, so they are refused."""
+    shaping = (("--from", args.start), ("--to", args.to), ("--until", args.until), ("--last", args.last),
+               ("--" + "/--".join(args.presets or ()), args.presets), ("--compare", args.compare),
+               ("--service-type", args.service_type), ("--api-keys", args.api_keys), ("--ips", args.ips),
+               ("--group-by", args.group_by), ("--table-format", args.table_format), ("--chart", args.chart),
+               ("--no-header", args.no_header), ("--raw", args.raw), ("--output", args.output),
+               ("--dry-run", args.dry_run), ("--store", args.store), ("--record", args.record),
+               (f"--format {args.format}", args.format not in ("table", "json")))
+    given = [flag for flag, value in shaping if value is not None and value is not False]
+    if given:
+        raise UsageError(f"--check cannot be combined with {', '.join(given)}",
+                         hint="--check prints a checklist in the table or json format; run the query on its own")
+
+
+# ----------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------
 
@@ -3126,6 +3557,7 @@ examples:
   %(prog)s --from 2026-11-24T07:15:28+08:00 --format json  # from where the last JSON period ended
   %(prog)s --last 24h --timezone asia/shanghai       # zone names in any case; sent as Asia/Shanghai
   %(prog)s --last 7d --dry-run                        # show the requests, send nothing
+  %(prog)s --check                                    # first contact: keys, endpoints, clock, permissions
   %(prog)s --store ~/.local/share/maas/usage.db --record -q   # nightly, after 03:00
   %(prog)s --last 24h --format prometheus --output /var/lib/node_exporter/textfile/maas.prom -q
 
@@ -3239,6 +3671,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write the result to PATH instead of stdout, atomically (a reader never sees half a "
                           "file; a failed run leaves the old file); keeps the old file's mode")
     out.add_argument("--dry-run", action="store_true", help="print the planned requests; send nothing")
+    out.add_argument("--check", action="store_true",
+                     help="first contact: test the credentials, endpoints (DNS, TLS), clock, signature and project, "
+                          "the ShowStatistics permission and Cloud Eye, one line per step (table or json); at most "
+                          "one request a step")
     out.add_argument("-v", "--verbose", action="store_true", help="log each HTTP exchange on stderr")
     out.add_argument("-q", "--quiet", action="store_true", help="no notes or progress on stderr")
     out.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -3364,7 +3800,7 @@ class StoreOptions:
 class Settings:
     """The whole validated command line; nothing reads the parsed arguments after this."""
 
-    mode: str  # "query", "record" or "dry-run"
+    mode: str  # "query", "record", "dry-run" or "check"
     query: Query
     project_id: str | None  # --project-id, else HW_PROJECT_ID / HUAWEICLOUD_SDK_PROJECT_ID
     credentials_file: str | None
@@ -3458,6 +3894,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
         value = getattr(args, "start" if flag == "from" else flag)
         if value is not None and not value.strip():
             raise UsageError(f"--{flag.replace('_', '-')} was given an empty value")
+    if args.check:
+        check_flags(args)
     presets = list(dict.fromkeys(args.presets or ()))
     ranges = [name for name, given in (("--from/--to/--until", args.start or args.to or args.until),
                                        ("--last", args.last)) if given] + [f"--{name}" for name in presets]
@@ -3520,7 +3958,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     if args.chart and not query.bucket:
         raise UsageError("--chart draws a bar per time bucket: it needs --group-by "
                          + " or ".join(BUCKET_UNITS))
-    mode = "dry-run" if args.dry_run else "record" if args.record else "query"
+    mode = "check" if args.check else "dry-run" if args.dry_run else "record" if args.record else "query"
     return Settings(
         mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file, maas=maas, iam=iam,
         ces=ces, client=ClientOptions(args.timeout, args.retries, args.concurrency),
@@ -3538,6 +3976,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
 
 def run(settings: Settings, env: Mapping[str, str], clock: Clock, console: Console) -> str:
     """One run after validation; returns the text for stdout."""
+    if settings.mode == "check":  # first contact: its own requests, no store
+        return check_account(settings, env, clock, console)
     store = open_store(settings.store, console, read_only=settings.mode == "dry-run")
     try:
         if settings.mode == "dry-run":
@@ -3739,6 +4179,8 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         return write_result(stdout, printed.text, console) if printed.status == 0 else printed.status
     except ToolError as exc:
         console.error(str(exc), exc.hint)
+        if isinstance(exc, ChecklistFailed):  # a failed check still prints its checklist
+            return write_result(stdout, console.redact(exc.output), console) or exc.exit_code
         return exc.exit_code
     except KeyboardInterrupt:
         console.error("interrupted")
