@@ -21,7 +21,7 @@ import pytest
 import fakecloud
 import maas_rest_usage_stats as m
 from check_faults import CES_ACTION, install_cloud_eye
-from conftest import SECRET_PIECES, Run, _merged
+from conftest import ROOT, SECRET_PIECES, Run, _merged
 
 STEPS = ("credentials", "MaaS endpoint", "IAM endpoint", "Cloud Eye endpoint", "clock", "signature and project",
          "permission", "Cloud Eye metrics")
@@ -374,3 +374,11 @@ def test_list_metrics_counts_distinct_model_services():
                                                                "total": 500}}, "ListMetrics", {})
     assert (found.metrics, found.models, found.total) == (len(metrics), frozenset("abc"), 500)
 
+
+
+def test_readme_shows_the_checklist_as_the_fake_cloud_prints_it(check, cloud):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    run = check("--format", "table").run
+    assert run.code == 0
+    shown = run.stdout.replace(f"localhost:{cloud.port}", "localhost:8443")
+    assert "$ python3 maas_rest_usage_stats.py --check\n" + shown + "```\n" in readme
