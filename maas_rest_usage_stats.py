@@ -3162,7 +3162,7 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--until", metavar="DATE", help="last day included (YYYY-MM-DD, YYYYMMDD, today, yesterday)")
     when.add_argument("--last", metavar="N{d,h}",
                       help=f"rolling window ending now: 7d, 30d, 24h … (at most {MAX_LAST_DAYS}d)")
-    for preset in PRESETS.values():  # one range at a time: settings_from refuses two
+    for preset in PRESETS.values():  # one range at a time: FLAG_RULES refuses two
         when.add_argument(f"--{preset.name}", dest="presets", action="append_const", const=preset.name,
                           help=preset.help)
     when.add_argument("--compare", action="store_true",
@@ -3270,7 +3270,7 @@ def parse_group_by(values: Sequence[str] | None,
     if not values:
         return None, False, False
     choices = (*UNITS, "service-type", "api-key")
-    words = [w.strip().lower() for value in values for w in value.split(",") if w.strip()]
+    words = group_by_words(values)
     for word in words:
         if word not in choices:
             raise UsageError(f"--group-by: unknown grouping {word!r}", hint=f"choose from {', '.join(choices)}")
@@ -3282,6 +3282,11 @@ def parse_group_by(values: Sequence[str] | None,
         bare = "a bare --api-keys means all keys: " if api_keys == () else ""
         raise UsageError(f"{bare}--group-by api-key needs the keys to split by: --api-keys KEY [KEY …]")
     return (units[0] if units else None), by_key, "service-type" in words
+
+
+def group_by_words(values: Sequence[str] | None) -> list[str]:
+    """--group-by's words: ``day service-type`` and ``day,service-type`` alike, in any case."""
+    return [w.strip().lower() for value in values or () for w in value.split(",") if w.strip()]
 
 
 def check_table_format(name: str | None) -> None:
@@ -3299,27 +3304,104 @@ FORMAT_OPTIONS = {"table": ("--table-format", "--raw", "--chart"), "json": ("--r
                   "prometheus": ()}
 
 
-def check_format_options(output_format: str, given: Sequence[str]) -> None:
-    for option in given:
-        if option not in FORMAT_OPTIONS[output_format]:
-            formats = [name for name, options in FORMAT_OPTIONS.items() if option in options]
-            raise UsageError(f"{option} applies to --format {' and '.join(formats)} only, not {output_format}")
+@dataclass(frozen=True)
+class Excludes:
+    """``flag`` cannot be given with any of ``others``; the message may name the first one given as {other}."""
+
+    flag: str
+    others: tuple[str, ...]
+    message: str
+    hint: str | None = None
+
+    def broken_by(self, given: Sequence[str]) -> str | None:
+        others = [other for other in self.others if other in given]
+        return self.message.format(other=others[0]) if self.flag in given and others else None
 
 
-def check_prometheus_rows(output_format: str, query: Query, record: bool) -> None:
-    """Prometheus samples carry no timestamps here (the textfile collector has none), so a series
-    per time bucket would be wrong."""
-    if output_format == "prometheus" and query.bucket is not None:
-        what = "--record (its result is per day)" if record else f"--group-by {query.bucket.name}"
-        raise UsageError(f"--format prometheus cannot be combined with {what}: the textfile collector has "
-                         f"no timestamps, so a series per {query.bucket.name} would be wrong",
-                         hint="drop the time bucket, or use --format json or csv for rows per time bucket")
+@dataclass(frozen=True)
+class Needs:
+    """``flag`` needs one of ``others``."""
+
+    flag: str
+    others: tuple[str, ...]
+    message: str
+    hint: str | None = None
+
+    def broken_by(self, given: Sequence[str]) -> str | None:
+        return self.message if self.flag in given and not set(self.others) & set(given) else None
 
 
-def check_output_path(path: str | None, header: bool) -> None:
-    if path is not None and not header:
-        raise UsageError("--output always replaces its file: it cannot be combined with --no-header",
-                         hint="to append, leave out --output and use >> FILE")
+@dataclass(frozen=True)
+class AtMostOne:
+    """At most one of ``groups`` (the flags of a group count as one); the message names those given as {given}."""
+
+    groups: tuple[tuple[str, ...], ...]
+    message: str
+    hint: str | None = None
+
+    def broken_by(self, given: Sequence[str]) -> str | None:
+        group_of = {flag: "/".join(group) for group in self.groups for flag in group}
+        named = list(dict.fromkeys(group_of[flag] for flag in given if flag in group_of))
+        return self.message.format(given=" and ".join(named)) if len(named) > 1 else None
+
+
+def format_only_rules() -> list[Excludes]:
+    """FORMAT_OPTIONS as rules: an output option with a format that does not take it."""
+    options = dict.fromkeys(option for taken in FORMAT_OPTIONS.values() for option in taken)
+    rules = []
+    for option in options:
+        takers = " and ".join(name for name, taken in FORMAT_OPTIONS.items() if option in taken)
+        rules += [Excludes(option, (f"--format {name}",), f"{option} applies to --format {takers} only, not {name}")
+                  for name, taken in FORMAT_OPTIONS.items() if option not in taken]
+    return rules
+
+
+# Prometheus samples carry no timestamps here (the textfile collector has none), so a series per time
+# bucket would be wrong.
+PROMETHEUS_BUCKETS = ("--format prometheus cannot be combined with {what}: the textfile collector has no "
+                      "timestamps, so a series per {unit} would be wrong")
+PROMETHEUS_HINT = "drop the time bucket, or use --format json or csv for rows per time bucket"
+# Which flags exclude or need which, checked in this order before any value is read. Flags are named as
+# flags_given names them: "--format csv", "--group-by day", and "--store" for the flag or MAAS_USAGE_STORE.
+FLAG_RULES = (
+    AtMostOne((("--from", "--to", "--until"), ("--last",), *((f"--{name}",) for name in PRESETS)),
+              "{given} cannot be combined: choose one way to give the range"),
+    Excludes("--to", ("--until",), "--to and --until cannot be combined (--to is exclusive, --until inclusive)"),
+    *format_only_rules(),
+    Excludes("--output", ("--no-header",), "--output always replaces its file: it cannot be combined with --no-header",
+             hint="to append, leave out --output and use >> FILE"),
+    Needs("--record", ("--store",), "--record needs a store: --store PATH or MAAS_USAGE_STORE"),
+    Excludes("--record", tuple(f"--group-by {name}" for name, unit in UNITS.items() if unit is not DAY),
+             "--record saves days: it cannot be combined with {other}"),
+    Excludes("--format prometheus", ("--record",),
+             PROMETHEUS_BUCKETS.format(what="--record (its result is per day)", unit="day"), PROMETHEUS_HINT),
+    *(Excludes("--format prometheus", (f"--group-by {name}",),
+               PROMETHEUS_BUCKETS.format(what=f"--group-by {name}", unit=name), PROMETHEUS_HINT) for name in UNITS),
+    Excludes("--compare", ("--record", "--format prometheus"), "--compare cannot be combined with {other}",
+             hint="compare in a table, JSON or CSV"),
+    Needs("--chart", (*(f"--group-by {name}" for name in UNITS), "--record"),
+          "--chart draws a bar per time bucket: it needs --group-by " + " or ".join(UNITS)),
+)
+
+
+def flags_given(args: argparse.Namespace, env: Mapping[str, str]) -> list[str]:
+    """The flags given, as FLAG_RULES names them; the presets in command-line order."""
+    given = [flag for flag, value in (("--from", args.start), ("--to", args.to), ("--until", args.until),
+                                      ("--last", args.last)) if value]
+    given += [f"--{name}" for name in dict.fromkeys(args.presets or ())]
+    given += [flag for flag, value in (("--compare", args.compare), ("--record", args.record),
+                                       ("--store", store_path(args, env)), ("--output", args.output),
+                                       ("--table-format", args.table_format), ("--no-header", args.no_header),
+                                       ("--raw", args.raw), ("--chart", args.chart)) if value]
+    return [*given, f"--format {args.format}", *(f"--group-by {word}" for word in group_by_words(args.group_by))]
+
+
+def check_flag_rules(given: Sequence[str]) -> None:
+    """Refuse the first rule of FLAG_RULES that ``given`` breaks."""
+    for rule in FLAG_RULES:
+        message = rule.broken_by(given)
+        if message is not None:
+            raise UsageError(message, hint=rule.hint)
 
 
 @dataclass(frozen=True)
@@ -3415,33 +3497,45 @@ def resolve_project_id(given: str | None, credentials: Credentials | None,
     return lookup() if lookup is not None else None
 
 
-def record_query(query: Query, now: datetime) -> Query:
-    """--record: the range's whole final days, one row per day."""
-    if query.bucket not in (None, DAY):
-        raise UsageError(f"--record saves days: it cannot be combined with --group-by {query.bucket.name}")
-    days = final_days(query.period, query.zone, now)
+def record_period(period: Period, zone: tzinfo, now: datetime) -> Period:
+    """--record: the range's whole final days (its rows are days)."""
+    days = final_days(period, zone, now)
     if not days:
         raise UsageError("the range holds no whole final day to record (a day is final 3 hours after "
                          "its local midnight)", hint="try --from yesterday, or the default last 30 days")
-    return dataclasses.replace(query, period=Period(days[0][1].start, days[-1][1].end), bucket=DAY)
+    return Period(days[0][1].start, days[-1][1].end)
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetime,
                   console: Console, stdout_encoding: str | None = None) -> Settings:
-    """Validate every flag and env var; raises UsageError before anything is read or sent.
-    ``stdout_encoding`` picks the chart's bar characters."""
-    for flag in ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file",
-                 "endpoint", "iam_endpoint", "store", "table_format", "output"):
+    """Validate every flag and env var, one concern a step; raises UsageError before anything is read
+    or sent. ``stdout_encoding`` picks the chart's bar characters."""
+    check_no_empty_values(args)
+    check_flag_rules(flags_given(args, env))
+    project_id, maas, iam = _endpoints(args, env, console)
+    client = _client_options(args)
+    query = _query_filters(args, *_range_and_zone(args, env, now, console))
+    mode = "dry-run" if args.dry_run else "record" if args.record else "query"
+    return Settings(mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file,
+                    maas=maas, iam=iam, client=client, output=_output_options(args, env, stdout_encoding),
+                    store=_store_options(args, env))
+
+
+TEXT_FLAGS = ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file", "endpoint",
+              "iam_endpoint", "store", "table_format", "output")
+
+
+def check_no_empty_values(args: argparse.Namespace) -> None:
+    """An empty value (``--store ""``, often an unset shell variable) is refused, never read as not given."""
+    for flag in TEXT_FLAGS:
         value = getattr(args, "start" if flag == "from" else flag)
         if value is not None and not value.strip():
             raise UsageError(f"--{flag.replace('_', '-')} was given an empty value")
-    presets = list(dict.fromkeys(args.presets or ()))
-    ranges = [name for name, given in (("--from/--to/--until", args.start or args.to or args.until),
-                                       ("--last", args.last)) if given] + [f"--{name}" for name in presets]
-    if len(ranges) > 1:
-        raise UsageError(f"{' and '.join(ranges)} cannot be combined: choose one way to give the range")
-    if args.to and args.until:
-        raise UsageError("--to and --until cannot be combined (--to is exclusive, --until inclusive)")
+
+
+def _endpoints(args: argparse.Namespace, env: Mapping[str, str],
+               console: Console) -> tuple[str | None, Endpoint, Endpoint]:
+    """--region, the project id, and the MaaS and IAM base URLs."""
     if not REGION_RE.fullmatch(args.region):
         raise UsageError(f"--region {args.region!r} is not a region id like cn-southwest-2")
     note = region_note(args.region)
@@ -3451,59 +3545,72 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     if project_id is not None and not PROJECT_ID_RE.fullmatch(project_id):
         raise UsageError("the project id must be 32 lowercase letters and digits",
                          hint="find it in the console under My Credentials > API Credentials")
+    maas = parse_endpoint_setting(args.endpoint, "--endpoint", env, "HW_MAAS_ENDPOINT", "MODELARTS", args.region,
+                                  MAAS_ENDPOINT_EXCEPTIONS.get(args.region,
+                                                               MAAS_ENDPOINT_TEMPLATE.format(region=args.region)))
+    iam = parse_endpoint_setting(args.iam_endpoint, "--iam-endpoint", env, "HW_IAM_ENDPOINT", "IAM", args.region,
+                                 IAM_ENDPOINT_TEMPLATE.format(region=args.region))
+    return project_id, maas, iam
+
+
+def _client_options(args: argparse.Namespace) -> ClientOptions:
+    """--timeout, --retries and --concurrency."""
     if not 0 < args.timeout <= 3600:
         raise UsageError("--timeout must be a number of seconds above 0 (at most 3600)")
     if not 0 <= args.retries <= 10:
         raise UsageError("--retries must be between 0 and 10")
     if not 1 <= args.concurrency <= MAX_CONCURRENCY:
         raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
-    check_format_options(args.format, [name for name, given in (("--table-format", args.table_format),
-                                                                ("--no-header", args.no_header),
-                                                                ("--raw", args.raw),
-                                                                ("--chart", args.chart)) if given])
-    check_output_path(args.output, not args.no_header)
-    store_path, _ = flag_or_env(args.store, "--store", env, "MAAS_USAGE_STORE")
-    if args.record and not store_path:
-        raise UsageError("--record needs a store: --store PATH or MAAS_USAGE_STORE")
-    check_table_format(args.table_format)
+    return ClientOptions(args.timeout, args.retries, args.concurrency)
 
+
+def _range_and_zone(args: argparse.Namespace, env: Mapping[str, str], now: datetime,
+                    console: Console) -> tuple[str, tzinfo, Period, Period | None]:
+    """The zone's name and zone, the period, and with --compare the period before it."""
     zone_name, zone = zone_setting(args.timezone, env, now, console)
-    last = args.last or ("30d" if args.record and not ranges else None)  # --record defaults to 30 days
-    preset = presets[0] if presets else None
+    preset = args.presets[0] if args.presets else None  # FLAG_RULES refused two different ones
+    given = args.start or args.to or args.until or args.last or preset
+    last = args.last or ("30d" if args.record and not given else None)  # --record defaults to 30 days
     request = RangeRequest(args.start, args.to, args.until, last, preset)
     period = resolve_period(request, zone, now)
+    if args.record:
+        period = record_period(period, zone, now)
+    return zone_name, zone, period, previous_period(request, period, zone) if args.compare else None
 
+
+def _query_filters(args: argparse.Namespace, zone_name: str, zone: tzinfo, period: Period,
+                   previous: Period | None) -> Query:
+    """What is asked and how rows are split: --group-by, --service-type, --infer-type, --api-keys, --ips."""
     given_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
     unit, by_key, by_type = parse_group_by(args.group_by, given_keys)
-    api_keys = given_keys or None  # a bare --api-keys means all keys, as the original skill script took it
-    query = Query(region=args.region, zone_name=zone_name, zone=zone, period=period, infer_type=args.infer_type,
-                  service_types=parse_service_types(args.service_type, by_type), api_keys=api_keys,
-                  ips=parse_ips(args.ips), bucket=UNITS[unit] if unit else None, by_key=by_key)
-    maas = parse_endpoint_setting(args.endpoint, "--endpoint", env, "HW_MAAS_ENDPOINT", "MODELARTS", args.region,
-                                  MAAS_ENDPOINT_EXCEPTIONS.get(args.region,
-                                                               MAAS_ENDPOINT_TEMPLATE.format(region=args.region)))
-    iam = parse_endpoint_setting(args.iam_endpoint, "--iam-endpoint", env, "HW_IAM_ENDPOINT", "IAM", args.region,
-                                 IAM_ENDPOINT_TEMPLATE.format(region=args.region))
-    if args.record:
-        query = record_query(query, now)
-    check_prometheus_rows(args.format, query, args.record)
-    if args.compare:
-        if args.record or args.format == "prometheus":
-            raise UsageError(f"--compare cannot be combined with {'--record' if args.record else '--format prometheus'}",
-                             hint="compare in a table, JSON or CSV")
-        query = dataclasses.replace(query, previous=previous_period(request, query.period, zone))
-    if args.chart and not query.bucket:
-        raise UsageError("--chart draws a bar per time bucket: it needs --group-by "
-                         + " or ".join(UNITS))
-    mode = "dry-run" if args.dry_run else "record" if args.record else "query"
-    return Settings(
-        mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file, maas=maas, iam=iam,
-        client=ClientOptions(args.timeout, args.retries, args.concurrency),
-        output=OutputOptions(args.format, args.table_format, not args.no_header, args.raw,
-                             None if args.output is None else expand_home(args.output, env),
-                             # a file written by --output is UTF-8 whatever the terminal
-                             bar_characters("utf-8" if args.output else stdout_encoding) if args.chart else None),
-        store=StoreOptions(expand_home(store_path, env), mode == "record", STORE_BUSY_TIMEOUT) if store_path else None)
+    bucket = UNITS[unit] if unit else None
+    if args.record:  # --record saves (and shows) days
+        bucket = DAY
+    return Query(region=args.region, zone_name=zone_name, zone=zone, period=period, infer_type=args.infer_type,
+                 service_types=parse_service_types(args.service_type, by_type),
+                 api_keys=given_keys or None,  # a bare --api-keys means all keys, as the original skill script took it
+                 ips=parse_ips(args.ips), bucket=bucket, by_key=by_key, previous=previous)
+
+
+def _output_options(args: argparse.Namespace, env: Mapping[str, str], stdout_encoding: str | None) -> OutputOptions:
+    check_table_format(args.table_format)
+    # a file written by --output is UTF-8 whatever the terminal
+    chart = bar_characters("utf-8" if args.output else stdout_encoding) if args.chart else None
+    return OutputOptions(args.format, args.table_format, not args.no_header, args.raw,
+                         None if args.output is None else expand_home(args.output, env), chart)
+
+
+def store_path(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
+    return flag_or_env(args.store, "--store", env, "MAAS_USAGE_STORE")[0]
+
+
+def _store_options(args: argparse.Namespace, env: Mapping[str, str]) -> StoreOptions | None:
+    """The history store: --store, else MAAS_USAGE_STORE; --record (not a dry run) must be able to use it."""
+    path = store_path(args, env)
+    if not path:
+        return None
+    return StoreOptions(expand_home(path, env), strict=args.record and not args.dry_run,
+                        lock_timeout=STORE_BUSY_TIMEOUT)
 
 
 # ----------------------------------------------------------------------------------------------
