@@ -2570,8 +2570,8 @@ class Store:
 
     @staticmethod
     def _key(query: Query, project_id: str, row: Row) -> tuple:
-        keys = [row.api_key] if row.api_key is not None else \
-            (sorted(query.api_keys) if query.api_keys is not None else None)
+        keys = ([row.api_key] if row.api_key is not None
+                else sorted(query.api_keys) if query.api_keys is not None else None)
         ips = sorted(query.ips) if query.ips is not None else None
         return (query.region, project_id, query.infer_type, row.service_type, json.dumps(keys),
                 json.dumps(ips), query.zone_name)
