@@ -3512,9 +3512,9 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     or sent. ``stdout_encoding`` picks the chart's bar characters."""
     check_no_empty_values(args)
     check_flag_rules(flags_given(args, env))
-    project_id, maas, iam = _endpoints(args, env, console)
+    query = _query_filters(args, *_range_and_zone(args, env, now, console), console)
+    project_id, maas, iam = _endpoints(args, env)
     client = _client_options(args)
-    query = _query_filters(args, *_range_and_zone(args, env, now, console))
     mode = "dry-run" if args.dry_run else "record" if args.record else "query"
     return Settings(mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file,
                     maas=maas, iam=iam, client=client, output=_output_options(args, env, stdout_encoding),
@@ -3533,14 +3533,42 @@ def check_no_empty_values(args: argparse.Namespace) -> None:
             raise UsageError(f"--{flag.replace('_', '-')} was given an empty value")
 
 
-def _endpoints(args: argparse.Namespace, env: Mapping[str, str],
-               console: Console) -> tuple[str | None, Endpoint, Endpoint]:
-    """--region, the project id, and the MaaS and IAM base URLs."""
+def _range_and_zone(args: argparse.Namespace, env: Mapping[str, str], now: datetime,
+                    console: Console) -> tuple[str, tzinfo, Period, Period | None]:
+    """The zone's name and zone, the period, and with --compare the period before it."""
+    zone_name, zone = zone_setting(args.timezone, env, now, console)
+    preset = args.presets[0] if args.presets else None  # FLAG_RULES refused two different ones
+    given = args.start or args.to or args.until or args.last or preset
+    last = args.last or ("30d" if args.record and not given else None)  # --record defaults to 30 days
+    request = RangeRequest(args.start, args.to, args.until, last, preset)
+    period = resolve_period(request, zone, now)
+    if args.record:
+        period = record_period(period, zone, now)
+    return zone_name, zone, period, previous_period(request, period, zone) if args.compare else None
+
+
+def _query_filters(args: argparse.Namespace, zone_name: str, zone: tzinfo, period: Period,
+                   previous: Period | None, console: Console) -> Query:
+    """What is asked and how rows are split: --region, --group-by, --service-type, --infer-type,
+    --api-keys, --ips."""
     if not REGION_RE.fullmatch(args.region):
         raise UsageError(f"--region {args.region!r} is not a region id like cn-southwest-2")
     note = region_note(args.region)
     if note:
         console.note(note)
+    given_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
+    unit, by_key, by_type = parse_group_by(args.group_by, given_keys)
+    bucket = UNITS[unit] if unit else None
+    if args.record:  # --record saves (and shows) days
+        bucket = DAY
+    return Query(region=args.region, zone_name=zone_name, zone=zone, period=period, infer_type=args.infer_type,
+                 service_types=parse_service_types(args.service_type, by_type),
+                 api_keys=given_keys or None,  # a bare --api-keys means all keys, as the original skill script took it
+                 ips=parse_ips(args.ips), bucket=bucket, by_key=by_key, previous=previous)
+
+
+def _endpoints(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str | None, Endpoint, Endpoint]:
+    """The project id, and the MaaS and IAM base URLs of the (checked) region."""
     project_id, _ = flag_or_env(args.project_id, "--project-id", env, *PROJECT_ENVS)
     if project_id is not None and not PROJECT_ID_RE.fullmatch(project_id):
         raise UsageError("the project id must be 32 lowercase letters and digits",
@@ -3562,34 +3590,6 @@ def _client_options(args: argparse.Namespace) -> ClientOptions:
     if not 1 <= args.concurrency <= MAX_CONCURRENCY:
         raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
     return ClientOptions(args.timeout, args.retries, args.concurrency)
-
-
-def _range_and_zone(args: argparse.Namespace, env: Mapping[str, str], now: datetime,
-                    console: Console) -> tuple[str, tzinfo, Period, Period | None]:
-    """The zone's name and zone, the period, and with --compare the period before it."""
-    zone_name, zone = zone_setting(args.timezone, env, now, console)
-    preset = args.presets[0] if args.presets else None  # FLAG_RULES refused two different ones
-    given = args.start or args.to or args.until or args.last or preset
-    last = args.last or ("30d" if args.record and not given else None)  # --record defaults to 30 days
-    request = RangeRequest(args.start, args.to, args.until, last, preset)
-    period = resolve_period(request, zone, now)
-    if args.record:
-        period = record_period(period, zone, now)
-    return zone_name, zone, period, previous_period(request, period, zone) if args.compare else None
-
-
-def _query_filters(args: argparse.Namespace, zone_name: str, zone: tzinfo, period: Period,
-                   previous: Period | None) -> Query:
-    """What is asked and how rows are split: --group-by, --service-type, --infer-type, --api-keys, --ips."""
-    given_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
-    unit, by_key, by_type = parse_group_by(args.group_by, given_keys)
-    bucket = UNITS[unit] if unit else None
-    if args.record:  # --record saves (and shows) days
-        bucket = DAY
-    return Query(region=args.region, zone_name=zone_name, zone=zone, period=period, infer_type=args.infer_type,
-                 service_types=parse_service_types(args.service_type, by_type),
-                 api_keys=given_keys or None,  # a bare --api-keys means all keys, as the original skill script took it
-                 ips=parse_ips(args.ips), bucket=bucket, by_key=by_key, previous=previous)
 
 
 def _output_options(args: argparse.Namespace, env: Mapping[str, str], stdout_encoding: str | None) -> OutputOptions:
