@@ -40,6 +40,7 @@ import re  # noqa: E402
 import stat  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from abc import ABC, abstractmethod  # noqa: E402
 from collections import deque  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import date, datetime, timedelta, timezone, tzinfo  # noqa: E402
@@ -490,7 +491,6 @@ _DATE_RE = re.compile(r"^(\d{4})(-?)(\d{2})\2(\d{2})$", re.ASCII)  # YYYY-MM-DD 
 _TIME_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[ Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,6}))?)?"
                       r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?$", re.ASCII)
 _LAST_RE = re.compile(r"^(\d+)([dh])$", re.ASCII)
-BUCKET_UNITS = ("hour", "day", "week", "month")
 MIN_YEAR, MAX_YEAR = 1970, 9000  # epoch milliseconds; far from datetime's overflow at year 9999
 MAX_LAST_DAYS = 3660  # ten years: a longer --last is a typo, and long before the API kept any data
 
@@ -921,11 +921,95 @@ def parse_last(text: str) -> timedelta:
 
 def shift_days(moment: datetime, days: int, zone: tzinfo) -> datetime:
     """The same local wall time ``days`` calendar days away; a skipped time moves past the gap."""
+    return same_wall_time_on(moment.astimezone(zone).date() + timedelta(days=days), moment, zone)
+
+
+def same_wall_time_on(day: date, moment: datetime, zone: tzinfo) -> datetime:
+    """``moment``'s local wall time on another local ``day`` (a skipped time moves past the gap; a
+    repeated one is its first occurrence); the start of a day is the start of the other day."""
     local = moment.astimezone(zone)
-    target = local.date() + timedelta(days=days)
     if moment == day_start(local.date(), zone):
-        return day_start(target, zone)
-    return datetime.combine(target, local.time(), tzinfo=zone).astimezone(timezone.utc)
+        return day_start(day, zone)
+    return datetime.combine(day, local.time(), tzinfo=zone).astimezone(timezone.utc)
+
+
+# -- Calendar units: values, so that a unit (or a preset) is one record and an unknown one a KeyError --
+
+@dataclass(frozen=True)
+class CalendarUnit(ABC):
+    """A unit of local calendar time that rows are grouped by and presets count in. All instants
+    are UTC; "local" means in ``zone``."""
+
+    name: str  # as --group-by names it
+    header: str  # the grouped table's column
+    label_format: str  # strftime of a row's label, from the unit's local start
+
+    @abstractmethod
+    def shift(self, moment: datetime, count: int, zone: tzinfo) -> datetime:
+        """The start of the unit ``count`` units after (before, if negative) the one holding ``moment``."""
+
+    @abstractmethod
+    def same_time_before(self, moment: datetime, zone: tzinfo) -> datetime:
+        """The same elapsed local time in the unit before: Dec 10 14:00 is Nov 10 14:00; a time the
+        unit before lacks is that unit's end."""
+
+    def start(self, moment: datetime, zone: tzinfo) -> datetime:
+        return self.shift(moment, 0, zone)
+
+    def next(self, moment: datetime, zone: tzinfo) -> datetime:
+        return self.shift(moment, 1, zone)
+
+    def previous(self, moment: datetime, zone: tzinfo) -> datetime:
+        return self.shift(moment, -1, zone)
+
+
+@dataclass(frozen=True)
+class ClockHours(CalendarUnit):
+    """Local clock hours: each of a fall-back day's two 01:00 hours is its own hour, as the offset
+    tells them apart."""
+
+    def shift(self, moment: datetime, count: int, zone: tzinfo) -> datetime:
+        wall = moment.astimezone(zone)
+        start = moment.astimezone(timezone.utc) - timedelta(minutes=wall.minute, seconds=wall.second,
+                                                            microseconds=wall.microsecond)
+        return start + timedelta(hours=count)
+
+    def same_time_before(self, moment: datetime, zone: tzinfo) -> datetime:
+        start = self.start(moment, zone)
+        return min(self.previous(moment, zone) + (moment - start), start)
+
+
+@dataclass(frozen=True)
+class LocalDays(CalendarUnit):
+    """A unit of whole local days, from the start of its first day (local midnight, or the end of a
+    DST gap over it): a DST day is 23 or 25 hours."""
+
+    first_day: Callable[[date], date]  # the first day of the unit holding a day
+    add: Callable[[date, int], date]  # a unit's first day moved by whole units
+
+    def shift(self, moment: datetime, count: int, zone: tzinfo) -> datetime:
+        return day_start(self.add(self.first_day(moment.astimezone(zone).date()), count), zone)
+
+    def same_time_before(self, moment: datetime, zone: tzinfo) -> datetime:
+        day = moment.astimezone(zone).date()
+        first = self.first_day(day)
+        twin = self.add(first, -1) + (day - first)
+        if twin >= first:  # March 31 has no February twin: the whole of February
+            return day_start(first, zone)
+        return same_wall_time_on(twin, moment, zone)
+
+
+def _add_months(first: date, count: int) -> date:
+    months = first.year * 12 + first.month - 1 + count
+    return date(months // 12, months % 12 + 1, 1)
+
+
+HOUR = ClockHours("hour", "Hour", "%Y-%m-%d %H:00")
+DAY = LocalDays("day", "Day", "%Y-%m-%d", first_day=lambda day: day, add=lambda day, n: day + timedelta(days=n))
+WEEK = LocalDays("week", "Week of", "%Y-%m-%d", first_day=lambda day: day - timedelta(days=day.weekday()),  # Monday
+                 add=lambda day, n: day + timedelta(weeks=n))
+MONTH = LocalDays("month", "Month", "%Y-%m", first_day=lambda day: day.replace(day=1), add=_add_months)
+UNITS = {unit.name: unit for unit in (HOUR, DAY, WEEK, MONTH)}  # --group-by's order
 
 
 @dataclass(frozen=True)
@@ -945,7 +1029,7 @@ def resolve_period(request: RangeRequest, zone: tzinfo, now: datetime) -> Period
     if request.last:
         start, end = now - parse_last(request.last), now
     elif request.preset:
-        start, end = preset_range(request.preset, zone, now)
+        start, end = PRESETS[request.preset].range(zone, now)
     else:
         start, end = _explicit_range(request, zone, now)
     if start >= end:
@@ -962,18 +1046,37 @@ def resolve_period(request: RangeRequest, zone: tzinfo, now: datetime) -> Period
     return Period(start, end)
 
 
-# Each preset: its calendar unit, and whether it is the current one (up to now) or the whole one before.
-PRESETS = {"today": ("day", True), "yesterday": ("day", False), "this-week": ("week", True),
-           "last-week": ("week", False), "this-month": ("month", True), "last-month": ("month", False)}
+@dataclass(frozen=True)
+class Preset:
+    """A range flag (``--this-week``) that names a calendar unit: the current one up to now, or the
+    whole one before; --compare takes the unit before that, as far as the same elapsed local time
+    for a current unit (so this month's 10 days compare with last month's first 10, not all 30)."""
+
+    name: str  # the flag without its dashes
+    help: str
+    unit: CalendarUnit
+    current: bool  # the current unit up to now, else the whole unit before
+
+    def range(self, zone: tzinfo, now: datetime) -> tuple[datetime, datetime]:
+        """The start and end as UTC instants."""
+        start = self.unit.start(now, zone)
+        return (start, now) if self.current else (self.unit.previous(now, zone), start)
+
+    def previous(self, period: Period, zone: tzinfo) -> Period:
+        """--compare: the period before ``period`` (this preset's range)."""
+        end = self.unit.same_time_before(period.end, zone) if self.current else period.start
+        return Period(self.unit.previous(period.start, zone), min(end, period.start))
 
 
-def preset_range(name: str, zone: tzinfo, now: datetime) -> tuple[datetime, datetime]:
-    """A preset's start and end as UTC instants: from local midnights, the current unit ending now."""
-    unit, current = PRESETS[name]
-    first = _first_day(now.astimezone(zone).date(), unit)
-    if current:
-        return day_start(first, zone), now
-    return day_start(_first_day(first - timedelta(days=1), unit), zone), day_start(first, zone)
+PRESETS = {preset.name: preset for preset in (
+    Preset("today", "local today 00:00 to now", DAY, current=True),
+    Preset("yesterday", "the whole of yesterday", DAY, current=False),
+    Preset("this-week", "Monday 00:00 of this week to now", WEEK, current=True),
+    Preset("last-week", "the whole previous Monday-to-Monday week", WEEK, current=False),
+    Preset("this-month", "from the 1st of this month to now", MONTH, current=True),
+    Preset("last-month", "the whole previous calendar month (1st 00:00 to the 1st of this month)", MONTH,
+           current=False),
+)}
 
 
 def _explicit_range(request: RangeRequest, zone: tzinfo, now: datetime) -> tuple[datetime, datetime]:
@@ -1019,11 +1122,7 @@ def previous_period(request: RangeRequest, period: Period, zone: tzinfo) -> Peri
         return moment == day_start(moment.astimezone(zone).date(), zone)
 
     if request.preset:
-        unit, current = PRESETS[request.preset]
-        day = period.start.astimezone(zone).date()
-        start = day_start(_first_day(day - timedelta(days=1), unit), zone)
-        end = _same_time_a_unit_before(period.end, unit, zone) if current else period.start
-        result = Period(start, min(end, period.start))
+        result = PRESETS[request.preset].previous(period, zone)
     elif midnight(period.start) and midnight(period.end):
         days = (period.end.astimezone(zone).date() - period.start.astimezone(zone).date()).days
         result = Period(shift_days(period.start, -days, zone), period.start)
@@ -1034,68 +1133,19 @@ def previous_period(request: RangeRequest, period: Period, zone: tzinfo) -> Peri
     return result
 
 
-def _same_time_a_unit_before(moment: datetime, unit: str, zone: tzinfo) -> datetime:
-    """The same local wall time a day, week or month earlier (a repeated time: its first occurrence;
-    a skipped one: past the gap); a day the month before lacks is past that month's end."""
-    if unit != "month":
-        return shift_days(moment, -1 if unit == "day" else -7, zone)
-    local = moment.astimezone(zone)
-    first = (local.date().replace(day=1) - timedelta(days=1)).replace(day=1)
-    try:
-        target = first.replace(day=local.day)
-    except ValueError:  # March 31 has no February twin: the whole of February
-        return day_start(local.date().replace(day=1), zone)
-    if moment == day_start(local.date(), zone):
-        return day_start(target, zone)
-    return datetime.combine(target, local.time(), tzinfo=zone).astimezone(timezone.utc)
-
-
-def _first_day(day: date, unit: str) -> date:
-    """The first local date of the day, week (weeks start on Monday) or month holding ``day``."""
-    if unit == "week":
-        return day - timedelta(days=day.weekday())
-    if unit == "month":
-        return day.replace(day=1)
-    return day
-
-
-def _hour_start(moment: datetime, zone: tzinfo) -> datetime:
-    """The start (UTC) of the local clock hour holding ``moment``: each of a fall-back day's two
-    01:00 hours is its own hour, as the offset tells them apart."""
-    wall = moment.astimezone(zone)
-    return moment.astimezone(timezone.utc) - timedelta(minutes=wall.minute, seconds=wall.second,
-                                                       microseconds=wall.microsecond)
-
-
-def _next_boundary(moment: datetime, unit: str, zone: tzinfo) -> datetime:
-    if unit == "hour":
-        return _hour_start(moment, zone) + timedelta(hours=1)
-    first = _first_day(moment.astimezone(zone).date(), unit)
-    if unit == "day":
-        following = first + timedelta(days=1)
-    elif unit == "week":
-        following = first + timedelta(days=7)
-    else:
-        following = (first + timedelta(days=31)).replace(day=1)
-    return day_start(following, zone)
-
-
-def calendar_bucket(moment: datetime, unit: str, zone: tzinfo) -> Period:
+def calendar_bucket(moment: datetime, unit: CalendarUnit, zone: tzinfo) -> Period:
     """The whole local hour, day, week or month that ``moment`` falls in, unclipped by any range."""
-    if unit == "hour":
-        return Period(_hour_start(moment, zone), _next_boundary(moment, unit, zone))
-    return Period(day_start(_first_day(moment.astimezone(zone).date(), unit), zone),
-                  _next_boundary(moment, unit, zone))
+    return Period(unit.start(moment, zone), unit.next(moment, zone))
 
 
-def split_buckets(period: Period, unit: str | None, zone: tzinfo) -> list[Period]:
+def split_buckets(period: Period, unit: CalendarUnit | None, zone: tzinfo) -> list[Period]:
     """Calendar buckets following local midnights, the first and last clipped to the period."""
     if unit is None:
         return [period]
     buckets = []
     cursor = period.start
     while cursor < period.end:
-        stop = min(_next_boundary(cursor, unit, zone), period.end)
+        stop = min(unit.next(cursor, zone), period.end)
         buckets.append(Period(cursor, stop))
         cursor = stop
     return buckets
@@ -2067,7 +2117,7 @@ class Query:
     service_types: tuple[int, ...]
     api_keys: tuple[str, ...] | None
     ips: tuple[str, ...] | None
-    bucket: str | None  # hour, day, week, month or None
+    bucket: CalendarUnit | None  # the time unit rows are grouped by, if any
     by_key: bool
     previous: Period | None = None  # --compare: the period the report is compared with
 
@@ -2149,7 +2199,8 @@ class Grouping:
 
 
 def _bucket_header(query: Query) -> str:
-    return {"hour": "Hour", "day": "Day", "week": "Week of", "month": "Month"}[query.bucket]
+    assert query.bucket is not None
+    return query.bucket.header
 
 
 def _row_bounds(row: Row, query: Query) -> list[str]:
@@ -2519,8 +2570,8 @@ class Store:
 
     @staticmethod
     def _key(query: Query, project_id: str, row: Row) -> tuple:
-        keys = [row.api_key] if row.api_key is not None else \
-            (sorted(query.api_keys) if query.api_keys is not None else None)
+        keys = ([row.api_key] if row.api_key is not None
+                else sorted(query.api_keys) if query.api_keys is not None else None)
         ips = sorted(query.ips) if query.ips is not None else None
         return (query.region, project_id, query.infer_type, row.service_type, json.dumps(keys),
                 json.dumps(ips), query.zone_name)
@@ -2651,12 +2702,11 @@ def filters_line(query: Query) -> str | None:
 def bucket_label(row: Row, query: Query) -> str:
     """``YYYY-MM-DD HH:00``, a day's date, the week's Monday (even when the range clips the week),
     or YYYY-MM; a trailing ``*`` marks a partial bucket."""
-    assert row.bucket is not None
+    assert row.bucket is not None and query.bucket is not None
     start = row.bucket.start.astimezone(query.zone)
-    if query.bucket == "hour":
-        label = start.strftime("%Y-%m-%d %H:00") + (f" {_iso_offset(start)}" if _repeated(start) else "")
-    else:
-        label = start.strftime("%Y-%m") if query.bucket == "month" else start.date().isoformat()
+    label = start.strftime(query.bucket.label_format)
+    if query.bucket is HOUR and _repeated(start):
+        label += f" {_iso_offset(start)}"
     return label + ("*" if row.partial else "")
 
 
@@ -2675,7 +2725,7 @@ def footnotes(report: Report) -> list[str]:
     """The lines under the grouped table: what a ``*`` on a bucket label means, when one has it."""
     if not any(row.partial for row in report.rows):
         return []
-    return [f"* partial: the range starts or ends inside this {report.query.bucket}"]
+    return [f"* partial: the range starts or ends inside this {report.query.bucket.name}"]
 
 
 TABLE_WIDTH = 80  # a grouped table and the chart fit a terminal's 80 columns
@@ -2753,7 +2803,7 @@ def _grouped_table(report: Report, style: Any, narrow: bool) -> str:
     headers = [grouping.header(query) for grouping in query.groupings]
     label_columns = len(headers)
     # An hour's label is 6 to 13 characters wider than a day's: hour rows take the shortest headers.
-    layout = 2 if query.bucket == "hour" else 1 if narrow else 0
+    layout = 2 if query.bucket is HOUR else 1 if narrow else 0
     headers += [metric.headers[layout] for metric in shown_metrics(query.batch)]
 
     def cells(usage: Usage) -> list[str]:
@@ -3112,13 +3162,9 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--until", metavar="DATE", help="last day included (YYYY-MM-DD, YYYYMMDD, today, yesterday)")
     when.add_argument("--last", metavar="N{d,h}",
                       help=f"rolling window ending now: 7d, 30d, 24h … (at most {MAX_LAST_DAYS}d)")
-    presets = {"today": "local today 00:00 to now", "yesterday": "the whole of yesterday",
-               "this-week": "Monday 00:00 of this week to now",
-               "last-week": "the whole previous Monday-to-Monday week",
-               "this-month": "from the 1st of this month to now",
-               "last-month": "the whole previous calendar month (1st 00:00 to the 1st of this month)"}
-    for name, meaning in presets.items():  # one range at a time: settings_from refuses two
-        when.add_argument(f"--{name}", dest="presets", action="append_const", const=name, help=meaning)
+    for preset in PRESETS.values():  # one range at a time: FLAG_RULES refuses two
+        when.add_argument(f"--{preset.name}", dest="presets", action="append_const", const=preset.name,
+                          help=preset.help)
     when.add_argument("--compare", action="store_true",
                       help="also report the previous period (the unit before a preset, else the same length "
                            "just before) with the change")
@@ -3223,12 +3269,12 @@ def parse_group_by(values: Sequence[str] | None,
     """The time bucket (or None), whether rows are split by key, and whether by service type."""
     if not values:
         return None, False, False
-    choices = (*BUCKET_UNITS, "service-type", "api-key")
-    words = [w.strip().lower() for value in values for w in value.split(",") if w.strip()]
+    choices = (*UNITS, "service-type", "api-key")
+    words = group_by_words(values)
     for word in words:
         if word not in choices:
             raise UsageError(f"--group-by: unknown grouping {word!r}", hint=f"choose from {', '.join(choices)}")
-    units = [w for w in dict.fromkeys(words) if w in BUCKET_UNITS]
+    units = [w for w in dict.fromkeys(words) if w in UNITS]
     if len(units) > 1:
         raise UsageError(f"--group-by takes at most one of hour, day, week and month, not {' and '.join(units)}")
     by_key = "api-key" in words
@@ -3236,6 +3282,11 @@ def parse_group_by(values: Sequence[str] | None,
         bare = "a bare --api-keys means all keys: " if api_keys == () else ""
         raise UsageError(f"{bare}--group-by api-key needs the keys to split by: --api-keys KEY [KEY …]")
     return (units[0] if units else None), by_key, "service-type" in words
+
+
+def group_by_words(values: Sequence[str] | None) -> list[str]:
+    """--group-by's words: ``day service-type`` and ``day,service-type`` alike, in any case."""
+    return [w.strip().lower() for value in values or () for w in value.split(",") if w.strip()]
 
 
 def check_table_format(name: str | None) -> None:
@@ -3253,27 +3304,104 @@ FORMAT_OPTIONS = {"table": ("--table-format", "--raw", "--chart"), "json": ("--r
                   "prometheus": ()}
 
 
-def check_format_options(output_format: str, given: Sequence[str]) -> None:
-    for option in given:
-        if option not in FORMAT_OPTIONS[output_format]:
-            formats = [name for name, options in FORMAT_OPTIONS.items() if option in options]
-            raise UsageError(f"{option} applies to --format {' and '.join(formats)} only, not {output_format}")
+@dataclass(frozen=True)
+class Excludes:
+    """``flag`` cannot be given with any of ``others``; the message may name the first one given as {other}."""
+
+    flag: str
+    others: tuple[str, ...]
+    message: str
+    hint: str | None = None
+
+    def broken_by(self, given: Sequence[str]) -> str | None:
+        others = [other for other in self.others if other in given]
+        return self.message.format(other=others[0]) if self.flag in given and others else None
 
 
-def check_prometheus_rows(output_format: str, query: Query, record: bool) -> None:
-    """Prometheus samples carry no timestamps here (the textfile collector has none), so a series
-    per time bucket would be wrong."""
-    if output_format == "prometheus" and query.bucket is not None:
-        what = "--record (its result is per day)" if record else f"--group-by {query.bucket}"
-        raise UsageError(f"--format prometheus cannot be combined with {what}: the textfile collector has "
-                         f"no timestamps, so a series per {query.bucket} would be wrong",
-                         hint="drop the time bucket, or use --format json or csv for rows per time bucket")
+@dataclass(frozen=True)
+class Needs:
+    """``flag`` needs one of ``others``."""
+
+    flag: str
+    others: tuple[str, ...]
+    message: str
+    hint: str | None = None
+
+    def broken_by(self, given: Sequence[str]) -> str | None:
+        return self.message if self.flag in given and not set(self.others) & set(given) else None
 
 
-def check_output_path(path: str | None, header: bool) -> None:
-    if path is not None and not header:
-        raise UsageError("--output always replaces its file: it cannot be combined with --no-header",
-                         hint="to append, leave out --output and use >> FILE")
+@dataclass(frozen=True)
+class AtMostOne:
+    """At most one of ``groups`` (the flags of a group count as one); the message names those given as {given}."""
+
+    groups: tuple[tuple[str, ...], ...]
+    message: str
+    hint: str | None = None
+
+    def broken_by(self, given: Sequence[str]) -> str | None:
+        group_of = {flag: "/".join(group) for group in self.groups for flag in group}
+        named = list(dict.fromkeys(group_of[flag] for flag in given if flag in group_of))
+        return self.message.format(given=" and ".join(named)) if len(named) > 1 else None
+
+
+def format_only_rules() -> list[Excludes]:
+    """FORMAT_OPTIONS as rules: an output option with a format that does not take it."""
+    options = dict.fromkeys(option for taken in FORMAT_OPTIONS.values() for option in taken)
+    rules = []
+    for option in options:
+        takers = " and ".join(name for name, taken in FORMAT_OPTIONS.items() if option in taken)
+        rules += [Excludes(option, (f"--format {name}",), f"{option} applies to --format {takers} only, not {name}")
+                  for name, taken in FORMAT_OPTIONS.items() if option not in taken]
+    return rules
+
+
+# Prometheus samples carry no timestamps here (the textfile collector has none), so a series per time
+# bucket would be wrong.
+PROMETHEUS_BUCKETS = ("--format prometheus cannot be combined with {what}: the textfile collector has no "
+                      "timestamps, so a series per {unit} would be wrong")
+PROMETHEUS_HINT = "drop the time bucket, or use --format json or csv for rows per time bucket"
+# Which flags exclude or need which, checked in this order before any value is read. Flags are named as
+# flags_given names them: "--format csv", "--group-by day", and "--store" for the flag or MAAS_USAGE_STORE.
+FLAG_RULES = (
+    AtMostOne((("--from", "--to", "--until"), ("--last",), *((f"--{name}",) for name in PRESETS)),
+              "{given} cannot be combined: choose one way to give the range"),
+    Excludes("--to", ("--until",), "--to and --until cannot be combined (--to is exclusive, --until inclusive)"),
+    *format_only_rules(),
+    Excludes("--output", ("--no-header",), "--output always replaces its file: it cannot be combined with --no-header",
+             hint="to append, leave out --output and use >> FILE"),
+    Needs("--record", ("--store",), "--record needs a store: --store PATH or MAAS_USAGE_STORE"),
+    Excludes("--record", tuple(f"--group-by {name}" for name, unit in UNITS.items() if unit is not DAY),
+             "--record saves days: it cannot be combined with {other}"),
+    Excludes("--format prometheus", ("--record",),
+             PROMETHEUS_BUCKETS.format(what="--record (its result is per day)", unit="day"), PROMETHEUS_HINT),
+    *(Excludes("--format prometheus", (f"--group-by {name}",),
+               PROMETHEUS_BUCKETS.format(what=f"--group-by {name}", unit=name), PROMETHEUS_HINT) for name in UNITS),
+    Excludes("--compare", ("--record", "--format prometheus"), "--compare cannot be combined with {other}",
+             hint="compare in a table, JSON or CSV"),
+    Needs("--chart", (*(f"--group-by {name}" for name in UNITS), "--record"),
+          "--chart draws a bar per time bucket: it needs --group-by " + " or ".join(UNITS)),
+)
+
+
+def flags_given(args: argparse.Namespace, env: Mapping[str, str]) -> list[str]:
+    """The flags given, as FLAG_RULES names them; the presets in command-line order."""
+    given = [flag for flag, value in (("--from", args.start), ("--to", args.to), ("--until", args.until),
+                                      ("--last", args.last)) if value]
+    given += [f"--{name}" for name in dict.fromkeys(args.presets or ())]
+    given += [flag for flag, value in (("--compare", args.compare), ("--record", args.record),
+                                       ("--store", store_path(args, env)), ("--output", args.output),
+                                       ("--table-format", args.table_format), ("--no-header", args.no_header),
+                                       ("--raw", args.raw), ("--chart", args.chart)) if value]
+    return [*given, f"--format {args.format}", *(f"--group-by {word}" for word in group_by_words(args.group_by))]
+
+
+def check_flag_rules(given: Sequence[str]) -> None:
+    """Refuse the first rule of FLAG_RULES that ``given`` breaks."""
+    for rule in FLAG_RULES:
+        message = rule.broken_by(given)
+        if message is not None:
+            raise UsageError(message, hint=rule.hint)
 
 
 @dataclass(frozen=True)
@@ -3369,95 +3497,120 @@ def resolve_project_id(given: str | None, credentials: Credentials | None,
     return lookup() if lookup is not None else None
 
 
-def record_query(query: Query, now: datetime) -> Query:
-    """--record: the range's whole final days, one row per day."""
-    if query.bucket in ("hour", "week", "month"):
-        raise UsageError(f"--record saves days: it cannot be combined with --group-by {query.bucket}")
-    days = final_days(query.period, query.zone, now)
+def record_period(period: Period, zone: tzinfo, now: datetime) -> Period:
+    """--record: the range's whole final days (its rows are days)."""
+    days = final_days(period, zone, now)
     if not days:
         raise UsageError("the range holds no whole final day to record (a day is final 3 hours after "
                          "its local midnight)", hint="try --from yesterday, or the default last 30 days")
-    return dataclasses.replace(query, period=Period(days[0][1].start, days[-1][1].end), bucket="day")
+    return Period(days[0][1].start, days[-1][1].end)
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetime,
                   console: Console, stdout_encoding: str | None = None) -> Settings:
-    """Validate every flag and env var; raises UsageError before anything is read or sent.
-    ``stdout_encoding`` picks the chart's bar characters."""
-    for flag in ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file",
-                 "endpoint", "iam_endpoint", "store", "table_format", "output"):
+    """Validate every flag and env var, one concern a step; raises UsageError before anything is read
+    or sent. ``stdout_encoding`` picks the chart's bar characters."""
+    check_no_empty_values(args)
+    check_flag_rules(flags_given(args, env))
+    query = _query_filters(args, *_range_and_zone(args, env, now, console), console)
+    project_id, maas, iam = _endpoints(args, env)
+    client = _client_options(args)
+    mode = "dry-run" if args.dry_run else "record" if args.record else "query"
+    return Settings(mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file,
+                    maas=maas, iam=iam, client=client, output=_output_options(args, env, stdout_encoding),
+                    store=_store_options(args, env))
+
+
+TEXT_FLAGS = ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file", "endpoint",
+              "iam_endpoint", "store", "table_format", "output")
+
+
+def check_no_empty_values(args: argparse.Namespace) -> None:
+    """An empty value (``--store ""``, often an unset shell variable) is refused, never read as not given."""
+    for flag in TEXT_FLAGS:
         value = getattr(args, "start" if flag == "from" else flag)
         if value is not None and not value.strip():
             raise UsageError(f"--{flag.replace('_', '-')} was given an empty value")
-    presets = list(dict.fromkeys(args.presets or ()))
-    ranges = [name for name, given in (("--from/--to/--until", args.start or args.to or args.until),
-                                       ("--last", args.last)) if given] + [f"--{name}" for name in presets]
-    if len(ranges) > 1:
-        raise UsageError(f"{' and '.join(ranges)} cannot be combined: choose one way to give the range")
-    if args.to and args.until:
-        raise UsageError("--to and --until cannot be combined (--to is exclusive, --until inclusive)")
+
+
+def _range_and_zone(args: argparse.Namespace, env: Mapping[str, str], now: datetime,
+                    console: Console) -> tuple[str, tzinfo, Period, Period | None]:
+    """The zone's name and zone, the period, and with --compare the period before it."""
+    zone_name, zone = zone_setting(args.timezone, env, now, console)
+    preset = args.presets[0] if args.presets else None  # FLAG_RULES refused two different ones
+    given = args.start or args.to or args.until or args.last or preset
+    last = args.last or ("30d" if args.record and not given else None)  # --record defaults to 30 days
+    request = RangeRequest(args.start, args.to, args.until, last, preset)
+    period = resolve_period(request, zone, now)
+    if args.record:
+        period = record_period(period, zone, now)
+    return zone_name, zone, period, previous_period(request, period, zone) if args.compare else None
+
+
+def _query_filters(args: argparse.Namespace, zone_name: str, zone: tzinfo, period: Period,
+                   previous: Period | None, console: Console) -> Query:
+    """What is asked and how rows are split: --region, --group-by, --service-type, --infer-type,
+    --api-keys, --ips."""
     if not REGION_RE.fullmatch(args.region):
         raise UsageError(f"--region {args.region!r} is not a region id like cn-southwest-2")
     note = region_note(args.region)
     if note:
         console.note(note)
+    given_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
+    unit, by_key, by_type = parse_group_by(args.group_by, given_keys)
+    bucket = UNITS[unit] if unit else None
+    if args.record:  # --record saves (and shows) days
+        bucket = DAY
+    return Query(region=args.region, zone_name=zone_name, zone=zone, period=period, infer_type=args.infer_type,
+                 service_types=parse_service_types(args.service_type, by_type),
+                 api_keys=given_keys or None,  # a bare --api-keys means all keys, as the original skill script took it
+                 ips=parse_ips(args.ips), bucket=bucket, by_key=by_key, previous=previous)
+
+
+def _endpoints(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str | None, Endpoint, Endpoint]:
+    """The project id, and the MaaS and IAM base URLs of the (checked) region."""
     project_id, _ = flag_or_env(args.project_id, "--project-id", env, *PROJECT_ENVS)
     if project_id is not None and not PROJECT_ID_RE.fullmatch(project_id):
         raise UsageError("the project id must be 32 lowercase letters and digits",
                          hint="find it in the console under My Credentials > API Credentials")
+    maas = parse_endpoint_setting(args.endpoint, "--endpoint", env, "HW_MAAS_ENDPOINT", "MODELARTS", args.region,
+                                  MAAS_ENDPOINT_EXCEPTIONS.get(args.region,
+                                                               MAAS_ENDPOINT_TEMPLATE.format(region=args.region)))
+    iam = parse_endpoint_setting(args.iam_endpoint, "--iam-endpoint", env, "HW_IAM_ENDPOINT", "IAM", args.region,
+                                 IAM_ENDPOINT_TEMPLATE.format(region=args.region))
+    return project_id, maas, iam
+
+
+def _client_options(args: argparse.Namespace) -> ClientOptions:
+    """--timeout, --retries and --concurrency."""
     if not 0 < args.timeout <= 3600:
         raise UsageError("--timeout must be a number of seconds above 0 (at most 3600)")
     if not 0 <= args.retries <= 10:
         raise UsageError("--retries must be between 0 and 10")
     if not 1 <= args.concurrency <= MAX_CONCURRENCY:
         raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
-    check_format_options(args.format, [name for name, given in (("--table-format", args.table_format),
-                                                                ("--no-header", args.no_header),
-                                                                ("--raw", args.raw),
-                                                                ("--chart", args.chart)) if given])
-    check_output_path(args.output, not args.no_header)
-    store_path, _ = flag_or_env(args.store, "--store", env, "MAAS_USAGE_STORE")
-    if args.record and not store_path:
-        raise UsageError("--record needs a store: --store PATH or MAAS_USAGE_STORE")
+    return ClientOptions(args.timeout, args.retries, args.concurrency)
+
+
+def _output_options(args: argparse.Namespace, env: Mapping[str, str], stdout_encoding: str | None) -> OutputOptions:
     check_table_format(args.table_format)
+    # a file written by --output is UTF-8 whatever the terminal
+    chart = bar_characters("utf-8" if args.output else stdout_encoding) if args.chart else None
+    return OutputOptions(args.format, args.table_format, not args.no_header, args.raw,
+                         None if args.output is None else expand_home(args.output, env), chart)
 
-    zone_name, zone = zone_setting(args.timezone, env, now, console)
-    last = args.last or ("30d" if args.record and not ranges else None)  # --record defaults to 30 days
-    preset = presets[0] if presets else None
-    request = RangeRequest(args.start, args.to, args.until, last, preset)
-    period = resolve_period(request, zone, now)
 
-    given_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
-    bucket, by_key, by_type = parse_group_by(args.group_by, given_keys)
-    api_keys = given_keys or None  # a bare --api-keys means all keys, as the original skill script took it
-    query = Query(region=args.region, zone_name=zone_name, zone=zone, period=period, infer_type=args.infer_type,
-                  service_types=parse_service_types(args.service_type, by_type), api_keys=api_keys,
-                  ips=parse_ips(args.ips), bucket=bucket, by_key=by_key)
-    maas = parse_endpoint_setting(args.endpoint, "--endpoint", env, "HW_MAAS_ENDPOINT", "MODELARTS", args.region,
-                                  MAAS_ENDPOINT_EXCEPTIONS.get(args.region,
-                                                               MAAS_ENDPOINT_TEMPLATE.format(region=args.region)))
-    iam = parse_endpoint_setting(args.iam_endpoint, "--iam-endpoint", env, "HW_IAM_ENDPOINT", "IAM", args.region,
-                                 IAM_ENDPOINT_TEMPLATE.format(region=args.region))
-    if args.record:
-        query = record_query(query, now)
-    check_prometheus_rows(args.format, query, args.record)
-    if args.compare:
-        if args.record or args.format == "prometheus":
-            raise UsageError(f"--compare cannot be combined with {'--record' if args.record else '--format prometheus'}",
-                             hint="compare in a table, JSON or CSV")
-        query = dataclasses.replace(query, previous=previous_period(request, query.period, zone))
-    if args.chart and not query.bucket:
-        raise UsageError("--chart draws a bar per time bucket: it needs --group-by "
-                         + " or ".join(BUCKET_UNITS))
-    mode = "dry-run" if args.dry_run else "record" if args.record else "query"
-    return Settings(
-        mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file, maas=maas, iam=iam,
-        client=ClientOptions(args.timeout, args.retries, args.concurrency),
-        output=OutputOptions(args.format, args.table_format, not args.no_header, args.raw,
-                             None if args.output is None else expand_home(args.output, env),
-                             # a file written by --output is UTF-8 whatever the terminal
-                             bar_characters("utf-8" if args.output else stdout_encoding) if args.chart else None),
-        store=StoreOptions(expand_home(store_path, env), mode == "record", STORE_BUSY_TIMEOUT) if store_path else None)
+def store_path(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
+    return flag_or_env(args.store, "--store", env, "MAAS_USAGE_STORE")[0]
+
+
+def _store_options(args: argparse.Namespace, env: Mapping[str, str]) -> StoreOptions | None:
+    """The history store: --store, else MAAS_USAGE_STORE; --record (not a dry run) must be able to use it."""
+    path = store_path(args, env)
+    if not path:
+        return None
+    return StoreOptions(expand_home(path, env), strict=args.record and not args.dry_run,
+                        lock_timeout=STORE_BUSY_TIMEOUT)
 
 
 # ----------------------------------------------------------------------------------------------
