@@ -3096,6 +3096,29 @@ def render_plan(query: Query, project_id: str | None, endpoints: Mapping[str, En
                    for request in requests)
 
 
+@dataclass(frozen=True)
+class OutputFormat:
+    """One --format: its renderer and the output options it takes (any other is a usage error)."""
+
+    name: str
+    render: Callable[[Report, Any], str]  # (report, OutputOptions) -> the text for stdout
+    options: tuple[str, ...]
+
+
+FORMATS = {output_format.name: output_format for output_format in (
+    OutputFormat("table", lambda report, out: render_table(report, out.table_format, out.raw, out.chart),
+                 ("--table-format", "--raw", "--chart")),
+    OutputFormat("json", lambda report, out: render_json(report, out.raw), ("--raw",)),
+    OutputFormat("csv", lambda report, out: render_csv(report, out.header), ("--no-header",)),
+    OutputFormat("prometheus", lambda report, out: render_prometheus(report), ()),
+)}
+
+
+def in_words(names: Sequence[str], last: str = "and") -> str:
+    """``hour, day, week and month``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {last} {names[-1]}"
+
+
 # ----------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------
@@ -3108,16 +3131,18 @@ examples:
   %(prog)s --this-month --group-by day --format csv
   %(prog)s --last-week --timezone Europe/Berlin       # the whole previous Monday-to-Monday week
   %(prog)s --yesterday --group-by hour                # a row per local clock hour (23 or 25 on DST days)
-  %(prog)s --from yesterday --to today --format csv --no-header >> usage.csv   # cron, after 03:00
+  %(prog)s --from yesterday --to today --timezone Asia/Shanghai --format csv --no-header >> usage.csv
   %(prog)s --from 2026-11-24T07:15:28+08:00 --format json  # from where the last JSON period ended
   %(prog)s --last 24h --timezone asia/shanghai       # zone names in any case; sent as Asia/Shanghai
   %(prog)s --last 7d --dry-run                        # show the requests, send nothing
-  %(prog)s --store ~/.local/share/maas/usage.db --record -q   # nightly, after 03:00
+  %(prog)s --store ~/.local/share/maas/usage.db --record --timezone Asia/Shanghai -q   # nightly, after 03:00
   %(prog)s --last 24h --format prometheus --output /var/lib/node_exporter/textfile/maas.prom -q
 
-credentials: HW_ACCESS_KEY/HW_SECRET_KEY[/HW_SECURITY_TOKEN], HUAWEICLOUD_SDK_AK/SK, --credentials-file,
-  or ~/.huaweicloud/credentials. Keys are never accepted on the command line and never printed.
-exit codes: 0 success, 1 API or network failure, 2 usage error, 3 credentials missing or rejected.
+credentials, the first found: --credentials-file, HW_ACCESS_KEY/HW_SECRET_KEY[/HW_SECURITY_TOKEN],
+  HUAWEICLOUD_SDK_AK/SK[/SECURITY_TOKEN], the SDK profile (HUAWEICLOUD_SDK_CREDENTIALS_FILE or
+  ~/.huaweicloud/credentials). Keys are never accepted on the command line and never printed.
+exit codes: 0 success; 1 API or network failure, a malformed answer, or a result that could not be
+  written; 2 usage error; 3 credentials missing or rejected; 130 interrupted (Ctrl-C).
 """
 
 
@@ -3196,7 +3221,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="IAM base URL (env HW_IAM_ENDPOINT, else HUAWEICLOUD_SDK_REGION_IAM_{REGION}; "
                            "default https://iam.{region}.myhuaweicloud.com)")
     what.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds for each attempt as a whole: connect, TLS, headers, body (default 30)")
-    what.add_argument("--retries", type=int, default=3, metavar="N", help="retries for 429/5xx/network (default 3)")
+    what.add_argument("--retries", type=int, default=3, metavar="N", help="retries after HTTP 429, 500, 502, 503, 504 and network errors (default 3)")
     what.add_argument("--concurrency", type=int, default=MAX_CONCURRENCY, metavar="N",
                       help=f"requests in flight, 1-{MAX_CONCURRENCY} (default {MAX_CONCURRENCY})")
 
@@ -3210,7 +3235,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "and/or per service-type, api-key")
     out.add_argument("--table-format", metavar="STYLE", help="a tabulate style (grid, github, plain …)")
     out.add_argument("--chart", action="store_true",
-                     help="tables with --group-by day, week or month: a bar chart of total tokens per row "
+                     help=f"tables with --group-by {in_words(list(UNITS), 'or')}: "
+                          "a bar chart of total tokens per row "
                           "after the grouped table (eighth blocks on UTF-8 output, else #)")
     out.add_argument("--no-header", action="store_true", help="CSV without its header line")
     out.add_argument("--raw", action="store_true", help="also show each window's raw API response")
@@ -3269,14 +3295,14 @@ def parse_group_by(values: Sequence[str] | None,
     """The time bucket (or None), whether rows are split by key, and whether by service type."""
     if not values:
         return None, False, False
-    choices = (*UNITS, "service-type", "api-key")
+    choices = (*UNITS, *(grouping.name for grouping in GROUPINGS if grouping is not TIME_BUCKET))
     words = group_by_words(values)
     for word in words:
         if word not in choices:
             raise UsageError(f"--group-by: unknown grouping {word!r}", hint=f"choose from {', '.join(choices)}")
     units = [w for w in dict.fromkeys(words) if w in UNITS]
     if len(units) > 1:
-        raise UsageError(f"--group-by takes at most one of hour, day, week and month, not {' and '.join(units)}")
+        raise UsageError(f"--group-by takes at most one of {in_words(list(UNITS))}, not {' and '.join(units)}")
     by_key = "api-key" in words
     if by_key and not api_keys:
         bare = "a bare --api-keys means all keys: " if api_keys == () else ""
@@ -3300,8 +3326,7 @@ def check_table_format(name: str | None) -> None:
 
 
 # Which output options each format takes; any other combination is a usage error.
-FORMAT_OPTIONS = {"table": ("--table-format", "--raw", "--chart"), "json": ("--raw",), "csv": ("--no-header",),
-                  "prometheus": ()}
+FORMAT_OPTIONS = {name: output_format.options for name, output_format in FORMATS.items()}
 
 
 @dataclass(frozen=True)
@@ -3768,13 +3793,7 @@ def save_day(store: Store, query: Query, project_id: str, row: Row, window: Wind
 
 
 def render(report: Report, output: OutputOptions) -> str:
-    if output.format == "json":
-        return render_json(report, output.raw)
-    if output.format == "csv":
-        return render_csv(report, output.header)
-    if output.format == "prometheus":
-        return render_prometheus(report)
-    return render_table(report, output.table_format, output.raw, output.chart)
+    return FORMATS[output.format].render(report, output)
 
 
 def retention_note(period: Period, now: datetime, zone: tzinfo) -> str | None:
