@@ -11,7 +11,8 @@ concurrently with retries and pacing, sums the answers exactly and prints a tabl
     python3 maas_rest_usage_stats.py --from 2026-05-08 --to 2026-05-21
 
 The command-line contract (flags, formats, exit codes) is documented in README.md.
-Exit codes: 0 success, 1 API/network failure, 2 usage error, 3 credentials rejected or missing.
+Exit codes: 0 success, 1 API/network failure, 2 usage error, 3 credentials rejected or missing,
+130 Ctrl-C, 143 SIGTERM, 129 SIGHUP.
 """
 
 from __future__ import annotations
@@ -21,15 +22,22 @@ import signal
 import sys
 
 
+# The signals that end a run like Ctrl-C, each with the shell's exit code 128 + its number.
+ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 def _interrupted_while_loading(signum: int, frame: object) -> None:
     os.write(2, b"error: interrupted\n")
-    os._exit(130)
+    os._exit(128 + signum)
 
 
 if __name__ == "__main__":
-    # Ctrl-C while the modules below still load ends like any interrupted run: exit 130, no
-    # traceback. main() puts Python's own handler back once it can report it itself.
-    signal.signal(signal.SIGINT, _interrupted_while_loading)
+    # Ctrl-C, SIGTERM or SIGHUP while the modules below still load ends like any interrupted run:
+    # exit 128 + the signal, no traceback. main() puts its own handlers in place once it can report
+    # them itself. A signal ignored from the start (nohup, a background job) stays ignored.
+    for _signum in ENDING_SIGNALS:
+        if signal.getsignal(_signum) != signal.SIG_IGN:
+            signal.signal(_signum, _interrupted_while_loading)
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
@@ -41,11 +49,12 @@ import stat  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections import deque  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import date, datetime, timedelta, timezone, tzinfo  # noqa: E402
 from decimal import ROUND_HALF_UP, Decimal, localcontext  # noqa: E402
 from functools import lru_cache  # noqa: E402
-from typing import Any, Callable, Iterable, Mapping, Sequence  # noqa: E402
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence  # noqa: E402
 from urllib.parse import quote, urlsplit  # noqa: E402
 
 __version__ = "1.0.0"
@@ -2940,7 +2949,8 @@ examples:
 
 credentials: HW_ACCESS_KEY/HW_SECRET_KEY[/HW_SECURITY_TOKEN], HUAWEICLOUD_SDK_AK/SK, --credentials-file,
   or ~/.huaweicloud/credentials. Keys are never accepted on the command line and never printed.
-exit codes: 0 success, 1 API or network failure, 2 usage error, 3 credentials missing or rejected.
+exit codes: 0 success, 1 API or network failure, 2 usage error, 3 credentials missing or rejected,
+  130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (each ends the run with stdout empty).
 """
 
 
@@ -3514,11 +3524,62 @@ def warn_about_retention(query: Query, unrecorded: Sequence[str] | None, console
                      f"the store ({unrecorded[0]} … {unrecorded[-1]}): their live answers may be empty")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: the run ends as with Ctrl-C, with the exit code 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+class Signals:
+    """SIGINT, SIGTERM and SIGHUP while main runs: each ends the run by an exception in the main
+    thread (KeyboardInterrupt, or Terminated), so every ``finally`` on the way runs: the store's
+    transaction rolls back, --output's temporary file goes. Inside ``held()`` a signal waits for
+    the block's end. A signal ignored from the start (nohup, a background job) stays ignored."""
+
+    def __init__(self) -> None:
+        self._previous: dict[int, Any] = {}
+        self._holding = False
+        self._pending: int | None = None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers: a caller's thread keeps the caller's
+        for signum in ENDING_SIGNALS:
+            previous = signal.getsignal(signum)
+            if previous is not None and previous != signal.SIG_IGN:  # None: a handler set outside Python
+                self._previous[signum] = previous
+                signal.signal(signum, self._interrupt)
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            signum, self._pending = self._pending, None
+            if signum is not None:
+                self._interrupt(signum, None)
+
+    def _interrupt(self, signum: int, frame: object) -> None:
+        if self._holding:
+            self._pending = self._pending or signum
+            return
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+
+
 def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None,
          now: datetime | None = None, stdout: Any = None, stderr: Any = None) -> int:
     """Run the command line ``argv`` with the given environment, clock and streams; the exit code."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C is KeyboardInterrupt from here on
+    signals = Signals()
+    signals.install()  # from here on SIGINT, SIGTERM and SIGHUP end the run as Ctrl-C does
     env = os.environ if env is None else env
     stdout = sys.stdout if stdout is None else stdout
     console = Console(sys.stderr if stderr is None else stderr)
@@ -3528,28 +3589,31 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         console.quiet, console.verbose = args.quiet, args.verbose  # notes made while validating obey -q too
         settings = settings_from(args, env, clock.now, console, getattr(stdout, "encoding", None))
         output = console.redact(run(settings, env, clock, console))
-        if settings.output.path is not None:
-            replace_file(settings.output.path, output)
-            return EXIT_OK
+        if settings.output.path is None:
+            return write_result(stdout, output, console)
+        replace_file(settings.output.path, output, signals)
+        return EXIT_OK
     except ParserExit as printed:  # --help and --version
         return write_result(stdout, printed.text, console) if printed.status == 0 else printed.status
     except ToolError as exc:
         console.error(str(exc), exc.hint)
         return exc.exit_code
-    except KeyboardInterrupt:
-        console.error("interrupted")
-        return EXIT_INTERRUPTED
-    return write_result(stdout, output, console)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or Terminated (SIGTERM, SIGHUP)
+        console.error(f"interrupted by {exc}" if isinstance(exc, Terminated) else "interrupted")
+        return exc.exit_code if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    finally:
+        signals.restore()
 
 
 class OutputFileError(ToolError):
     exit_code = EXIT_API
 
 
-def replace_file(path: str, output: str) -> None:
+def replace_file(path: str, output: str, signals: Signals) -> None:
     """Replace ``path`` with ``output`` (UTF-8) atomically: a temporary file in the same folder,
     then a rename, so that a reader sees the old file or the new one, never half of one. Whatever
-    goes wrong (a full disk, Ctrl-C), the old file stays and the temporary file goes.
+    goes wrong (a full disk, a signal), the old file stays and the temporary file goes: signals are
+    held while it is created or removed.
 
     The new file keeps the mode of the one it replaces, else gets 0666 & ~umask as from ``>``.
     A symlink is followed: its target is replaced, as a shell redirect writes through it.
@@ -3566,14 +3630,16 @@ def replace_file(path: str, output: str) -> None:
     try:
         while temporary is None:
             candidate = os.path.join(folder, f".{name}.{os.urandom(4).hex()}.tmp")
-            try:  # the kernel applies the umask to 0666, exactly as for a shell redirect
-                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-            except FileExistsError:
-                continue
-            temporary = candidate
+            with signals.held():
+                try:  # the kernel applies the umask to 0666, exactly as for a shell redirect
+                    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+                except FileExistsError:
+                    continue
+                temporary = candidate
+                file = open(fd, "wb")
         if mode is not None:
             os.chmod(temporary, mode)
-        with open(fd, "wb") as file:
+        with file:
             file.write(output.encode("utf-8"))
             file.flush()
             os.fsync(file.fileno())  # the rename must never publish data still only in the page cache
@@ -3584,10 +3650,11 @@ def replace_file(path: str, output: str) -> None:
                               hint="check that the folder exists, is writable and has space") from None
     finally:
         if temporary is not None:
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass
+            with signals.held():
+                try:
+                    os.unlink(temporary)
+                except OSError:
+                    pass
 
 
 def write_result(stdout: Any, output: str, console: Console) -> int:
@@ -3619,5 +3686,5 @@ def write_result(stdout: Any, output: str, console: Console) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except KeyboardInterrupt:  # Ctrl-C before main's own handler is in place, or after it
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as interrupted:  # a signal before main's own handlers are in place, or after
+        sys.exit(interrupted.exit_code if isinstance(interrupted, Terminated) else EXIT_INTERRUPTED)
