@@ -109,6 +109,7 @@ FINAL_AFTER = timedelta(hours=3)  # call data lags 1-2 hours; a day is final 3 h
 MAX_BODY_BYTES = 1024 * 1024  # an answer is a few hundred bytes; more is malformed (and bounds memory)
 MAX_CREDENTIALS_BYTES = 64 * 1024  # a credentials file is a few hundred bytes; refuse a huge one
 CREDENTIALS_PIPE_WAIT = 30.0  # seconds for a credentials pipe's writer: time to type a passphrase
+STDOUT_STALL = 120.0  # seconds a non-blocking stdout may stay full before its reader counts as stuck
 
 # ShowStatistics response fields; the token fields are in thousands of tokens.
 TOKEN_FIELDS = ("total_token", "total_prompt_token", "total_completion_token")
@@ -2223,6 +2224,13 @@ def _make_private_dirs(folder: str) -> None:
             pass
 
 
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for messages: "a directory", "a device" …"""
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a named pipe"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a device")
+
+
 def check_store_path(path: str) -> bool:
     """Whether the store exists; anything but a regular file (or nothing) is refused unopened:
     a symlink could create or touch a file elsewhere, and a FIFO or device would block."""
@@ -2234,10 +2242,7 @@ def check_store_path(path: str) -> bool:
         raise StoreError(f"cannot read the store {path}: {exc.strerror}") from None
     if stat.S_ISREG(mode):
         return True
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a named pipe"),
-             (stat.S_ISSOCK, "a socket"))
-    kind = next((name for test, name in kinds if test(mode)), "a device")
-    raise StoreRefused(f"the store {path} is {kind}, not a regular file; give the path of the file itself")
+    raise StoreRefused(f"the store {path} is {file_kind(mode)}, not a regular file; give the path of the file itself")
 
 
 def writable(path: str) -> bool:
@@ -3053,7 +3058,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--raw", action="store_true", help="also show each window's raw API response")
     out.add_argument("--output", metavar="PATH",
                      help="write the result to PATH instead of stdout, atomically (a reader never sees half a "
-                          "file; a failed run leaves the old file); keeps the old file's mode")
+                          "file; a failed run leaves the old file); PATH is a regular file or absent, never a "
+                          "symlink, device or pipe; keeps the old file's mode, owner and group")
     out.add_argument("--dry-run", action="store_true", help="print the planned requests; send nothing")
     out.add_argument("-v", "--verbose", action="store_true", help="log each HTTP exchange on stderr")
     out.add_argument("-q", "--quiet", action="store_true", help="no notes or progress on stderr")
@@ -3157,6 +3163,57 @@ def check_output_path(path: str | None, header: bool) -> None:
     if path is not None and not header:
         raise UsageError("--output always replaces its file: it cannot be combined with --no-header",
                          hint="to append, leave out --output and use >> FILE")
+
+
+def output_refusal(path: str) -> str | None:
+    """Why --output cannot replace ``path``, or None for a regular file or nothing. lstat: a symlink
+    is refused, never followed (as root, one planted in a shared folder would aim the rename anywhere)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:  # nothing there, or a folder that is missing or unreadable: the write names it
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return f"--output {path} is {file_kind(mode)}, not a regular file"
+
+
+def protected_files(settings: Settings, env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The files --output must never replace, each with what it is: the store with its -wal and
+    -shm, the credentials file (--credentials-file, else the SDK profile: named, never read here)
+    and this script."""
+    files = []
+    if settings.store is not None:
+        files += [(settings.store.path + suffix, f"the store's {suffix} file" if suffix else "the store")
+                  for suffix in ("", "-wal", "-shm")]
+    files += [(path, "the credentials file") for path in (settings.credentials_file, profile_path(env)) if path]
+    return files + [(os.path.abspath(__file__), "this script")]
+
+
+def check_output_target(settings: Settings, env: Mapping[str, str]) -> None:
+    """--output's path, before anything is opened or sent: a regular file or nothing, and none of
+    the run's own files (the same file by device and inode, or by path when it does not exist yet)."""
+    path = settings.output.path
+    if path is None:
+        return
+    refusal = output_refusal(path)
+    if refusal is not None:
+        raise UsageError(refusal, hint="--output replaces a regular file or creates one; for anything else "
+                                       "leave out --output and redirect stdout")
+    try:
+        found = os.lstat(path)
+        target: tuple[int, int] | None = (found.st_dev, found.st_ino)
+    except OSError:
+        target = None
+    resolved = os.path.realpath(path)
+    for other, what in protected_files(settings, env):
+        try:
+            found = os.stat(other)
+            same = (found.st_dev, found.st_ino) == target
+        except (OSError, ValueError):
+            same = False
+        if same or os.path.realpath(other) == resolved:
+            raise UsageError(f"--output {path} is {what} ({other}): the result would destroy it",
+                             hint="choose another path for --output")
 
 
 @dataclass(frozen=True)
@@ -3588,6 +3645,7 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         args = build_parser().parse_args(argv)
         console.quiet, console.verbose = args.quiet, args.verbose  # notes made while validating obey -q too
         settings = settings_from(args, env, clock.now, console, getattr(stdout, "encoding", None))
+        check_output_target(settings, env)
         output = console.redact(run(settings, env, clock, console))
         if settings.output.path is None:
             return write_result(stdout, output, console)
@@ -3610,40 +3668,41 @@ class OutputFileError(ToolError):
 
 
 def replace_file(path: str, output: str, signals: Signals) -> None:
-    """Replace ``path`` with ``output`` (UTF-8) atomically: a temporary file in the same folder,
-    then a rename, so that a reader sees the old file or the new one, never half of one. Whatever
-    goes wrong (a full disk, a signal), the old file stays and the temporary file goes: signals are
-    held while it is created or removed.
+    """Replace ``path`` with ``output`` (UTF-8) by a rename in its folder: a reader sees the old
+    file or the new one, never half of one. Whatever goes wrong (a full disk, a signal), the old
+    file stays and the temporary file goes: signals are held while it is created or removed.
 
-    The new file keeps the mode of the one it replaces, else gets 0666 & ~umask as from ``>``.
-    A symlink is followed: its target is replaced, as a shell redirect writes through it.
+    ``path`` must still be a regular file or nothing (checked again: a symlink planted since the
+    run began is refused too). The new file keeps the old one's mode, and its owner and group where
+    the process may set them; a new file gets 0666 & ~umask, as from ``>``.
     """
-    target = os.path.realpath(path)
-    folder, name = os.path.split(target)
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)
-    except FileNotFoundError:
-        mode = None
-    except OSError as exc:
-        raise OutputFileError(f"cannot write {path}: {exc.strerror or exc}") from None
+    refusal = output_refusal(path)
+    if refusal is not None:
+        raise OutputFileError(refusal)
+    folder, name = os.path.split(path)
     temporary = None
     try:
+        try:
+            old: os.stat_result | None = os.lstat(path)
+        except FileNotFoundError:
+            old = None
         while temporary is None:
-            candidate = os.path.join(folder, f".{name}.{os.urandom(4).hex()}.tmp")
+            candidate = os.path.join(folder, f".{name[:200]}.{os.urandom(4).hex()}.tmp")
             with signals.held():
                 try:  # the kernel applies the umask to 0666, exactly as for a shell redirect
-                    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+                    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                                 | getattr(os, "O_CLOEXEC", 0), 0o666)
                 except FileExistsError:
                     continue
                 temporary = candidate
                 file = open(fd, "wb")
-        if mode is not None:
-            os.chmod(temporary, mode)
         with file:
+            if old is not None:
+                keep_owner_and_mode(file.fileno(), temporary, old)
             file.write(output.encode("utf-8"))
             file.flush()
             os.fsync(file.fileno())  # the rename must never publish data still only in the page cache
-        os.replace(temporary, target)
+        os.replace(temporary, path)
         temporary = None
     except OSError as exc:
         raise OutputFileError(f"cannot write {path}: {exc.strerror or exc}",
@@ -3657,14 +3716,36 @@ def replace_file(path: str, output: str, signals: Signals) -> None:
                     pass
 
 
+def keep_owner_and_mode(fd: int, path: str, old: os.stat_result) -> None:
+    """Give the file open as ``fd`` (at ``path``) the owner, group and mode of ``old``: as root all
+    three, as a user the mode and any group of theirs (a root cron job or a chgrp'd file must not
+    take a collector's read access away). The mode comes last: a chown clears set-id bits."""
+    if hasattr(os, "fchown"):
+        for uid in (old.st_uid, -1):
+            try:
+                os.fchown(fd, uid, old.st_gid)
+                break
+            except OSError:  # not allowed to give it away: keep what the process may
+                continue
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, stat.S_IMODE(old.st_mode))
+    else:
+        os.chmod(path, stat.S_IMODE(old.st_mode))
+
+
 def write_result(stdout: Any, output: str, console: Console) -> int:
-    """Write the result (UTF-8 whatever the locale: key labels may be any text). Every failure
-    to write it (a closed stdout, a full disk, a reader gone away) is exit 1 with an error line."""
+    """Write the result (UTF-8 whatever the locale: key labels may be any text), all of it. Every
+    failure to write it (a closed stdout, a full disk, a reader gone away or stuck) is exit 1 with
+    an error line."""
     try:
         if stdout is None:  # Python's stdout when the process was started with fd 1 closed
             raise OSError(errno.EBADF, "stdout is closed")
+        fd = _descriptor(stdout)
         buffer = getattr(stdout, "buffer", None)
-        if buffer is not None:
+        if fd is not None:
+            stdout.flush()
+            write_all(fd, output.encode("utf-8"))
+        elif buffer is not None:
             stdout.flush()
             buffer.write(output.encode("utf-8"))
             buffer.flush()
@@ -3681,6 +3762,33 @@ def write_result(stdout: Any, output: str, console: Console) -> int:
         console.error(f"cannot write the result to stdout: {reason}")
         return EXIT_API
     return EXIT_OK
+
+
+def _descriptor(stream: Any) -> int | None:
+    """The POSIX file descriptor under ``stream``; None for an in-memory stream (or elsewhere)."""
+    if os.name != "posix":
+        return None
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError):  # io.UnsupportedOperation is an OSError; a closed file's ValueError is not
+        return None
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, also when it is non-blocking (left so by Node's child_process,
+    make -j, agent runtimes): a full pipe is waited for, as a blocking write would wait, as long as
+    its reader takes something every STDOUT_STALL seconds."""
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            if not poller.poll(STDOUT_STALL * 1000):
+                raise OSError(errno.ETIMEDOUT, f"its reader took nothing for {STDOUT_STALL:g} s") from None
 
 
 if __name__ == "__main__":
