@@ -103,7 +103,10 @@ RETRY_AFTER_CAP = 60.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 PROGRESS_MIN_REQUESTS = 5
-THREAD_STACK_BYTES = 1024 * 1024
+THREAD_STACK_BYTES = 1024 * 1024  # a worker runs a few frames of requests: 8 MiB (the usual default) is waste
+THREAD_START_WAIT = 10.0  # seconds for a new thread to get under way: far beyond any scheduler's delay
+M_ARENA_MAX = -8  # glibc's mallopt() parameter for the number of malloc arenas (malloc.h)
+THREADS_HINT = "raise the memory limit (ulimit -v, systemd LimitAS=) or lower --concurrency"
 SIGNAL_CHECK_INTERVAL = 0.2  # seconds between the main thread's checks for Ctrl-C while requests run
 FINAL_AFTER = timedelta(hours=3)  # call data lags 1-2 hours; a day is final 3 hours after it ends
 MAX_BODY_BYTES = 1024 * 1024  # an answer is a few hundred bytes; more is malformed (and bounds memory)
@@ -1432,31 +1435,110 @@ def checked_data(reply: Reply, what: str) -> Any:
     return parse_json_text(reply.text, what)
 
 
+def start_thread(run: Callable[[Callable[[], None]], None], what: str) -> None:
+    """Start a thread (daemon-like: it never holds up the exit) running ``run(ready)``; ``run``
+    calls ``ready()`` once it is under way. ApiError (exit 1) when it cannot start: the system
+    refuses one (RuntimeError "can't start new thread", MemoryError) or it dies before it is ready.
+
+    Not threading.Thread: its start() waits without a bound for the new thread to report from its
+    bootstrap, and a thread that dies there of MemoryError (under ``ulimit -v``) never reports.
+    """
+    import _thread
+
+    started = _thread.allocate_lock()
+    started.acquire()
+    try:
+        _thread.start_new_thread(run, (started.release,))
+    except (RuntimeError, MemoryError):
+        raise ApiError(f"cannot start {what}: the machine is out of memory or threads", hint=THREADS_HINT) from None
+    if not started.acquire(timeout=THREAD_START_WAIT):
+        raise ApiError(f"{what} did not start within {THREAD_START_WAIT:g} s: the machine is out of memory or threads",
+                       hint=THREADS_HINT)
+
+
+def limit_thread_memory() -> None:
+    """Keep what each thread reserves small, so that a run fits an address-space limit (``ulimit -v``,
+    systemd LimitAS=) by what it uses: stacks of THREAD_STACK_BYTES instead of the usual 8 MiB, and on
+    glibc one malloc arena for all threads instead of one per thread (64 MiB of address space each).
+    MALLOC_ARENA_MAX works only from the environment at start; mallopt() works at any time."""
+    threading.stack_size(THREAD_STACK_BYTES)
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes  # imported here: only runs that send requests start threads
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ImportError, OSError, AttributeError):  # no C library to ask: nothing to cap
+        return
+    mallopt(M_ARENA_MAX, 1)  # musl's mallopt does nothing, which is right: it has no arenas
+
+
+class DeadlineTimer:
+    """One thread that ends the attempts whose --timeout has passed (a threading.Timer per attempt
+    would cost a thread, and under glibc an arena's worth of address space, each)."""
+
+    def __init__(self) -> None:
+        self._due: dict[AttemptDeadline, float] = {}
+        self._wake = threading.Condition()
+        self._started = False
+        self._closed = False
+
+    def add(self, deadline: AttemptDeadline, seconds: float) -> None:
+        with self._wake:
+            if not self._started:
+                start_thread(self._run, "the timer thread")
+                self._started = True
+            self._due[deadline] = time.monotonic() + seconds
+            self._wake.notify()
+
+    def remove(self, deadline: AttemptDeadline) -> None:
+        with self._wake:
+            self._due.pop(deadline, None)
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+
+    def _run(self, ready: Callable[[], None]) -> None:
+        ready()
+        while True:
+            with self._wake:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                expired = [deadline for deadline, due in self._due.items() if due <= now]
+                for deadline in expired:
+                    del self._due[deadline]
+                if not expired:
+                    self._wake.wait(min(self._due.values()) - now if self._due else None)
+                    continue
+            for deadline in expired:  # outside the lock: shutting a socket down may take a moment
+                deadline.expire()
+
+
 class AttemptDeadline:
     """--timeout for one attempt as a whole. When it passes, the attempt's connection is shut
     down, which ends whatever read is in progress: a per-read timeout never fires on a server
     that trickles a byte a second. Connections report themselves (``watch_current``) from the
-    thread that runs the attempt."""
+    thread that runs the attempt; the client's DeadlineTimer calls ``expire``."""
 
     _current = threading.local()
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, timer: DeadlineTimer) -> None:
         self.expired = False
+        self._seconds = seconds
+        self._timer = timer
         self._sockets: list[Any] = []
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
 
     def __enter__(self) -> AttemptDeadline:
-        try:
-            self._timer.start()
-        except RuntimeError:
-            raise ApiError("cannot start a timer thread: the machine is out of memory or threads") from None
+        self._timer.add(self, self._seconds)
         AttemptDeadline._current.deadline = self
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._timer.cancel()
+        self._timer.remove(self)
         AttemptDeadline._current.deadline = None
 
     @classmethod
@@ -1473,7 +1555,7 @@ class AttemptDeadline:
         if expired:
             _shut_down(sock)
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
         with self._lock:
             self.expired = True
             sockets = list(self._sockets)
@@ -1590,6 +1672,65 @@ def read_body(raw: Any, content_encoding: str | None, what: str) -> bytes:
     return bytes(body)
 
 
+class Workers:
+    """The client's threads, at most ``limit``: they run queued jobs (opening connections early, then
+    requests) until the client closes, so the connections a run opens early and the requests it sends
+    share the same few threads."""
+
+    def __init__(self, limit: int) -> None:
+        import queue  # imported here: only runs that send requests need it
+
+        self.limit = limit
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0  # started and under way
+        self._alive = 0  # still serving (a thread ends early only when it dies, of MemoryError)
+        self._unfinished = 0  # jobs queued or running
+
+    def run(self, jobs: Sequence[Callable[[], None]], threads: int) -> int:
+        """Queue ``jobs`` for up to ``threads`` threads (at most ``limit``); the number of threads
+        there are. A thread that cannot start leaves its share to those that did."""
+        with self._lock:
+            self._unfinished += len(jobs)
+        for job in jobs:
+            self._jobs.put(job)
+        while self._threads < min(threads, self.limit):
+            try:
+                start_thread(self._serve, "a worker thread")
+            except ApiError:
+                break
+            self._threads += 1
+        return self._threads
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing more will be done: no job left, or no thread left to do it."""
+        with self._lock:
+            return self._unfinished == 0 or self._alive == 0
+
+    def close(self) -> None:
+        for _ in range(self._threads):
+            self._jobs.put(None)
+
+    def _serve(self, ready: Callable[[], None]) -> None:
+        with self._lock:
+            self._alive += 1
+        try:
+            ready()
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                try:
+                    job()
+                finally:
+                    with self._lock:
+                        self._unfinished -= 1
+        finally:
+            with self._lock:
+                self._alive -= 1
+
+
 class Client:
     """Sends any ApiCall: owns the HTTP session, the signer, pacing, retries and the fan-out."""
 
@@ -1609,9 +1750,9 @@ class Client:
         self._limiter = RateLimiter(RATE_LIMIT, RATE_PERIOD + ARRIVAL_MARGIN, clock, on_wait=console.rate_wait)
         self._cancelled = threading.Event()
         self.warm = False  # set once a signed request of this run has succeeded
-        # Workers and deadline timers need little stack: 8 MiB each (the usual default) would
-        # reserve a lot of address space under a memory limit for a few frames of requests.
-        threading.stack_size(THREAD_STACK_BYTES)
+        limit_thread_memory()
+        self._workers = Workers(options.concurrency)
+        self._timer = DeadlineTimer()
         self._session = requests.Session()
         # The run's environment, not the process's: no ~/.netrc (it would replace the signed
         # Authorization header), proxies and the CA bundle from ``env`` only.
@@ -1624,6 +1765,8 @@ class Client:
         self._session.headers["Accept-Encoding"] = "identity"  # read_body still caps a compressed answer
 
     def close(self) -> None:
+        self._workers.close()
+        self._timer.close()
         self._session.close()
 
     def _redact(self, text: str) -> str:
@@ -1665,7 +1808,7 @@ class Client:
         url, headers, payload = self._signed(call)
         where = f"{call.method} {call.endpoint.base_path}{call.path}"
         started = self.clock.monotonic()
-        deadline = AttemptDeadline(self.options.timeout)
+        deadline = AttemptDeadline(self.options.timeout, self._timer)
         try:
             with deadline:
                 proxy = proxy_for(call.endpoint, self._env)
@@ -1765,11 +1908,7 @@ class Client:
                 connection.close()
             put(connection)
 
-        for _ in range(count):
-            try:
-                threading.Thread(target=open_one, daemon=True).start()
-            except RuntimeError:
-                return
+        self._workers.run([open_one] * count, count)  # a thread that cannot start costs only the saving
 
     def fan_out(self, tasks: Sequence[Callable[[], Any]], on_result: Callable[[int, Any], None]) -> None:
         """Run every task, concurrently once one signed request of this run has succeeded.
@@ -1785,34 +1924,27 @@ class Client:
             # after more than 5 consecutive failures.
             on_result(0, tasks[0]())
             pending = pending[1:]
-        jobs: queue.SimpleQueue[int] = queue.SimpleQueue()
+        if not pending:
+            return
         finished: queue.SimpleQueue[tuple[int, Any, BaseException | None]] = queue.SimpleQueue()
-        for index in pending:
-            jobs.put(index)
 
-        def work() -> None:
-            while not self._cancelled.is_set():
-                try:
-                    index = jobs.get_nowait()
-                except queue.Empty:
+        def job(index: int) -> Callable[[], None]:
+            def run() -> None:
+                if self._cancelled.is_set():
                     return
                 try:
                     finished.put((index, tasks[index](), None))
                 except BaseException as exc:  # handed to the main thread, which raises it
                     finished.put((index, None, exc))
+            return run
 
-        # Daemon threads: a failure or Ctrl-C ends the run at once instead of waiting for requests
-        # still in flight (a hung server would otherwise hold the exit for --timeout).
-        for started in range(min(self.options.concurrency, len(pending))):
-            try:
-                threading.Thread(target=work, daemon=True).start()
-            except RuntimeError:  # no memory or no thread left: go on with the workers there are
-                if not started:
-                    raise ApiError("cannot start a worker thread: the machine is out of memory or threads") from None
-                break
+        # The workers never hold up the exit: a failure or Ctrl-C ends the run at once instead of
+        # waiting for requests still in flight (a hung server would otherwise hold it for --timeout).
+        if not self._workers.run([job(index) for index in pending], len(pending)):
+            raise ApiError("cannot start a worker thread: the machine is out of memory or threads", hint=THREADS_HINT)
         try:
             for _ in pending:
-                index, value, failure = _next_finished(finished)
+                index, value, failure = _next_finished(finished, self._workers)
                 if failure is not None:
                     raise failure
                 on_result(index, value)
@@ -1821,17 +1953,24 @@ class Client:
             raise
 
 
-def _next_finished(finished: Any) -> Any:
+def _next_finished(finished: Any, workers: Workers) -> Any:
     """The next finished task, waiting in short steps: the kernel may deliver Ctrl-C to a worker
     thread blocked in a read, and then only a main thread that wakes up runs Python's handler
-    (a plain blocking get would sleep through it until some request ended)."""
+    (a plain blocking get would sleep through it until some request ended). A result that no
+    thread is left to deliver (one died of MemoryError) is an error, never a wait."""
     import queue
 
     while True:
         try:
             return finished.get(timeout=SIGNAL_CHECK_INTERVAL)
         except queue.Empty:
-            continue
+            if workers.idle:
+                break
+    try:  # the last worker may have delivered just before it was seen idle
+        return finished.get_nowait()
+    except queue.Empty:
+        raise ApiError("a worker thread ended without its result: the machine is out of memory",
+                       hint=THREADS_HINT) from None
 
 
 # The API calls: each builds its ApiCall and reads its answer.
@@ -3656,6 +3795,9 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
     except ToolError as exc:
         console.error(str(exc), exc.hint)
         return exc.exit_code
+    except MemoryError:
+        console.error("out of memory", hint="raise the memory limit (ulimit -v, systemd LimitAS=)")
+        return EXIT_API
     except KeyboardInterrupt as exc:  # Ctrl-C, or Terminated (SIGTERM, SIGHUP)
         console.error(f"interrupted by {exc}" if isinstance(exc, Terminated) else "interrupted")
         return exc.exit_code if isinstance(exc, Terminated) else EXIT_INTERRUPTED

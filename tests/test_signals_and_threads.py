@@ -1,10 +1,12 @@
 """SIGTERM and SIGHUP end a run like Ctrl-C (exit 143, 129; stdout empty; no temporary file; store
-transactions rolled back)."""
+transactions rolled back), and threads cannot hang a run: under an address-space limit of 256 MiB a
+run succeeds or prints an `error:` line, and a thread that cannot start is an error, never a wait."""
 
 from __future__ import annotations
 
 import io
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -17,10 +19,13 @@ import pytest
 
 import fakecloud
 import maas_rest_usage_stats as m
-from conftest import SCRIPT, SECRETS
+from conftest import SCRIPT, SECRETS, Run, assert_clean
 
 PROJECT = fakecloud.DEMO_PROJECT_ID
 SEED_RANGE = ["--from", "2026-05-08", "--to", "2026-05-21", "--timezone", "Asia/Shanghai"]
+THIRTY_WINDOWS = ["--from", "2026-05-01", "--to", "2026-05-31", "--group-by", "day", "--timezone", "UTC", "--format",
+                  "json", "-q"]
+ADDRESS_SPACE = 256 * 1024 * 1024
 
 
 def started(args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
@@ -149,3 +154,86 @@ def test_help_names_the_signal_exit_codes(cli):
     run = cli("--help")
     assert run.code == 0
     assert "143 SIGTERM" in run.stdout and "129 SIGHUP" in run.stdout and "130 Ctrl-C" in run.stdout
+
+
+# -- threads: never a hang --------------------------------------------------------------------------
+
+def limited_run(args: list[str], env: dict[str, str], timeout: float = 120) -> Run:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+
+    try:
+        done = subprocess.run([sys.executable, str(SCRIPT), *args], env=env, capture_output=True, text=True,
+                              timeout=timeout, stdin=subprocess.DEVNULL, preexec_fn=limit)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the run under a {ADDRESS_SPACE >> 20} MiB address-space limit hung")
+    run = Run(done.returncode, done.stdout, done.stderr)
+    assert_clean(run)
+    return run
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS as glibc's arenas meet it")
+def test_a_run_under_a_256_mib_address_space_limit_succeeds_or_says_why_every_time(cloud_env, cloud):
+    for _ in range(5):
+        run = limited_run(THIRTY_WINDOWS, cloud_env)
+        assert run.code == 0 or run.stderr.startswith("error:") or "\nerror:" in run.stderr, run.stderr
+        if run.code == 0:
+            assert len(run.json()["rows"]) == 30
+    assert len(cloud.maas_requests()) >= 30  # at least one run got through: 256 MiB is plenty
+
+
+def test_one_timer_thread_serves_every_attempt_and_workers_stay_within_the_concurrency(cli, cloud, monkeypatch):
+    names = []
+    real_start = m.start_thread
+
+    def counted(run, what):
+        names.append(what)
+        return real_start(run, what)
+
+    monkeypatch.setattr(m, "start_thread", counted)
+    run = cli(*THIRTY_WINDOWS, "--concurrency", "8")
+    assert run.code == 0, run.stderr
+    assert names.count("the timer thread") == 1
+    assert names.count("a worker thread") <= 8
+    assert len(names) == names.count("the timer thread") + names.count("a worker thread")
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("can't start new thread"), MemoryError()])
+def test_a_thread_that_cannot_start_is_an_error_not_a_hang(cli, cloud, monkeypatch, failure):
+    import _thread
+
+    def refuse(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(_thread, "start_new_thread", refuse)
+    run = cli(*THIRTY_WINDOWS, "--project-id", PROJECT)
+    assert run.code == 1
+    assert run.stderr.startswith("error: cannot start the timer thread: the machine is out of memory or threads")
+    assert "ulimit -v" in run.stderr
+
+
+def test_a_thread_that_dies_before_it_is_under_way_is_an_error_after_a_bounded_wait(cli, cloud, monkeypatch):
+    import _thread
+
+    monkeypatch.setattr(m, "THREAD_START_WAIT", 0.5)
+    monkeypatch.setattr(_thread, "start_new_thread", lambda function, args: 1)  # starts, then dies at once
+    begun = time.monotonic()
+    run = cli(*THIRTY_WINDOWS, "--project-id", PROJECT)
+    assert run.code == 1 and "did not start within 0.5 s" in run.stderr
+    assert time.monotonic() - begun < 30
+
+
+def test_workers_that_end_without_their_results_are_an_error_not_a_hang(cli, cloud, monkeypatch):
+    monkeypatch.setattr(m.Workers, "_serve", lambda self, ready: ready())  # under way, then gone
+    run = cli(*THIRTY_WINDOWS, "--project-id", PROJECT)
+    assert run.code == 1
+    assert "error: a worker thread ended without its result" in run.stderr
+
+
+def test_out_of_memory_in_a_request_is_an_error_line(cli, cloud, monkeypatch):
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(m, "read_body", exhausted)
+    run = cli(*THIRTY_WINDOWS, "--project-id", PROJECT)
+    assert run.code == 1 and run.stderr.startswith("error: out of memory")
