@@ -11,7 +11,8 @@ concurrently with retries and pacing, sums the answers exactly and prints a tabl
     python3 maas_rest_usage_stats.py --from 2026-05-08 --to 2026-05-21
 
 The command-line contract (flags, formats, exit codes) is documented in README.md.
-Exit codes: 0 success, 1 API/network failure, 2 usage error, 3 credentials rejected or missing.
+Exit codes: 0 success, 1 API/network failure, 2 usage error, 3 credentials rejected or missing,
+130 Ctrl-C, 143 SIGTERM, 129 SIGHUP.
 """
 
 from __future__ import annotations
@@ -21,15 +22,22 @@ import signal
 import sys
 
 
+# The signals that end a run like Ctrl-C, each with the shell's exit code 128 + its number.
+ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 def _interrupted_while_loading(signum: int, frame: object) -> None:
     os.write(2, b"error: interrupted\n")
-    os._exit(130)
+    os._exit(128 + signum)
 
 
 if __name__ == "__main__":
-    # Ctrl-C while the modules below still load ends like any interrupted run: exit 130, no
-    # traceback. main() puts Python's own handler back once it can report it itself.
-    signal.signal(signal.SIGINT, _interrupted_while_loading)
+    # Ctrl-C, SIGTERM or SIGHUP while the modules below still load ends like any interrupted run:
+    # exit 128 + the signal, no traceback. main() puts its own handlers in place once it can report
+    # them itself. A signal ignored from the start (nohup, a background job) stays ignored.
+    for _signum in ENDING_SIGNALS:
+        if signal.getsignal(_signum) != signal.SIG_IGN:
+            signal.signal(_signum, _interrupted_while_loading)
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
@@ -42,11 +50,12 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from abc import ABC, abstractmethod  # noqa: E402
 from collections import deque  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import date, datetime, timedelta, timezone, tzinfo  # noqa: E402
 from decimal import ROUND_HALF_UP, Decimal, localcontext  # noqa: E402
 from functools import lru_cache  # noqa: E402
-from typing import Any, Callable, Iterable, Mapping, Sequence  # noqa: E402
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence  # noqa: E402
 from urllib.parse import quote, urlsplit  # noqa: E402
 
 __version__ = "1.0.0"
@@ -96,12 +105,16 @@ RETRY_AFTER_CAP = 60.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 PROGRESS_MIN_REQUESTS = 5
-THREAD_STACK_BYTES = 1024 * 1024
+THREAD_STACK_BYTES = 1024 * 1024  # a worker runs a few frames of requests: 8 MiB (the usual default) is waste
+THREAD_START_WAIT = 10.0  # seconds for a new thread to get under way: far beyond any scheduler's delay
+M_ARENA_MAX = -8  # glibc's mallopt() parameter for the number of malloc arenas (malloc.h)
+THREADS_HINT = "raise the memory limit (ulimit -v, systemd LimitAS=) or lower --concurrency"
 SIGNAL_CHECK_INTERVAL = 0.2  # seconds between the main thread's checks for Ctrl-C while requests run
 FINAL_AFTER = timedelta(hours=3)  # call data lags 1-2 hours; a day is final 3 hours after it ends
 MAX_BODY_BYTES = 1024 * 1024  # an answer is a few hundred bytes; more is malformed (and bounds memory)
 MAX_CREDENTIALS_BYTES = 64 * 1024  # a credentials file is a few hundred bytes; refuse a huge one
 CREDENTIALS_PIPE_WAIT = 30.0  # seconds for a credentials pipe's writer: time to type a passphrase
+STDOUT_STALL = 120.0  # seconds a non-blocking stdout may stay full before its reader counts as stuck
 
 
 
@@ -1562,31 +1575,110 @@ def checked_data(reply: Reply, what: str) -> Any:
     return parse_json_text(reply.text, what)
 
 
+def start_thread(run: Callable[[Callable[[], None]], None], what: str) -> None:
+    """Start a thread (daemon-like: it never holds up the exit) running ``run(ready)``; ``run``
+    calls ``ready()`` once it is under way. ApiError (exit 1) when it cannot start: the system
+    refuses one (RuntimeError "can't start new thread", MemoryError) or it dies before it is ready.
+
+    Not threading.Thread: its start() waits without a bound for the new thread to report from its
+    bootstrap, and a thread that dies there of MemoryError (under ``ulimit -v``) never reports.
+    """
+    import _thread
+
+    started = _thread.allocate_lock()
+    started.acquire()
+    try:
+        _thread.start_new_thread(run, (started.release,))
+    except (RuntimeError, MemoryError):
+        raise ApiError(f"cannot start {what}: the machine is out of memory or threads", hint=THREADS_HINT) from None
+    if not started.acquire(timeout=THREAD_START_WAIT):
+        raise ApiError(f"{what} did not start within {THREAD_START_WAIT:g} s: the machine is out of memory or threads",
+                       hint=THREADS_HINT)
+
+
+def limit_thread_memory() -> None:
+    """Keep what each thread reserves small, so that a run fits an address-space limit (``ulimit -v``,
+    systemd LimitAS=) by what it uses: stacks of THREAD_STACK_BYTES instead of the usual 8 MiB, and on
+    glibc one malloc arena for all threads instead of one per thread (64 MiB of address space each).
+    MALLOC_ARENA_MAX works only from the environment at start; mallopt() works at any time."""
+    threading.stack_size(THREAD_STACK_BYTES)
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes  # imported here: only runs that send requests start threads
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ImportError, OSError, AttributeError):  # no C library to ask: nothing to cap
+        return
+    mallopt(M_ARENA_MAX, 1)  # musl's mallopt does nothing, which is right: it has no arenas
+
+
+class DeadlineTimer:
+    """One thread that ends the attempts whose --timeout has passed (a threading.Timer per attempt
+    would cost a thread, and under glibc an arena's worth of address space, each)."""
+
+    def __init__(self) -> None:
+        self._due: dict[AttemptDeadline, float] = {}
+        self._wake = threading.Condition()
+        self._started = False
+        self._closed = False
+
+    def add(self, deadline: AttemptDeadline, seconds: float) -> None:
+        with self._wake:
+            if not self._started:
+                start_thread(self._run, "the timer thread")
+                self._started = True
+            self._due[deadline] = time.monotonic() + seconds
+            self._wake.notify()
+
+    def remove(self, deadline: AttemptDeadline) -> None:
+        with self._wake:
+            self._due.pop(deadline, None)
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+
+    def _run(self, ready: Callable[[], None]) -> None:
+        ready()
+        while True:
+            with self._wake:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                expired = [deadline for deadline, due in self._due.items() if due <= now]
+                for deadline in expired:
+                    del self._due[deadline]
+                if not expired:
+                    self._wake.wait(min(self._due.values()) - now if self._due else None)
+                    continue
+            for deadline in expired:  # outside the lock: shutting a socket down may take a moment
+                deadline.expire()
+
+
 class AttemptDeadline:
     """--timeout for one attempt as a whole. When it passes, the attempt's connection is shut
     down, which ends whatever read is in progress: a per-read timeout never fires on a server
     that trickles a byte a second. Connections report themselves (``watch_current``) from the
-    thread that runs the attempt."""
+    thread that runs the attempt; the client's DeadlineTimer calls ``expire``."""
 
     _current = threading.local()
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, timer: DeadlineTimer) -> None:
         self.expired = False
+        self._seconds = seconds
+        self._timer = timer
         self._sockets: list[Any] = []
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
 
     def __enter__(self) -> AttemptDeadline:
-        try:
-            self._timer.start()
-        except RuntimeError:
-            raise ApiError("cannot start a timer thread: the machine is out of memory or threads") from None
+        self._timer.add(self, self._seconds)
         AttemptDeadline._current.deadline = self
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._timer.cancel()
+        self._timer.remove(self)
         AttemptDeadline._current.deadline = None
 
     @classmethod
@@ -1603,7 +1695,7 @@ class AttemptDeadline:
         if expired:
             _shut_down(sock)
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
         with self._lock:
             self.expired = True
             sockets = list(self._sockets)
@@ -1720,6 +1812,65 @@ def read_body(raw: Any, content_encoding: str | None, what: str) -> bytes:
     return bytes(body)
 
 
+class Workers:
+    """The client's threads, at most ``limit``: they run queued jobs (opening connections early, then
+    requests) until the client closes, so the connections a run opens early and the requests it sends
+    share the same few threads."""
+
+    def __init__(self, limit: int) -> None:
+        import queue  # imported here: only runs that send requests need it
+
+        self.limit = limit
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0  # started and under way
+        self._alive = 0  # still serving (a thread ends early only when it dies, of MemoryError)
+        self._unfinished = 0  # jobs queued or running
+
+    def run(self, jobs: Sequence[Callable[[], None]], threads: int) -> int:
+        """Queue ``jobs`` for up to ``threads`` threads (at most ``limit``); the number of threads
+        there are. A thread that cannot start leaves its share to those that did."""
+        with self._lock:
+            self._unfinished += len(jobs)
+        for job in jobs:
+            self._jobs.put(job)
+        while self._threads < min(threads, self.limit):
+            try:
+                start_thread(self._serve, "a worker thread")
+            except ApiError:
+                break
+            self._threads += 1
+        return self._threads
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing more will be done: no job left, or no thread left to do it."""
+        with self._lock:
+            return self._unfinished == 0 or self._alive == 0
+
+    def close(self) -> None:
+        for _ in range(self._threads):
+            self._jobs.put(None)
+
+    def _serve(self, ready: Callable[[], None]) -> None:
+        with self._lock:
+            self._alive += 1
+        try:
+            ready()
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                try:
+                    job()
+                finally:
+                    with self._lock:
+                        self._unfinished -= 1
+        finally:
+            with self._lock:
+                self._alive -= 1
+
+
 class Client:
     """Sends any ApiCall: owns the HTTP session, the signer, pacing, retries and the fan-out."""
 
@@ -1739,9 +1890,9 @@ class Client:
         self._limiter = RateLimiter(RATE_LIMIT, RATE_PERIOD + ARRIVAL_MARGIN, clock, on_wait=console.rate_wait)
         self._cancelled = threading.Event()
         self.warm = False  # set once a signed request of this run has succeeded
-        # Workers and deadline timers need little stack: 8 MiB each (the usual default) would
-        # reserve a lot of address space under a memory limit for a few frames of requests.
-        threading.stack_size(THREAD_STACK_BYTES)
+        limit_thread_memory()
+        self._workers = Workers(options.concurrency)
+        self._timer = DeadlineTimer()
         self._session = requests.Session()
         # The run's environment, not the process's: no ~/.netrc (it would replace the signed
         # Authorization header), proxies and the CA bundle from ``env`` only.
@@ -1754,6 +1905,8 @@ class Client:
         self._session.headers["Accept-Encoding"] = "identity"  # read_body still caps a compressed answer
 
     def close(self) -> None:
+        self._workers.close()
+        self._timer.close()
         self._session.close()
 
     def _redact(self, text: str) -> str:
@@ -1795,7 +1948,7 @@ class Client:
         url, headers, payload = self._signed(call)
         where = f"{call.method} {call.endpoint.base_path}{call.path}"
         started = self.clock.monotonic()
-        deadline = AttemptDeadline(self.options.timeout)
+        deadline = AttemptDeadline(self.options.timeout, self._timer)
         try:
             with deadline:
                 proxy = proxy_for(call.endpoint, self._env)
@@ -1895,11 +2048,7 @@ class Client:
                 connection.close()
             put(connection)
 
-        for _ in range(count):
-            try:
-                threading.Thread(target=open_one, daemon=True).start()
-            except RuntimeError:
-                return
+        self._workers.run([open_one] * count, count)  # a thread that cannot start costs only the saving
 
     def fan_out(self, tasks: Sequence[Callable[[], Any]], on_result: Callable[[int, Any], None]) -> None:
         """Run every task, concurrently once one signed request of this run has succeeded.
@@ -1915,34 +2064,27 @@ class Client:
             # after more than 5 consecutive failures.
             on_result(0, tasks[0]())
             pending = pending[1:]
-        jobs: queue.SimpleQueue[int] = queue.SimpleQueue()
+        if not pending:
+            return
         finished: queue.SimpleQueue[tuple[int, Any, BaseException | None]] = queue.SimpleQueue()
-        for index in pending:
-            jobs.put(index)
 
-        def work() -> None:
-            while not self._cancelled.is_set():
-                try:
-                    index = jobs.get_nowait()
-                except queue.Empty:
+        def job(index: int) -> Callable[[], None]:
+            def run() -> None:
+                if self._cancelled.is_set():
                     return
                 try:
                     finished.put((index, tasks[index](), None))
                 except BaseException as exc:  # handed to the main thread, which raises it
                     finished.put((index, None, exc))
+            return run
 
-        # Daemon threads: a failure or Ctrl-C ends the run at once instead of waiting for requests
-        # still in flight (a hung server would otherwise hold the exit for --timeout).
-        for started in range(min(self.options.concurrency, len(pending))):
-            try:
-                threading.Thread(target=work, daemon=True).start()
-            except RuntimeError:  # no memory or no thread left: go on with the workers there are
-                if not started:
-                    raise ApiError("cannot start a worker thread: the machine is out of memory or threads") from None
-                break
+        # The workers never hold up the exit: a failure or Ctrl-C ends the run at once instead of
+        # waiting for requests still in flight (a hung server would otherwise hold it for --timeout).
+        if not self._workers.run([job(index) for index in pending], len(pending)):
+            raise ApiError("cannot start a worker thread: the machine is out of memory or threads", hint=THREADS_HINT)
         try:
             for _ in pending:
-                index, value, failure = _next_finished(finished)
+                index, value, failure = _next_finished(finished, self._workers)
                 if failure is not None:
                     raise failure
                 on_result(index, value)
@@ -1951,17 +2093,24 @@ class Client:
             raise
 
 
-def _next_finished(finished: Any) -> Any:
+def _next_finished(finished: Any, workers: Workers) -> Any:
     """The next finished task, waiting in short steps: the kernel may deliver Ctrl-C to a worker
     thread blocked in a read, and then only a main thread that wakes up runs Python's handler
-    (a plain blocking get would sleep through it until some request ended)."""
+    (a plain blocking get would sleep through it until some request ended). A result that no
+    thread is left to deliver (one died of MemoryError) is an error, never a wait."""
     import queue
 
     while True:
         try:
             return finished.get(timeout=SIGNAL_CHECK_INTERVAL)
         except queue.Empty:
-            continue
+            if workers.idle:
+                break
+    try:  # the last worker may have delivered just before it was seen idle
+        return finished.get_nowait()
+    except queue.Empty:
+        raise ApiError("a worker thread ended without its result: the machine is out of memory",
+                       hint=THREADS_HINT) from None
 
 
 # The API calls: each is a CallKind and the reader of its answer.
@@ -2425,6 +2574,13 @@ def _make_private_dirs(folder: str) -> None:
             pass
 
 
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for messages: "a directory", "a device" …"""
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a named pipe"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a device")
+
+
 def check_store_path(path: str) -> bool:
     """Whether the store exists; anything but a regular file (or nothing) is refused unopened:
     a symlink could create or touch a file elsewhere, and a FIFO or device would block."""
@@ -2436,10 +2592,7 @@ def check_store_path(path: str) -> bool:
         raise StoreError(f"cannot read the store {path}: {exc.strerror}") from None
     if stat.S_ISREG(mode):
         return True
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a named pipe"),
-             (stat.S_ISSOCK, "a socket"))
-    kind = next((name for test, name in kinds if test(mode)), "a device")
-    raise StoreRefused(f"the store {path} is {kind}, not a regular file; give the path of the file itself")
+    raise StoreRefused(f"the store {path} is {file_kind(mode)}, not a regular file; give the path of the file itself")
 
 
 def writable(path: str) -> bool:
@@ -3142,7 +3295,8 @@ credentials, the first found: --credentials-file, HW_ACCESS_KEY/HW_SECRET_KEY[/H
   HUAWEICLOUD_SDK_AK/SK[/SECURITY_TOKEN], the SDK profile (HUAWEICLOUD_SDK_CREDENTIALS_FILE or
   ~/.huaweicloud/credentials). Keys are never accepted on the command line and never printed.
 exit codes: 0 success; 1 API or network failure, a malformed answer, or a result that could not be
-  written; 2 usage error; 3 credentials missing or rejected; 130 interrupted (Ctrl-C).
+  written; 2 usage error; 3 credentials missing or rejected; 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
+  (each ends the run with stdout empty).
 """
 
 
@@ -3242,7 +3396,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--raw", action="store_true", help="also show each window's raw API response")
     out.add_argument("--output", metavar="PATH",
                      help="write the result to PATH instead of stdout, atomically (a reader never sees half a "
-                          "file; a failed run leaves the old file); keeps the old file's mode")
+                          "file; a failed run leaves the old file); PATH is a regular file or absent, never a "
+                          "symlink, device or pipe; keeps the old file's mode, owner and group")
     out.add_argument("--dry-run", action="store_true", help="print the planned requests; send nothing")
     out.add_argument("-v", "--verbose", action="store_true", help="log each HTTP exchange on stderr")
     out.add_argument("-q", "--quiet", action="store_true", help="no notes or progress on stderr")
@@ -3427,6 +3582,57 @@ def check_flag_rules(given: Sequence[str]) -> None:
         message = rule.broken_by(given)
         if message is not None:
             raise UsageError(message, hint=rule.hint)
+
+
+def output_refusal(path: str) -> str | None:
+    """Why --output cannot replace ``path``, or None for a regular file or nothing. lstat: a symlink
+    is refused, never followed (as root, one planted in a shared folder would aim the rename anywhere)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:  # nothing there, or a folder that is missing or unreadable: the write names it
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return f"--output {path} is {file_kind(mode)}, not a regular file"
+
+
+def protected_files(settings: Settings, env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The files --output must never replace, each with what it is: the store with its -wal and
+    -shm, the credentials file (--credentials-file, else the SDK profile: named, never read here)
+    and this script."""
+    files = []
+    if settings.store is not None:
+        files += [(settings.store.path + suffix, f"the store's {suffix} file" if suffix else "the store")
+                  for suffix in ("", "-wal", "-shm")]
+    files += [(path, "the credentials file") for path in (settings.credentials_file, profile_path(env)) if path]
+    return files + [(os.path.abspath(__file__), "this script")]
+
+
+def check_output_target(settings: Settings, env: Mapping[str, str]) -> None:
+    """--output's path, before anything is opened or sent: a regular file or nothing, and none of
+    the run's own files (the same file by device and inode, or by path when it does not exist yet)."""
+    path = settings.output.path
+    if path is None:
+        return
+    refusal = output_refusal(path)
+    if refusal is not None:
+        raise UsageError(refusal, hint="--output replaces a regular file or creates one; for anything else "
+                                       "leave out --output and redirect stdout")
+    try:
+        found = os.lstat(path)
+        target: tuple[int, int] | None = (found.st_dev, found.st_ino)
+    except OSError:
+        target = None
+    resolved = os.path.realpath(path)
+    for other, what in protected_files(settings, env):
+        try:
+            found = os.stat(other)
+            same = (found.st_dev, found.st_ino) == target
+        except (OSError, ValueError):
+            same = False
+        if same or os.path.realpath(other) == resolved:
+            raise UsageError(f"--output {path} is {what} ({other}): the result would destroy it",
+                             hint="choose another path for --output")
 
 
 @dataclass(frozen=True)
@@ -3819,11 +4025,62 @@ def warn_about_retention(query: Query, unrecorded: Sequence[str] | None, console
                      f"the store ({unrecorded[0]} … {unrecorded[-1]}): their live answers may be empty")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: the run ends as with Ctrl-C, with the exit code 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+class Signals:
+    """SIGINT, SIGTERM and SIGHUP while main runs: each ends the run by an exception in the main
+    thread (KeyboardInterrupt, or Terminated), so every ``finally`` on the way runs: the store's
+    transaction rolls back, --output's temporary file goes. Inside ``held()`` a signal waits for
+    the block's end. A signal ignored from the start (nohup, a background job) stays ignored."""
+
+    def __init__(self) -> None:
+        self._previous: dict[int, Any] = {}
+        self._holding = False
+        self._pending: int | None = None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers: a caller's thread keeps the caller's
+        for signum in ENDING_SIGNALS:
+            previous = signal.getsignal(signum)
+            if previous is not None and previous != signal.SIG_IGN:  # None: a handler set outside Python
+                self._previous[signum] = previous
+                signal.signal(signum, self._interrupt)
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            signum, self._pending = self._pending, None
+            if signum is not None:
+                self._interrupt(signum, None)
+
+    def _interrupt(self, signum: int, frame: object) -> None:
+        if self._holding:
+            self._pending = self._pending or signum
+            return
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+
+
 def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None,
          now: datetime | None = None, stdout: Any = None, stderr: Any = None) -> int:
     """Run the command line ``argv`` with the given environment, clock and streams; the exit code."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C is KeyboardInterrupt from here on
+    signals = Signals()
+    signals.install()  # from here on SIGINT, SIGTERM and SIGHUP end the run as Ctrl-C does
     env = os.environ if env is None else env
     stdout = sys.stdout if stdout is None else stdout
     console = Console(sys.stderr if stderr is None else stderr)
@@ -3832,77 +4089,110 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         args = build_parser().parse_args(argv)
         console.quiet, console.verbose = args.quiet, args.verbose  # notes made while validating obey -q too
         settings = settings_from(args, env, clock.now, console, getattr(stdout, "encoding", None))
+        check_output_target(settings, env)
         output = console.redact(run(settings, env, clock, console))
-        if settings.output.path is not None:
-            replace_file(settings.output.path, output)
-            return EXIT_OK
+        if settings.output.path is None:
+            return write_result(stdout, output, console)
+        replace_file(settings.output.path, output, signals)
+        return EXIT_OK
     except ParserExit as printed:  # --help and --version
         return write_result(stdout, printed.text, console) if printed.status == 0 else printed.status
     except ToolError as exc:
         console.error(str(exc), exc.hint)
         return exc.exit_code
-    except KeyboardInterrupt:
-        console.error("interrupted")
-        return EXIT_INTERRUPTED
-    return write_result(stdout, output, console)
+    except MemoryError:
+        console.error("out of memory", hint="raise the memory limit (ulimit -v, systemd LimitAS=)")
+        return EXIT_API
+    except KeyboardInterrupt as exc:  # Ctrl-C, or Terminated (SIGTERM, SIGHUP)
+        console.error(f"interrupted by {exc}" if isinstance(exc, Terminated) else "interrupted")
+        return exc.exit_code if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    finally:
+        signals.restore()
 
 
 class OutputFileError(ToolError):
     exit_code = EXIT_API
 
 
-def replace_file(path: str, output: str) -> None:
-    """Replace ``path`` with ``output`` (UTF-8) atomically: a temporary file in the same folder,
-    then a rename, so that a reader sees the old file or the new one, never half of one. Whatever
-    goes wrong (a full disk, Ctrl-C), the old file stays and the temporary file goes.
+def replace_file(path: str, output: str, signals: Signals) -> None:
+    """Replace ``path`` with ``output`` (UTF-8) by a rename in its folder: a reader sees the old
+    file or the new one, never half of one. Whatever goes wrong (a full disk, a signal), the old
+    file stays and the temporary file goes: signals are held while it is created or removed.
 
-    The new file keeps the mode of the one it replaces, else gets 0666 & ~umask as from ``>``.
-    A symlink is followed: its target is replaced, as a shell redirect writes through it.
+    ``path`` must still be a regular file or nothing (checked again: a symlink planted since the
+    run began is refused too). The new file keeps the old one's mode, and its owner and group where
+    the process may set them; a new file gets 0666 & ~umask, as from ``>``.
     """
-    target = os.path.realpath(path)
-    folder, name = os.path.split(target)
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)
-    except FileNotFoundError:
-        mode = None
-    except OSError as exc:
-        raise OutputFileError(f"cannot write {path}: {exc.strerror or exc}") from None
+    refusal = output_refusal(path)
+    if refusal is not None:
+        raise OutputFileError(refusal)
+    folder, name = os.path.split(path)
     temporary = None
     try:
+        try:
+            old: os.stat_result | None = os.lstat(path)
+        except FileNotFoundError:
+            old = None
         while temporary is None:
-            candidate = os.path.join(folder, f".{name}.{os.urandom(4).hex()}.tmp")
-            try:  # the kernel applies the umask to 0666, exactly as for a shell redirect
-                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-            except FileExistsError:
-                continue
-            temporary = candidate
-        if mode is not None:
-            os.chmod(temporary, mode)
-        with open(fd, "wb") as file:
+            candidate = os.path.join(folder, f".{name[:200]}.{os.urandom(4).hex()}.tmp")
+            with signals.held():
+                try:  # the kernel applies the umask to 0666, exactly as for a shell redirect
+                    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                                 | getattr(os, "O_CLOEXEC", 0), 0o666)
+                except FileExistsError:
+                    continue
+                temporary = candidate
+                file = open(fd, "wb")
+        with file:
+            if old is not None:
+                keep_owner_and_mode(file.fileno(), temporary, old)
             file.write(output.encode("utf-8"))
             file.flush()
             os.fsync(file.fileno())  # the rename must never publish data still only in the page cache
-        os.replace(temporary, target)
+        os.replace(temporary, path)
         temporary = None
     except OSError as exc:
         raise OutputFileError(f"cannot write {path}: {exc.strerror or exc}",
                               hint="check that the folder exists, is writable and has space") from None
     finally:
         if temporary is not None:
+            with signals.held():
+                try:
+                    os.unlink(temporary)
+                except OSError:
+                    pass
+
+
+def keep_owner_and_mode(fd: int, path: str, old: os.stat_result) -> None:
+    """Give the file open as ``fd`` (at ``path``) the owner, group and mode of ``old``: as root all
+    three, as a user the mode and any group of theirs (a root cron job or a chgrp'd file must not
+    take a collector's read access away). The mode comes last: a chown clears set-id bits."""
+    if hasattr(os, "fchown"):
+        for uid in (old.st_uid, -1):
             try:
-                os.unlink(temporary)
-            except OSError:
-                pass
+                os.fchown(fd, uid, old.st_gid)
+                break
+            except OSError:  # not allowed to give it away: keep what the process may
+                continue
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, stat.S_IMODE(old.st_mode))
+    else:
+        os.chmod(path, stat.S_IMODE(old.st_mode))
 
 
 def write_result(stdout: Any, output: str, console: Console) -> int:
-    """Write the result (UTF-8 whatever the locale: key labels may be any text). Every failure
-    to write it (a closed stdout, a full disk, a reader gone away) is exit 1 with an error line."""
+    """Write the result (UTF-8 whatever the locale: key labels may be any text), all of it. Every
+    failure to write it (a closed stdout, a full disk, a reader gone away or stuck) is exit 1 with
+    an error line."""
     try:
         if stdout is None:  # Python's stdout when the process was started with fd 1 closed
             raise OSError(errno.EBADF, "stdout is closed")
+        fd = _descriptor(stdout)
         buffer = getattr(stdout, "buffer", None)
-        if buffer is not None:
+        if fd is not None:
+            stdout.flush()
+            write_all(fd, output.encode("utf-8"))
+        elif buffer is not None:
             stdout.flush()
             buffer.write(output.encode("utf-8"))
             buffer.flush()
@@ -3921,8 +4211,35 @@ def write_result(stdout: Any, output: str, console: Console) -> int:
     return EXIT_OK
 
 
+def _descriptor(stream: Any) -> int | None:
+    """The POSIX file descriptor under ``stream``; None for an in-memory stream (or elsewhere)."""
+    if os.name != "posix":
+        return None
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError):  # io.UnsupportedOperation is an OSError; a closed file's ValueError is not
+        return None
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, also when it is non-blocking (left so by Node's child_process,
+    make -j, agent runtimes): a full pipe is waited for, as a blocking write would wait, as long as
+    its reader takes something every STDOUT_STALL seconds."""
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            if not poller.poll(STDOUT_STALL * 1000):
+                raise OSError(errno.ETIMEDOUT, f"its reader took nothing for {STDOUT_STALL:g} s") from None
+
+
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except KeyboardInterrupt:  # Ctrl-C before main's own handler is in place, or after it
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as interrupted:  # a signal before main's own handlers are in place, or after
+        sys.exit(interrupted.exit_code if isinstance(interrupted, Terminated) else EXIT_INTERRUPTED)
