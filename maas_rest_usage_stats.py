@@ -11,7 +11,8 @@ concurrently with retries and pacing, sums the answers exactly and prints a tabl
     python3 maas_rest_usage_stats.py --from 2026-05-08 --to 2026-05-21
 
 The command-line contract (flags, formats, exit codes) is documented in README.md.
-Exit codes: 0 success, 1 API/network failure, 2 usage error, 3 credentials rejected or missing.
+Exit codes: 0 success, 1 API/network failure, 2 usage error, 3 credentials rejected or missing,
+130 Ctrl-C, 143 SIGTERM, 129 SIGHUP.
 """
 
 from __future__ import annotations
@@ -21,15 +22,22 @@ import signal
 import sys
 
 
+# The signals that end a run like Ctrl-C, each with the shell's exit code 128 + its number.
+ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 def _interrupted_while_loading(signum: int, frame: object) -> None:
     os.write(2, b"error: interrupted\n")
-    os._exit(130)
+    os._exit(128 + signum)
 
 
 if __name__ == "__main__":
-    # Ctrl-C while the modules below still load ends like any interrupted run: exit 130, no
-    # traceback. main() puts Python's own handler back once it can report it itself.
-    signal.signal(signal.SIGINT, _interrupted_while_loading)
+    # Ctrl-C, SIGTERM or SIGHUP while the modules below still load ends like any interrupted run:
+    # exit 128 + the signal, no traceback. main() puts its own handlers in place once it can report
+    # them itself. A signal ignored from the start (nohup, a background job) stays ignored.
+    for _signum in ENDING_SIGNALS:
+        if signal.getsignal(_signum) != signal.SIG_IGN:
+            signal.signal(_signum, _interrupted_while_loading)
 
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
@@ -40,12 +48,14 @@ import re  # noqa: E402
 import stat  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from abc import ABC, abstractmethod  # noqa: E402
 from collections import deque  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import date, datetime, timedelta, timezone, tzinfo  # noqa: E402
 from decimal import ROUND_HALF_UP, Decimal, localcontext  # noqa: E402
 from functools import lru_cache  # noqa: E402
-from typing import Any, Callable, Iterable, Mapping, Sequence  # noqa: E402
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence  # noqa: E402
 from urllib.parse import quote, urlsplit  # noqa: E402
 
 __version__ = "1.0.0"
@@ -100,12 +110,16 @@ RETRY_AFTER_CAP = 60.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 PROGRESS_MIN_REQUESTS = 5
-THREAD_STACK_BYTES = 1024 * 1024
+THREAD_STACK_BYTES = 1024 * 1024  # a worker runs a few frames of requests: 8 MiB (the usual default) is waste
+THREAD_START_WAIT = 10.0  # seconds for a new thread to get under way: far beyond any scheduler's delay
+M_ARENA_MAX = -8  # glibc's mallopt() parameter for the number of malloc arenas (malloc.h)
+THREADS_HINT = "raise the memory limit (ulimit -v, systemd LimitAS=) or lower --concurrency"
 SIGNAL_CHECK_INTERVAL = 0.2  # seconds between the main thread's checks for Ctrl-C while requests run
 FINAL_AFTER = timedelta(hours=3)  # call data lags 1-2 hours; a day is final 3 hours after it ends
 MAX_BODY_BYTES = 1024 * 1024  # an answer is a few hundred bytes; more is malformed (and bounds memory)
 MAX_CREDENTIALS_BYTES = 64 * 1024  # a credentials file is a few hundred bytes; refuse a huge one
 CREDENTIALS_PIPE_WAIT = 30.0  # seconds for a credentials pipe's writer: time to type a passphrase
+STDOUT_STALL = 120.0  # seconds a non-blocking stdout may stay full before its reader counts as stuck
 
 
 
@@ -495,7 +509,6 @@ _DATE_RE = re.compile(r"^(\d{4})(-?)(\d{2})\2(\d{2})$", re.ASCII)  # YYYY-MM-DD 
 _TIME_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[ Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,6}))?)?"
                       r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?$", re.ASCII)
 _LAST_RE = re.compile(r"^(\d+)([dh])$", re.ASCII)
-BUCKET_UNITS = ("hour", "day", "week", "month")
 MIN_YEAR, MAX_YEAR = 1970, 9000  # epoch milliseconds; far from datetime's overflow at year 9999
 MAX_LAST_DAYS = 3660  # ten years: a longer --last is a typo, and long before the API kept any data
 
@@ -926,11 +939,95 @@ def parse_last(text: str) -> timedelta:
 
 def shift_days(moment: datetime, days: int, zone: tzinfo) -> datetime:
     """The same local wall time ``days`` calendar days away; a skipped time moves past the gap."""
+    return same_wall_time_on(moment.astimezone(zone).date() + timedelta(days=days), moment, zone)
+
+
+def same_wall_time_on(day: date, moment: datetime, zone: tzinfo) -> datetime:
+    """``moment``'s local wall time on another local ``day`` (a skipped time moves past the gap; a
+    repeated one is its first occurrence); the start of a day is the start of the other day."""
     local = moment.astimezone(zone)
-    target = local.date() + timedelta(days=days)
     if moment == day_start(local.date(), zone):
-        return day_start(target, zone)
-    return datetime.combine(target, local.time(), tzinfo=zone).astimezone(timezone.utc)
+        return day_start(day, zone)
+    return datetime.combine(day, local.time(), tzinfo=zone).astimezone(timezone.utc)
+
+
+# -- Calendar units: values, so that a unit (or a preset) is one record and an unknown one a KeyError --
+
+@dataclass(frozen=True)
+class CalendarUnit(ABC):
+    """A unit of local calendar time that rows are grouped by and presets count in. All instants
+    are UTC; "local" means in ``zone``."""
+
+    name: str  # as --group-by names it
+    header: str  # the grouped table's column
+    label_format: str  # strftime of a row's label, from the unit's local start
+
+    @abstractmethod
+    def shift(self, moment: datetime, count: int, zone: tzinfo) -> datetime:
+        """The start of the unit ``count`` units after (before, if negative) the one holding ``moment``."""
+
+    @abstractmethod
+    def same_time_before(self, moment: datetime, zone: tzinfo) -> datetime:
+        """The same elapsed local time in the unit before: Dec 10 14:00 is Nov 10 14:00; a time the
+        unit before lacks is that unit's end."""
+
+    def start(self, moment: datetime, zone: tzinfo) -> datetime:
+        return self.shift(moment, 0, zone)
+
+    def next(self, moment: datetime, zone: tzinfo) -> datetime:
+        return self.shift(moment, 1, zone)
+
+    def previous(self, moment: datetime, zone: tzinfo) -> datetime:
+        return self.shift(moment, -1, zone)
+
+
+@dataclass(frozen=True)
+class ClockHours(CalendarUnit):
+    """Local clock hours: each of a fall-back day's two 01:00 hours is its own hour, as the offset
+    tells them apart."""
+
+    def shift(self, moment: datetime, count: int, zone: tzinfo) -> datetime:
+        wall = moment.astimezone(zone)
+        start = moment.astimezone(timezone.utc) - timedelta(minutes=wall.minute, seconds=wall.second,
+                                                            microseconds=wall.microsecond)
+        return start + timedelta(hours=count)
+
+    def same_time_before(self, moment: datetime, zone: tzinfo) -> datetime:
+        start = self.start(moment, zone)
+        return min(self.previous(moment, zone) + (moment - start), start)
+
+
+@dataclass(frozen=True)
+class LocalDays(CalendarUnit):
+    """A unit of whole local days, from the start of its first day (local midnight, or the end of a
+    DST gap over it): a DST day is 23 or 25 hours."""
+
+    first_day: Callable[[date], date]  # the first day of the unit holding a day
+    add: Callable[[date, int], date]  # a unit's first day moved by whole units
+
+    def shift(self, moment: datetime, count: int, zone: tzinfo) -> datetime:
+        return day_start(self.add(self.first_day(moment.astimezone(zone).date()), count), zone)
+
+    def same_time_before(self, moment: datetime, zone: tzinfo) -> datetime:
+        day = moment.astimezone(zone).date()
+        first = self.first_day(day)
+        twin = self.add(first, -1) + (day - first)
+        if twin >= first:  # March 31 has no February twin: the whole of February
+            return day_start(first, zone)
+        return same_wall_time_on(twin, moment, zone)
+
+
+def _add_months(first: date, count: int) -> date:
+    months = first.year * 12 + first.month - 1 + count
+    return date(months // 12, months % 12 + 1, 1)
+
+
+HOUR = ClockHours("hour", "Hour", "%Y-%m-%d %H:00")
+DAY = LocalDays("day", "Day", "%Y-%m-%d", first_day=lambda day: day, add=lambda day, n: day + timedelta(days=n))
+WEEK = LocalDays("week", "Week of", "%Y-%m-%d", first_day=lambda day: day - timedelta(days=day.weekday()),  # Monday
+                 add=lambda day, n: day + timedelta(weeks=n))
+MONTH = LocalDays("month", "Month", "%Y-%m", first_day=lambda day: day.replace(day=1), add=_add_months)
+UNITS = {unit.name: unit for unit in (HOUR, DAY, WEEK, MONTH)}  # --group-by's order
 
 
 @dataclass(frozen=True)
@@ -950,7 +1047,7 @@ def resolve_period(request: RangeRequest, zone: tzinfo, now: datetime) -> Period
     if request.last:
         start, end = now - parse_last(request.last), now
     elif request.preset:
-        start, end = preset_range(request.preset, zone, now)
+        start, end = PRESETS[request.preset].range(zone, now)
     else:
         start, end = _explicit_range(request, zone, now)
     if start >= end:
@@ -967,18 +1064,37 @@ def resolve_period(request: RangeRequest, zone: tzinfo, now: datetime) -> Period
     return Period(start, end)
 
 
-# Each preset: its calendar unit, and whether it is the current one (up to now) or the whole one before.
-PRESETS = {"today": ("day", True), "yesterday": ("day", False), "this-week": ("week", True),
-           "last-week": ("week", False), "this-month": ("month", True), "last-month": ("month", False)}
+@dataclass(frozen=True)
+class Preset:
+    """A range flag (``--this-week``) that names a calendar unit: the current one up to now, or the
+    whole one before; --compare takes the unit before that, as far as the same elapsed local time
+    for a current unit (so this month's 10 days compare with last month's first 10, not all 30)."""
+
+    name: str  # the flag without its dashes
+    help: str
+    unit: CalendarUnit
+    current: bool  # the current unit up to now, else the whole unit before
+
+    def range(self, zone: tzinfo, now: datetime) -> tuple[datetime, datetime]:
+        """The start and end as UTC instants."""
+        start = self.unit.start(now, zone)
+        return (start, now) if self.current else (self.unit.previous(now, zone), start)
+
+    def previous(self, period: Period, zone: tzinfo) -> Period:
+        """--compare: the period before ``period`` (this preset's range)."""
+        end = self.unit.same_time_before(period.end, zone) if self.current else period.start
+        return Period(self.unit.previous(period.start, zone), min(end, period.start))
 
 
-def preset_range(name: str, zone: tzinfo, now: datetime) -> tuple[datetime, datetime]:
-    """A preset's start and end as UTC instants: from local midnights, the current unit ending now."""
-    unit, current = PRESETS[name]
-    first = _first_day(now.astimezone(zone).date(), unit)
-    if current:
-        return day_start(first, zone), now
-    return day_start(_first_day(first - timedelta(days=1), unit), zone), day_start(first, zone)
+PRESETS = {preset.name: preset for preset in (
+    Preset("today", "local today 00:00 to now", DAY, current=True),
+    Preset("yesterday", "the whole of yesterday", DAY, current=False),
+    Preset("this-week", "Monday 00:00 of this week to now", WEEK, current=True),
+    Preset("last-week", "the whole previous Monday-to-Monday week", WEEK, current=False),
+    Preset("this-month", "from the 1st of this month to now", MONTH, current=True),
+    Preset("last-month", "the whole previous calendar month (1st 00:00 to the 1st of this month)", MONTH,
+           current=False),
+)}
 
 
 def _explicit_range(request: RangeRequest, zone: tzinfo, now: datetime) -> tuple[datetime, datetime]:
@@ -1024,11 +1140,7 @@ def previous_period(request: RangeRequest, period: Period, zone: tzinfo) -> Peri
         return moment == day_start(moment.astimezone(zone).date(), zone)
 
     if request.preset:
-        unit, current = PRESETS[request.preset]
-        day = period.start.astimezone(zone).date()
-        start = day_start(_first_day(day - timedelta(days=1), unit), zone)
-        end = _same_time_a_unit_before(period.end, unit, zone) if current else period.start
-        result = Period(start, min(end, period.start))
+        result = PRESETS[request.preset].previous(period, zone)
     elif midnight(period.start) and midnight(period.end):
         days = (period.end.astimezone(zone).date() - period.start.astimezone(zone).date()).days
         result = Period(shift_days(period.start, -days, zone), period.start)
@@ -1039,68 +1151,19 @@ def previous_period(request: RangeRequest, period: Period, zone: tzinfo) -> Peri
     return result
 
 
-def _same_time_a_unit_before(moment: datetime, unit: str, zone: tzinfo) -> datetime:
-    """The same local wall time a day, week or month earlier (a repeated time: its first occurrence;
-    a skipped one: past the gap); a day the month before lacks is past that month's end."""
-    if unit != "month":
-        return shift_days(moment, -1 if unit == "day" else -7, zone)
-    local = moment.astimezone(zone)
-    first = (local.date().replace(day=1) - timedelta(days=1)).replace(day=1)
-    try:
-        target = first.replace(day=local.day)
-    except ValueError:  # March 31 has no February twin: the whole of February
-        return day_start(local.date().replace(day=1), zone)
-    if moment == day_start(local.date(), zone):
-        return day_start(target, zone)
-    return datetime.combine(target, local.time(), tzinfo=zone).astimezone(timezone.utc)
-
-
-def _first_day(day: date, unit: str) -> date:
-    """The first local date of the day, week (weeks start on Monday) or month holding ``day``."""
-    if unit == "week":
-        return day - timedelta(days=day.weekday())
-    if unit == "month":
-        return day.replace(day=1)
-    return day
-
-
-def _hour_start(moment: datetime, zone: tzinfo) -> datetime:
-    """The start (UTC) of the local clock hour holding ``moment``: each of a fall-back day's two
-    01:00 hours is its own hour, as the offset tells them apart."""
-    wall = moment.astimezone(zone)
-    return moment.astimezone(timezone.utc) - timedelta(minutes=wall.minute, seconds=wall.second,
-                                                       microseconds=wall.microsecond)
-
-
-def _next_boundary(moment: datetime, unit: str, zone: tzinfo) -> datetime:
-    if unit == "hour":
-        return _hour_start(moment, zone) + timedelta(hours=1)
-    first = _first_day(moment.astimezone(zone).date(), unit)
-    if unit == "day":
-        following = first + timedelta(days=1)
-    elif unit == "week":
-        following = first + timedelta(days=7)
-    else:
-        following = (first + timedelta(days=31)).replace(day=1)
-    return day_start(following, zone)
-
-
-def calendar_bucket(moment: datetime, unit: str, zone: tzinfo) -> Period:
+def calendar_bucket(moment: datetime, unit: CalendarUnit, zone: tzinfo) -> Period:
     """The whole local hour, day, week or month that ``moment`` falls in, unclipped by any range."""
-    if unit == "hour":
-        return Period(_hour_start(moment, zone), _next_boundary(moment, unit, zone))
-    return Period(day_start(_first_day(moment.astimezone(zone).date(), unit), zone),
-                  _next_boundary(moment, unit, zone))
+    return Period(unit.start(moment, zone), unit.next(moment, zone))
 
 
-def split_buckets(period: Period, unit: str | None, zone: tzinfo) -> list[Period]:
+def split_buckets(period: Period, unit: CalendarUnit | None, zone: tzinfo) -> list[Period]:
     """Calendar buckets following local midnights, the first and last clipped to the period."""
     if unit is None:
         return [period]
     buckets = []
     cursor = period.start
     while cursor < period.end:
-        stop = min(_next_boundary(cursor, unit, zone), period.end)
+        stop = min(unit.next(cursor, zone), period.end)
         buckets.append(Period(cursor, stop))
         cursor = stop
     return buckets
@@ -1531,31 +1594,110 @@ def checked_data(reply: Reply, what: str) -> Any:
     return parse_json_text(reply.text, what)
 
 
+def start_thread(run: Callable[[Callable[[], None]], None], what: str) -> None:
+    """Start a thread (daemon-like: it never holds up the exit) running ``run(ready)``; ``run``
+    calls ``ready()`` once it is under way. ApiError (exit 1) when it cannot start: the system
+    refuses one (RuntimeError "can't start new thread", MemoryError) or it dies before it is ready.
+
+    Not threading.Thread: its start() waits without a bound for the new thread to report from its
+    bootstrap, and a thread that dies there of MemoryError (under ``ulimit -v``) never reports.
+    """
+    import _thread
+
+    started = _thread.allocate_lock()
+    started.acquire()
+    try:
+        _thread.start_new_thread(run, (started.release,))
+    except (RuntimeError, MemoryError):
+        raise ApiError(f"cannot start {what}: the machine is out of memory or threads", hint=THREADS_HINT) from None
+    if not started.acquire(timeout=THREAD_START_WAIT):
+        raise ApiError(f"{what} did not start within {THREAD_START_WAIT:g} s: the machine is out of memory or threads",
+                       hint=THREADS_HINT)
+
+
+def limit_thread_memory() -> None:
+    """Keep what each thread reserves small, so that a run fits an address-space limit (``ulimit -v``,
+    systemd LimitAS=) by what it uses: stacks of THREAD_STACK_BYTES instead of the usual 8 MiB, and on
+    glibc one malloc arena for all threads instead of one per thread (64 MiB of address space each).
+    MALLOC_ARENA_MAX works only from the environment at start; mallopt() works at any time."""
+    threading.stack_size(THREAD_STACK_BYTES)
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes  # imported here: only runs that send requests start threads
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ImportError, OSError, AttributeError):  # no C library to ask: nothing to cap
+        return
+    mallopt(M_ARENA_MAX, 1)  # musl's mallopt does nothing, which is right: it has no arenas
+
+
+class DeadlineTimer:
+    """One thread that ends the attempts whose --timeout has passed (a threading.Timer per attempt
+    would cost a thread, and under glibc an arena's worth of address space, each)."""
+
+    def __init__(self) -> None:
+        self._due: dict[AttemptDeadline, float] = {}
+        self._wake = threading.Condition()
+        self._started = False
+        self._closed = False
+
+    def add(self, deadline: AttemptDeadline, seconds: float) -> None:
+        with self._wake:
+            if not self._started:
+                start_thread(self._run, "the timer thread")
+                self._started = True
+            self._due[deadline] = time.monotonic() + seconds
+            self._wake.notify()
+
+    def remove(self, deadline: AttemptDeadline) -> None:
+        with self._wake:
+            self._due.pop(deadline, None)
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+
+    def _run(self, ready: Callable[[], None]) -> None:
+        ready()
+        while True:
+            with self._wake:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                expired = [deadline for deadline, due in self._due.items() if due <= now]
+                for deadline in expired:
+                    del self._due[deadline]
+                if not expired:
+                    self._wake.wait(min(self._due.values()) - now if self._due else None)
+                    continue
+            for deadline in expired:  # outside the lock: shutting a socket down may take a moment
+                deadline.expire()
+
+
 class AttemptDeadline:
     """--timeout for one attempt as a whole. When it passes, the attempt's connection is shut
     down, which ends whatever read is in progress: a per-read timeout never fires on a server
     that trickles a byte a second. Connections report themselves (``watch_current``) from the
-    thread that runs the attempt."""
+    thread that runs the attempt; the client's DeadlineTimer calls ``expire``."""
 
     _current = threading.local()
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, timer: DeadlineTimer) -> None:
         self.expired = False
+        self._seconds = seconds
+        self._timer = timer
         self._sockets: list[Any] = []
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
 
     def __enter__(self) -> AttemptDeadline:
-        try:
-            self._timer.start()
-        except RuntimeError:
-            raise ApiError("cannot start a timer thread: the machine is out of memory or threads") from None
+        self._timer.add(self, self._seconds)
         AttemptDeadline._current.deadline = self
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._timer.cancel()
+        self._timer.remove(self)
         AttemptDeadline._current.deadline = None
 
     @classmethod
@@ -1572,7 +1714,7 @@ class AttemptDeadline:
         if expired:
             _shut_down(sock)
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
         with self._lock:
             self.expired = True
             sockets = list(self._sockets)
@@ -1689,6 +1831,65 @@ def read_body(raw: Any, content_encoding: str | None, what: str) -> bytes:
     return bytes(body)
 
 
+class Workers:
+    """The client's threads, at most ``limit``: they run queued jobs (opening connections early, then
+    requests) until the client closes, so the connections a run opens early and the requests it sends
+    share the same few threads."""
+
+    def __init__(self, limit: int) -> None:
+        import queue  # imported here: only runs that send requests need it
+
+        self.limit = limit
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0  # started and under way
+        self._alive = 0  # still serving (a thread ends early only when it dies, of MemoryError)
+        self._unfinished = 0  # jobs queued or running
+
+    def run(self, jobs: Sequence[Callable[[], None]], threads: int) -> int:
+        """Queue ``jobs`` for up to ``threads`` threads (at most ``limit``); the number of threads
+        there are. A thread that cannot start leaves its share to those that did."""
+        with self._lock:
+            self._unfinished += len(jobs)
+        for job in jobs:
+            self._jobs.put(job)
+        while self._threads < min(threads, self.limit):
+            try:
+                start_thread(self._serve, "a worker thread")
+            except ApiError:
+                break
+            self._threads += 1
+        return self._threads
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing more will be done: no job left, or no thread left to do it."""
+        with self._lock:
+            return self._unfinished == 0 or self._alive == 0
+
+    def close(self) -> None:
+        for _ in range(self._threads):
+            self._jobs.put(None)
+
+    def _serve(self, ready: Callable[[], None]) -> None:
+        with self._lock:
+            self._alive += 1
+        try:
+            ready()
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                try:
+                    job()
+                finally:
+                    with self._lock:
+                        self._unfinished -= 1
+        finally:
+            with self._lock:
+                self._alive -= 1
+
+
 class Client:
     """Sends any ApiCall: owns the HTTP session, the signer, pacing, retries and the fan-out."""
 
@@ -1708,9 +1909,9 @@ class Client:
         self._limiter = RateLimiter(RATE_LIMIT, RATE_PERIOD + ARRIVAL_MARGIN, clock, on_wait=console.rate_wait)
         self._cancelled = threading.Event()
         self.warm = False  # set once a signed request of this run has succeeded
-        # Workers and deadline timers need little stack: 8 MiB each (the usual default) would
-        # reserve a lot of address space under a memory limit for a few frames of requests.
-        threading.stack_size(THREAD_STACK_BYTES)
+        limit_thread_memory()
+        self._workers = Workers(options.concurrency)
+        self._timer = DeadlineTimer()
         self._session = requests.Session()
         # The run's environment, not the process's: no ~/.netrc (it would replace the signed
         # Authorization header), proxies and the CA bundle from ``env`` only.
@@ -1723,6 +1924,8 @@ class Client:
         self._session.headers["Accept-Encoding"] = "identity"  # read_body still caps a compressed answer
 
     def close(self) -> None:
+        self._workers.close()
+        self._timer.close()
         self._session.close()
 
     def _redact(self, text: str) -> str:
@@ -1764,7 +1967,7 @@ class Client:
         url, headers, payload = self._signed(call)
         where = f"{call.method} {call.endpoint.base_path}{call.path}"
         started = self.clock.monotonic()
-        deadline = AttemptDeadline(self.options.timeout)
+        deadline = AttemptDeadline(self.options.timeout, self._timer)
         try:
             with deadline:
                 proxy = proxy_for(call.endpoint, self._env)
@@ -1864,11 +2067,7 @@ class Client:
                 connection.close()
             put(connection)
 
-        for _ in range(count):
-            try:
-                threading.Thread(target=open_one, daemon=True).start()
-            except RuntimeError:
-                return
+        self._workers.run([open_one] * count, count)  # a thread that cannot start costs only the saving
 
     def fan_out(self, tasks: Sequence[Callable[[], Any]], on_result: Callable[[int, Any], None]) -> None:
         """Run every task, concurrently once one signed request of this run has succeeded.
@@ -1884,34 +2083,27 @@ class Client:
             # after more than 5 consecutive failures.
             on_result(0, tasks[0]())
             pending = pending[1:]
-        jobs: queue.SimpleQueue[int] = queue.SimpleQueue()
+        if not pending:
+            return
         finished: queue.SimpleQueue[tuple[int, Any, BaseException | None]] = queue.SimpleQueue()
-        for index in pending:
-            jobs.put(index)
 
-        def work() -> None:
-            while not self._cancelled.is_set():
-                try:
-                    index = jobs.get_nowait()
-                except queue.Empty:
+        def job(index: int) -> Callable[[], None]:
+            def run() -> None:
+                if self._cancelled.is_set():
                     return
                 try:
                     finished.put((index, tasks[index](), None))
                 except BaseException as exc:  # handed to the main thread, which raises it
                     finished.put((index, None, exc))
+            return run
 
-        # Daemon threads: a failure or Ctrl-C ends the run at once instead of waiting for requests
-        # still in flight (a hung server would otherwise hold the exit for --timeout).
-        for started in range(min(self.options.concurrency, len(pending))):
-            try:
-                threading.Thread(target=work, daemon=True).start()
-            except RuntimeError:  # no memory or no thread left: go on with the workers there are
-                if not started:
-                    raise ApiError("cannot start a worker thread: the machine is out of memory or threads") from None
-                break
+        # The workers never hold up the exit: a failure or Ctrl-C ends the run at once instead of
+        # waiting for requests still in flight (a hung server would otherwise hold it for --timeout).
+        if not self._workers.run([job(index) for index in pending], len(pending)):
+            raise ApiError("cannot start a worker thread: the machine is out of memory or threads", hint=THREADS_HINT)
         try:
             for _ in pending:
-                index, value, failure = _next_finished(finished)
+                index, value, failure = _next_finished(finished, self._workers)
                 if failure is not None:
                     raise failure
                 on_result(index, value)
@@ -1920,17 +2112,24 @@ class Client:
             raise
 
 
-def _next_finished(finished: Any) -> Any:
+def _next_finished(finished: Any, workers: Workers) -> Any:
     """The next finished task, waiting in short steps: the kernel may deliver Ctrl-C to a worker
     thread blocked in a read, and then only a main thread that wakes up runs Python's handler
-    (a plain blocking get would sleep through it until some request ended)."""
+    (a plain blocking get would sleep through it until some request ended). A result that no
+    thread is left to deliver (one died of MemoryError) is an error, never a wait."""
     import queue
 
     while True:
         try:
             return finished.get(timeout=SIGNAL_CHECK_INTERVAL)
         except queue.Empty:
-            continue
+            if workers.idle:
+                break
+    try:  # the last worker may have delivered just before it was seen idle
+        return finished.get_nowait()
+    except queue.Empty:
+        raise ApiError("a worker thread ended without its result: the machine is out of memory",
+                       hint=THREADS_HINT) from None
 
 
 # The API calls: each is a CallKind and the reader of its answer.
@@ -2131,7 +2330,7 @@ class Query:
     service_types: tuple[int, ...]
     api_keys: tuple[str, ...] | None
     ips: tuple[str, ...] | None
-    bucket: str | None  # hour, day, week, month or None
+    bucket: CalendarUnit | None  # the time unit rows are grouped by, if any
     by_key: bool
     previous: Period | None = None  # --compare: the period the report is compared with
 
@@ -2213,7 +2412,8 @@ class Grouping:
 
 
 def _bucket_header(query: Query) -> str:
-    return {"hour": "Hour", "day": "Day", "week": "Week of", "month": "Month"}[query.bucket]
+    assert query.bucket is not None
+    return query.bucket.header
 
 
 def _row_bounds(row: Row, query: Query) -> list[str]:
@@ -2438,6 +2638,13 @@ def _make_private_dirs(folder: str) -> None:
             pass
 
 
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for messages: "a directory", "a device" …"""
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a named pipe"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a device")
+
+
 def check_store_path(path: str) -> bool:
     """Whether the store exists; anything but a regular file (or nothing) is refused unopened:
     a symlink could create or touch a file elsewhere, and a FIFO or device would block."""
@@ -2449,10 +2656,7 @@ def check_store_path(path: str) -> bool:
         raise StoreError(f"cannot read the store {path}: {exc.strerror}") from None
     if stat.S_ISREG(mode):
         return True
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a named pipe"),
-             (stat.S_ISSOCK, "a socket"))
-    kind = next((name for test, name in kinds if test(mode)), "a device")
-    raise StoreRefused(f"the store {path} is {kind}, not a regular file; give the path of the file itself")
+    raise StoreRefused(f"the store {path} is {file_kind(mode)}, not a regular file; give the path of the file itself")
 
 
 def writable(path: str) -> bool:
@@ -2583,8 +2787,8 @@ class Store:
 
     @staticmethod
     def _key(query: Query, project_id: str, row: Row) -> tuple:
-        keys = [row.api_key] if row.api_key is not None else \
-            (sorted(query.api_keys) if query.api_keys is not None else None)
+        keys = ([row.api_key] if row.api_key is not None
+                else sorted(query.api_keys) if query.api_keys is not None else None)
         ips = sorted(query.ips) if query.ips is not None else None
         return (query.region, project_id, query.infer_type, row.service_type, json.dumps(keys),
                 json.dumps(ips), query.zone_name)
@@ -2715,12 +2919,11 @@ def filters_line(query: Query) -> str | None:
 def bucket_label(row: Row, query: Query) -> str:
     """``YYYY-MM-DD HH:00``, a day's date, the week's Monday (even when the range clips the week),
     or YYYY-MM; a trailing ``*`` marks a partial bucket."""
-    assert row.bucket is not None
+    assert row.bucket is not None and query.bucket is not None
     start = row.bucket.start.astimezone(query.zone)
-    if query.bucket == "hour":
-        label = start.strftime("%Y-%m-%d %H:00") + (f" {_iso_offset(start)}" if _repeated(start) else "")
-    else:
-        label = start.strftime("%Y-%m") if query.bucket == "month" else start.date().isoformat()
+    label = start.strftime(query.bucket.label_format)
+    if query.bucket is HOUR and _repeated(start):
+        label += f" {_iso_offset(start)}"
     return label + ("*" if row.partial else "")
 
 
@@ -2739,7 +2942,7 @@ def footnotes(report: Report) -> list[str]:
     """The lines under the grouped table: what a ``*`` on a bucket label means, when one has it."""
     if not any(row.partial for row in report.rows):
         return []
-    return [f"* partial: the range starts or ends inside this {report.query.bucket}"]
+    return [f"* partial: the range starts or ends inside this {report.query.bucket.name}"]
 
 
 TABLE_WIDTH = 80  # a grouped table and the chart fit a terminal's 80 columns
@@ -2817,7 +3020,7 @@ def _grouped_table(report: Report, style: Any, narrow: bool) -> str:
     headers = [grouping.header(query) for grouping in query.groupings]
     label_columns = len(headers)
     # An hour's label is 6 to 13 characters wider than a day's: hour rows take the shortest headers.
-    layout = 2 if query.bucket == "hour" else 1 if narrow else 0
+    layout = 2 if query.bucket is HOUR else 1 if narrow else 0
     headers += [metric.headers[layout] for metric in shown_metrics(query.batch)]
 
     def cells(usage: Usage) -> list[str]:
@@ -3108,6 +3311,29 @@ def render_plan(query: Query, project_id: str | None, endpoints: Mapping[str, En
                    + ("" if request["body"] is None else
                       " " + json.dumps(request["body"], separators=(",", ":"), ensure_ascii=False)) + "\n"
                    for request in requests)
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """One --format: its renderer and the output options it takes (any other is a usage error)."""
+
+    name: str
+    render: Callable[[Report, Any], str]  # (report, OutputOptions) -> the text for stdout
+    options: tuple[str, ...]
+
+
+FORMATS = {output_format.name: output_format for output_format in (
+    OutputFormat("table", lambda report, out: render_table(report, out.table_format, out.raw, out.chart),
+                 ("--table-format", "--raw", "--chart")),
+    OutputFormat("json", lambda report, out: render_json(report, out.raw), ("--raw",)),
+    OutputFormat("csv", lambda report, out: render_csv(report, out.header), ("--no-header",)),
+    OutputFormat("prometheus", lambda report, out: render_prometheus(report), ()),
+)}
+
+
+def in_words(names: Sequence[str], last: str = "and") -> str:
+    """``hour, day, week and month``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {last} {names[-1]}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -3525,22 +3751,6 @@ def render_checklist(steps: Sequence[CheckStep], output_format: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def check_flags(args: argparse.Namespace) -> None:
-    """--check tests the account with requests of its own and prints a checklist: the flags that
-    shape a query or its output would be silently ignored, so they are refused."""
-    shaping = (("--from", args.start), ("--to", args.to), ("--until", args.until), ("--last", args.last),
-               ("--" + "/--".join(args.presets or ()), args.presets), ("--compare", args.compare),
-               ("--service-type", args.service_type), ("--api-keys", args.api_keys), ("--ips", args.ips),
-               ("--group-by", args.group_by), ("--table-format", args.table_format), ("--chart", args.chart),
-               ("--no-header", args.no_header), ("--raw", args.raw), ("--output", args.output),
-               ("--dry-run", args.dry_run), ("--store", args.store), ("--record", args.record),
-               (f"--format {args.format}", args.format not in ("table", "json")))
-    given = [flag for flag, value in shaping if value is not None and value is not False]
-    if given:
-        raise UsageError(f"--check cannot be combined with {', '.join(given)}",
-                         hint="--check prints a checklist in the table or json format; run the query on its own")
-
-
 # ----------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------
@@ -3553,17 +3763,20 @@ examples:
   %(prog)s --this-month --group-by day --format csv
   %(prog)s --last-week --timezone Europe/Berlin       # the whole previous Monday-to-Monday week
   %(prog)s --yesterday --group-by hour                # a row per local clock hour (23 or 25 on DST days)
-  %(prog)s --from yesterday --to today --format csv --no-header >> usage.csv   # cron, after 03:00
+  %(prog)s --from yesterday --to today --timezone Asia/Shanghai --format csv --no-header >> usage.csv
   %(prog)s --from 2026-11-24T07:15:28+08:00 --format json  # from where the last JSON period ended
   %(prog)s --last 24h --timezone asia/shanghai       # zone names in any case; sent as Asia/Shanghai
   %(prog)s --last 7d --dry-run                        # show the requests, send nothing
   %(prog)s --check                                    # first contact: keys, endpoints, clock, permissions
-  %(prog)s --store ~/.local/share/maas/usage.db --record -q   # nightly, after 03:00
+  %(prog)s --store ~/.local/share/maas/usage.db --record --timezone Asia/Shanghai -q   # nightly, after 03:00
   %(prog)s --last 24h --format prometheus --output /var/lib/node_exporter/textfile/maas.prom -q
 
-credentials: HW_ACCESS_KEY/HW_SECRET_KEY[/HW_SECURITY_TOKEN], HUAWEICLOUD_SDK_AK/SK, --credentials-file,
-  or ~/.huaweicloud/credentials. Keys are never accepted on the command line and never printed.
-exit codes: 0 success, 1 API or network failure, 2 usage error, 3 credentials missing or rejected.
+credentials, the first found: --credentials-file, HW_ACCESS_KEY/HW_SECRET_KEY[/HW_SECURITY_TOKEN],
+  HUAWEICLOUD_SDK_AK/SK[/SECURITY_TOKEN], the SDK profile (HUAWEICLOUD_SDK_CREDENTIALS_FILE or
+  ~/.huaweicloud/credentials). Keys are never accepted on the command line and never printed.
+exit codes: 0 success; 1 API or network failure, a malformed answer, or a result that could not be
+  written; 2 usage error; 3 credentials missing or rejected; 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
+  (each ends the run with stdout empty).
 """
 
 
@@ -3608,13 +3821,9 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--until", metavar="DATE", help="last day included (YYYY-MM-DD, YYYYMMDD, today, yesterday)")
     when.add_argument("--last", metavar="N{d,h}",
                       help=f"rolling window ending now: 7d, 30d, 24h … (at most {MAX_LAST_DAYS}d)")
-    presets = {"today": "local today 00:00 to now", "yesterday": "the whole of yesterday",
-               "this-week": "Monday 00:00 of this week to now",
-               "last-week": "the whole previous Monday-to-Monday week",
-               "this-month": "from the 1st of this month to now",
-               "last-month": "the whole previous calendar month (1st 00:00 to the 1st of this month)"}
-    for name, meaning in presets.items():  # one range at a time: settings_from refuses two
-        when.add_argument(f"--{name}", dest="presets", action="append_const", const=name, help=meaning)
+    for preset in PRESETS.values():  # one range at a time: FLAG_RULES refuses two
+        when.add_argument(f"--{preset.name}", dest="presets", action="append_const", const=preset.name,
+                          help=preset.help)
     when.add_argument("--compare", action="store_true",
                       help="also report the previous period (the unit before a preset, else the same length "
                            "just before) with the change")
@@ -3649,7 +3858,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Cloud Eye base URL (env HW_CES_ENDPOINT, else HUAWEICLOUD_SDK_REGION_CES_{REGION}; "
                            "default https://ces.{region}.myhuaweicloud.com)")
     what.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds for each attempt as a whole: connect, TLS, headers, body (default 30)")
-    what.add_argument("--retries", type=int, default=3, metavar="N", help="retries for 429/5xx/network (default 3)")
+    what.add_argument("--retries", type=int, default=3, metavar="N", help="retries after HTTP 429, 500, 502, 503, 504 and network errors (default 3)")
     what.add_argument("--concurrency", type=int, default=MAX_CONCURRENCY, metavar="N",
                       help=f"requests in flight, 1-{MAX_CONCURRENCY} (default {MAX_CONCURRENCY})")
 
@@ -3663,13 +3872,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "and/or per service-type, api-key")
     out.add_argument("--table-format", metavar="STYLE", help="a tabulate style (grid, github, plain …)")
     out.add_argument("--chart", action="store_true",
-                     help="tables with --group-by day, week or month: a bar chart of total tokens per row "
+                     help=f"tables with --group-by {in_words(list(UNITS), 'or')}: "
+                          "a bar chart of total tokens per row "
                           "after the grouped table (eighth blocks on UTF-8 output, else #)")
     out.add_argument("--no-header", action="store_true", help="CSV without its header line")
     out.add_argument("--raw", action="store_true", help="also show each window's raw API response")
     out.add_argument("--output", metavar="PATH",
                      help="write the result to PATH instead of stdout, atomically (a reader never sees half a "
-                          "file; a failed run leaves the old file); keeps the old file's mode")
+                          "file; a failed run leaves the old file); PATH is a regular file or absent, never a "
+                          "symlink, device or pipe; keeps the old file's mode, owner and group")
     out.add_argument("--dry-run", action="store_true", help="print the planned requests; send nothing")
     out.add_argument("--check", action="store_true",
                      help="first contact: test the credentials, endpoints (DNS, TLS), clock, signature and project, "
@@ -3726,19 +3937,24 @@ def parse_group_by(values: Sequence[str] | None,
     """The time bucket (or None), whether rows are split by key, and whether by service type."""
     if not values:
         return None, False, False
-    choices = (*BUCKET_UNITS, "service-type", "api-key")
-    words = [w.strip().lower() for value in values for w in value.split(",") if w.strip()]
+    choices = (*UNITS, *(grouping.name for grouping in GROUPINGS if grouping is not TIME_BUCKET))
+    words = group_by_words(values)
     for word in words:
         if word not in choices:
             raise UsageError(f"--group-by: unknown grouping {word!r}", hint=f"choose from {', '.join(choices)}")
-    units = [w for w in dict.fromkeys(words) if w in BUCKET_UNITS]
+    units = [w for w in dict.fromkeys(words) if w in UNITS]
     if len(units) > 1:
-        raise UsageError(f"--group-by takes at most one of hour, day, week and month, not {' and '.join(units)}")
+        raise UsageError(f"--group-by takes at most one of {in_words(list(UNITS))}, not {' and '.join(units)}")
     by_key = "api-key" in words
     if by_key and not api_keys:
         bare = "a bare --api-keys means all keys: " if api_keys == () else ""
         raise UsageError(f"{bare}--group-by api-key needs the keys to split by: --api-keys KEY [KEY …]")
     return (units[0] if units else None), by_key, "service-type" in words
+
+
+def group_by_words(values: Sequence[str] | None) -> list[str]:
+    """--group-by's words: ``day service-type`` and ``day,service-type`` alike, in any case."""
+    return [w.strip().lower() for value in values or () for w in value.split(",") if w.strip()]
 
 
 def check_table_format(name: str | None) -> None:
@@ -3752,31 +3968,168 @@ def check_table_format(name: str | None) -> None:
 
 
 # Which output options each format takes; any other combination is a usage error.
-FORMAT_OPTIONS = {"table": ("--table-format", "--raw", "--chart"), "json": ("--raw",), "csv": ("--no-header",),
-                  "prometheus": ()}
+FORMAT_OPTIONS = {name: output_format.options for name, output_format in FORMATS.items()}
 
 
-def check_format_options(output_format: str, given: Sequence[str]) -> None:
-    for option in given:
-        if option not in FORMAT_OPTIONS[output_format]:
-            formats = [name for name, options in FORMAT_OPTIONS.items() if option in options]
-            raise UsageError(f"{option} applies to --format {' and '.join(formats)} only, not {output_format}")
+@dataclass(frozen=True)
+class Excludes:
+    """``flag`` cannot be given with any of ``others``; the message may name the first one given as {other}."""
+
+    flag: str
+    others: tuple[str, ...]
+    message: str
+    hint: str | None = None
+
+    def broken_by(self, given: Sequence[str]) -> str | None:
+        others = [other for other in self.others if other in given]
+        return self.message.format(other=others[0]) if self.flag in given and others else None
 
 
-def check_prometheus_rows(output_format: str, query: Query, record: bool) -> None:
-    """Prometheus samples carry no timestamps here (the textfile collector has none), so a series
-    per time bucket would be wrong."""
-    if output_format == "prometheus" and query.bucket is not None:
-        what = "--record (its result is per day)" if record else f"--group-by {query.bucket}"
-        raise UsageError(f"--format prometheus cannot be combined with {what}: the textfile collector has "
-                         f"no timestamps, so a series per {query.bucket} would be wrong",
-                         hint="drop the time bucket, or use --format json or csv for rows per time bucket")
+@dataclass(frozen=True)
+class Needs:
+    """``flag`` needs one of ``others``."""
+
+    flag: str
+    others: tuple[str, ...]
+    message: str
+    hint: str | None = None
+
+    def broken_by(self, given: Sequence[str]) -> str | None:
+        return self.message if self.flag in given and not set(self.others) & set(given) else None
 
 
-def check_output_path(path: str | None, header: bool) -> None:
-    if path is not None and not header:
-        raise UsageError("--output always replaces its file: it cannot be combined with --no-header",
-                         hint="to append, leave out --output and use >> FILE")
+@dataclass(frozen=True)
+class AtMostOne:
+    """At most one of ``groups`` (the flags of a group count as one); the message names those given as {given}."""
+
+    groups: tuple[tuple[str, ...], ...]
+    message: str
+    hint: str | None = None
+
+    def broken_by(self, given: Sequence[str]) -> str | None:
+        group_of = {flag: "/".join(group) for group in self.groups for flag in group}
+        named = list(dict.fromkeys(group_of[flag] for flag in given if flag in group_of))
+        return self.message.format(given=" and ".join(named)) if len(named) > 1 else None
+
+
+def format_only_rules() -> list[Excludes]:
+    """FORMAT_OPTIONS as rules: an output option with a format that does not take it."""
+    options = dict.fromkeys(option for taken in FORMAT_OPTIONS.values() for option in taken)
+    rules = []
+    for option in options:
+        takers = " and ".join(name for name, taken in FORMAT_OPTIONS.items() if option in taken)
+        rules += [Excludes(option, (f"--format {name}",), f"{option} applies to --format {takers} only, not {name}")
+                  for name, taken in FORMAT_OPTIONS.items() if option not in taken]
+    return rules
+
+
+# Prometheus samples carry no timestamps here (the textfile collector has none), so a series per time
+# bucket would be wrong.
+PROMETHEUS_BUCKETS = ("--format prometheus cannot be combined with {what}: the textfile collector has no "
+                      "timestamps, so a series per {unit} would be wrong")
+PROMETHEUS_HINT = "drop the time bucket, or use --format json or csv for rows per time bucket"
+# Which flags exclude or need which, checked in this order before any value is read. Flags are named as
+# flags_given names them: "--format csv", "--group-by day", and "--store" for the flag or MAAS_USAGE_STORE.
+FLAG_RULES = (
+    # --check tests the account with requests of its own: what shapes a query or its output would be ignored.
+    Excludes("--check", ("--from", "--to", "--until", "--last", *(f"--{name}" for name in PRESETS), "--compare",
+                         "--service-type", "--api-keys", "--ips", "--group-by", "--table-format", "--chart",
+                         "--no-header", "--raw", "--output", "--dry-run", "--record",
+                         *(f"--format {name}" for name in FORMATS if name not in ("table", "json"))),
+             "--check cannot be combined with {other}",
+             hint="--check prints a checklist in the table or json format; run the query on its own"),
+    AtMostOne((("--from", "--to", "--until"), ("--last",), *((f"--{name}",) for name in PRESETS)),
+              "{given} cannot be combined: choose one way to give the range"),
+    Excludes("--to", ("--until",), "--to and --until cannot be combined (--to is exclusive, --until inclusive)"),
+    *format_only_rules(),
+    Excludes("--output", ("--no-header",), "--output always replaces its file: it cannot be combined with --no-header",
+             hint="to append, leave out --output and use >> FILE"),
+    Needs("--record", ("--store",), "--record needs a store: --store PATH or MAAS_USAGE_STORE"),
+    Excludes("--record", tuple(f"--group-by {name}" for name, unit in UNITS.items() if unit is not DAY),
+             "--record saves days: it cannot be combined with {other}"),
+    Excludes("--format prometheus", ("--record",),
+             PROMETHEUS_BUCKETS.format(what="--record (its result is per day)", unit="day"), PROMETHEUS_HINT),
+    *(Excludes("--format prometheus", (f"--group-by {name}",),
+               PROMETHEUS_BUCKETS.format(what=f"--group-by {name}", unit=name), PROMETHEUS_HINT) for name in UNITS),
+    Excludes("--compare", ("--record", "--format prometheus"), "--compare cannot be combined with {other}",
+             hint="compare in a table, JSON or CSV"),
+    Needs("--chart", (*(f"--group-by {name}" for name in UNITS), "--record"),
+          "--chart draws a bar per time bucket: it needs --group-by " + " or ".join(UNITS)),
+)
+
+
+def flags_given(args: argparse.Namespace, env: Mapping[str, str]) -> list[str]:
+    """The flags given, as FLAG_RULES names them; the presets in command-line order."""
+    given = [flag for flag, value in (("--from", args.start), ("--to", args.to), ("--until", args.until),
+                                      ("--last", args.last)) if value]
+    given += [f"--{name}" for name in dict.fromkeys(args.presets or ())]
+    given += [flag for flag, value in (("--compare", args.compare), ("--record", args.record),
+                                       ("--store", store_path(args, env)), ("--output", args.output),
+                                       ("--table-format", args.table_format), ("--no-header", args.no_header),
+                                       ("--raw", args.raw), ("--chart", args.chart), ("--check", args.check),
+                                       ("--dry-run", args.dry_run), ("--service-type", args.service_type),
+                                       ("--api-keys", args.api_keys is not None), ("--ips", args.ips),
+                                       ("--group-by", args.group_by)) if value]
+    return [*given, f"--format {args.format}", *(f"--group-by {word}" for word in group_by_words(args.group_by))]
+
+
+def check_flag_rules(given: Sequence[str]) -> None:
+    """Refuse the first rule of FLAG_RULES that ``given`` breaks."""
+    for rule in FLAG_RULES:
+        message = rule.broken_by(given)
+        if message is not None:
+            raise UsageError(message, hint=rule.hint)
+
+
+def output_refusal(path: str) -> str | None:
+    """Why --output cannot replace ``path``, or None for a regular file or nothing. lstat: a symlink
+    is refused, never followed (as root, one planted in a shared folder would aim the rename anywhere)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:  # nothing there, or a folder that is missing or unreadable: the write names it
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return f"--output {path} is {file_kind(mode)}, not a regular file"
+
+
+def protected_files(settings: Settings, env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The files --output must never replace, each with what it is: the store with its -wal and
+    -shm, the credentials file (--credentials-file, else the SDK profile: named, never read here)
+    and this script."""
+    files = []
+    if settings.store is not None:
+        files += [(settings.store.path + suffix, f"the store's {suffix} file" if suffix else "the store")
+                  for suffix in ("", "-wal", "-shm")]
+    files += [(path, "the credentials file") for path in (settings.credentials_file, profile_path(env)) if path]
+    return files + [(os.path.abspath(__file__), "this script")]
+
+
+def check_output_target(settings: Settings, env: Mapping[str, str]) -> None:
+    """--output's path, before anything is opened or sent: a regular file or nothing, and none of
+    the run's own files (the same file by device and inode, or by path when it does not exist yet)."""
+    path = settings.output.path
+    if path is None:
+        return
+    refusal = output_refusal(path)
+    if refusal is not None:
+        raise UsageError(refusal, hint="--output replaces a regular file or creates one; for anything else "
+                                       "leave out --output and redirect stdout")
+    try:
+        found = os.lstat(path)
+        target: tuple[int, int] | None = (found.st_dev, found.st_ino)
+    except OSError:
+        target = None
+    resolved = os.path.realpath(path)
+    for other, what in protected_files(settings, env):
+        try:
+            found = os.stat(other)
+            same = (found.st_dev, found.st_ino) == target
+        except (OSError, ValueError):
+            same = False
+        if same or os.path.realpath(other) == resolved:
+            raise UsageError(f"--output {path} is {what} ({other}): the result would destroy it",
+                             hint="choose another path for --output")
 
 
 @dataclass(frozen=True)
@@ -3874,72 +4227,83 @@ def resolve_project_id(given: str | None, credentials: Credentials | None,
     return lookup() if lookup is not None else None
 
 
-def record_query(query: Query, now: datetime) -> Query:
-    """--record: the range's whole final days, one row per day."""
-    if query.bucket in ("hour", "week", "month"):
-        raise UsageError(f"--record saves days: it cannot be combined with --group-by {query.bucket}")
-    days = final_days(query.period, query.zone, now)
+def record_period(period: Period, zone: tzinfo, now: datetime) -> Period:
+    """--record: the range's whole final days (its rows are days)."""
+    days = final_days(period, zone, now)
     if not days:
         raise UsageError("the range holds no whole final day to record (a day is final 3 hours after "
                          "its local midnight)", hint="try --from yesterday, or the default last 30 days")
-    return dataclasses.replace(query, period=Period(days[0][1].start, days[-1][1].end), bucket="day")
+    return Period(days[0][1].start, days[-1][1].end)
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetime,
                   console: Console, stdout_encoding: str | None = None) -> Settings:
-    """Validate every flag and env var; raises UsageError before anything is read or sent.
-    ``stdout_encoding`` picks the chart's bar characters."""
-    for flag in ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file",
-                 "endpoint", "iam_endpoint", "ces_endpoint", "store", "table_format", "output"):
+    """Validate every flag and env var, one concern a step; raises UsageError before anything is read
+    or sent. ``stdout_encoding`` picks the chart's bar characters."""
+    check_no_empty_values(args)
+    check_flag_rules(flags_given(args, env))
+    query = _query_filters(args, *_range_and_zone(args, env, now, console), console)
+    project_id, maas, iam, ces = _endpoints(args, env)
+    client = _client_options(args)
+    mode = "check" if args.check else "dry-run" if args.dry_run else "record" if args.record else "query"
+    return Settings(mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file,
+                    maas=maas, iam=iam, ces=ces, client=client, output=_output_options(args, env, stdout_encoding),
+                    store=_store_options(args, env))
+
+
+TEXT_FLAGS = ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file", "endpoint",
+              "iam_endpoint", "ces_endpoint", "store", "table_format", "output")
+
+
+def check_no_empty_values(args: argparse.Namespace) -> None:
+    """An empty value (``--store ""``, often an unset shell variable) is refused, never read as not given."""
+    for flag in TEXT_FLAGS:
         value = getattr(args, "start" if flag == "from" else flag)
         if value is not None and not value.strip():
             raise UsageError(f"--{flag.replace('_', '-')} was given an empty value")
-    if args.check:
-        check_flags(args)
-    presets = list(dict.fromkeys(args.presets or ()))
-    ranges = [name for name, given in (("--from/--to/--until", args.start or args.to or args.until),
-                                       ("--last", args.last)) if given] + [f"--{name}" for name in presets]
-    if len(ranges) > 1:
-        raise UsageError(f"{' and '.join(ranges)} cannot be combined: choose one way to give the range")
-    if args.to and args.until:
-        raise UsageError("--to and --until cannot be combined (--to is exclusive, --until inclusive)")
+
+
+def _range_and_zone(args: argparse.Namespace, env: Mapping[str, str], now: datetime,
+                    console: Console) -> tuple[str, tzinfo, Period, Period | None]:
+    """The zone's name and zone, the period, and with --compare the period before it."""
+    zone_name, zone = zone_setting(args.timezone, env, now, console)
+    preset = args.presets[0] if args.presets else None  # FLAG_RULES refused two different ones
+    given = args.start or args.to or args.until or args.last or preset
+    last = args.last or ("30d" if args.record and not given else None)  # --record defaults to 30 days
+    request = RangeRequest(args.start, args.to, args.until, last, preset)
+    period = resolve_period(request, zone, now)
+    if args.record:
+        period = record_period(period, zone, now)
+    return zone_name, zone, period, previous_period(request, period, zone) if args.compare else None
+
+
+def _query_filters(args: argparse.Namespace, zone_name: str, zone: tzinfo, period: Period,
+                   previous: Period | None, console: Console) -> Query:
+    """What is asked and how rows are split: --region, --group-by, --service-type, --infer-type,
+    --api-keys, --ips."""
     if not REGION_RE.fullmatch(args.region):
         raise UsageError(f"--region {args.region!r} is not a region id like cn-southwest-2")
     note = region_note(args.region)
     if note:
         console.note(note)
+    given_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
+    unit, by_key, by_type = parse_group_by(args.group_by, given_keys)
+    bucket = UNITS[unit] if unit else None
+    if args.record:  # --record saves (and shows) days
+        bucket = DAY
+    return Query(region=args.region, zone_name=zone_name, zone=zone, period=period, infer_type=args.infer_type,
+                 service_types=parse_service_types(args.service_type, by_type),
+                 api_keys=given_keys or None,  # a bare --api-keys means all keys, as the original skill script took it
+                 ips=parse_ips(args.ips), bucket=bucket, by_key=by_key, previous=previous)
+
+
+def _endpoints(args: argparse.Namespace,
+               env: Mapping[str, str]) -> tuple[str | None, Endpoint, Endpoint, Endpoint]:
+    """The project id, and the MaaS, IAM and Cloud Eye base URLs of the (checked) region."""
     project_id, _ = flag_or_env(args.project_id, "--project-id", env, *PROJECT_ENVS)
     if project_id is not None and not PROJECT_ID_RE.fullmatch(project_id):
         raise UsageError("the project id must be 32 lowercase letters and digits",
                          hint="find it in the console under My Credentials > API Credentials")
-    if not 0 < args.timeout <= 3600:
-        raise UsageError("--timeout must be a number of seconds above 0 (at most 3600)")
-    if not 0 <= args.retries <= 10:
-        raise UsageError("--retries must be between 0 and 10")
-    if not 1 <= args.concurrency <= MAX_CONCURRENCY:
-        raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
-    check_format_options(args.format, [name for name, given in (("--table-format", args.table_format),
-                                                                ("--no-header", args.no_header),
-                                                                ("--raw", args.raw),
-                                                                ("--chart", args.chart)) if given])
-    check_output_path(args.output, not args.no_header)
-    store_path, _ = flag_or_env(args.store, "--store", env, "MAAS_USAGE_STORE")
-    if args.record and not store_path:
-        raise UsageError("--record needs a store: --store PATH or MAAS_USAGE_STORE")
-    check_table_format(args.table_format)
-
-    zone_name, zone = zone_setting(args.timezone, env, now, console)
-    last = args.last or ("30d" if args.record and not ranges else None)  # --record defaults to 30 days
-    preset = presets[0] if presets else None
-    request = RangeRequest(args.start, args.to, args.until, last, preset)
-    period = resolve_period(request, zone, now)
-
-    given_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
-    bucket, by_key, by_type = parse_group_by(args.group_by, given_keys)
-    api_keys = given_keys or None  # a bare --api-keys means all keys, as the original skill script took it
-    query = Query(region=args.region, zone_name=zone_name, zone=zone, period=period, infer_type=args.infer_type,
-                  service_types=parse_service_types(args.service_type, by_type), api_keys=api_keys,
-                  ips=parse_ips(args.ips), bucket=bucket, by_key=by_key)
     maas = parse_endpoint_setting(args.endpoint, "--endpoint", env, "HW_MAAS_ENDPOINT", "MODELARTS", args.region,
                                   MAAS_ENDPOINT_EXCEPTIONS.get(args.region,
                                                                MAAS_ENDPOINT_TEMPLATE.format(region=args.region)))
@@ -3947,26 +4311,39 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
                                  IAM_ENDPOINT_TEMPLATE.format(region=args.region))
     ces = parse_endpoint_setting(args.ces_endpoint, "--ces-endpoint", env, "HW_CES_ENDPOINT", "CES", args.region,
                                  CES_ENDPOINT_TEMPLATE.format(region=args.region))
-    if args.record:
-        query = record_query(query, now)
-    check_prometheus_rows(args.format, query, args.record)
-    if args.compare:
-        if args.record or args.format == "prometheus":
-            raise UsageError(f"--compare cannot be combined with {'--record' if args.record else '--format prometheus'}",
-                             hint="compare in a table, JSON or CSV")
-        query = dataclasses.replace(query, previous=previous_period(request, query.period, zone))
-    if args.chart and not query.bucket:
-        raise UsageError("--chart draws a bar per time bucket: it needs --group-by "
-                         + " or ".join(BUCKET_UNITS))
-    mode = "check" if args.check else "dry-run" if args.dry_run else "record" if args.record else "query"
-    return Settings(
-        mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file, maas=maas, iam=iam,
-        ces=ces, client=ClientOptions(args.timeout, args.retries, args.concurrency),
-        output=OutputOptions(args.format, args.table_format, not args.no_header, args.raw,
-                             None if args.output is None else expand_home(args.output, env),
-                             # a file written by --output is UTF-8 whatever the terminal
-                             bar_characters("utf-8" if args.output else stdout_encoding) if args.chart else None),
-        store=StoreOptions(expand_home(store_path, env), mode == "record", STORE_BUSY_TIMEOUT) if store_path else None)
+    return project_id, maas, iam, ces
+
+
+def _client_options(args: argparse.Namespace) -> ClientOptions:
+    """--timeout, --retries and --concurrency."""
+    if not 0 < args.timeout <= 3600:
+        raise UsageError("--timeout must be a number of seconds above 0 (at most 3600)")
+    if not 0 <= args.retries <= 10:
+        raise UsageError("--retries must be between 0 and 10")
+    if not 1 <= args.concurrency <= MAX_CONCURRENCY:
+        raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
+    return ClientOptions(args.timeout, args.retries, args.concurrency)
+
+
+def _output_options(args: argparse.Namespace, env: Mapping[str, str], stdout_encoding: str | None) -> OutputOptions:
+    check_table_format(args.table_format)
+    # a file written by --output is UTF-8 whatever the terminal
+    chart = bar_characters("utf-8" if args.output else stdout_encoding) if args.chart else None
+    return OutputOptions(args.format, args.table_format, not args.no_header, args.raw,
+                         None if args.output is None else expand_home(args.output, env), chart)
+
+
+def store_path(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
+    return flag_or_env(args.store, "--store", env, "MAAS_USAGE_STORE")[0]
+
+
+def _store_options(args: argparse.Namespace, env: Mapping[str, str]) -> StoreOptions | None:
+    """The history store: --store, else MAAS_USAGE_STORE; --record (not a dry run) must be able to use it."""
+    path = store_path(args, env)
+    if not path:
+        return None
+    return StoreOptions(expand_home(path, env), strict=args.record and not args.dry_run,
+                        lock_timeout=STORE_BUSY_TIMEOUT)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -4126,13 +4503,7 @@ def save_day(store: Store, query: Query, project_id: str, row: Row, window: Wind
 
 
 def render(report: Report, output: OutputOptions) -> str:
-    if output.format == "json":
-        return render_json(report, output.raw)
-    if output.format == "csv":
-        return render_csv(report, output.header)
-    if output.format == "prometheus":
-        return render_prometheus(report)
-    return render_table(report, output.table_format, output.raw, output.chart)
+    return FORMATS[output.format].render(report, output)
 
 
 def retention_note(period: Period, now: datetime, zone: tzinfo) -> str | None:
@@ -4158,11 +4529,62 @@ def warn_about_retention(query: Query, unrecorded: Sequence[str] | None, console
                      f"the store ({unrecorded[0]} … {unrecorded[-1]}): their live answers may be empty")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: the run ends as with Ctrl-C, with the exit code 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+class Signals:
+    """SIGINT, SIGTERM and SIGHUP while main runs: each ends the run by an exception in the main
+    thread (KeyboardInterrupt, or Terminated), so every ``finally`` on the way runs: the store's
+    transaction rolls back, --output's temporary file goes. Inside ``held()`` a signal waits for
+    the block's end. A signal ignored from the start (nohup, a background job) stays ignored."""
+
+    def __init__(self) -> None:
+        self._previous: dict[int, Any] = {}
+        self._holding = False
+        self._pending: int | None = None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers: a caller's thread keeps the caller's
+        for signum in ENDING_SIGNALS:
+            previous = signal.getsignal(signum)
+            if previous is not None and previous != signal.SIG_IGN:  # None: a handler set outside Python
+                self._previous[signum] = previous
+                signal.signal(signum, self._interrupt)
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            signum, self._pending = self._pending, None
+            if signum is not None:
+                self._interrupt(signum, None)
+
+    def _interrupt(self, signum: int, frame: object) -> None:
+        if self._holding:
+            self._pending = self._pending or signum
+            return
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+
+
 def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None,
          now: datetime | None = None, stdout: Any = None, stderr: Any = None) -> int:
     """Run the command line ``argv`` with the given environment, clock and streams; the exit code."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C is KeyboardInterrupt from here on
+    signals = Signals()
+    signals.install()  # from here on SIGINT, SIGTERM and SIGHUP end the run as Ctrl-C does
     env = os.environ if env is None else env
     stdout = sys.stdout if stdout is None else stdout
     console = Console(sys.stderr if stderr is None else stderr)
@@ -4171,10 +4593,12 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         args = build_parser().parse_args(argv)
         console.quiet, console.verbose = args.quiet, args.verbose  # notes made while validating obey -q too
         settings = settings_from(args, env, clock.now, console, getattr(stdout, "encoding", None))
+        check_output_target(settings, env)
         output = console.redact(run(settings, env, clock, console))
-        if settings.output.path is not None:
-            replace_file(settings.output.path, output)
-            return EXIT_OK
+        if settings.output.path is None:
+            return write_result(stdout, output, console)
+        replace_file(settings.output.path, output, signals)
+        return EXIT_OK
     except ParserExit as printed:  # --help and --version
         return write_result(stdout, printed.text, console) if printed.status == 0 else printed.status
     except ToolError as exc:
@@ -4182,68 +4606,99 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         if isinstance(exc, ChecklistFailed):  # a failed check still prints its checklist
             return write_result(stdout, console.redact(exc.output), console) or exc.exit_code
         return exc.exit_code
-    except KeyboardInterrupt:
-        console.error("interrupted")
-        return EXIT_INTERRUPTED
-    return write_result(stdout, output, console)
+    except MemoryError:
+        console.error("out of memory", hint="raise the memory limit (ulimit -v, systemd LimitAS=)")
+        return EXIT_API
+    except KeyboardInterrupt as exc:  # Ctrl-C, or Terminated (SIGTERM, SIGHUP)
+        console.error(f"interrupted by {exc}" if isinstance(exc, Terminated) else "interrupted")
+        return exc.exit_code if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    finally:
+        signals.restore()
 
 
 class OutputFileError(ToolError):
     exit_code = EXIT_API
 
 
-def replace_file(path: str, output: str) -> None:
-    """Replace ``path`` with ``output`` (UTF-8) atomically: a temporary file in the same folder,
-    then a rename, so that a reader sees the old file or the new one, never half of one. Whatever
-    goes wrong (a full disk, Ctrl-C), the old file stays and the temporary file goes.
+def replace_file(path: str, output: str, signals: Signals) -> None:
+    """Replace ``path`` with ``output`` (UTF-8) by a rename in its folder: a reader sees the old
+    file or the new one, never half of one. Whatever goes wrong (a full disk, a signal), the old
+    file stays and the temporary file goes: signals are held while it is created or removed.
 
-    The new file keeps the mode of the one it replaces, else gets 0666 & ~umask as from ``>``.
-    A symlink is followed: its target is replaced, as a shell redirect writes through it.
+    ``path`` must still be a regular file or nothing (checked again: a symlink planted since the
+    run began is refused too). The new file keeps the old one's mode, and its owner and group where
+    the process may set them; a new file gets 0666 & ~umask, as from ``>``.
     """
-    target = os.path.realpath(path)
-    folder, name = os.path.split(target)
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)
-    except FileNotFoundError:
-        mode = None
-    except OSError as exc:
-        raise OutputFileError(f"cannot write {path}: {exc.strerror or exc}") from None
+    refusal = output_refusal(path)
+    if refusal is not None:
+        raise OutputFileError(refusal)
+    folder, name = os.path.split(path)
     temporary = None
     try:
+        try:
+            old: os.stat_result | None = os.lstat(path)
+        except FileNotFoundError:
+            old = None
         while temporary is None:
-            candidate = os.path.join(folder, f".{name}.{os.urandom(4).hex()}.tmp")
-            try:  # the kernel applies the umask to 0666, exactly as for a shell redirect
-                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-            except FileExistsError:
-                continue
-            temporary = candidate
-        if mode is not None:
-            os.chmod(temporary, mode)
-        with open(fd, "wb") as file:
+            candidate = os.path.join(folder, f".{name[:200]}.{os.urandom(4).hex()}.tmp")
+            with signals.held():
+                try:  # the kernel applies the umask to 0666, exactly as for a shell redirect
+                    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                                 | getattr(os, "O_CLOEXEC", 0), 0o666)
+                except FileExistsError:
+                    continue
+                temporary = candidate
+                file = open(fd, "wb")
+        with file:
+            if old is not None:
+                keep_owner_and_mode(file.fileno(), temporary, old)
             file.write(output.encode("utf-8"))
             file.flush()
             os.fsync(file.fileno())  # the rename must never publish data still only in the page cache
-        os.replace(temporary, target)
+        os.replace(temporary, path)
         temporary = None
     except OSError as exc:
         raise OutputFileError(f"cannot write {path}: {exc.strerror or exc}",
                               hint="check that the folder exists, is writable and has space") from None
     finally:
         if temporary is not None:
+            with signals.held():
+                try:
+                    os.unlink(temporary)
+                except OSError:
+                    pass
+
+
+def keep_owner_and_mode(fd: int, path: str, old: os.stat_result) -> None:
+    """Give the file open as ``fd`` (at ``path``) the owner, group and mode of ``old``: as root all
+    three, as a user the mode and any group of theirs (a root cron job or a chgrp'd file must not
+    take a collector's read access away). The mode comes last: a chown clears set-id bits."""
+    if hasattr(os, "fchown"):
+        for uid in (old.st_uid, -1):
             try:
-                os.unlink(temporary)
-            except OSError:
-                pass
+                os.fchown(fd, uid, old.st_gid)
+                break
+            except OSError:  # not allowed to give it away: keep what the process may
+                continue
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, stat.S_IMODE(old.st_mode))
+    else:
+        os.chmod(path, stat.S_IMODE(old.st_mode))
 
 
 def write_result(stdout: Any, output: str, console: Console) -> int:
-    """Write the result (UTF-8 whatever the locale: key labels may be any text). Every failure
-    to write it (a closed stdout, a full disk, a reader gone away) is exit 1 with an error line."""
+    """Write the result (UTF-8 whatever the locale: key labels may be any text), all of it. Every
+    failure to write it (a closed stdout, a full disk, a reader gone away or stuck) is exit 1 with
+    an error line."""
     try:
         if stdout is None:  # Python's stdout when the process was started with fd 1 closed
             raise OSError(errno.EBADF, "stdout is closed")
+        fd = _descriptor(stdout)
         buffer = getattr(stdout, "buffer", None)
-        if buffer is not None:
+        if fd is not None:
+            stdout.flush()
+            write_all(fd, output.encode("utf-8"))
+        elif buffer is not None:
             stdout.flush()
             buffer.write(output.encode("utf-8"))
             buffer.flush()
@@ -4262,8 +4717,35 @@ def write_result(stdout: Any, output: str, console: Console) -> int:
     return EXIT_OK
 
 
+def _descriptor(stream: Any) -> int | None:
+    """The POSIX file descriptor under ``stream``; None for an in-memory stream (or elsewhere)."""
+    if os.name != "posix":
+        return None
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError):  # io.UnsupportedOperation is an OSError; a closed file's ValueError is not
+        return None
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, also when it is non-blocking (left so by Node's child_process,
+    make -j, agent runtimes): a full pipe is waited for, as a blocking write would wait, as long as
+    its reader takes something every STDOUT_STALL seconds."""
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            if not poller.poll(STDOUT_STALL * 1000):
+                raise OSError(errno.ETIMEDOUT, f"its reader took nothing for {STDOUT_STALL:g} s") from None
+
+
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except KeyboardInterrupt:  # Ctrl-C before main's own handler is in place, or after it
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as interrupted:  # a signal before main's own handlers are in place, or after
+        sys.exit(interrupted.exit_code if isinstance(interrupted, Terminated) else EXIT_INTERRUPTED)

@@ -194,7 +194,7 @@ def test_hour_with_record_or_another_time_bucket_is_a_usage_error(cli, cloud, fl
        span=st.integers(min_value=1, max_value=10 * 24 * HOUR_MS))
 def test_hour_buckets_cover_the_period_and_start_on_local_clock_hours(zone, start, span):
     period = m.Period(m.EPOCH + timedelta(milliseconds=start), m.EPOCH + timedelta(milliseconds=start + span))
-    buckets = m.split_buckets(period, "hour", zone)
+    buckets = m.split_buckets(period, m.HOUR, zone)
     assert (buckets[0].start, buckets[-1].end) == (period.start, period.end)
     assert all(left.end == right.start for left, right in zip(buckets, buckets[1:]))
     for bucket in buckets[1:]:

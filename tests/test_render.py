@@ -156,7 +156,7 @@ def test_batch_fields_are_validated_when_present_in_real_time_answers(bad):
 
 
 def test_malformed_answer_stops_the_report_before_any_sum():
-    query = make_query(bucket="day", start=date(2026, 5, 8), end=date(2026, 5, 10))
+    query = make_query(bucket=m.DAY, start=date(2026, 5, 8), end=date(2026, 5, 10))
     answers = iter([answer(), answer(total_error_count="1")])
     with pytest.raises(m.MalformedResponse):
         make_result(query, lambda window: next(answers))
@@ -257,7 +257,7 @@ def test_error_rate_is_percent_rounded_half_up_to_two_decimals(errors, requests,
 
 
 def test_totals_round_from_their_exact_sum_not_from_rounded_rows():
-    query = make_query(bucket="day", start=date(2026, 5, 8), end=date(2026, 5, 10))
+    query = make_query(bucket=m.DAY, start=date(2026, 5, 8), end=date(2026, 5, 10))
     text = SEED_TEXT.replace("2482084.98", "0.0004")
     result = make_result(query, lambda call: m.parse_json_text(text, "x"))
     rows = [row.total.metrics()["total_tokens"] for row in result.rows]
@@ -662,7 +662,7 @@ def test_csv_without_header_has_only_data_lines():
 
 def test_csv_rows_per_day_service_and_key_with_awkward_labels():
     keys = ("plain", "", 'comma, "quote"', "new\nline")
-    query = make_query(bucket="day", start=date(2026, 5, 8), end=date(2026, 5, 10), service_types=(2, 4),
+    query = make_query(bucket=m.DAY, start=date(2026, 5, 8), end=date(2026, 5, 10), service_types=(2, 4),
                        api_keys=keys, by_key=True)
     rows = parse_csv(m.render_csv(make_result(query), True))
     assert len(rows) == 2 * 2 * len(keys)
@@ -734,7 +734,7 @@ def test_json_rows_api_key_is_null_when_rows_are_not_split_by_key():
 
 
 def test_json_day_rows_follow_local_midnights():
-    query = make_query(zone=NEW_YORK, zone_name="America/New_York", bucket="day",
+    query = make_query(zone=NEW_YORK, zone_name="America/New_York", bucket=m.DAY,
                        start=date(2026, 3, 7), end=date(2026, 3, 10))
     document = json.loads(m.render_json(make_result(query), False))
     assert [(r["start"], r["end"]) for r in document["rows"]] == [
