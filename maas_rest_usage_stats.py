@@ -3457,15 +3457,16 @@ def within(seconds: float, task: Callable[[], Any]) -> Any:
 
     finished: queue.SimpleQueue[tuple[Any, BaseException | None]] = queue.SimpleQueue()
 
-    def work() -> None:
+    def work(ready: Callable[[], None]) -> None:
+        ready()
         try:
             finished.put((task(), None))
         except BaseException as exc:  # handed to the waiting thread, which raises it
             finished.put((None, exc))
 
     try:
-        threading.Thread(target=work, daemon=True).start()
-    except RuntimeError:  # no thread left: run it here, bounded by the socket timeouts only
+        start_thread(work, "a probe thread")
+    except ApiError:  # no thread to be had: run it here, bounded by the socket timeouts only
         return task()
     deadline = time.monotonic() + seconds
     while True:
