@@ -610,7 +610,7 @@ def recv_for(sock: ssl.SSLSocket, seconds: float) -> bytes:
         sock.settimeout(left)
         try:
             piece = sock.recv(65536)
-        except TimeoutError:
+        except socket.timeout:  # TimeoutError itself only from Python 3.10
             break
         if not piece:
             break
