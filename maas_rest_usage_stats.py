@@ -1360,6 +1360,11 @@ def parse_endpoint(url: str, option: str, source: str | None = None) -> Endpoint
     ``option`` names it in usage errors; ``source`` (default ``from <option>``) in network errors."""
     try:
         parts = urlsplit(url.strip())
+        bracketed = re.fullmatch(r"(?:[^@]*@)?\[([^\]]*)\](?::[0-9]*)?", parts.netloc)
+        if bracketed:  # Python < 3.11.4's urlsplit takes any text in brackets for an IPv6 address
+            import ipaddress
+
+            ipaddress.IPv6Address(bracketed.group(1))
     except ValueError:  # e.g. an unbalanced IPv6 bracket
         raise UsageError(f"{option} {url!r} is not a valid URL") from None
     if parts.scheme not in ("https", "http") or not parts.netloc:

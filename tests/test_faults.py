@@ -623,10 +623,7 @@ def test_bad_environment_values_are_usage_errors_and_send_nothing(cli, cloud, en
     assert cloud.log == []
 
 
-@pytest.mark.parametrize("url", ["https://[::1", pytest.param("https://[not-an-ip]:8443", marks=pytest.mark.xfail(
-    sys.version_info < (3, 11, 4), strict=True,
-    reason="script bug: parse_endpoint relies on urlsplit rejecting a bracketed host that is not an IP "
-           "address, which Python < 3.11.4 does not do (the run then fails with InvalidURL, exit 1)"))])
+@pytest.mark.parametrize("url", ["https://[::1", "https://[not-an-ip]:8443"])
 def test_unbalanced_ipv6_endpoint_is_a_usage_error(cli, cloud, url):
     run = cli(*SEED_RANGE, "--endpoint", url)
     assert run.code == 2 and "--endpoint" in run.stderr
