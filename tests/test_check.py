@@ -1,9 +1,9 @@
 """--check: first contact with an account, one checklist line per step.
 
-Every failure path of every step is driven through the fake cloud (tests/check_faults.py adds its
-Cloud Eye ListMetrics route): missing or exposed credentials, an unresolvable host, an untrusted
-certificate, a host that never finishes the handshake, a skewed server clock, a rejected signature, IAM
-without the project, and a 403 at each permission.
+Every failure path of every step is driven through the fake cloud, Cloud Eye's ListMetrics included:
+missing or exposed credentials, an unresolvable host, an untrusted certificate, a host that never
+finishes the handshake, a skewed server clock, a rejected signature, IAM without the project, a 403 at
+each permission, and ListMetrics answering nothing, an error or a broken answer.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import pytest
 
 import fakecloud
 import maas_rest_usage_stats as m
-from check_faults import CES_ACTION, install_cloud_eye
 from conftest import ROOT, SECRET_PIECES, Run, _merged
 
 STEPS = ("credentials", "MaaS endpoint", "IAM endpoint", "Cloud Eye endpoint", "clock", "signature and project",
@@ -47,15 +46,12 @@ def assert_clean_check(run: Run) -> None:
 
 @pytest.fixture
 def check(cloud, cloud_env):
-    """Run ``--check`` in-process against the fake cloud (Cloud Eye included), in JSON unless
-    ``args`` name a format; keyword ``env`` adds or (with None) removes variables."""
-    install_cloud_eye(cloud)
-    base = {**cloud_env, "HW_CES_ENDPOINT": cloud.url}
-
+    """Run ``--check`` in-process against the fake cloud (its Cloud Eye at HW_CES_ENDPOINT), in JSON
+    unless ``args`` name a format; keyword ``env`` adds or (with None) removes variables."""
     def run(*args: str, env: dict[str, str | None] | None = None) -> Checked:
         argv = ["--check", *args] + ([] if "--format" in args else ["--format", "json"])
         stdout, stderr = io.StringIO(), io.StringIO()
-        code = m.main(argv, env=_merged(base, env), stdout=stdout, stderr=stderr)
+        code = m.main(argv, env=_merged(cloud_env, env), stdout=stdout, stderr=stderr)
         result = Run(code, stdout.getvalue(), stderr.getvalue())
         assert_clean_check(result)
         if code == 2 or "--format" in args:
@@ -115,8 +111,13 @@ def _projects(cloud, tmp_path):
     return ()
 
 
+def list_nothing(cloud: fakecloud.FakeCloud) -> None:
+    """Cloud Eye lists no series: every model service the fake's calls went to is unlisted."""
+    cloud.ces.unlisted = {model for model, _ in cloud.cloud_eye_instances()}
+
+
 def _no_metrics(cloud, tmp_path):
-    cloud.ces_metrics = []
+    list_nothing(cloud)
     return ()
 
 
@@ -134,9 +135,11 @@ def _echo_secret(cloud, tmp_path):
     return ()
 
 
-def _ces_unauthorized(cloud, tmp_path):
-    cloud.ces_status = 401
-    return ()
+def _ces_fault(kind: str, **params):
+    def setup(cloud, tmp_path):
+        cloud.add_fault(kind, path="ces_metrics", **params)
+        return ()
+    return setup
 
 
 SKIPPED_UNSIGNED = {step: "skip" for step in SIGNED}
@@ -186,13 +189,20 @@ CASES = {
                          says={"signature and project": ("HTTP 403", "iam:projects:get", "--project-id")}),
     "a 403 at ShowStatistics": Case(setup=_denied(fakecloud.MAAS_ACTION), statuses={"permission": "FAIL"}, code=3,
                                     says={"permission": ("HTTP 403", "modelarts:monitoring:get")}),
-    "a 403 at ListMetrics": Case(setup=_denied(CES_ACTION), statuses={"Cloud Eye metrics": "FAIL"}, code=3,
+    "a 403 at ListMetrics": Case(setup=_denied(fakecloud.CES_METRICS_ACTION), statuses={"Cloud Eye metrics": "FAIL"}, code=3,
                                  says={"Cloud Eye metrics": ("HTTP 403", "ces:metrics:list")}),
-    "a 401 at ListMetrics after a good signature": Case(setup=_ces_unauthorized,
+    "a 401 at ListMetrics after a good signature": Case(setup=_ces_fault("status", status=401),
                                                         statuses={"Cloud Eye metrics": "FAIL"}, code=3,
                                                         says={"Cloud Eye metrics": ("HTTP 401", "ces:metrics:list")}),
     "an empty ListMetrics": Case(setup=_no_metrics, statuses={"Cloud Eye metrics": "warn"},
                                  says={"Cloud Eye metrics": ("no SYS.MaaS metrics yet", "call a model")}),
+    "a 503 at ListMetrics": Case(setup=_ces_fault("status", status=503), statuses={"Cloud Eye metrics": "FAIL"},
+                                 code=1, says={"Cloud Eye metrics": ("HTTP 503",)}),
+    "a 500 from Cloud Eye itself": Case(setup=_ces_fault("status", status=500), statuses={"Cloud Eye metrics": "FAIL"},
+                                        code=1, says={"Cloud Eye metrics": ("HTTP 500",)}),
+    "a broken ListMetrics answer": Case(setup=_ces_fault("json", body={"metrics": [], "meta_data": {}}),
+                                        statuses={"Cloud Eye metrics": "FAIL"}, code=1,
+                                        says={"Cloud Eye metrics": ("malformed", "meta_data")}),
     "the given project id": Case(args=("--project-id", fakecloud.DEMO_PROJECT_ID), statuses={"IAM endpoint": "skip"},
                                  says={"signature and project": ("the given project id", "IAM is not asked")}),
     "a 401 at ShowStatistics with the project id given": Case(
@@ -233,7 +243,7 @@ def test_at_most_one_request_a_step_and_the_ok_details(check, cloud):
     assert checked.run.code == 0 and checked.ok
     # The clock's unsigned GET, then one signed request each: IAM, ShowStatistics, ListMetrics.
     assert [(entry.method, entry.kind) for entry in cloud.log] == [("GET", "other"), ("GET", "iam"),
-                                                                    ("POST", "maas"), ("GET", "ces")]
+                                                                    ("POST", "maas"), ("GET", "ces_metrics")]
     assert "authorization" not in cloud.log[0].headers
     assert cloud.log[3].query == {"namespace": "SYS.MaaS", "limit": "1000"}
     body = cloud.log[2].json
@@ -244,7 +254,7 @@ def test_at_most_one_request_a_step_and_the_ok_details(check, cloud):
     assert "certificate verified" in steps["MaaS endpoint"]["detail"]
     assert "same host as the MaaS endpoint" in steps["Cloud Eye endpoint"]["detail"]
     assert fakecloud.DEMO_PROJECT_ID in steps["signature and project"]["detail"]
-    assert "24 metrics, 2 model service(s)" in steps["Cloud Eye metrics"]["detail"]
+    assert "63 metrics, 4 model service(s)" in steps["Cloud Eye metrics"]["detail"]
 
 
 @pytest.mark.parametrize("name", ["a 401 at IAM", "a 401 at ShowStatistics with the project id given",
@@ -281,7 +291,7 @@ def test_the_table_is_aligned_lines_with_hints_under_the_detail(check, cloud):
 
 
 def test_json_is_the_contract_schema(check, cloud):
-    cloud.ces_metrics = []
+    list_nothing(cloud)
     run = check().run
     document = json.loads(run.stdout)
     assert set(document) == {"schema_version", "check", "ok"} and document["schema_version"] == 1
@@ -367,13 +377,23 @@ def test_list_metrics_answers_are_checked(data, why):
 
 
 def test_list_metrics_counts_distinct_model_services():
-    from check_faults import maas_metrics
+    """The fake's answer: each metric per model service alone and per model service and API key;
+    every maas_api_id counts once. A page short of the total counts the models on it."""
+    cloud = fakecloud.FakeCloud()  # its answers need no server
+    pairs = cloud.cloud_eye_instances()
+    models = {model for model, _ in pairs}
+    assert len(pairs) > len(models) > 1  # a model with more than one key
 
-    metrics = maas_metrics(models=("a", "b", "c"), keys=("k1", "k2"))
-    found = m.metric_list_of({"metrics": metrics, "meta_data": {"count": len(metrics), "marker": "",
-                                                               "total": 500}}, "ListMetrics", {})
-    assert (found.metrics, found.models, found.total) == (len(metrics), frozenset("abc"), 500)
+    def listed(limit: int) -> m.MetricList:
+        query = fakecloud.ListMetricsQuery(namespace=fakecloud.CES_NAMESPACE, limit=limit)
+        return m.metric_list_of(fakecloud.ces_list_metrics(cloud.index.cloud_eye, query, cloud.ces, 0),
+                                "ListMetrics", {})
 
+    found = listed(1000)
+    listed_metrics = len(fakecloud.CES_METRIC_NAMES) * (len(models) + len(pairs))
+    assert (found.metrics, found.models, found.total) == (listed_metrics, frozenset(models), listed_metrics)
+    first = listed(3)
+    assert (first.metrics, first.total) == (3, listed_metrics) and first.models < found.models
 
 
 def test_readme_shows_the_checklist_as_the_fake_cloud_prints_it(check, cloud):
