@@ -20,7 +20,8 @@ import pytest
 
 import fakecloud
 import maas_rest_usage_stats as m
-from conftest import ROOT, SECRET_PIECES, Run, _merged
+from conftest import ROOT, SECRET_PIECES, Run, _merged, base_env
+from test_fakecloud import standalone
 
 STEPS = ("credentials", "MaaS endpoint", "IAM endpoint", "Cloud Eye endpoint", "clock", "signature and project",
          "permission", "Cloud Eye metrics")
@@ -396,9 +397,20 @@ def test_list_metrics_counts_distinct_model_services():
     assert (first.metrics, first.total) == (3, listed_metrics) and first.models < found.models
 
 
-def test_readme_shows_the_checklist_as_the_fake_cloud_prints_it(check, cloud):
+def test_readme_shows_the_checklist_as_the_standalone_fake_cloud_prints_it(home):
+    """The README's example, as a newcomer gets it: the fake cloud started on its own as the README
+    says, the variables it prints exported (HW_CES_ENDPOINT among them), then --check."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    run = check("--format", "table").run
-    assert run.code == 0
-    shown = run.stdout.replace(f"localhost:{cloud.port}", "localhost:8443")
-    assert "$ python3 maas_rest_usage_stats.py --check\n" + shown + "```\n" in readme
+    section = readme[readme.index("## `--check`"):]
+    section = section[:section.index("\n## ")]
+    assert "`python3 tests/fakecloud.py --port 8443 --no-retention`" in section
+    with standalone("--no-retention") as (_, exports):
+        assert "HW_CES_ENDPOINT" in exports
+        stdout, stderr = io.StringIO(), io.StringIO()
+        code = m.main(["--check"], env={**base_env(home), **exports}, stdout=stdout, stderr=stderr)
+    run = Run(code, stdout.getvalue(), stderr.getvalue())
+    assert_clean_check(run)
+    assert run.code == 0, run.stdout + run.stderr
+    port = exports["HW_CES_ENDPOINT"].rsplit(":", 1)[1]
+    shown = run.stdout.replace(f"localhost:{port}", "localhost:8443")
+    assert "$ python3 maas_rest_usage_stats.py --check\n" + shown + "```\n" in section
