@@ -3735,9 +3735,10 @@ def check_cloud_eye(step: str, settings: Settings, client: Client, project_id: s
         return CheckStep(step, "warn", f"ListMetrics lists no {CES_NAMESPACE} metrics yet: Cloud Eye lists a "
                                        "model service once it has been called",
                          "call a model (a preset service or one of My Services), then check again")
-    shown = f"{found.metrics} of {found.total}" if found.total > found.metrics else f"{found.metrics}"
-    return CheckStep(step, "ok", f"ListMetrics for {CES_NAMESPACE}: {shown} metrics, {len(found.models)} model "
-                                 "service(s) (ces:metrics:list)")
+    paged = found.total > found.metrics  # one page only: the model services on it, at least
+    shown = f"{found.metrics} of {found.total}" if paged else f"{found.metrics}"
+    return CheckStep(step, "ok", f"ListMetrics for {CES_NAMESPACE}: {shown} metrics, {'at least ' if paged else ''}"
+                                 f"{len(found.models)} model service(s) (ces:metrics:list)")
 
 
 def render_checklist(steps: Sequence[CheckStep], output_format: str) -> str:

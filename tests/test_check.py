@@ -190,8 +190,8 @@ CASES = {
                          says={"signature and project": ("HTTP 403", "iam:projects:get", "--project-id")}),
     "a 403 at ShowStatistics": Case(setup=_denied(fakecloud.MAAS_ACTION), statuses={"permission": "FAIL"}, code=3,
                                     says={"permission": ("HTTP 403", "modelarts:monitoring:get")}),
-    "a 403 at ListMetrics": Case(setup=_denied(fakecloud.CES_METRICS_ACTION), statuses={"Cloud Eye metrics": "FAIL"}, code=3,
-                                 says={"Cloud Eye metrics": ("HTTP 403", "ces:metrics:list")}),
+    "a 403 at ListMetrics": Case(setup=_denied(fakecloud.CES_METRICS_ACTION), statuses={"Cloud Eye metrics": "FAIL"},
+                                 code=3, says={"Cloud Eye metrics": ("HTTP 403", "ces:metrics:list")}),
     "a 401 at ListMetrics after a good signature": Case(setup=_ces_fault("status", status=401),
                                                         statuses={"Cloud Eye metrics": "FAIL"}, code=3,
                                                         says={"Cloud Eye metrics": ("HTTP 401", "ces:metrics:list")}),
@@ -256,6 +256,18 @@ def test_at_most_one_request_a_step_and_the_ok_details(check, cloud):
     assert "same host as the MaaS endpoint" in steps["Cloud Eye endpoint"]["detail"]
     assert fakecloud.DEMO_PROJECT_ID in steps["signature and project"]["detail"]
     assert "63 metrics, 4 model service(s)" in steps["Cloud Eye metrics"]["detail"]
+
+
+def test_a_first_page_short_of_the_total_counts_its_model_services_as_a_floor(check, cloud):
+    """Still one request: a page short of meta_data.total names the models on it, at least."""
+    cloud.ces.page_limit = 3
+    first = fakecloud.ces_list_metrics(cloud.index.cloud_eye, fakecloud.ListMetricsQuery(limit=3), cloud.ces, 0)
+    on_it = {d["value"] for e in first["metrics"] for d in e["dimensions"] if d["name"] == fakecloud.CES_MODEL_DIM}
+    assert 0 < len(on_it) < len({model for model, _ in cloud.cloud_eye_instances()})
+    step = check().steps["Cloud Eye metrics"]
+    assert step["status"] == "ok"
+    assert f"3 of 63 metrics, at least {len(on_it)} model service(s)" in step["detail"]
+    assert len(cloud.requests_of("ces_metrics")) == 1
 
 
 @pytest.mark.parametrize("name", ["a 401 at IAM", "a 401 at ShowStatistics with the project id given",
