@@ -95,6 +95,7 @@ RETRY_AFTER_CAP = 60.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 PROGRESS_MIN_REQUESTS = 5
+MAX_REQUESTS = 2000  # --max-requests: about 10 minutes at the API's limit
 THREAD_STACK_BYTES = 1024 * 1024
 SIGNAL_CHECK_INTERVAL = 0.2  # seconds between the main thread's checks for Ctrl-C while requests run
 FINAL_AFTER = timedelta(hours=3)  # call data lags 1-2 hours; a day is final 3 hours after it ends
@@ -1101,6 +1102,77 @@ def split_buckets(period: Period, unit: str | None, zone: tzinfo) -> list[Period
     return buckets
 
 
+# tzdata's offset changes since 1970 are a week apart or more (Brazil 2000, Gaza): a look every
+# two days sees each one.
+OFFSET_PROBE = timedelta(days=2)
+
+
+def offset_changes(period: Period, zone: tzinfo) -> list[datetime]:
+    """The instants inside ``period`` where the zone's UTC offset changes, found by a look every
+    OFFSET_PROBE and bisected to the millisecond."""
+    def offset(ms: int) -> timedelta | None:
+        return from_epoch_ms(ms, zone).utcoffset()
+
+    changes: list[datetime] = []
+    step = OFFSET_PROBE // timedelta(milliseconds=1)
+    low, end = period.start_ms, period.end_ms
+    before = offset(low)
+    while low < end:
+        high = min(low + step, end)
+        if offset(high) != before:
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (middle, high) if offset(middle) == before else (low, middle)
+            changes.append(from_epoch_ms(high, timezone.utc))
+            before = offset(high)
+        low = high
+    return changes
+
+
+def bucket_count(period: Period, unit: str, zone: tzinfo) -> int:
+    """``len(split_buckets(period, unit, zone))`` for hours, days or weeks, without making them:
+    between two offset changes the local clock runs evenly, so the boundaries it passes are
+    counted by arithmetic; across each change the next boundary is found as split_buckets finds it."""
+    count, cursor = 0, period.start
+    changes = iter([*offset_changes(period, zone), period.end])
+    change = next(changes)
+    while cursor < period.end:
+        count += 1
+        while change <= cursor:
+            change = next(changes)
+        passed, last = _clock_boundaries(cursor, change, unit, zone)
+        count += passed
+        cursor = _next_boundary(last, unit, zone)
+    return count
+
+
+def _clock_boundaries(start: datetime, stop: datetime, unit: str, zone: tzinfo) -> tuple[int, datetime]:
+    """How many hour, day or week boundaries lie strictly between ``start`` and ``stop`` on the
+    local clock, the offset staying ``start``'s, and the last of them (``start`` when none)."""
+    wall = start.astimezone(zone).replace(tzinfo=None)
+    if unit == "hour":
+        step = timedelta(hours=1)
+        first = wall.replace(minute=0, second=0, microsecond=0) + step
+    else:
+        step = timedelta(days=1 if unit == "day" else 7)
+        following = _first_day(wall.date(), unit) + step
+        first = datetime(following.year, following.month, following.day)
+    room = wall + (stop - start) - first
+    if room <= timedelta(0):
+        return 0, start
+    passed = (room - timedelta(microseconds=1)) // step + 1
+    return passed, start + (first + (passed - 1) * step - wall)
+
+
+def window_count(period: Period, unit: str | None, zone: tzinfo) -> int:
+    """How many windows of at most 30 days the buckets of ``period`` need: one per hour, day or
+    week; as many as split_windows makes for each month (31 days need two) or the whole range."""
+    if unit in ("hour", "day", "week"):
+        return bucket_count(period, unit, zone)
+    limit_ms = MAX_WINDOW // timedelta(milliseconds=1)
+    return sum(len(range(span.start_ms, span.end_ms, limit_ms)) for span in split_buckets(period, unit, zone))
+
+
 # ----------------------------------------------------------------------------------------------
 # Console: every line for stderr goes through here, with secrets redacted
 # ----------------------------------------------------------------------------------------------
@@ -1156,6 +1228,27 @@ def seconds_left(wait: float, remaining: int) -> float:
     """About how long ``remaining`` requests take when the next start must wait ``wait`` seconds:
     after it, RATE_LIMIT more may start every RATE_PERIOD."""
     return wait + RATE_PERIOD * ((max(remaining, 1) - 1) // RATE_LIMIT)
+
+
+def pacing_seconds(requests: int) -> float:
+    """About how long ``requests`` take at the API's limit, by the RateLimiter's rule: RATE_LIMIT
+    start at once, and each further RATE_LIMIT one paced period (RATE_PERIOD + ARRIVAL_MARGIN) later."""
+    return (RATE_PERIOD + ARRIVAL_MARGIN) * ((max(requests, 1) - 1) // RATE_LIMIT)
+
+
+def format_duration(seconds: float) -> str:
+    """``50 s``, ``1 min 2 s``, ``7 h 35 min``, ``12 days 3 h``: the two largest units."""
+    total = math.ceil(seconds)
+    minutes, secs = divmod(total, 60)
+    hours, mins = divmod(minutes, 60)
+    days, hrs = divmod(hours, 24)
+    if days:
+        return f"{days} day{'s' if days > 1 else ''}" + (f" {hrs} h" if hrs else "")
+    if hours:
+        return f"{hours} h" + (f" {mins} min" if mins else "")
+    if minutes:
+        return f"{minutes} min" + (f" {secs} s" if secs else "")
+    return f"{secs} s"
 
 
 class Console:
@@ -2187,12 +2280,11 @@ def plan_rows(query: Query, now: datetime, stored_days: StoredDays | None = None
 
     ``stored_days(row, final_days)`` gives what a history store holds of a row's final days.
     """
-    keys: Sequence[str | None] = query.api_keys if query.by_key and query.api_keys is not None else (None,)
     rows = []
     for bucket in split_buckets(query.period, query.bucket, query.zone):
         whole = calendar_bucket(bucket.start, query.bucket, query.zone) if query.bucket else None
         for service_type in query.service_types:
-            for key in keys:
+            for key in row_keys(query):
                 row = Row(bucket, service_type, key, whole)
                 days = final_days(bucket, query.zone, now) if stored_days is not None else []
                 if stored_days is not None and days:
@@ -2200,6 +2292,11 @@ def plan_rows(query: Query, now: datetime, stored_days: StoredDays | None = None
                 row.windows = plan_windows(query, row, days)
                 rows.append(row)
     return rows
+
+
+def row_keys(query: Query) -> Sequence[str | None]:
+    """The key of each row per bucket and service type: each key label when split by key, else None."""
+    return query.api_keys if query.by_key and query.api_keys is not None else (None,)
 
 
 def plan_windows(query: Query, row: Row, days: Sequence[tuple[date, Period]]) -> list[Window]:
@@ -2259,6 +2356,15 @@ def final_days(period: Period, zone: tzinfo, now: datetime) -> list[tuple[date, 
 def windows_of(rows: Sequence[Row]) -> list[tuple[Row, Window]]:
     """Every live window with its row, in the order they are sent."""
     return [(row, window) for row in rows for window in row.windows]
+
+
+def request_count(query: Query) -> int:
+    """How many requests the plan of ``query`` and its previous period holds before any store,
+    counted without building it: ``len(windows_of(plan_rows(...)))`` for both, in no time and memory
+    however large."""
+    periods = [q for q in (query, query.previous_query()) if q is not None]
+    return len(query.service_types) * len(row_keys(query)) * sum(
+        window_count(q.period, q.bucket, q.zone) for q in periods)
 
 
 def unrecorded_days(query: Query, rows: Sequence[Row], now: datetime) -> list[str]:
@@ -3153,6 +3259,10 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--retries", type=int, default=3, metavar="N", help="retries for 429/5xx/network (default 3)")
     what.add_argument("--concurrency", type=int, default=MAX_CONCURRENCY, metavar="N",
                       help=f"requests in flight, 1-{MAX_CONCURRENCY} (default {MAX_CONCURRENCY})")
+    what.add_argument("--max-requests", type=int, default=MAX_REQUESTS, metavar="N",
+                      help=f"refuse a query that needs more than N requests (default {MAX_REQUESTS}: about "
+                           f"{format_duration(pacing_seconds(MAX_REQUESTS))} at the API's {RATE_LIMIT}/min), "
+                           "dry runs included; counted before anything is sent")
 
     out = parser.add_argument_group("output")
     out.add_argument("--format", choices=tuple(FORMAT_OPTIONS), default="table",
@@ -3369,6 +3479,27 @@ def resolve_project_id(given: str | None, credentials: Credentials | None,
     return lookup() if lookup is not None else None
 
 
+def check_request_count(query: Query, limit: int) -> None:
+    """--max-requests: refuse a plan larger than ``limit``, saying how long it would take and how to
+    narrow it. Counted, not built: a plan of millions of requests is refused at once."""
+    if limit < 1:
+        raise UsageError("--max-requests must be at least 1")
+    needed = request_count(query)
+    if needed <= limit:
+        return
+    ways = ["a shorter range"]
+    if query.bucket in BUCKET_UNITS[:-1]:
+        coarser = BUCKET_UNITS[BUCKET_UNITS.index(query.bucket) + 1]
+        ways.insert(0, f"a coarser bucket (--group-by {coarser} instead of {query.bucket})")
+    if query.by_key:
+        ways.append("fewer --api-keys")
+    if len(query.service_types) > 1:
+        ways.append("fewer service types")
+    raise UsageError(f"this query needs {needed:,} requests, more than --max-requests {limit}: at the API's "
+                     f"{RATE_LIMIT} per minute that takes about {format_duration(pacing_seconds(needed))}",
+                     hint=f"narrow it: {', '.join(ways)}; or raise --max-requests")
+
+
 def record_query(query: Query, now: datetime) -> Query:
     """--record: the range's whole final days, one row per day."""
     if query.bucket in ("hour", "week", "month"):
@@ -3449,6 +3580,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     if args.chart and not query.bucket:
         raise UsageError("--chart draws a bar per time bucket: it needs --group-by "
                          + " or ".join(BUCKET_UNITS))
+    check_request_count(query, args.max_requests)
     mode = "dry-run" if args.dry_run else "record" if args.record else "query"
     return Settings(
         mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file, maas=maas, iam=iam,

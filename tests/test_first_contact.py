@@ -1,0 +1,134 @@
+"""First contact: a Python without the packages, runs that take long or too long, comparisons past
+the retention, and a store kept in another zone each say so instead of failing or misleading."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import threading
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, strategies as st
+
+import fakecloud
+import maas_rest_usage_stats as m
+from conftest import ROOT, SCRIPT, Run, assert_clean, base_env, hourly_index
+
+PROJECT = fakecloud.DEMO_PROJECT_ID
+DAY_MS = 86_400_000
+UTC_TODAY = datetime.now(timezone.utc).date()
+
+
+def day(offset: int) -> str:
+    """The UTC date ``offset`` days from today."""
+    return (UTC_TODAY + timedelta(days=offset)).isoformat()
+
+
+@pytest.fixture
+def hourly(cloud):
+    today_ms = int(datetime.now(timezone.utc).timestamp()) * 1000 // DAY_MS * DAY_MS
+    cloud.events = hourly_index(today_ms - 60 * DAY_MS, today_ms + 2 * DAY_MS)
+    return cloud
+
+
+# -- --max-requests: a plan too large is refused before it is made ------------------------------
+
+NOW = datetime(2026, 11, 24, 7, 15, 28, tzinfo=timezone.utc)
+
+
+def test_a_plan_of_millions_is_refused_without_being_made(cli, cloud, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("the plan was built")
+
+    monkeypatch.setattr(m, "plan_rows", never)
+    monkeypatch.setattr(m, "split_buckets", never)
+    for extra in ((), ("--dry-run",)):
+        run = cli("--last", "3660d", "--group-by", "hour", "--service-type", "all", "--timezone", "Europe/Berlin",
+                  *extra, now=NOW)
+        assert run.code == 2 and run.stdout == "" and not cloud.log
+        error, hint = run.stderr.splitlines()
+        assert error == ("error: this query needs 263,523 requests, more than --max-requests 2000: at the API's "
+                         "200 per minute that takes about 22 h 40 min")
+        assert hint.startswith("hint: narrow it: a coarser bucket (--group-by day instead of hour), a shorter range")
+
+
+@pytest.mark.parametrize("args, count", [
+    (["--last", "30d", "--group-by", "day"], 31),
+    (["--last", "30d", "--group-by", "day", "--compare"], 62),
+    (["--last", "10d", "--group-by", "day", "--service-type", "all"], 33),
+    (["--last", "10d", "--group-by", "day", "api-key", "--api-keys", "a", "b"], 22),
+    (["--last", "2d", "--group-by", "hour"], 49),
+    (["--last", "365d"], 13),
+    (["--from", "2026-01-01", "--to", "2026-11-01", "--group-by", "month"], 10 + 6),  # 31-day months: two each
+    (["--last", "30d", "--record", "--store", "{store}"], 29),  # the whole final days only
+])
+def test_max_requests_counts_exactly_what_the_plan_sends(cli, tmp_path, args, count):
+    args = [a.replace("{store}", str(tmp_path / "usage.db")) for a in args]
+    base = ["--timezone", "UTC", "--dry-run", "--project-id", PROJECT, *args]
+    run = cli(*base, "--max-requests", str(count), now=NOW)
+    assert run.code == 0, run.stderr
+    assert len(run.stdout.splitlines()) == count
+    refused = cli(*base, "--max-requests", str(count - 1), now=NOW)
+    assert refused.code == 2 and f"needs {count:,} requests, more than --max-requests {count - 1}" in refused.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_max_requests_must_be_positive(cli, value):
+    run = cli("--last", "1d", "--max-requests", value, "--dry-run")
+    assert run.code == 2 and "--max-requests must be at least 1" in run.stderr
+
+
+ZONES = ["UTC", "Europe/Berlin", "America/New_York", "America/Havana", "America/Sao_Paulo", "America/Santiago",
+         "Asia/Beirut", "Asia/Kolkata", "Asia/Kathmandu", "Australia/Lord_Howe", "Pacific/Chatham", "Pacific/Apia",
+         "Africa/Casablanca", "Africa/Monrovia", "Europe/Dublin", "Antarctica/Troll", "America/St_Johns"]
+LONGEST = {"hour": 20, None: 800, "day": 200, "week": 800, "month": 1500}  # days, so a plan builds quickly
+
+
+@st.composite
+def queries(draw) -> m.Query:
+    zone_name = draw(st.sampled_from(ZONES))
+    zone = ZoneInfo(zone_name)
+    bucket = draw(st.sampled_from([None, *m.BUCKET_UNITS]))
+    start = m.EPOCH + timedelta(milliseconds=draw(st.integers(0, 70 * 365 * DAY_MS)))
+    if draw(st.booleans()):  # ranges that start at a local midnight, as --from DATE does
+        start = m.day_start(start.astimezone(zone).date(), zone)
+    length = timedelta(milliseconds=draw(st.integers(1, LONGEST[bucket] * DAY_MS)))
+    period = m.Period(start, start + length)
+    keys = draw(st.sampled_from([None, ("a",), ("a", "b", "")]))
+    previous = None
+    if draw(st.booleans()) and period.start - 2 * length > m.EPOCH:
+        previous = m.previous_period(m.RangeRequest(), period, zone)
+    return m.Query(region="cn-southwest-2", zone_name=zone_name, zone=zone, period=period, infer_type="real_time",
+                   service_types=draw(st.sampled_from([(2,), (1, 2, 4)])), api_keys=keys, ips=None, bucket=bucket,
+                   by_key=keys is not None and draw(st.booleans()), previous=previous)
+
+
+@given(query=queries())
+def test_the_count_is_the_plans_length_in_every_zone_and_bucket(query):
+    previous = query.previous_query()
+    planned = m.plan_rows(query, NOW) + (m.plan_rows(previous, NOW) if previous is not None else [])
+    assert m.request_count(query) == len(m.windows_of(planned))
+
+
+@pytest.mark.parametrize("zone, start, end", [
+    ("Pacific/Apia", "2011-12-25", "2012-01-05"),  # Samoa skipped December 30, 2011
+    ("Australia/Lord_Howe", "2025-04-01", "2025-04-20"),  # a 30-minute change: hours shift
+    ("Asia/Beirut", "2015-10-20", "2015-10-30"),  # back from 00:00 to 23:00 the day before
+    ("America/Havana", "2025-03-05", "2025-03-12"),  # forward at midnight
+])
+@pytest.mark.parametrize("bucket", m.BUCKET_UNITS)
+def test_the_count_across_odd_zone_changes(zone, start, end, bucket):
+    tz = ZoneInfo(zone)
+    period = m.Period(m.day_start(date.fromisoformat(start), tz) + timedelta(minutes=17),
+                      m.day_start(date.fromisoformat(end), tz))
+    buckets = m.split_buckets(period, bucket, tz)
+    assert m.window_count(period, bucket, tz) == sum(len(m.split_windows(b.start_ms, b.end_ms)) for b in buckets)
+
+
