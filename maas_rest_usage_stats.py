@@ -85,6 +85,7 @@ MAX_WINDOW = timedelta(days=30)  # API rejects end_time - start_time > 30 days
 RETENTION = timedelta(days=30)  # MaaS keeps statistics for 30 days
 RATE_LIMIT = 200  # API allows 200 requests per minute per user
 RATE_PERIOD = 60.0
+RATE_WAIT_STEP = 1.0  # seconds: a wait for the rate limit is told to the progress line at least this often
 # The API counts requests where they arrive. A request waits at most about 2 round trips longer
 # on a fresh connection (TCP + TLS) than on a warm one, so starts counted over 60 s + 2 s keep
 # "200 arrivals in any 60 s" true for any round trip up to 1 s.
@@ -1251,6 +1252,14 @@ def format_duration(seconds: float) -> str:
     return f"{secs} s"
 
 
+def long_run_note(requests: int) -> str | None:
+    """Before the first request: a run the API's limit makes slow says so."""
+    if requests <= RATE_LIMIT:
+        return None
+    return (f"{requests:,} requests: at the API's {RATE_LIMIT} per minute this takes about "
+            f"{format_duration(pacing_seconds(requests))}")
+
+
 class Console:
     """Notes, progress, verbose logs and errors on stderr; the result alone goes to stdout."""
 
@@ -1436,7 +1445,7 @@ class RateLimiter:
             if self._on_wait is not None:  # outside the lock: the callback writes to a terminal
                 self._on_wait(wait)
             waited = True
-            self._clock.wait(wait, cancel)
+            self._clock.wait(min(wait, RATE_WAIT_STEP), cancel)  # the progress line counts down each step
         if waited and self._on_wait is not None:
             self._on_wait(None)
         return True
@@ -3692,6 +3701,9 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
         unrecorded = unrecorded_days(query, rows + previous_rows, now) if store else None
         warn_about_retention(query, unrecorded, console, now)
         windows = windows_of(rows + previous_rows)  # the previous period's after the current ones
+        note = long_run_note(len(windows))
+        if note:
+            console.note(note)
         if windows:
             fetch(connected(), settings.endpoints, project_id, windows, console,
                   save=None if store is None else lambda row, window: save_day(store, query, project_id, row,

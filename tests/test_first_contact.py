@@ -38,6 +38,73 @@ def hourly(cloud):
     return cloud
 
 
+# -- long runs say so --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("requests, note", [
+    (200, None),
+    (201, "201 requests: at the API's 200 per minute this takes about 1 min 2 s"),
+    (366, "366 requests: at the API's 200 per minute this takes about 1 min 2 s"),
+    (401, "401 requests: at the API's 200 per minute this takes about 2 min 4 s"),
+    (2000, "2,000 requests: at the API's 200 per minute this takes about 9 min 18 s"),
+    (87_841 * 3, "263,523 requests: at the API's 200 per minute this takes about 22 h 40 min"),
+])
+def test_the_note_on_a_long_run(requests, note):
+    assert m.long_run_note(requests) == note
+
+
+@pytest.mark.parametrize("seconds, text", [(0, "0 s"), (59.2, "1 min"), (62, "1 min 2 s"), (3600, "1 h"),
+                                           (3661, "1 h 1 min"), (86_400 + 7200, "1 day 2 h"),
+                                           (3 * 86_400, "3 days")])
+def test_durations_read_in_their_two_largest_units(seconds, text):
+    assert m.format_duration(seconds) == text
+
+
+def test_a_long_run_says_so_before_its_first_request(cli, cloud):
+    # 366 whole UTC days; a wrong key makes the first request the only one.
+    args = ("--from", day(-366), "--until", day(-1), "--timezone", "UTC", "--group-by", "day", "--project-id", PROJECT)
+    run = cli(*args, env={"HW_SECRET_KEY": "SKwrongwrongwrongwrongwrong0000000000"})
+    assert run.code == 3 and len(cloud.maas_requests()) == 1
+    note = "note: 366 requests: at the API's 200 per minute this takes about 1 min 2 s\n"
+    assert note in run.stderr and run.stderr.index(note) < run.stderr.index("error:")
+    assert "requests: at the API" not in cli(*args, "-q", env={"HW_SECRET_KEY": "SKwrong0000"}).stderr
+
+
+def test_a_short_run_says_nothing_about_its_length(cli, hourly):
+    run = cli("--last", "200d", "--timezone", "UTC", "--group-by", "week", "--project-id", PROJECT)
+    assert run.code == 0 and "per minute" not in run.stderr
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_countdown_moves_every_second_while_the_run_waits():
+    from test_render import FakeClock
+
+    terminal = Terminal()
+    console = m.Console(terminal)
+    clock = FakeClock()
+    shown: list[str] = []
+
+    def on_wait(seconds: float | None) -> None:
+        console.rate_wait(seconds)
+        shown.append(terminal.getvalue().split("\r")[-1].replace("\x1b[K", ""))
+
+    limiter = m.RateLimiter(m.RATE_LIMIT, m.RATE_PERIOD + m.ARRIVAL_MARGIN, clock, on_wait=on_wait)
+    never = threading.Event()
+    for _ in range(200):
+        assert limiter.acquire(never)
+    clock.now = 0.5
+    console.progress(200, 366)
+    assert limiter.acquire(never)
+    assert clock.now == 62.0 and max(clock.sleeps) <= m.RATE_WAIT_STEP
+    assert shown[0] == "200/366 requests, waiting for the API limit (200/min), about 62 s left"
+    assert shown[-2:] == ["200/366 requests, waiting for the API limit (200/min), about 1 s left", "200/366 requests"]
+    lefts = [int(re.search(r"about (\d+) s", line).group(1)) for line in shown[:-1]]
+    assert lefts == list(range(62, 0, -1))  # one step a second, none skipped, none frozen
+
+
 # -- --max-requests: a plan too large is refused before it is made ------------------------------
 
 NOW = datetime(2026, 11, 24, 7, 15, 28, tzinfo=timezone.utc)
