@@ -2944,9 +2944,12 @@ def render_table(report: Report, table_format: str | None, raw: bool, chart: str
                                        tablefmt=style, disable_numparse=True))
         parts.append(period_line(query))
     else:
-        parts.append(tabulate.tabulate(compared_lines(report.total, report.previous.total, query.batch),
+        known = comparable(report)
+        parts.append(tabulate.tabulate(compared_lines(report.total, report.previous.total, query.batch, known),
                                        headers=["Metric", "Value", "Previous", "Change"], tablefmt=style,
                                        disable_numparse=True, colalign=("left", "left", "left", "right")))
+        if not known:
+            parts.append(UNKNOWN_CHANGE_FOOTNOTE)
         parts.append(period_line(query))
         parts.append(period_line(report.previous.query).replace("Period:", "Previous:", 1))
     if raw:
@@ -2954,6 +2957,17 @@ def render_table(report: Report, table_format: str | None, raw: bool, chart: str
         parts += [f"{window.label}: {json.dumps(_exact_json(window.response))}"
                   for _, window in windows_of(report.rows)]
     return "\n".join(parts) + "\n"
+
+
+UNKNOWN_CHANGE_FOOTNOTE = ("n/a: the previous period lies (partly) before MaaS's 30-day retention; "
+                           "a history store (--store) keeps it")
+
+
+def comparable(report: Report) -> bool:
+    """--compare: whether a change can be told. Not when part of either period lies before MaaS's
+    retention and was fetched live: the API may answer it with zeros, and a change from them
+    (``new``, ``+900%``) would be made up."""
+    return report.coverage.complete and (report.previous is None or report.previous.coverage.complete)
 
 
 def metric_changes(current: Usage, previous: Usage) -> dict[str, Decimal | None]:
@@ -2983,11 +2997,13 @@ def change_text(metric: Metric, change: Decimal | None, value: Any) -> str:
     return f"{change:+.1f}%"
 
 
-def compared_lines(current: Usage, previous: Usage, batch: bool) -> list[tuple[str, str, str, str]]:
-    """The totals table with --compare: metric, value, previous value, change."""
+def compared_lines(current: Usage, previous: Usage, batch: bool,
+                   known: bool = True) -> list[tuple[str, str, str, str]]:
+    """The totals table with --compare: metric, value, previous value, change (``n/a`` unless ``known``)."""
     changes, now, before = metric_changes(current, previous), current.metrics(), previous.metrics()
     return [(metric.label, metric_text(metric, now[metric.name]), metric_text(metric, before[metric.name]),
-             change_text(metric, changes[metric.name], now[metric.name])) for metric in shown_metrics(batch)]
+             change_text(metric, changes[metric.name], now[metric.name]) if known else "n/a")
+            for metric in shown_metrics(batch)]
 
 
 def _json_metrics(usage: Usage) -> dict[str, Any]:
@@ -3050,7 +3066,7 @@ def render_json(report: Report, raw: bool) -> str:
         if query.groupings:
             document["previous"]["rows"] = [_json_row(row, query, with_source=report.store is not None)
                                             for row in before.rows]
-        document["change"] = {name: None if value is None else float(value)
+        document["change"] = {name: None if value is None or not comparable(report) else float(value)
                               for name, value in metric_changes(report.total, before.total).items()}
     if report.store is not None:
         document["store"] = report.store

@@ -199,3 +199,65 @@ def test_the_count_across_odd_zone_changes(zone, start, end, bucket):
     assert m.window_count(period, bucket, tz) == sum(len(m.split_windows(b.start_ms, b.end_ms)) for b in buckets)
 
 
+# -- --compare past the retention --------------------------------------------------------------
+
+def change_column(table: str) -> dict[str, str]:
+    lines = [line for line in table.splitlines()
+             if line.startswith("|") and "Metric" not in line and not set(line) <= set("|-: ")]
+    return {cells[0]: cells[3] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines)}
+
+
+FOOTNOTE = "n/a: the previous period lies (partly) before MaaS's 30-day retention; a history store (--store) keeps it"
+
+
+def test_a_previous_period_past_the_retention_has_no_change(cli, hourly):
+    args = ("--last", "20d", "--timezone", "UTC", "--project-id", PROJECT, "--compare")
+    table = cli(*args)
+    assert table.code == 0, table.stderr
+    assert set(change_column(table.stdout).values()) == {"n/a"}
+    assert FOOTNOTE in table.stdout.splitlines()
+    doc = cli(*args, "--format", "json").json()
+    assert doc["previous"]["coverage"]["complete"] is False
+    assert set(doc["change"]) == set(m.METRIC_NAMES) and set(doc["change"].values()) == {None}
+
+
+def test_a_previous_period_inside_the_retention_keeps_its_change(cli, hourly):
+    table = cli("--last", "14d", "--timezone", "UTC", "--project-id", PROJECT, "--compare")
+    assert table.code == 0 and "n/a" not in table.stdout
+    assert change_column(table.stdout)["Total Tokens"].endswith("%")
+
+
+def test_new_only_when_the_previous_period_is_covered_and_zero(cli, cloud):
+    today_ms = int(datetime.now(timezone.utc).timestamp()) * 1000 // DAY_MS * DAY_MS
+    cloud.events = hourly_index(today_ms - DAY_MS, today_ms + DAY_MS)
+    covered = cli("--from", day(-2), "--to", day(0), "--timezone", "UTC", "--project-id", PROJECT, "--compare")
+    assert change_column(covered.stdout)["Total Tokens"] == "new"
+    cloud.events = hourly_index(today_ms - 20 * DAY_MS, today_ms + DAY_MS)
+    past = cli("--from", day(-20), "--to", day(0), "--timezone", "UTC", "--project-id", PROJECT, "--compare")
+    assert change_column(past.stdout)["Total Tokens"] == "n/a"  # the old part may only look empty
+
+
+def shift_stored_days(path: Path, days: int) -> None:
+    """Copy every stored day ``days`` days earlier (UTC days: 24 h each), as if recorded back then."""
+    with sqlite3.connect(path) as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(days)")]
+        moved = {"day": f"date(day, '{-days} days')", "start_ms": f"start_ms - {days * DAY_MS}",
+                 "end_ms": f"end_ms - {days * DAY_MS}"}
+        db.execute(f"INSERT INTO days ({', '.join(columns)}) SELECT {', '.join(moved.get(c, c) for c in columns)} "
+                   "FROM days")
+
+
+def test_a_store_that_serves_the_old_part_restores_the_change(cli, hourly, tmp_path):
+    store = str(tmp_path / "usage.db")
+    common = ("--timezone", "UTC", "--project-id", PROJECT, "--store", store)
+    recorded = cli("--from", day(-29), "--to", day(-9), *common, "--record", "--format", "json")
+    assert recorded.code == 0 and recorded.json()["store"]["days_saved"] == 20
+    shift_stored_days(tmp_path / "usage.db", 20)  # now days -49 … -10 are stored
+    args = ("--from", day(-25), "--to", day(-1), "--timezone", "UTC", "--project-id", PROJECT, "--compare")
+    doc = cli(*args, "--store", store, "--format", "json").json()
+    assert doc["previous"]["coverage"]["complete"] is True
+    assert doc["change"]["total_tokens"] is not None
+    assert "n/a" not in cli(*args, "--store", store).stdout
+    assert set(cli(*args, "--format", "json").json()["change"].values()) == {None}  # without the store
+
+
