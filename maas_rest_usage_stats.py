@@ -2663,6 +2663,27 @@ class Store:
         self.days_read += len(found)
         return found
 
+    def days_in_other_zones(self, query: Query, project_id: str, rows: Sequence[Row]) -> set[tuple]:
+        """The day rows (zone, service type, keys, date) of ``rows``' keys on the query's local dates
+        that the store holds under other time zones only: days are kept per zone, so these are
+        fetched live. Best effort: a store that cannot be read here answers none."""
+        import sqlite3
+
+        first = query.period.start.astimezone(query.zone).date().isoformat()
+        last = (query.period.end - timedelta(milliseconds=1)).astimezone(query.zone).date().isoformat()
+        found: set[tuple] = set()
+        for key in {self._key(query, project_id, row)[:-1] for row in rows}:  # the key without the zone
+            try:
+                held = self._db.execute(
+                    "SELECT timezone, day FROM days WHERE region=? AND project_id=? AND infer_type=?"
+                    " AND service_type=? AND api_keys=? AND ips=? AND day BETWEEN ? AND ?",
+                    (*key, first, last)).fetchall()
+            except sqlite3.Error:
+                return set()
+            here = {day for zone, day in held if zone == query.zone_name}
+            found.update((zone, *key[3:6], day) for zone, day in held if day not in here)
+        return found
+
     def save(self, query: Query, project_id: str, row: Row, day: date, period: Period,
              usage: Usage, fetched_at: datetime) -> None:
         """Save one final day in its own transaction; a failure is kept in ``write_failure``."""
@@ -3681,6 +3702,8 @@ def dry_run(settings: Settings, store: Store | None, console: Console, now: date
     rows = plan(settings, store, project_id, console, now, query)
     previous = plan(settings, store, project_id, console, now, query.previous_query())
     warn_about_retention(query, unrecorded_days(query, rows + previous, now) if store else None, console, now)
+    if store is not None and project_id is not None:
+        other_zone_counts(store, project_id, [(query, rows), (query.previous_query(), previous)], console)
     coverage = coverage_of(query, rows, now)
     return render_plan(query, project_id, settings.endpoints, rows, coverage, settings.output.format, previous)
 
@@ -3716,6 +3739,8 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
         previous_rows = plan(settings, store, project_id, console, now, previous_query)
         unrecorded = unrecorded_days(query, rows + previous_rows, now) if store else None
         warn_about_retention(query, unrecorded, console, now)
+        other_zones = other_zone_counts(store, project_id, [(query, rows), (previous_query, previous_rows)],
+                                        console) if store else {}
         windows = windows_of(rows + previous_rows)  # the previous period's after the current ones
         note = long_run_note(len(windows))
         if note:
@@ -3740,8 +3765,26 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
                 raise StoreError(store.write_failure)
             console.note(f"{store.write_failure}; the result is complete all the same")
         report.store = {"path": store.path, "days_read": store.days_read, "days_saved": store.days_saved,
-                        "days_unrecorded": unrecorded}
+                        "days_unrecorded": unrecorded, "days_other_zones": other_zones}
     return render(report, settings.output)
+
+
+def other_zone_counts(store: Store, project_id: str, planned: Sequence[tuple[Query | None, list[Row]]],
+                      console: Console) -> dict[str, int]:
+    """Day rows of the planned rows' keys that the store holds under other time zones only, by
+    zone; a note for each says how to read them."""
+    found: set[tuple] = set()
+    for query, rows in planned:
+        if query is not None:
+            found |= store.days_in_other_zones(query, project_id, rows)
+    counts: dict[str, int] = {}
+    for zone, *_ in sorted(found):
+        counts[zone] = counts.get(zone, 0) + 1
+    for zone, count in counts.items():
+        console.note(f"the store holds {count} day{'s' if count > 1 else ''} of this query recorded in "
+                     f"{printable(zone)}; days are kept per zone, so these are fetched live "
+                     f"(--timezone {printable(zone)} reads them)")
+    return counts
 
 
 def fetch(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, windows: Sequence[tuple[Row, Window]],

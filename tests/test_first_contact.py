@@ -261,3 +261,44 @@ def test_a_store_that_serves_the_old_part_restores_the_change(cli, hourly, tmp_p
     assert set(cli(*args, "--format", "json").json()["change"].values()) == {None}  # without the store
 
 
+# -- a store kept in another zone --------------------------------------------------------------
+
+def test_days_stored_in_another_zone_only_are_named_with_the_zone_that_reads_them(cli, hourly, tmp_path):
+    store = str(tmp_path / "usage.db")
+    span = ("--from", day(-20), "--to", day(-5), "--project-id", PROJECT, "--store", store)
+    assert cli(*span, "--timezone", "UTC", "--record").code == 0
+    run = cli(*span, "--timezone", "Asia/Shanghai", "--format", "json")
+    assert run.code == 0
+    assert run.json()["store"]["days_other_zones"] == {"UTC": 15}
+    assert run.json()["store"]["days_read"] == 0
+    assert ("note: the store holds 15 days of this query recorded in UTC; days are kept per zone, so these are "
+            "fetched live (--timezone UTC reads them)") in run.stderr.splitlines()
+    assert cli(*span, "--timezone", "UTC", "--format", "json").json()["store"]["days_other_zones"] == {}
+    quiet = cli(*span, "--timezone", "Asia/Shanghai", "-q")
+    assert quiet.code == 0 and quiet.stderr == ""
+
+
+def test_days_held_in_the_querys_own_zone_too_are_not_counted(cli, hourly, tmp_path):
+    store = str(tmp_path / "usage.db")
+    span = ("--from", day(-20), "--to", day(-5), "--project-id", PROJECT, "--store", store)
+    assert cli(*span, "--timezone", "UTC", "--record").code == 0
+    assert cli(*span, "--timezone", "Asia/Shanghai", "--record").code == 0
+    run = cli(*span, "--timezone", "Asia/Shanghai", "--format", "json")
+    assert run.json()["store"]["days_other_zones"] == {}
+    assert "recorded in" not in run.stderr
+
+
+def test_other_keys_in_other_zones_are_not_this_query(cli, hourly, tmp_path):
+    store = str(tmp_path / "usage.db")
+    span = ("--from", day(-20), "--to", day(-5), "--project-id", PROJECT, "--store", store)
+    assert cli(*span, "--timezone", "UTC", "--record", "--api-keys", "key-alpha").code == 0
+    run = cli(*span, "--timezone", "Asia/Shanghai", "--format", "json")
+    assert run.json()["store"]["days_other_zones"] == {}
+
+
+def test_a_dry_run_names_days_kept_in_another_zone_too(cli, hourly, tmp_path):
+    store = str(tmp_path / "usage.db")
+    span = ("--from", day(-20), "--to", day(-5), "--project-id", PROJECT, "--store", store)
+    assert cli(*span, "--timezone", "UTC", "--record").code == 0
+    run = cli(*span, "--timezone", "Asia/Shanghai", "--dry-run")
+    assert run.code == 0 and "the store holds 15 days of this query recorded in UTC" in run.stderr
