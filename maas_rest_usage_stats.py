@@ -50,6 +50,16 @@ from urllib.parse import quote, urlsplit  # noqa: E402
 
 __version__ = "1.0.0"
 
+# requirements.txt's lines, here too: the script is often copied without that file, and a Python
+# that lacks a package must be told the exact command that installs it.
+REQUIREMENTS = (
+    "huaweicloudsdkcore>=3.1.60,<4",
+    "requests>=2.32.2,<3",
+    "urllib3>=2,<3",
+    "tzlocal>=5.0,<6",
+    "tabulate>=0.9,<0.11",
+)
+
 # ----------------------------------------------------------------------------------------------
 # Constants
 # ----------------------------------------------------------------------------------------------
@@ -216,6 +226,88 @@ class AuthRejected(ApiError):
 
 class MalformedResponse(ApiError):
     pass
+
+
+class MissingPackages(ToolError):
+    """This Python lacks packages the run needs: a set-up problem, found before anything is sent."""
+
+    exit_code = EXIT_USAGE
+
+
+# ----------------------------------------------------------------------------------------------
+# Packages: checked, not imported, so --help and usage errors never need them
+# ----------------------------------------------------------------------------------------------
+
+NETWORK_PACKAGES = ("huaweicloudsdkcore", "requests", "urllib3")  # the Signer and the HTTP stack
+
+
+def needed_packages(output_format: str, os_zone: bool) -> tuple[str, ...]:
+    """The packages a run that sends requests needs: the network ones, tabulate for a table, and
+    tzlocal when the zone is the OS's."""
+    return (*NETWORK_PACKAGES, *(("tzlocal",) if os_zone else ()),
+            *(("tabulate",) if output_format == "table" else ()))
+
+
+def installed_version(name: str) -> str | None:
+    """The version of an importable package ("" without metadata), None when this Python cannot
+    import it. Nothing is imported: finding the spec and reading the metadata is cheap."""
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec(name) is None:
+            return None
+    except (ImportError, ValueError):
+        return None
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def _release(version: str) -> tuple[int, ...]:
+    match = re.match(r"\d+(?:\.\d+)*", version)
+    return tuple(int(part) for part in match.group().split(".")) if match else ()
+
+
+def _name_and_floor(requirement: str) -> tuple[str, str]:
+    """``requests>=2.32.2,<3`` -> ``("requests", "2.32.2")``."""
+    name, floor = re.match(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", requirement).groups()
+    return name, floor
+
+
+def lacking_packages(names: Iterable[str]) -> list[str]:
+    """The REQUIREMENTS lines of ``names`` that this Python does not meet: the package is missing,
+    or older than the line's floor (a newer one is trusted)."""
+    lacking = []
+    for line in REQUIREMENTS:
+        name, floor = _name_and_floor(line)
+        if name not in names:
+            continue
+        version = installed_version(name)
+        if version is None or (version and _release(version) < _release(floor)):
+            lacking.append(line)
+    return lacking
+
+
+def missing_packages_error(lacking: Sequence[str]) -> MissingPackages:
+    """The error naming this Python, what it lacks and the command that installs it."""
+    import shlex
+
+    python = sys.executable or "python3"
+    names = []
+    for line in lacking:
+        name, floor = _name_and_floor(line)
+        version = installed_version(name)
+        names.append(f"{name} ({version} installed, needs >={floor})" if version else name)
+    return MissingPackages(
+        f"this Python ({python}, {'.'.join(map(str, sys.version_info[:3]))}) lacks packages the script "
+        f"needs: {', '.join(names)}",
+        hint=f"install them for this Python: {shlex.quote(python)} -m pip install "
+             + " ".join(shlex.quote(line) for line in lacking)
+             + "; or, if they are installed in a virtualenv, run the script with that virtualenv's python "
+               f"(/path/to/venv/bin/python {shlex.quote(os.path.abspath(__file__))} …)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -3395,7 +3487,7 @@ def parse_group_by(values: Sequence[str] | None,
 
 
 def check_table_format(name: str | None) -> None:
-    if name is None:
+    if name is None or lacking_packages(("tabulate",)):  # without tabulate, the run says so before a table
         return
     import tabulate  # only when a style is named
 
@@ -3462,6 +3554,7 @@ class Settings:
     client: ClientOptions
     output: OutputOptions
     store: StoreOptions | None
+    packages: tuple[str, ...] = ()  # the packages a run that sends requests needs
 
     @property
     def endpoints(self) -> dict[str, Endpoint]:
@@ -3628,6 +3721,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
                          + " or ".join(BUCKET_UNITS))
     check_request_count(query, args.max_requests)
     mode = "dry-run" if args.dry_run else "record" if args.record else "query"
+    os_zone = args.timezone is None and not tz_name_from_env(env.get("TZ"))  # the zone comes from tzlocal
     return Settings(
         mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file, maas=maas, iam=iam,
         client=ClientOptions(args.timeout, args.retries, args.concurrency),
@@ -3635,7 +3729,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
                              None if args.output is None else expand_home(args.output, env),
                              # a file written by --output is UTF-8 whatever the terminal
                              bar_characters("utf-8" if args.output else stdout_encoding) if args.chart else None),
-        store=StoreOptions(expand_home(store_path, env), mode == "record", STORE_BUSY_TIMEOUT) if store_path else None)
+        store=StoreOptions(expand_home(store_path, env), mode == "record", STORE_BUSY_TIMEOUT) if store_path else None,
+        packages=needed_packages(args.format, os_zone=os_zone))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -3645,6 +3740,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
 
 def run(settings: Settings, env: Mapping[str, str], clock: Clock, console: Console) -> str:
     """One run after validation; returns the text for stdout."""
+    check_packages(settings, console)
     store = open_store(settings.store, console, read_only=settings.mode == "dry-run")
     try:
         if settings.mode == "dry-run":
@@ -3653,6 +3749,18 @@ def run(settings: Settings, env: Mapping[str, str], clock: Clock, console: Conso
     finally:
         if store is not None:
             store.close()
+
+
+def check_packages(settings: Settings, console: Console) -> None:
+    """A run that sends requests ends here when this Python lacks a package it needs; a dry run,
+    which needs none, notes what a real run would lack."""
+    lacking = lacking_packages(settings.packages)
+    if not lacking:
+        return
+    error = missing_packages_error(lacking)
+    if settings.mode != "dry-run":
+        raise error
+    console.note(f"a real run would fail: {error}; {error.hint}")
 
 
 def open_store(options: StoreOptions | None, console: Console, read_only: bool) -> Store | None:

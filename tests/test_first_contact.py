@@ -38,6 +38,127 @@ def hourly(cloud):
     return cloud
 
 
+# -- packages this Python lacks ----------------------------------------------------------------
+
+def requirement_lines(path: Path) -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def test_the_embedded_requirements_are_requirements_txt():
+    assert list(m.REQUIREMENTS) == requirement_lines(ROOT / "requirements.txt")
+
+
+def fake_packages(folder: Path, versions: dict[str, str]) -> Path:
+    """Importable packages that are empty but for their metadata's version."""
+    folder.mkdir(exist_ok=True)
+    for name, version in versions.items():
+        (folder / name).mkdir()
+        (folder / name / "__init__.py").write_text("")
+        info = folder / f"{name}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    return folder
+
+
+def bare_python(args: list[str], path: Path, env: dict[str, str], site: bool = False) -> Run:
+    """The script run by this Python with only ``path`` besides the standard library (``-S``: no
+    site-packages), or with ``path`` before them (``site``)."""
+    command = [sys.executable, *(() if site else ("-S",)), str(SCRIPT), *args]
+    completed = subprocess.run(command, env={**env, "PYTHONPATH": str(path)}, capture_output=True, text=True,
+                               timeout=120, stdin=subprocess.DEVNULL)
+    run = Run(completed.returncode, completed.stdout, completed.stderr)
+    assert_clean(run)
+    return run
+
+
+THIS_PYTHON = f"this Python ({sys.executable}, {'.'.join(map(str, sys.version_info[:3]))})"
+
+
+def test_without_any_package_help_version_and_usage_errors_work(tmp_path, home):
+    nothing = fake_packages(tmp_path / "nothing", {})
+    env = base_env(home)
+    assert "--max-requests" in bare_python(["--help"], nothing, env).stdout
+    assert bare_python(["--version"], nothing, env).stdout.startswith("maas_rest_usage_stats.py ")
+    usage = bare_python(["--service-type", "3"], nothing, env)
+    assert usage.code == 2 and "Custom Endpoint is 4" in usage.stderr and "lacks" not in usage.stderr
+
+
+def test_without_any_package_a_dry_run_works_and_notes_what_a_real_run_lacks(tmp_path, home):
+    run = bare_python(["--last", "7d", "--timezone", "UTC", "--dry-run"], fake_packages(tmp_path / "n", {}),
+                      base_env(home))
+    assert run.code == 0 and run.stdout.startswith("POST https://")
+    assert (f"note: a real run would fail: {THIS_PYTHON} lacks packages the script needs: "
+            "huaweicloudsdkcore, requests, urllib3, tabulate;") in run.stderr
+
+
+def test_a_real_run_names_what_is_missing_and_the_command_that_installs_it(tmp_path, home):
+    present = fake_packages(tmp_path / "some", {"huaweicloudsdkcore": "3.1.100", "urllib3": "2.2.0",
+                                                "tzlocal": "5.2"})
+    env = {**base_env(home), "HW_ACCESS_KEY": fakecloud.DEMO_AK, "HW_SECRET_KEY": fakecloud.DEMO_SK}
+    run = bare_python(["--last", "7d", "--project-id", PROJECT, "--timezone", "UTC"], present, env)
+    assert run.code == 2 and run.stdout == ""
+    error, hint = run.stderr.splitlines()
+    assert error == f"error: {THIS_PYTHON} lacks packages the script needs: requests, tabulate"
+    assert hint.startswith(f"hint: install them for this Python: {sys.executable} -m pip install "
+                           "'requests>=2.32.2,<3' 'tabulate>=0.9,<0.11'; ")
+    assert "virtualenv's python" in hint
+    assert "lacks packages the script needs: requests\n" in bare_python(
+        ["--last", "7d", "--project-id", PROJECT, "--timezone", "UTC", "--format", "json"], present, env).stderr
+
+
+def test_a_package_below_the_floor_counts_as_missing_only_for_the_runs_that_need_it(cli_process, tmp_path):
+    shadow = {"PYTHONPATH": str(fake_packages(tmp_path / "old", {"tabulate": "0.1"}))}
+    table = cli_process("--last", "1d", "--timezone", "UTC", "--project-id", PROJECT, env=shadow)
+    assert table.code == 2
+    assert "lacks packages the script needs: tabulate (0.1 installed, needs >=0.9)" in table.stderr
+    assert "'tabulate>=0.9,<0.11'" in table.stderr
+    as_json = cli_process("--last", "1d", "--timezone", "UTC", "--project-id", PROJECT, "--format", "json",
+                          env=shadow)
+    assert as_json.code == 0, as_json.stderr
+
+
+@pytest.mark.parametrize("versions, args, env, lacking", [
+    ({"tabulate": None}, [], {}, "tabulate"),
+    ({"tabulate": None}, ["--format", "json"], {}, None),
+    ({"tabulate": None}, ["--format", "csv"], {}, None),
+    ({"requests": "2.31.0"}, ["--format", "json"], {}, "requests (2.31.0 installed, needs >=2.32.2)"),
+    ({"requests": "3.0.1"}, ["--format", "json"], {}, None),  # only the floor is enforced
+    ({"requests": ""}, ["--format", "json"], {}, None),  # importable without metadata: trusted
+    ({"urllib3": "1.26.18", "huaweicloudsdkcore": None}, ["--format", "json"], {},
+     "huaweicloudsdkcore, urllib3 (1.26.18 installed, needs >=2)"),
+    ({"tzlocal": None}, ["--format", "json", "--timezone", "UTC"], {}, None),
+    ({"tzlocal": None}, ["--format", "json"], {"TZ": "Asia/Tokyo"}, None),  # TZ names the zone
+    ({"tzlocal": None}, ["--format", "json"], {"TZ": None}, "tzlocal"),  # the OS zone needs tzlocal
+    ({"tzlocal": "4.3"}, ["--format", "json"], {"TZ": None}, "tzlocal (4.3 installed, needs >=5.0)"),
+])
+def test_which_runs_need_which_packages(cli, hourly, monkeypatch, versions, args, env, lacking):
+    real = m.installed_version
+    monkeypatch.setattr(m, "installed_version", lambda name: versions[name] if name in versions else real(name))
+    zone = [] if "--timezone" in args or "TZ" in env else ["--timezone", "UTC"]
+    run = cli("--last", "1d", "--project-id", PROJECT, *args, *zone, env=env)
+    if lacking is None:
+        assert run.code == 0, run.stderr
+    else:
+        assert run.code == 2 and run.stdout == "" and not hourly.log
+        assert run.stderr.splitlines()[-2].endswith(f"lacks packages the script needs: {lacking}")
+
+
+def test_usage_errors_come_before_missing_packages(cli, monkeypatch):
+    monkeypatch.setattr(m, "installed_version", lambda name: None)
+    for args in (["--timezone", ""], ["--last", "7x"], ["--format", "json", "--chart"], ["--service-type", "3"]):
+        run = cli(*args)
+        assert run.code == 2 and "lacks" not in run.stderr, args
+
+
+def test_the_check_imports_nothing(tmp_path, home):
+    probe = ("import sys, maas_rest_usage_stats as m; m.lacking_packages([n.split('>')[0] for n in m.REQUIREMENTS]);"
+             "print(sorted({'requests', 'urllib3', 'huaweicloudsdkcore', 'tzlocal', 'tabulate'} & set(sys.modules)))")
+    completed = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                               env={**base_env(home), "PYTHONPATH": str(ROOT)})
+    assert completed.stdout.strip() == "[]", completed.stderr
+
+
 # -- long runs say so --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("requests, note", [
