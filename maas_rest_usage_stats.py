@@ -3311,7 +3311,8 @@ examples:
 
 credentials: HW_ACCESS_KEY/HW_SECRET_KEY[/HW_SECURITY_TOKEN], HUAWEICLOUD_SDK_AK/SK, --credentials-file,
   or ~/.huaweicloud/credentials. Keys are never accepted on the command line and never printed.
-exit codes: 0 success, 1 API or network failure, 2 usage error, 3 credentials missing or rejected.
+exit codes: 0 success, 1 API or network failure, 2 usage error (or a package this Python lacks),
+  3 credentials missing or rejected.
 """
 
 
