@@ -1270,13 +1270,26 @@ class Endpoint:
     netloc: str  # host[:port] exactly as sent (and signed) in the Host header
     host: str
     base_path: str
+    source: str = ""  # where the URL came from, for messages: "from --endpoint", "the default endpoint for …"
 
     def url(self, path: str) -> str:
         return f"{self.scheme}://{self.netloc}{self.base_path}{path}"
 
+    @property
+    def address(self) -> str:
+        """``host:port`` as connections go to it (the scheme's port when the URL names none)."""
+        port = urlsplit(f"{self.scheme}://{self.netloc}").port or (443 if self.scheme == "https" else 80)
+        return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
 
-def parse_endpoint(url: str, option: str) -> Endpoint:
-    """Validate a base URL: https (http only for loopback), a host, no credentials or query."""
+    @property
+    def described(self) -> str:
+        """The address and where the URL came from: ``localhost:8443, from --endpoint``."""
+        return f"{self.address}, {self.source}" if self.source else self.address
+
+
+def parse_endpoint(url: str, option: str, source: str | None = None) -> Endpoint:
+    """Validate a base URL: https (http only for loopback), a host, no credentials or query.
+    ``option`` names it in usage errors; ``source`` (default ``from <option>``) in network errors."""
     try:
         parts = urlsplit(url.strip())
     except ValueError:  # e.g. an unbalanced IPv6 bracket
@@ -1295,7 +1308,8 @@ def parse_endpoint(url: str, option: str) -> Endpoint:
                          hint="use https://")
     if not re.fullmatch(r"[A-Za-z0-9.\-:\[\]]+", parts.netloc) or not re.fullmatch(r"[A-Za-z0-9._~/\-]*", parts.path):
         raise UsageError(f"{option} {url!r} contains characters that do not belong in a host or path")
-    return Endpoint(parts.scheme, parts.netloc, host, parts.path.rstrip("/"))
+    return Endpoint(parts.scheme, parts.netloc, host, parts.path.rstrip("/"),
+                    f"from {option}" if source is None else source)
 
 
 def proxy_for(endpoint: Endpoint, env: Mapping[str, str]) -> str | None:
@@ -1386,6 +1400,7 @@ class ApiCall:
     what: str  # names the call in messages: "ShowStatistics for 2026-05-08 … (Preset Service)"
     query: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    not_found_hint: str = ""  # the hint after an HTTP 404 (its CallKind's)
 
 
 @dataclass(frozen=True)
@@ -1399,12 +1414,13 @@ class CallKind:
     endpoint: str  # the name of the endpoint in Settings.endpoints: "maas", "iam"
     path: str  # may hold {project_id}
     read: Callable[[Any, str, Mapping[str, Any]], Any]  # (JSON data, what, body or params) -> what it fills
+    not_found_hint: str = ""  # what an HTTP 404 most likely means for this call, and what to check
 
     def request(self, endpoint: Endpoint, project_id: str | None, label: str, body: Mapping[str, Any] | None = None,
                 params: tuple[tuple[str, str], ...] = ()) -> ApiCall:
         data = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
         return ApiCall(self.method, endpoint, self.path.format(project_id=project_id), f"{self.name} for {label}",
-                       query=params, body=data)
+                       query=params, body=data, not_found_hint=self.not_found_hint)
 
     def planned(self, endpoint: Endpoint, project_id: str | None, body: Mapping[str, Any] | None,
                 params: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
@@ -1499,7 +1515,7 @@ def auth_hint(status: int) -> str:
             "(and iam:projects:get when the project id is looked up; or pass --project-id)")
 
 
-def checked_data(reply: Reply, what: str) -> Any:
+def checked_data(reply: Reply, what: str, not_found_hint: str = "") -> Any:
     """A final reply as JSON data, or the contract's error for its status."""
     if reply.status in (401, 403):
         raise AuthRejected(api_failure_message(what, reply), hint=auth_hint(reply.status))
@@ -1508,7 +1524,7 @@ def checked_data(reply: Reply, what: str) -> Any:
         if 300 <= reply.status < 400:
             location = printable(reply.headers.get("Location", ""), 120)
             message += f"; redirect to {location!r} not followed"
-        raise ApiError(message)
+        raise ApiError(message, hint=not_found_hint if reply.status == 404 and not_found_hint else None)
     return parse_json_text(reply.text, what)
 
 
@@ -1731,7 +1747,7 @@ class Client:
             if 200 <= outcome.status < 300:
                 self.warm = True
             if outcome.status not in RETRY_STATUSES:
-                return checked_data(outcome, call.what)
+                return checked_data(outcome, call.what, call.not_found_hint)
             failure = api_failure_message(call.what, outcome)
             retry_after = parse_retry_after(outcome.headers.get("Retry-After"), self.clock.wall())
         raise ApiError(failure + (f" (after {retries + 1} attempts)" if retries else ""),
@@ -1939,7 +1955,10 @@ def usage_of(data: Any, what: str, body: Mapping[str, Any]) -> Usage:
 
 
 IAM_PROJECTS = CallKind("IAM project lookup", "GET", "iam", IAM_PROJECTS_PATH, project_id_of)
-SHOW_STATISTICS = CallKind("ShowStatistics", "POST", "maas", STATISTICS_PATH, usage_of)
+SHOW_STATISTICS = CallKind("ShowStatistics", "POST", "maas", STATISTICS_PATH, usage_of, not_found_hint=(
+    "the project id may not belong to the region: check that the one given (--project-id, HW_PROJECT_ID, "
+    "HUAWEICLOUD_SDK_PROJECT_ID or the profile's project_id) is --region's, or give none and IAM looks it up; "
+    "a MaaS endpoint (--endpoint) of another region also answers 404"))
 
 
 def lookup_project_id(client: Client, iam: Endpoint, region: str) -> str:
@@ -3330,8 +3349,9 @@ def parse_endpoint_setting(flag_value: str | None, flag: str, env: Mapping[str, 
     sdk_env = SDK_REGION_ENV.format(service=sdk_service, region=region.upper().replace("-", "_"))
     url, source = flag_or_env(flag_value, flag, env, env_name, sdk_env)
     if url is None:
-        url, source = default, "the default endpoint"
-    elif source == sdk_env:
+        url, source = default, f"the default endpoint for {region}"
+        return parse_endpoint(url, source, source)
+    if source == sdk_env:
         url = url.split(",")[0]  # the SDK takes a list of endpoints and uses the first
     return parse_endpoint(url, source)
 
