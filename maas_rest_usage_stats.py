@@ -1688,6 +1688,7 @@ class ApiCall:
     what: str  # names the call in messages: "ShowStatistics for 2026-05-08 … (Preset Service)"
     query: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    not_found_hint: str = ""  # the hint after an HTTP 404 (its CallKind's)
 
 
 @dataclass(frozen=True)
@@ -1701,12 +1702,13 @@ class CallKind:
     endpoint: str  # the name of the endpoint in Settings.endpoints: "maas", "iam"
     path: str  # may hold {project_id}
     read: Callable[[Any, str, Mapping[str, Any]], Any]  # (JSON data, what, body or params) -> what it fills
+    not_found_hint: str = ""  # what an HTTP 404 most likely means for this call, and what to check
 
     def request(self, endpoint: Endpoint, project_id: str | None, label: str, body: Mapping[str, Any] | None = None,
                 params: tuple[tuple[str, str], ...] = ()) -> ApiCall:
         data = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
         return ApiCall(self.method, endpoint, self.path.format(project_id=project_id), f"{self.name} for {label}",
-                       query=params, body=data)
+                       query=params, body=data, not_found_hint=self.not_found_hint)
 
     def planned(self, endpoint: Endpoint, project_id: str | None, body: Mapping[str, Any] | None,
                 params: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
@@ -1739,24 +1741,127 @@ class ClientOptions:
     concurrency: int
 
 
-def describe_network_error(exc: Exception, timeout: float) -> str:
-    """A short, secret-free description of a requests exception."""
-    import requests  # already loaded by the caller; imported for the exception classes
+@dataclass(frozen=True)
+class NetworkProblem:
+    """What went wrong below HTTP, in words, and whether another attempt may mend it."""
 
-    text = str(exc)
-    if isinstance(exc, requests.exceptions.SSLError):
-        match = re.search(r"certificate verify failed[^'\")]*", text)
-        return "TLS certificate verification failed" + (f" ({match.group(0).strip()})" if match else "")
-    if isinstance(exc, requests.exceptions.Timeout):
-        return f"no answer within {timeout:g} s (--timeout)"
-    for needle, meaning in (("refused", "connection refused"), ("reset", "connection reset by the server"),
-                            ("RemoteDisconnected", "the server closed the connection without answering"),
-                            ("Name or service not known", "the host name cannot be resolved"),
-                            ("nodename nor servname", "the host name cannot be resolved"),
-                            ("getaddrinfo failed", "the host name cannot be resolved")):
-        if needle in text:
-            return meaning
-    return f"network error ({type(exc).__name__})"
+    text: str
+    retry: bool = True
+    hint: str | None = None
+
+
+class NameNotResolvedInTime(TimeoutError):
+    """The host name's lookup outlasted the attempt (it goes on, for the next attempt to wait for)."""
+
+
+class AnswerCutShort(ConnectionError):
+    """The connection closed in the middle of the status line or headers: a network failure, not an answer."""
+
+
+CA_HINT = "the server's certificate is not trusted; for a private CA set REQUESTS_CA_BUNDLE to its PEM file"
+# OpenSSL's reasons for bytes that are no TLS record at all: most often an HTTP answer to the ClientHello.
+NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "PACKET_LENGTH_TOO_LONG",
+                   "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL"}
+
+
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it, outermost first: requests wraps urllib3, which wraps ssl and socket."""
+    chain: list[BaseException] = []
+    pending: list[Any] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if not isinstance(current, BaseException) or any(current is seen for seen in chain):
+            continue
+        chain.append(current)
+        pending += [getattr(current, "reason", None), current.__cause__, current.__context__,
+                    *[arg for arg in current.args if isinstance(arg, BaseException)]]
+    return chain
+
+
+def raised_in(exc: BaseException, function: str) -> bool:
+    """Whether ``exc`` was raised inside a Python function of that name (its traceback's frames)."""
+    import traceback
+
+    return any(frame.name == function for frame in traceback.extract_tb(exc.__traceback__))
+
+
+def describe_network_error(exc: Exception, timeout: float, expired: bool = False) -> NetworkProblem:
+    """A short, secret-free description of a failure below HTTP, and whether to try again."""
+    import http.client
+    import socket
+    import ssl
+
+    import requests
+    import urllib3
+    from urllib3.util.ssl_match_hostname import CertificateError
+
+    chain = exception_chain(exc)
+
+    def first(*kinds: type) -> Any:
+        return next((e for e in chain if isinstance(e, kinds)), None)
+
+    # ssl's do_handshake (and urllib3's, for TLS in TLS); around it, urllib3's ssl_wrap_socket
+    handshake = any(raised_in(e, "do_handshake") for e in chain)
+    tls_setup = any(raised_in(e, "ssl_wrap_socket") for e in chain)
+    certificate = first(ssl.SSLCertVerificationError, CertificateError)
+    if certificate is not None:
+        reason = getattr(certificate, "verify_message", None) or str(certificate.args[-1] if certificate.args else "")
+        reason = printable(str(reason), 120).rstrip(".")
+        return NetworkProblem("TLS certificate verification failed" + (f": {reason}" if reason else ""),
+                              retry=False, hint=CA_HINT)
+    if first(NameNotResolvedInTime):
+        return NetworkProblem(f"the host name was not resolved within {timeout:g} s (--timeout)")
+    timeouts = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, socket.timeout, TimeoutError)
+    if expired or any(isinstance(e, timeouts) and not isinstance(e, urllib3.exceptions.NewConnectionError)
+                      for e in chain):
+        return NetworkProblem(f"no answer within {timeout:g} s (--timeout)")
+    if first(socket.gaierror):
+        return NetworkProblem("the host name cannot be resolved")
+    tls = first(ssl.SSLError)
+    if tls is not None and tls_setup and not handshake:  # this client's own TLS set-up: the CA bundle
+        return NetworkProblem(f"cannot load the TLS certificates to trust ({printable(str(tls), 120)})",
+                              retry=False, hint="check that REQUESTS_CA_BUNDLE names a readable PEM file "
+                                                "of CA certificates")
+    if tls is not None:
+        return tls_problem(tls, handshake)
+    if first(AnswerCutShort):
+        return NetworkProblem("the connection closed in the middle of the answer's status line or headers")
+    if first(http.client.RemoteDisconnected):
+        return NetworkProblem("the server closed the connection without answering")
+    if first(ConnectionResetError):
+        return NetworkProblem("the connection was reset during the TLS handshake" if handshake
+                              else "connection reset by the server")
+    if first(ConnectionRefusedError):
+        return NetworkProblem("connection refused")
+    if first(http.client.IncompleteRead, urllib3.exceptions.IncompleteRead):
+        return NetworkProblem("the connection closed in the middle of the answer")
+    if first(http.client.BadStatusLine):
+        return NetworkProblem("the answer did not start with an HTTP status line")
+    cause = next((e for e in chain if isinstance(e, OSError) and e.strerror), None)
+    if cause is not None:
+        return NetworkProblem(f"network error: {printable(cause.strerror, 80)}")
+    return NetworkProblem(f"network error ({type(exc).__name__})")
+
+
+def tls_problem(error: Any, handshake: bool) -> NetworkProblem:
+    """A TLS failure named as such: an EOF is transient; an alert or a server that speaks no TLS is not."""
+    import ssl
+
+    reason = str(getattr(error, "reason", None) or "")
+    if isinstance(error, (ssl.SSLEOFError, ssl.SSLZeroReturnError)) or reason == "UNEXPECTED_EOF_WHILE_READING":
+        return NetworkProblem("the server closed the connection during the TLS handshake" if handshake
+                              else "the server cut the TLS connection short")
+    if reason in NOT_TLS_REASONS:
+        return NetworkProblem("the server did not speak TLS", retry=False,
+                              hint="an https:// endpoint needs a TLS port: check the URL's scheme and port")
+    words = reason.lower().replace("_", " ") or printable(str(error), 120)
+    if "alert " in words:
+        return NetworkProblem(f"the TLS handshake failed: the server sent the alert \"{words.split('alert ', 1)[1]}\"",
+                              retry=False, hint="the server refused this client's TLS: check the endpoint's URL, "
+                                                "and the proxy if one is in the way (HTTPS_PROXY)")
+    # Anything else inside the handshake is a set-up the two sides do not share; after it, a damaged record.
+    return NetworkProblem(f"the TLS handshake failed: {words}" if handshake else f"TLS error: {words}",
+                          retry=not handshake)
 
 
 def parse_json_text(text: str, what: str) -> Any:
@@ -1801,7 +1906,7 @@ def auth_hint(status: int) -> str:
             "(and iam:projects:get when the project id is looked up; or pass --project-id)")
 
 
-def checked_data(reply: Reply, what: str) -> Any:
+def checked_data(reply: Reply, what: str, not_found_hint: str = "") -> Any:
     """A final reply as JSON data, or the contract's error for its status."""
     if reply.status in (401, 403):
         raise AuthRejected(api_failure_message(what, reply), hint=auth_hint(reply.status))
@@ -1810,7 +1915,7 @@ def checked_data(reply: Reply, what: str) -> Any:
         if 300 <= reply.status < 400:
             location = printable(reply.headers.get("Location", ""), 120)
             message += f"; redirect to {location!r} not followed"
-        raise ApiError(message)
+        raise ApiError(message, hint=not_found_hint if reply.status == 404 and not_found_hint else None)
     return parse_json_text(reply.text, what)
 
 
@@ -1983,6 +2088,156 @@ def pool_slots(pool: Any) -> tuple[Callable[..., Any], Callable[[Any], None]] | 
     return (get, put) if callable(get) and callable(put) else None
 
 
+class Resolver:
+    """Host names looked up once per run, each wait bounded by the attempt's --timeout: getaddrinfo
+    cannot be interrupted, so it runs in a thread of its own and the attempt stops waiting for it
+    (the next attempt waits for the same lookup; a failed lookup is made afresh)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lookups: dict[tuple[str, int], Any] = {}
+
+    def addresses(self, host: str, port: int, timeout: float | None) -> list[str]:
+        """The IP addresses of ``host``, in the system's order; raises ``socket.gaierror`` or
+        ``NameNotResolvedInTime``."""
+        import concurrent.futures
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(host.split("%")[0])
+            return [host]
+        except ValueError:
+            pass
+        with self._lock:
+            lookup = self._lookups.get((host, port))
+            if lookup is None or (lookup.done() and lookup.exception() is not None):
+                lookup = self._lookups[(host, port)] = self._started(host, port)
+        ends = None if timeout is None else time.monotonic() + timeout
+        # In short steps, like _next_finished: a signal that lands just before a long wait starts
+        # (or in another thread) would otherwise leave Ctrl-C unanswered until the wait ends.
+        while True:
+            step = SIGNAL_CHECK_INTERVAL if ends is None else min(SIGNAL_CHECK_INTERVAL, ends - time.monotonic())
+            try:
+                infos = lookup.result(max(step, 0))
+                return list(dict.fromkeys(str(info[4][0]) for info in infos))
+            except concurrent.futures.TimeoutError:
+                if ends is not None and time.monotonic() >= ends:
+                    raise NameNotResolvedInTime(f"{host} was not resolved within {timeout:g} s") from None
+
+    @staticmethod
+    def _started(host: str, port: int) -> Any:
+        import socket
+        from concurrent.futures import Future
+
+        from urllib3.util.connection import allowed_gai_family
+
+        lookup: Future = Future()
+
+        def look_up() -> None:
+            try:
+                lookup.set_result(socket.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM))
+            except BaseException as exc:  # handed to whichever attempt waits for it
+                lookup.set_exception(exc)
+
+        try:
+            threading.Thread(target=look_up, daemon=True).start()
+        except RuntimeError:  # no thread left: look it up in this one, unbounded, rather than fail
+            look_up()
+        return lookup
+
+
+class HeaderLines:
+    """A response's socket file while ``HTTPResponse.begin`` reads the status line and headers,
+    noting a line that the connection cut short: http.client takes a cut header block for a whole one."""
+
+    def __init__(self, fp: Any) -> None:
+        self.fp, self.started, self.cut = fp, False, False
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = self.fp.readline(limit)
+        if not (line.endswith(b"\n") or 0 <= limit <= len(line)) and (line or self.started):
+            self.cut = True  # the end of the stream before the blank line that ends the headers
+        self.started = self.started or bool(line)
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fp, name)
+
+
+def final_response_class() -> type:
+    """http.client's response, reading to the final answer: it skips 100 Continue only, and would take
+    ``103 Early Hints`` (or any other interim answer) for the status; a status line or header block
+    that the connection cut short is ``AnswerCutShort``, a network failure, not an answer."""
+    import http.client
+
+    class FinalResponse(http.client.HTTPResponse):
+        def begin(self) -> None:
+            lines = self.fp = HeaderLines(self.fp)
+            try:
+                super().begin()
+            except http.client.HTTPException:
+                if lines.cut:
+                    raise AnswerCutShort("the connection closed in the middle of the headers") from None
+                raise
+            finally:
+                if self.fp is lines:
+                    self.fp = lines.fp
+            if lines.cut:
+                self.close()
+                raise AnswerCutShort("the connection closed in the middle of the headers")
+
+        def _read_status(self) -> Any:  # private, in every http.client since Python 3.0
+            while True:
+                version, status, reason = super()._read_status()
+                if not 100 <= status < 200 or status == 101:  # 101 ends HTTP on the connection: final
+                    return version, status, reason
+                http.client.parse_headers(self.fp)  # an interim answer's headers, not the final ones
+
+    return FinalResponse
+
+
+def resolving_connection(base: Any, resolver: Resolver) -> Any:
+    """urllib3's connection class ``base`` whose host name lookup and connect share --timeout (through
+    the run's ``resolver``, and urllib3's private ``_new_conn``/``_dns_host``; without them, urllib3's
+    own unbounded lookup), and whose responses are read to the final answer."""
+    import socket
+
+    from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+
+    class Resolving(base):
+        response_class = final_response_class()
+
+        def _new_conn(self) -> Any:
+            host, timeout = getattr(self, "_dns_host", None), self.timeout
+            if not isinstance(host, str):
+                return super()._new_conn()
+            budget = timeout if isinstance(timeout, (int, float)) else None
+            started = time.monotonic()
+            try:
+                addresses = resolver.addresses(host, self.port, budget)
+            except socket.gaierror as exc:
+                raise NameResolutionError(self.host, self, exc) from exc
+            except NameNotResolvedInTime as exc:
+                raise ConnectTimeoutError(self, str(exc)) from exc
+            try:
+                for address in addresses[:-1]:  # getaddrinfo answers at least one address or raises
+                    try:
+                        return self._connected(address, budget, started)
+                    except NewConnectionError:
+                        continue  # refused or unreachable there: the next address
+                return self._connected(addresses[-1], budget, started)
+            finally:
+                self._dns_host, self.timeout = host, timeout
+
+        def _connected(self, address: str, budget: float | None, started: float) -> Any:
+            self._dns_host = address  # an IP address: urllib3's own lookup of it asks no server
+            if budget is not None:  # the lookup and the connect share --timeout
+                self.timeout = max(budget - (time.monotonic() - started), 0.001)
+            return super()._new_conn()
+
+    return Resolving
+
+
 def watched_adapter() -> Any:
     """requests' HTTPAdapter whose connections report to the attempt's deadline, through urllib3's
     public hooks (a pool's ``ConnectionCls``, a manager's ``pool_classes_by_scheme``)."""
@@ -2007,11 +2262,13 @@ def watched_adapter() -> Any:
                 return super().request(*args, **kwargs)
         return Watched
 
+    resolver = Resolver()  # one per adapter: one per run
+
     class HTTPPool(connectionpool.HTTPConnectionPool):
-        ConnectionCls = watched(connection.HTTPConnection)
+        ConnectionCls = watched(resolving_connection(connection.HTTPConnection, resolver))
 
     class HTTPSPool(connectionpool.HTTPSConnectionPool):
-        ConnectionCls = watched(connection.HTTPSConnection)
+        ConnectionCls = watched(resolving_connection(connection.HTTPSConnection, resolver))
 
     pools = {"http": HTTPPool, "https": HTTPSPool}
 
@@ -2173,7 +2430,7 @@ class Client:
             if 200 <= outcome.status < 300:
                 self.warm = True
             if outcome.status not in RETRY_STATUSES:
-                return checked_data(outcome, call.what)
+                return checked_data(outcome, call.what, call.not_found_hint)
             failure = api_failure_message(call.what, outcome)
             retry_after = parse_retry_after(outcome.headers.get("Retry-After"), self.clock.wall())
         raise ApiError(failure + (f" (after {retries + 1} attempts)" if retries else ""),
@@ -2217,26 +2474,31 @@ class Client:
         return Reply(response.status_code, text, request_id, received)
 
     def _network_failure(self, call: ApiCall, exc: Exception, expired: bool) -> str:
-        """A retryable failure's description; raises for the failures a retry cannot mend."""
+        """A retryable failure's description; raises for the failures a retry cannot mend. Both name
+        the host and port, and where the endpoint's URL came from."""
         import requests
         import urllib3
 
-        timeout = self.options.timeout
-        if expired or isinstance(exc, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)):
-            return f"{call.what} failed: no answer within {timeout:g} s (--timeout)"
-        if isinstance(exc, requests.exceptions.SSLError):
-            raise ApiError(f"{call.what} failed: {describe_network_error(exc, timeout)}",
-                           hint="the server's certificate is not trusted; for a private CA set "
-                                "REQUESTS_CA_BUNDLE to its PEM file") from None
-        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                            urllib3.exceptions.HTTPError)):
-            return f"{call.what} failed: {describe_network_error(exc, timeout)}"
-        if isinstance(exc, requests.exceptions.RequestException):
-            raise ApiError(f"{call.what} failed: {describe_network_error(exc, timeout)}") from None
-        if isinstance(exc, OSError):  # requests reports an unreadable REQUESTS_CA_BUNDLE this way
-            raise ApiError(f"{call.what} failed: {exc.strerror or 'cannot load the TLS certificate bundle'}",
-                           hint="check that REQUESTS_CA_BUNDLE names a readable PEM file") from None
-        raise exc
+        if not expired and not isinstance(exc, (requests.exceptions.RequestException, urllib3.exceptions.HTTPError)):
+            if isinstance(exc, OSError):  # requests reports an unreadable REQUESTS_CA_BUNDLE this way
+                raise ApiError(f"{call.what} failed: {exc.strerror or 'cannot load the TLS certificate bundle'}",
+                               hint="check that REQUESTS_CA_BUNDLE names a readable PEM file") from None
+            raise exc
+        problem = describe_network_error(exc, self.options.timeout, expired)
+        if isinstance(exc, requests.exceptions.RequestException) and not isinstance(
+                exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+            problem = dataclasses.replace(problem, retry=False)  # a request requests cannot make (a bad URL)
+        where = call.endpoint.described
+        proxy = proxy_for(call.endpoint, self._env)
+        if proxy and any(isinstance(e, (requests.exceptions.ProxyError, urllib3.exceptions.ProxyError))
+                         for e in exception_chain(exc)):
+            parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            where += f", through the proxy {printable(parts.hostname or '?', 80)}:{port}"  # never its user or password
+        message = f"{call.what} failed: {problem.text} ({where})"
+        if not problem.retry:
+            raise ApiError(message, hint=problem.hint) from None
+        return message
 
     def _signed(self, call: ApiCall) -> tuple[str, dict, bytes]:
         from huaweicloudsdkcore.sdk_request import SdkRequest
@@ -2377,7 +2639,10 @@ def usage_of(data: Any, what: str, body: Mapping[str, Any]) -> Usage:
 
 
 IAM_PROJECTS = CallKind("IAM project lookup", "GET", "iam", IAM_PROJECTS_PATH, project_id_of)
-SHOW_STATISTICS = CallKind("ShowStatistics", "POST", "maas", STATISTICS_PATH, usage_of)
+SHOW_STATISTICS = CallKind("ShowStatistics", "POST", "maas", STATISTICS_PATH, usage_of, not_found_hint=(
+    "the project id may not belong to the region: check that the one given (--project-id, HW_PROJECT_ID, "
+    "HUAWEICLOUD_SDK_PROJECT_ID or the profile's project_id) is --region's, or give none and IAM looks it up; "
+    "a MaaS endpoint (--endpoint) of another region also answers 404"))
 
 
 def lookup_project_id(client: Client, iam: Endpoint, region: str) -> str:
