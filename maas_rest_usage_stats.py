@@ -1184,23 +1184,50 @@ class Console:
             return False
 
 
-class Clock:
-    """The run's time: ``now`` (whole seconds), the instant every plan is made from, and the
-    clocks that move on from it (wall time for signatures, monotonic time for pacing)."""
+class SystemClock:
+    """The machine's clocks, the default of ``main(clock=...)``. With ``start`` (``main(now=...)``),
+    the wall clock reads ``start`` when made and runs on from it with monotonic time."""
 
-    def __init__(self, instant: datetime, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._instant = instant.astimezone(timezone.utc)
+    def __init__(self, start: datetime | None = None) -> None:
+        self._start = start
+        self._origin = time.monotonic()
+
+    def now(self) -> datetime:
+        if self._start is None:
+            return datetime.now(timezone.utc)
+        return self._start + timedelta(seconds=time.monotonic() - self._origin)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class Clock:
+    """The run's time, all of it read from one clock (``main``'s ``clock``, else the machine's):
+    ``now`` (whole seconds), the instant every plan is made from; ``wall()`` for signatures and
+    Retry-After dates; ``monotonic()`` for pacing and deadlines; and every wait of the run."""
+
+    def __init__(self, source: Any = None) -> None:
+        self.source = SystemClock() if source is None else source
+        self.started = self.source.now().astimezone(timezone.utc)
         # Whole seconds: the API takes milliseconds and the printed period must match what was sent.
-        self.now = self._instant.replace(microsecond=0)
-        self.monotonic = monotonic
-        self._origin = monotonic()
+        self.now = self.started.replace(microsecond=0)
 
     def wall(self) -> datetime:
-        return self._instant + timedelta(seconds=self.monotonic() - self._origin)
+        return self.source.now().astimezone(timezone.utc)
+
+    def monotonic(self) -> float:
+        return self.source.monotonic()
 
     def wait(self, seconds: float, cancel: threading.Event) -> bool:
         """Wait (pacing, backoff) unless ``cancel`` is set meanwhile; True when cancelled."""
-        return cancel.wait(seconds)
+        if isinstance(self.source, SystemClock):
+            return cancel.wait(seconds)  # a failure elsewhere or Ctrl-C ends the wait at once
+        if not cancel.is_set():
+            self.source.sleep(seconds)
+        return cancel.is_set()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1313,11 +1340,13 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, min(seconds, RETRY_AFTER_CAP))
 
 
-def backoff_delay(attempt: int) -> float:
-    """Exponential backoff with jitter, so parallel retries do not hit the API in step."""
+def backoff_delay(attempt: int, seed: str) -> float:
+    """Exponential backoff with jitter, so parallel retries do not hit the API in step. The jitter
+    is drawn from ``seed`` (the run's start instant and the request), so it differs between requests
+    and runs, yet a run on a fixed clock waits the same every time."""
     import random
 
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt) * random.uniform(0.5, 1.0)
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt) * random.Random(f"{seed} {attempt}").uniform(0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -1619,6 +1648,9 @@ class Client:
     def _redact(self, text: str) -> str:
         return redact(text, self._credentials.secrets())
 
+    def _jitter_seed(self, call: ApiCall) -> str:
+        return f"{self.clock.started.isoformat()} {call.method} {call.path} {call.what} {call.body!r}"
+
     def _cancelled_error(self, call: ApiCall) -> ApiError:
         return ApiError(f"{call.what}: cancelled after another request failed")
 
@@ -1628,7 +1660,7 @@ class Client:
         failure, retry_after = "", None
         for attempt in range(retries + 1):
             if attempt:
-                delay = retry_after if retry_after is not None else backoff_delay(attempt - 1)
+                delay = retry_after if retry_after is not None else backoff_delay(attempt - 1, self._jitter_seed(call))
                 self.console.debug(f"retrying in {delay:.1f} s ({attempt}/{retries})")
                 if self.clock.wait(delay, self._cancelled):
                     raise self._cancelled_error(call)
@@ -1655,7 +1687,7 @@ class Client:
         url, headers, payload = self._signed(call)
         where = f"{call.method} {call.endpoint.base_path}{call.path}"
         started = self.clock.monotonic()
-        deadline = AttemptDeadline(self.options.timeout)
+        deadline = AttemptDeadline(self.options.timeout)  # real time: it bounds real socket I/O, whatever the clock
         try:
             with deadline:
                 proxy = proxy_for(call.endpoint, self._env)
@@ -3515,14 +3547,21 @@ def warn_about_retention(query: Query, unrecorded: Sequence[str] | None, console
 
 
 def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None,
-         now: datetime | None = None, stdout: Any = None, stderr: Any = None) -> int:
-    """Run the command line ``argv`` with the given environment, clock and streams; the exit code."""
+         now: datetime | None = None, clock: Any = None, stdout: Any = None, stderr: Any = None) -> int:
+    """Run the command line ``argv`` with the given environment, clock and streams; the exit code.
+
+    ``clock`` has ``now()`` (an aware datetime), ``monotonic()`` and ``sleep(seconds)``: every read
+    of the time and every wait of the run goes through it. ``now`` is the machine's clock set to
+    read that instant at the start.
+    """
+    if now is not None and clock is not None:
+        raise TypeError("main() takes now= or clock=, not both")
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C is KeyboardInterrupt from here on
     env = os.environ if env is None else env
     stdout = sys.stdout if stdout is None else stdout
     console = Console(sys.stderr if stderr is None else stderr)
-    clock = Clock(datetime.now(timezone.utc) if now is None else now)
+    clock = Clock(SystemClock(now) if clock is None else clock)  # the run's clock reads the one given
     try:
         args = build_parser().parse_args(argv)
         console.quiet, console.verbose = args.quiet, args.verbose  # notes made while validating obey -q too

@@ -811,7 +811,7 @@ class LoggedRequest:
     body: bytes
     json: Any  # parsed body (floats as Decimal) or None
     kind: str  # "iam" | "maas" | "other"
-    at: float  # time.monotonic() when the request was fully received
+    at: float  # the server's monotonic time (FakeCloud.monotonic) when the request was fully received
     request_id: str
     raw_target: str = ""  # the request target as sent (path?query)
     status: int | None = None  # None: no response (reset / hang faults)
@@ -1157,7 +1157,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers.setdefault(name.lower(), _received_value(value))
         entry = LoggedRequest(
             method=self.command, path=path, query=dict(parse_qsl(raw_query, keep_blank_values=True)),
-            headers=headers, body=body, json=parsed, kind=kind, at=time.monotonic(),
+            headers=headers, body=body, json=parsed, kind=kind, at=cloud.monotonic(),
             request_id=self.request_id, raw_target=self.path,
         )
         self.entry = entry
@@ -1414,7 +1414,11 @@ class FakeCloud:
     """Fake IAM + MaaS endpoint on one port (both services are told apart by
     path).  Settable at any time: ``latency``, ``fail_all``, ``denied``,
     ``events``, ``credentials``, ``projects``, ``server_time_offset``,
-    ``clock_skew_limit``, ``retention_days``.
+    ``clock_skew_limit``, ``retention_days``, ``clock``.
+
+    ``clock`` (an object with ``now()`` and ``monotonic()``, such as the
+    tests' FakeClock; None: the machine's) is the server's time: its
+    signature checks, its retention and the ``at`` of its log.
 
     ``retention_days`` models MaaS's retention: events older than that many
     days before the server clock are no longer counted (a window wholly
@@ -1451,6 +1455,7 @@ class FakeCloud:
         self.verbose = verbose
         self.clock_skew_limit: float = CLOCK_SKEW_LIMIT_S
         self.server_time_offset: float = 0.0  # seconds added to the server clock
+        self.clock: Any = None
         self.retention_days = retention_days
         self._default_retention_days = retention_days
         self._index = build_index(SEED_EVENTS if events is None else events)
@@ -1603,7 +1608,12 @@ class FakeCloud:
 
     def server_now(self) -> float:
         """The server clock, epoch seconds."""
-        return time.time() + self.server_time_offset
+        wall = time.time() if self.clock is None else self.clock.now().timestamp()
+        return wall + self.server_time_offset
+
+    def monotonic(self) -> float:
+        """The server's monotonic time (seconds), as the log's ``at`` reads it."""
+        return time.monotonic() if self.clock is None else self.clock.monotonic()
 
     def retained_from_ms(self) -> int:
         """The oldest instant still counted (epoch ms); 0 without a retention."""
@@ -1760,6 +1770,7 @@ class FakeCloud:
         self.fail_all = False
         self.latency = self._default_latency
         self.server_time_offset = 0.0
+        self.clock = None
         self.retention_days = self._default_retention_days
         self.clock_skew_limit = CLOCK_SKEW_LIMIT_S
         self.reset_max_in_flight()

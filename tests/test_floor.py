@@ -15,7 +15,7 @@ import pytest
 
 import fakecloud
 import maas_rest_usage_stats as m
-from conftest import oracle_metrics
+from conftest import FakeClock, oracle_metrics
 
 PROJECT = fakecloud.DEMO_PROJECT_ID
 YEAR = ["--from", "2025-11-01", "--to", "2026-11-01", "--timezone", "UTC", "--format", "json"]  # 13 windows
@@ -74,16 +74,6 @@ def test_pool_slots_are_found_on_urllib3_pools_and_absent_elsewhere():
 
 # -- pacing where the API counts: arrivals -------------------------------------------------------------
 
-class FakeClock(m.Clock):
-    def __init__(self) -> None:
-        super().__init__(m.datetime.now(m.timezone.utc), monotonic=lambda: self.now)
-        self.now = 0.0
-
-    def wait(self, seconds: float, cancel: threading.Event) -> bool:
-        self.now += seconds
-        return cancel.is_set()
-
-
 def most_in_any_window(times: list[float], window: float = 60.0) -> int:
     times = sorted(times)
     best, low = 0, 0
@@ -98,13 +88,13 @@ def arrivals(period: float, rtt: float, requests: int = 365, concurrency: int = 
     """When the API sees each request of a run paced over ``period``: the first wave waits for its
     connections (2.5 round trips), later requests on warm connections 0.5 round trips."""
     clock = FakeClock()
-    limiter = m.RateLimiter(m.RATE_LIMIT, period, clock)
+    limiter = m.RateLimiter(m.RATE_LIMIT, period, m.Clock(clock))
     never = threading.Event()
     seen = []
     for index in range(requests):
         assert limiter.acquire(never)
-        seen.append(clock.now + (2.5 if index < concurrency else 0.5) * rtt)
-        clock.now += 0.5 * rtt / concurrency  # the next start, once a worker is free
+        seen.append(clock.monotonic() + (2.5 if index < concurrency else 0.5) * rtt)
+        clock.advance(0.5 * rtt / concurrency)  # the next start, once a worker is free
     return seen
 
 
