@@ -96,6 +96,7 @@ BACKOFF_CAP = 8.0
 PROGRESS_MIN_REQUESTS = 5
 THREAD_STACK_BYTES = 1024 * 1024
 SIGNAL_CHECK_INTERVAL = 0.2  # seconds between the main thread's checks for Ctrl-C while requests run
+POLL_INTERVAL = 0.05  # seconds between looks at a busy store, or at a silent pipe on a clock not the machine's
 FINAL_AFTER = timedelta(hours=3)  # call data lags 1-2 hours; a day is final 3 hours after it ends
 MAX_BODY_BYTES = 1024 * 1024  # an answer is a few hundred bytes; more is malformed (and bounds memory)
 MAX_CREDENTIALS_BYTES = 64 * 1024  # a credentials file is a few hundred bytes; refuse a huge one
@@ -208,15 +209,15 @@ def _checked_credentials(ak: str, sk: str, token: str | None, source: str,
     return Credentials(ak, sk, token or None, source, project_id or None)
 
 
-def read_credentials_file(path: str) -> str:
-    """Read a small UTF-8 text file (or a pipe, such as ``<(pass show maas)``, with a bounded wait),
-    refusing directories, devices, sockets, binaries and huge files."""
+def read_credentials_file(path: str, clock: Clock | None = None) -> str:
+    """Read a small UTF-8 text file (or a pipe, such as ``<(pass show maas)``, with a wait bounded
+    on ``clock``, the machine's by default), refusing directories, devices, sockets, binaries and huge files."""
     try:
         kind = os.stat(path).st_mode  # follows links: <(…) is /dev/fd/N, a link to a pipe
         if stat.S_ISDIR(kind):
             raise CredentialsError(f"credentials file {path} is a directory")
         if stat.S_ISFIFO(kind):
-            data = read_pipe(path, CREDENTIALS_PIPE_WAIT, MAX_CREDENTIALS_BYTES + 1)
+            data = read_pipe(path, CREDENTIALS_PIPE_WAIT, MAX_CREDENTIALS_BYTES + 1, clock or Clock())
         elif not stat.S_ISREG(kind):
             raise CredentialsError(f"credentials file {path} is a device or a socket, not a file")
         else:
@@ -240,21 +241,23 @@ def read_credentials_file(path: str) -> str:
         raise CredentialsError(f"credentials file {path} is not UTF-8 text") from None
 
 
-def read_pipe(path: str, wait: float, limit: int) -> bytes:
+def read_pipe(path: str, wait: float, limit: int, clock: Clock) -> bytes:
     """Up to ``limit`` bytes of a named pipe, until its writer closes it; TimeoutError when no
-    writer comes or it stalls for ``wait`` seconds in all (a plain open would block for good)."""
+    writer comes or it stalls for ``wait`` seconds of ``clock`` in all (a plain open would block for good)."""
     import select
 
-    deadline = time.monotonic() + wait
+    deadline = clock.monotonic() + wait
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         data = bytearray()
         while len(data) < limit:
-            left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(left * 1000):
+            left = deadline - clock.monotonic()
+            if left <= 0:
                 raise TimeoutError
+            if not clock.wait_readable(poller, left):
+                continue
             piece = os.read(fd, limit - len(data))
             if not piece:  # the writer closed the pipe (before any writer came, poll waits)
                 return bytes(data)
@@ -390,8 +393,8 @@ def parse_credentials_text(text: str, source: str) -> Credentials:
     return _checked_credentials(values[0], values[1], values[2] if len(values) == 3 else None, source)
 
 
-def load_credentials_file(path: str) -> Credentials:
-    credentials = parse_credentials_text(read_credentials_file(path), f"credentials file {path}")
+def load_credentials_file(path: str, clock: Clock | None = None) -> Credentials:
+    credentials = parse_credentials_text(read_credentials_file(path, clock), f"credentials file {path}")
     return dataclasses.replace(credentials, path=path)
 
 
@@ -406,10 +409,11 @@ def profile_path(env: Mapping[str, str]) -> str:
     return env.get(PROFILE_ENV) or expand_home("~/.huaweicloud/credentials", env)
 
 
-def load_credentials(path: str | None, env: Mapping[str, str]) -> Credentials:
-    """Apply the precedence: --credentials-file, HW_* env, HUAWEICLOUD_SDK_* env, SDK profile file."""
+def load_credentials(path: str | None, env: Mapping[str, str], clock: Clock | None = None) -> Credentials:
+    """Apply the precedence: --credentials-file, HW_* env, HUAWEICLOUD_SDK_* env, SDK profile file.
+    ``clock`` bounds the wait for a credentials pipe."""
     if path:
-        return load_credentials_file(path)
+        return load_credentials_file(path, clock)
     for ak_name, sk_name, token_name in ((ENV_AK, ENV_SK, ENV_TOKEN), (SDK_AK, SDK_SK, SDK_TOKEN)):
         ak, sk = env.get(ak_name, "").strip(), env.get(sk_name, "").strip()
         if ak and sk:
@@ -420,7 +424,7 @@ def load_credentials(path: str | None, env: Mapping[str, str]) -> Credentials:
             raise CredentialsError(f"{present} is set but {missing} is not")
     profile = profile_path(env)
     if env.get(PROFILE_ENV) or os.path.isfile(profile):
-        return load_credentials_file(profile)
+        return load_credentials_file(profile, clock)
     raise CredentialsError("no Huawei Cloud credentials found")
 
 
@@ -1228,6 +1232,16 @@ class Clock:
         if not cancel.is_set():
             self.source.sleep(seconds)
         return cancel.is_set()
+
+    def wait_readable(self, poller: Any, seconds: float) -> bool:
+        """Whether ``poller`` (a ``select.poll``) reports its file readable within ``seconds``: the
+        machine's clock blocks in poll; another clock looks once, else sleeps a step on itself."""
+        if isinstance(self.source, SystemClock):
+            return bool(poller.poll(seconds * 1000))
+        if poller.poll(0):
+            return True
+        self.source.sleep(min(seconds, POLL_INTERVAL))
+        return False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -3431,7 +3445,7 @@ def dry_run(settings: Settings, store: Store | None, console: Console, now: date
 def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str], clock: Clock,
                 console: Console) -> str:
     query, now = settings.query, clock.now
-    credentials = load_credentials(settings.credentials_file, env)
+    credentials = load_credentials(settings.credentials_file, env, clock)
     console.hide(credentials.secrets())
     warning = file_permission_warning(credentials.path) if credentials.path else None
     if warning:
