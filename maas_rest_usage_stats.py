@@ -1225,6 +1225,10 @@ class Clock:
     def monotonic(self) -> float:
         return self.source.monotonic()
 
+    def sleep(self, seconds: float) -> None:
+        """A short wait of the main thread (Ctrl-C still ends it there)."""
+        self.source.sleep(seconds)
+
     def wait(self, seconds: float, cancel: threading.Event) -> bool:
         """Wait (pacing, backoff) unless ``cancel`` is set meanwhile; True when cancelled."""
         if isinstance(self.source, SystemClock):
@@ -2282,23 +2286,43 @@ def writable(path: str) -> bool:
     return os.access(path, os.W_OK) and os.access(os.path.dirname(os.path.abspath(path)), os.W_OK)
 
 
+def while_locked(db: Any, clock: Clock, seconds: float, action: Callable[[], Any]) -> Any:
+    """``action()`` on ``db``, tried again while another run holds the lock, ``seconds`` at most on
+    the run's clock; a failed try is rolled back. The connections' own busy timeout is 0: SQLite
+    would wait for the lock in C, off the run's clock."""
+    import sqlite3
+
+    deadline = clock.monotonic() + seconds
+    while True:
+        try:
+            return action()
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if not isinstance(exc, sqlite3.OperationalError) or "locked" not in str(exc) \
+                    or clock.monotonic() >= deadline:
+                raise
+        clock.sleep(POLL_INTERVAL)
+
+
 class Store:
     """An SQLite file of final daily totals; one transaction per saved day."""
 
-    def __init__(self, path: str, connection: Any) -> None:
+    def __init__(self, path: str, connection: Any, clock: Clock, lock_timeout: float) -> None:
         self.path = path
         self._db = connection
+        self._clock, self._lock_timeout = clock, lock_timeout
         self.days_read = 0
         self.days_saved = 0
         self.days_unstorable = 0
         self.write_failure: str | None = None
 
     @classmethod
-    def open(cls, path: str, lock_timeout: float, read_only: bool = False) -> Store | None:
+    def open(cls, path: str, lock_timeout: float, clock: Clock, read_only: bool = False) -> Store | None:
         """Open or create a store; refuse anything that is not one, without touching it.
 
         ``read_only`` (for --dry-run) creates nothing: a missing store is None. ``lock_timeout`` bounds
-        the wait for another run's lock.
+        the wait for another run's lock, on ``clock``.
         """
         import sqlite3  # imported here: only runs with a store pay for it
 
@@ -2306,7 +2330,7 @@ class Store:
         if read_only or (exists and not writable(path)):
             if not exists:
                 return None
-            return cls(path, cls._open_read_only(path, lock_timeout))
+            return cls(path, cls._open_read_only(path, clock, lock_timeout), clock, lock_timeout)
         if not exists:
             try:
                 _make_private_dirs(os.path.dirname(os.path.abspath(path)))
@@ -2316,18 +2340,18 @@ class Store:
             except OSError as exc:
                 raise StoreError(f"cannot create the store {path}: {exc.strerror}") from None
         try:
-            db = sqlite3.connect(path, timeout=lock_timeout, isolation_level=None)
+            db = sqlite3.connect(path, timeout=0, isolation_level=None)  # busy: see while_locked
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from None
         try:
-            cls._check(db, path, lock_timeout)
+            cls._check(db, path, clock, lock_timeout)
         except BaseException:
             db.close()
             raise
-        return cls(path, db)
+        return cls(path, db, clock, lock_timeout)
 
     @classmethod
-    def _open_read_only(cls, path: str, lock_timeout: float) -> Any:
+    def _open_read_only(cls, path: str, clock: Clock, lock_timeout: float) -> Any:
         """A read-only connection that never writes ``-wal``/``-shm``: where SQLite cannot create
         them (a read-only file system), the file is read as immutable (nobody can write it there)."""
         import sqlite3
@@ -2337,8 +2361,8 @@ class Store:
             db = None
             try:
                 db = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?{options}", uri=True,
-                                     timeout=lock_timeout, isolation_level=None)
-                cls._check(db, path, lock_timeout, create=False)
+                                     timeout=0, isolation_level=None)
+                cls._check(db, path, clock, lock_timeout, create=False)
                 return db
             except StoreError as exc:
                 failure = exc
@@ -2349,21 +2373,21 @@ class Store:
         raise StoreError(f"cannot read the store {path}: {failure}")
 
     @staticmethod
-    def _check(db: Any, path: str, lock_timeout: float, create: bool = True) -> None:
+    def _check(db: Any, path: str, clock: Clock, lock_timeout: float, create: bool = True) -> None:
         import sqlite3
 
         try:
             # One statement, one snapshot: another run may be creating this store right now.
-            app_id, version, tables = db.execute(
+            app_id, version, tables = while_locked(db, clock, lock_timeout, lambda: db.execute(
                 "SELECT (SELECT application_id FROM pragma_application_id()),"
-                " (SELECT user_version FROM pragma_user_version()), (SELECT count(*) FROM sqlite_master)").fetchone()
+                " (SELECT user_version FROM pragma_user_version()), (SELECT count(*) FROM sqlite_master)").fetchone())
         except sqlite3.OperationalError as exc:  # locked past the timeout, unreadable: not the file's fault
             raise StoreError(f"cannot read the store {path}: {exc}") from None
         except sqlite3.DatabaseError:
             raise StoreRefused(f"the store {path} is not an SQLite file; choose another path") from None
         if app_id == 0 and version == 0 and tables == 0:
             if create:
-                Store._create(db, path, lock_timeout)
+                Store._create(db, path, clock, lock_timeout)
         elif app_id != STORE_APPLICATION_ID:
             raise StoreRefused(f"the store {path} is another program's SQLite database; choose another path")
         elif version > STORE_SCHEMA_VERSION:
@@ -2373,32 +2397,28 @@ class Store:
             raise StoreRefused(f"the store {path} is incomplete (schema version {version})")
 
     @staticmethod
-    def _create(db: Any, path: str, lock_timeout: float) -> None:
+    def _create(db: Any, path: str, clock: Clock, lock_timeout: float) -> None:
         """Create the schema (once, whichever run is first) and switch to WAL.
 
         Two runs may find the same new file empty: the schema is re-checked under the write lock,
-        and SQLite's immediate "locked" answers while the other run initialises are retried.
+        and the "locked" answers while the other run initialises are retried.
         """
         import sqlite3
 
-        deadline = time.monotonic() + lock_timeout
-        while True:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
-                    db.execute(STORE_SCHEMA)
-                    db.execute(f"PRAGMA application_id={STORE_APPLICATION_ID}")
-                    db.execute(f"PRAGMA user_version={STORE_SCHEMA_VERSION}")
-                db.execute("COMMIT")
-                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a nightly writer
-                return
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                if not isinstance(exc, sqlite3.OperationalError) or time.monotonic() > deadline:
-                    raise StoreError(f"cannot initialise the store {path}: {exc}") from None
-                time.sleep(0.05)
+        def initialise() -> None:
+            db.execute("BEGIN IMMEDIATE")
+            if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                db.execute(STORE_SCHEMA)
+                db.execute(f"PRAGMA application_id={STORE_APPLICATION_ID}")
+                db.execute(f"PRAGMA user_version={STORE_SCHEMA_VERSION}")
+            db.execute("COMMIT")
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a nightly writer
+
+        try:
+            while_locked(db, clock, lock_timeout, initialise)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot initialise the store {path}: {exc}") from None
 
     def close(self) -> None:
         self._db.close()
@@ -2420,12 +2440,12 @@ class Store:
             return {}
         wanted = {day.isoformat(): (day, period) for day, period in days}
         try:
-            rows = self._db.execute(
+            rows = while_locked(self._db, self._clock, self._lock_timeout, lambda: self._db.execute(
             "SELECT day, start_ms, end_ms, total_requests, total_errors, total_tokens, prompt_tokens,"
             " completion_tokens, total_completion_tasks, total_infer_count FROM days WHERE region=?"
             " AND project_id=? AND infer_type=? AND service_type=? AND api_keys=? AND ips=? AND timezone=?"
             " AND day BETWEEN ? AND ?",
-            (*self._key(query, project_id, row), days[0][0].isoformat(), days[-1][0].isoformat())).fetchall()
+            (*self._key(query, project_id, row), days[0][0].isoformat(), days[-1][0].isoformat())).fetchall())
         except sqlite3.Error as exc:  # a damaged page or a lock held past the timeout
             raise StoreError(f"cannot read the store {self.path}: {exc}") from None
         found = {}
@@ -2447,12 +2467,16 @@ class Store:
         if values is None:
             self.days_unstorable += 1
             return
-        try:
+
+        def insert() -> None:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute("INSERT OR REPLACE INTO days VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                                  (*self._key(query, project_id, row), day.isoformat(), period.start_ms,
                                   period.end_ms, *values, fetched_at.isoformat(timespec="seconds")))
+
+        try:
+            while_locked(self._db, self._clock, self._lock_timeout, insert)
         except sqlite3.Error as exc:
             self.write_failure = f"cannot write to the store {self.path}: {exc}"
             return
@@ -3381,7 +3405,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
 
 def run(settings: Settings, env: Mapping[str, str], clock: Clock, console: Console) -> str:
     """One run after validation; returns the text for stdout."""
-    store = open_store(settings.store, console, read_only=settings.mode == "dry-run")
+    store = open_store(settings.store, console, clock, read_only=settings.mode == "dry-run")
     try:
         if settings.mode == "dry-run":
             return dry_run(settings, store, console, clock.now)
@@ -3391,12 +3415,12 @@ def run(settings: Settings, env: Mapping[str, str], clock: Clock, console: Conso
             store.close()
 
 
-def open_store(options: StoreOptions | None, console: Console, read_only: bool) -> Store | None:
+def open_store(options: StoreOptions | None, console: Console, clock: Clock, read_only: bool) -> Store | None:
     """Open the store; one that cannot be opened fails --record but only costs a note otherwise."""
     if options is None:
         return None
     try:
-        store = Store.open(options.path, options.lock_timeout, read_only=read_only)
+        store = Store.open(options.path, options.lock_timeout, clock, read_only=read_only)
     except StoreError as exc:
         if options.strict:
             raise
