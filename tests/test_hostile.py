@@ -48,10 +48,10 @@ def limited(args: list[str], env: dict[str, str], timeout: float = 60) -> Run:
 # -- time: --timeout bounds the attempt, not each read -----------------------------------------------
 
 @pytest.mark.parametrize("kind", ["trickle_headers", "trickle_body"])
-def test_a_trickling_server_ends_the_attempt_after_the_timeout(cli, cloud, kind):
+def test_a_trickling_server_ends_the_attempt_after_the_timeout(cli, cloud, fake_clock, kind):
     cloud.add_fault(kind, interval=0.2, times=5)
-    started = time.monotonic()
-    run = cli(*DAY, "--timeout", "1", "--retries", "1")
+    started = time.monotonic()  # the --timeout is real time: it bounds real socket reads
+    run = cli(*DAY, "--timeout", "1", "--retries", "1", clock=fake_clock)
     assert run.code == 1 and run.stdout == ""
     assert "no answer within 1 s (--timeout)" in run.stderr and "after 2 attempts" in run.stderr
     assert len(cloud.maas_requests()) == 2
