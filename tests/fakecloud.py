@@ -1162,6 +1162,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self.entry = entry
         cloud._record(entry)
+        if kind == "maas":
+            cloud._wait_at_gate()
 
         if cloud.latency > 0:
             cloud._stop_event.wait(cloud.latency)
@@ -1456,6 +1458,8 @@ class FakeCloud:
         self.clock_skew_limit: float = CLOCK_SKEW_LIMIT_S
         self.server_time_offset: float = 0.0  # seconds added to the server clock
         self.clock: Any = None
+        self._gate: dict[str, Any] | None = None
+        self._gate_changed = threading.Condition()
         self.retention_days = retention_days
         self._default_retention_days = retention_days
         self._index = build_index(SEED_EVENTS if events is None else events)
@@ -1497,6 +1501,8 @@ class FakeCloud:
         if server is None:
             return
         self._stop_event.set()  # releases "hang" faults and latency sleeps
+        with self._gate_changed:  # and requests held at the gate
+            self._gate_changed.notify_all()
         server.shutdown()
         with self._lock:
             connections = list(self._connections)
@@ -1661,6 +1667,27 @@ class FakeCloud:
         with self._lock:
             self._max_in_flight = self._in_flight
 
+    def hold_statistics(self, count: int, *, after: int = 0, timeout: float = 30.0) -> None:
+        """Hold ShowStatistics requests until ``count`` of them are in the server at once (the first
+        ``after`` pass straight through), so a test sees a client's concurrency without racing it.
+        ``timeout`` (real seconds) is only a safety net: a client that never sends that many at
+        once gets its answers late, and ``max_in_flight`` tells."""
+        with self._gate_changed:
+            self._gate = {"count": count, "after": after, "timeout": timeout, "seen": 0, "held": 0}
+
+    def _wait_at_gate(self) -> None:
+        with self._gate_changed:
+            gate = self._gate
+            if gate is None:
+                return
+            gate["seen"] += 1
+            if gate["seen"] <= gate["after"]:
+                return
+            gate["held"] += 1
+            self._gate_changed.notify_all()
+            self._gate_changed.wait_for(lambda: gate["held"] >= gate["count"] or self._stop_event.is_set(),
+                                        gate["timeout"])
+
     @property
     def connection_count(self) -> int:
         """TCP connections accepted so far (to check keep-alive reuse)."""
@@ -1762,7 +1789,7 @@ class FakeCloud:
 
     def reset(self) -> None:
         """Back to the constructor's settings for faults, log, denied,
-        fail_all, latency, clock and retention (events, credentials and
+        fail_all, latency, clock, gate and retention (events, credentials and
         projects are kept): for a server shared between tests."""
         self.clear_faults()
         self.clear_log()
@@ -1771,6 +1798,11 @@ class FakeCloud:
         self.latency = self._default_latency
         self.server_time_offset = 0.0
         self.clock = None
+        with self._gate_changed:
+            if self._gate is not None:
+                self._gate["count"] = 0  # lets anything held go
+            self._gate = None
+            self._gate_changed.notify_all()
         self.retention_days = self._default_retention_days
         self.clock_skew_limit = CLOCK_SKEW_LIMIT_S
         self.reset_max_in_flight()
