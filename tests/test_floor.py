@@ -105,3 +105,16 @@ def test_the_clients_pacing_keeps_200_arrivals_in_any_60_seconds(rtt):
 
 def test_pacing_by_starts_alone_would_let_more_than_200_arrive():
     assert most_in_any_window(arrivals(m.RATE_PERIOD, 1.0)) > 200  # why the margin exists
+
+
+def test_a_run_of_216_requests_keeps_200_arrivals_in_any_60_seconds_on_its_clock(cli, cloud, fake_clock):
+    """Nine days by the hour: 200 go out at once, the other 16 wait for the API's minute, on the run's
+    clock (the fake one: the suite sleeps for none of it)."""
+    run = cli("--from", "2026-05-01", "--to", "2026-05-10", "--timezone", "UTC", "--group-by", "hour",
+              "--project-id", PROJECT, "--format", "json", clock=fake_clock)
+    assert run.code == 0, run.stderr
+    arrivals = [entry.at for entry in statistics_log(cloud)]
+    assert len(arrivals) == 216
+    assert most_in_any_window(arrivals) <= 200
+    assert max(arrivals) - min(arrivals) >= m.RATE_PERIOD  # the last ones did wait for the minute
+    assert fake_clock.sleeps and min(fake_clock.sleeps) > 0
