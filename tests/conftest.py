@@ -189,6 +189,7 @@ def cloud_env(cloud: fakecloud.FakeCloud, home: Path) -> dict[str, str]:
     env = base_env(home)
     env.update({"HW_ACCESS_KEY": fakecloud.DEMO_AK, "HW_SECRET_KEY": fakecloud.DEMO_SK,
                 "HW_MAAS_ENDPOINT": cloud.url, "HW_IAM_ENDPOINT": cloud.url,
+                "HW_CES_ENDPOINT": cloud.url, "HW_MAAS_MONITOR_ENDPOINT": cloud.url,
                 "REQUESTS_CA_BUNDLE": str(cloud.ca_pem_path)})
     return env
 

@@ -157,7 +157,7 @@ def test_batch_fields_are_validated_when_present_in_real_time_answers(bad):
 
 
 def test_malformed_answer_stops_the_report_before_any_sum():
-    query = make_query(bucket="day", start=date(2026, 5, 8), end=date(2026, 5, 10))
+    query = make_query(bucket=m.DAY, start=date(2026, 5, 8), end=date(2026, 5, 10))
     answers = iter([answer(), answer(total_error_count="1")])
     with pytest.raises(m.MalformedResponse):
         make_result(query, lambda window: next(answers))
@@ -183,9 +183,13 @@ def test_ten_times_a_tenth_of_a_thousand_tokens_is_exactly_1000_tokens():
 
 
 def test_adding_usages_adds_every_field():
-    a = m.Usage(1, 2, Decimal("0.001"), Decimal("4.5"), Decimal("6"), 7, 8)
-    b = m.Usage(10, 20, Decimal("0.002"), Decimal("0.5"), Decimal("60"), 70, 80)
-    assert a + b == m.Usage(11, 22, Decimal("0.003"), Decimal("5.0"), Decimal("66"), 77, 88)
+    def usage(requests, errors, tokens_k, prompt_k, completion_k, completion_tasks, infer_count):
+        return m.Usage(requests=requests, errors=errors, tokens_k=tokens_k, prompt_k=prompt_k,
+                       completion_k=completion_k, completion_tasks=completion_tasks, infer_count=infer_count)
+
+    a = usage(1, 2, Decimal("0.001"), Decimal("4.5"), Decimal("6"), 7, 8)
+    b = usage(10, 20, Decimal("0.002"), Decimal("0.5"), Decimal("60"), 70, 80)
+    assert a + b == usage(11, 22, Decimal("0.003"), Decimal("5.0"), Decimal("66"), 77, 88)
 
 
 def test_sums_stay_exact_beyond_the_default_decimal_precision():
@@ -254,7 +258,7 @@ def test_error_rate_is_percent_rounded_half_up_to_two_decimals(errors, requests,
 
 
 def test_totals_round_from_their_exact_sum_not_from_rounded_rows():
-    query = make_query(bucket="day", start=date(2026, 5, 8), end=date(2026, 5, 10))
+    query = make_query(bucket=m.DAY, start=date(2026, 5, 8), end=date(2026, 5, 10))
     text = SEED_TEXT.replace("2482084.98", "0.0004")
     result = make_result(query, lambda call: m.parse_json_text(text, "x"))
     rows = [row.total.metrics()["total_tokens"] for row in result.rows]
@@ -498,9 +502,9 @@ def test_the_201st_start_waits_until_the_first_is_60_seconds_old():
     for _ in range(199):         # t = 10
         pacer.acquire()
     assert clock.sleeps == []
-    pacer.acquire()              # the 201st: waits until t = 60
+    pacer.acquire()              # the 201st: waits until t = 60, in steps the progress line counts down
     assert clock.monotonic() == 60.0
-    assert clock.sleeps == [50.0]
+    assert clock.sleeps == [m.RATE_WAIT_STEP] * 50
     pacer.acquire()              # the 202nd: the other 199 started at t = 10, so it waits until t = 70
     assert clock.monotonic() == 70.0
 
@@ -689,7 +693,7 @@ def test_csv_without_header_has_only_data_lines():
 
 def test_csv_rows_per_day_service_and_key_with_awkward_labels():
     keys = ("plain", "", 'comma, "quote"', "new\nline")
-    query = make_query(bucket="day", start=date(2026, 5, 8), end=date(2026, 5, 10), service_types=(2, 4),
+    query = make_query(bucket=m.DAY, start=date(2026, 5, 8), end=date(2026, 5, 10), service_types=(2, 4),
                        api_keys=keys, by_key=True)
     rows = parse_csv(m.render_csv(make_result(query), True))
     assert len(rows) == 2 * 2 * len(keys)
@@ -761,7 +765,7 @@ def test_json_rows_api_key_is_null_when_rows_are_not_split_by_key():
 
 
 def test_json_day_rows_follow_local_midnights():
-    query = make_query(zone=NEW_YORK, zone_name="America/New_York", bucket="day",
+    query = make_query(zone=NEW_YORK, zone_name="America/New_York", bucket=m.DAY,
                        start=date(2026, 3, 7), end=date(2026, 3, 10))
     document = json.loads(m.render_json(make_result(query), False))
     assert [(r["start"], r["end"]) for r in document["rows"]] == [
