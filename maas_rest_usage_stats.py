@@ -127,6 +127,7 @@ M_ARENA_MAX = -8  # glibc's mallopt() parameter for the number of malloc arenas 
 THREADS_HINT = "raise the memory limit (ulimit -v, systemd LimitAS=) or lower --concurrency"
 MAX_REQUESTS = 2000  # --max-requests: about 10 minutes at the API's limit
 SIGNAL_CHECK_INTERVAL = 0.2  # seconds between the main thread's checks for Ctrl-C while requests run
+POLL_INTERVAL = 0.05  # seconds between looks at a busy store, or at a silent pipe on a clock not the machine's
 FINAL_AFTER = timedelta(hours=3)  # call data lags 1-2 hours; a day is final 3 hours after it ends
 MAX_BODY_BYTES = 1024 * 1024  # an answer is a few hundred bytes; more is malformed (and bounds memory)
 MAX_CREDENTIALS_BYTES = 64 * 1024  # a credentials file is a few hundred bytes; refuse a huge one
@@ -377,15 +378,15 @@ def _checked_credentials(ak: str, sk: str, token: str | None, source: str,
     return Credentials(ak, sk, token or None, source, project_id or None)
 
 
-def read_credentials_file(path: str) -> str:
-    """Read a small UTF-8 text file (or a pipe, such as ``<(pass show maas)``, with a bounded wait),
-    refusing directories, devices, sockets, binaries and huge files."""
+def read_credentials_file(path: str, clock: Clock | None = None) -> str:
+    """Read a small UTF-8 text file (or a pipe, such as ``<(pass show maas)``, with a wait bounded
+    on ``clock``, the machine's by default), refusing directories, devices, sockets, binaries and huge files."""
     try:
         kind = os.stat(path).st_mode  # follows links: <(…) is /dev/fd/N, a link to a pipe
         if stat.S_ISDIR(kind):
             raise CredentialsError(f"credentials file {path} is a directory")
         if stat.S_ISFIFO(kind):
-            data = read_pipe(path, CREDENTIALS_PIPE_WAIT, MAX_CREDENTIALS_BYTES + 1)
+            data = read_pipe(path, CREDENTIALS_PIPE_WAIT, MAX_CREDENTIALS_BYTES + 1, clock or Clock())
         elif not stat.S_ISREG(kind):
             raise CredentialsError(f"credentials file {path} is a device or a socket, not a file")
         else:
@@ -409,21 +410,23 @@ def read_credentials_file(path: str) -> str:
         raise CredentialsError(f"credentials file {path} is not UTF-8 text") from None
 
 
-def read_pipe(path: str, wait: float, limit: int) -> bytes:
+def read_pipe(path: str, wait: float, limit: int, clock: Clock) -> bytes:
     """Up to ``limit`` bytes of a named pipe, until its writer closes it; TimeoutError when no
-    writer comes or it stalls for ``wait`` seconds in all (a plain open would block for good)."""
+    writer comes or it stalls for ``wait`` seconds of ``clock`` in all (a plain open would block for good)."""
     import select
 
-    deadline = time.monotonic() + wait
+    deadline = clock.monotonic() + wait
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         data = bytearray()
         while len(data) < limit:
-            left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(left * 1000):
+            left = deadline - clock.monotonic()
+            if left <= 0:
                 raise TimeoutError
+            if not clock.wait_readable(poller, left):
+                continue
             piece = os.read(fd, limit - len(data))
             if not piece:  # the writer closed the pipe (before any writer came, poll waits)
                 return bytes(data)
@@ -559,8 +562,8 @@ def parse_credentials_text(text: str, source: str) -> Credentials:
     return _checked_credentials(values[0], values[1], values[2] if len(values) == 3 else None, source)
 
 
-def load_credentials_file(path: str) -> Credentials:
-    credentials = parse_credentials_text(read_credentials_file(path), f"credentials file {path}")
+def load_credentials_file(path: str, clock: Clock | None = None) -> Credentials:
+    credentials = parse_credentials_text(read_credentials_file(path, clock), f"credentials file {path}")
     return dataclasses.replace(credentials, path=path)
 
 
@@ -575,10 +578,11 @@ def profile_path(env: Mapping[str, str]) -> str:
     return env.get(PROFILE_ENV) or expand_home("~/.huaweicloud/credentials", env)
 
 
-def load_credentials(path: str | None, env: Mapping[str, str]) -> Credentials:
-    """Apply the precedence: --credentials-file, HW_* env, HUAWEICLOUD_SDK_* env, SDK profile file."""
+def load_credentials(path: str | None, env: Mapping[str, str], clock: Clock | None = None) -> Credentials:
+    """Apply the precedence: --credentials-file, HW_* env, HUAWEICLOUD_SDK_* env, SDK profile file.
+    ``clock`` bounds the wait for a credentials pipe."""
     if path:
-        return load_credentials_file(path)
+        return load_credentials_file(path, clock)
     for ak_name, sk_name, token_name in ((ENV_AK, ENV_SK, ENV_TOKEN), (SDK_AK, SDK_SK, SDK_TOKEN)):
         ak, sk = env.get(ak_name, "").strip(), env.get(sk_name, "").strip()
         if ak and sk:
@@ -589,7 +593,7 @@ def load_credentials(path: str | None, env: Mapping[str, str]) -> Credentials:
             raise CredentialsError(f"{present} is set but {missing} is not")
     profile = profile_path(env)
     if env.get(PROFILE_ENV) or os.path.isfile(profile):
-        return load_credentials_file(profile)
+        return load_credentials_file(profile, clock)
     raise CredentialsError("no Huawei Cloud credentials found")
 
 
@@ -1523,23 +1527,64 @@ class Console:
             return False
 
 
-class Clock:
-    """The run's time: ``now`` (whole seconds), the instant every plan is made from, and the
-    clocks that move on from it (wall time for signatures, monotonic time for pacing)."""
+class SystemClock:
+    """The machine's clocks, the default of ``main(clock=...)``. With ``start`` (``main(now=...)``),
+    the wall clock reads ``start`` when made and runs on from it with monotonic time."""
 
-    def __init__(self, instant: datetime, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._instant = instant.astimezone(timezone.utc)
+    def __init__(self, start: datetime | None = None) -> None:
+        self._start = start
+        self._origin = time.monotonic()
+
+    def now(self) -> datetime:
+        if self._start is None:
+            return datetime.now(timezone.utc)
+        return self._start + timedelta(seconds=time.monotonic() - self._origin)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class Clock:
+    """The run's time, all of it read from one clock (``main``'s ``clock``, else the machine's):
+    ``now`` (whole seconds), the instant every plan is made from; ``wall()`` for signatures and
+    Retry-After dates; ``monotonic()`` for pacing and deadlines; and every wait of the run."""
+
+    def __init__(self, source: Any = None) -> None:
+        self.source = SystemClock() if source is None else source
+        self.started = self.source.now().astimezone(timezone.utc)
         # Whole seconds: the API takes milliseconds and the printed period must match what was sent.
-        self.now = self._instant.replace(microsecond=0)
-        self.monotonic = monotonic
-        self._origin = monotonic()
+        self.now = self.started.replace(microsecond=0)
 
     def wall(self) -> datetime:
-        return self._instant + timedelta(seconds=self.monotonic() - self._origin)
+        return self.source.now().astimezone(timezone.utc)
+
+    def monotonic(self) -> float:
+        return self.source.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        """A short wait of the main thread (Ctrl-C still ends it there)."""
+        self.source.sleep(seconds)
 
     def wait(self, seconds: float, cancel: threading.Event) -> bool:
         """Wait (pacing, backoff) unless ``cancel`` is set meanwhile; True when cancelled."""
-        return cancel.wait(seconds)
+        if isinstance(self.source, SystemClock):
+            return cancel.wait(seconds)  # a failure elsewhere or Ctrl-C ends the wait at once
+        if not cancel.is_set():
+            self.source.sleep(seconds)
+        return cancel.is_set()
+
+    def wait_readable(self, poller: Any, seconds: float) -> bool:
+        """Whether ``poller`` (a ``select.poll``) reports its file readable within ``seconds``: the
+        machine's clock blocks in poll; another clock looks once, else sleeps a step on itself."""
+        if isinstance(self.source, SystemClock):
+            return bool(poller.poll(seconds * 1000))
+        if poller.poll(0):
+            return True
+        self.source.sleep(min(seconds, POLL_INTERVAL))
+        return False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1671,11 +1716,13 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, min(seconds, RETRY_AFTER_CAP))
 
 
-def backoff_delay(attempt: int) -> float:
-    """Exponential backoff with jitter, so parallel retries do not hit the API in step."""
+def backoff_delay(attempt: int, seed: str) -> float:
+    """Exponential backoff with jitter, so parallel retries do not hit the API in step. The jitter
+    is drawn from ``seed`` (the run's start instant and the request), so it differs between requests
+    and runs, yet a run on a fixed clock waits the same every time."""
     import random
 
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt) * random.uniform(0.5, 1.0)
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt) * random.Random(f"{seed} {attempt}").uniform(0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -2408,6 +2455,9 @@ class Client:
     def _redact(self, text: str) -> str:
         return redact(text, self._credentials.secrets())
 
+    def _jitter_seed(self, call: ApiCall) -> str:
+        return f"{self.clock.started.isoformat()} {call.method} {call.path} {call.what} {call.body!r}"
+
     def _cancelled_error(self, call: ApiCall) -> ApiError:
         return ApiError(f"{call.what}: cancelled after another request failed")
 
@@ -2417,7 +2467,7 @@ class Client:
         failure, retry_after = "", None
         for attempt in range(retries + 1):
             if attempt:
-                delay = retry_after if retry_after is not None else backoff_delay(attempt - 1)
+                delay = retry_after if retry_after is not None else backoff_delay(attempt - 1, self._jitter_seed(call))
                 self.console.debug(f"retrying in {delay:.1f} s ({attempt}/{retries})")
                 if self.clock.wait(delay, self._cancelled):
                     raise self._cancelled_error(call)
@@ -2444,7 +2494,7 @@ class Client:
         url, headers, payload = self._signed(call)
         where = f"{call.method} {call.endpoint.base_path}{call.path}"
         started = self.clock.monotonic()
-        deadline = AttemptDeadline(self.options.timeout, self._timer)
+        deadline = AttemptDeadline(self.options.timeout, self._timer)  # real time: it bounds real socket I/O
         try:
             with deadline:
                 proxy = proxy_for(call.endpoint, self._env)
@@ -3162,23 +3212,43 @@ def writable(path: str) -> bool:
     return os.access(path, os.W_OK) and os.access(os.path.dirname(os.path.abspath(path)), os.W_OK)
 
 
+def while_locked(db: Any, clock: Clock, seconds: float, action: Callable[[], Any]) -> Any:
+    """``action()`` on ``db``, tried again while another run holds the lock, ``seconds`` at most on
+    the run's clock; a failed try is rolled back. The connections' own busy timeout is 0: SQLite
+    would wait for the lock in C, off the run's clock."""
+    import sqlite3
+
+    deadline = clock.monotonic() + seconds
+    while True:
+        try:
+            return action()
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if not isinstance(exc, sqlite3.OperationalError) or "locked" not in str(exc) \
+                    or clock.monotonic() >= deadline:
+                raise
+        clock.sleep(POLL_INTERVAL)
+
+
 class Store:
     """An SQLite file of final daily totals; one transaction per saved day."""
 
-    def __init__(self, path: str, connection: Any) -> None:
+    def __init__(self, path: str, connection: Any, clock: Clock, lock_timeout: float) -> None:
         self.path = path
         self._db = connection
+        self._clock, self._lock_timeout = clock, lock_timeout
         self.days_read = 0
         self.days_saved = 0
         self.days_unstorable = 0
         self.write_failure: str | None = None
 
     @classmethod
-    def open(cls, path: str, lock_timeout: float, read_only: bool = False) -> Store | None:
+    def open(cls, path: str, lock_timeout: float, clock: Clock, read_only: bool = False) -> Store | None:
         """Open or create a store; refuse anything that is not one, without touching it.
 
         ``read_only`` (for --dry-run) creates nothing: a missing store is None. ``lock_timeout`` bounds
-        the wait for another run's lock.
+        the wait for another run's lock, on ``clock``.
         """
         import sqlite3  # imported here: only runs with a store pay for it
 
@@ -3186,7 +3256,7 @@ class Store:
         if read_only or (exists and not writable(path)):
             if not exists:
                 return None
-            return cls(path, cls._open_read_only(path, lock_timeout))
+            return cls(path, cls._open_read_only(path, clock, lock_timeout), clock, lock_timeout)
         if not exists:
             try:
                 _make_private_dirs(os.path.dirname(os.path.abspath(path)))
@@ -3196,18 +3266,18 @@ class Store:
             except OSError as exc:
                 raise StoreError(f"cannot create the store {path}: {exc.strerror}") from None
         try:
-            db = sqlite3.connect(path, timeout=lock_timeout, isolation_level=None)
+            db = sqlite3.connect(path, timeout=0, isolation_level=None)  # busy: see while_locked
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from None
         try:
-            cls._check(db, path, lock_timeout)
+            cls._check(db, path, clock, lock_timeout)
         except BaseException:
             db.close()
             raise
-        return cls(path, db)
+        return cls(path, db, clock, lock_timeout)
 
     @classmethod
-    def _open_read_only(cls, path: str, lock_timeout: float) -> Any:
+    def _open_read_only(cls, path: str, clock: Clock, lock_timeout: float) -> Any:
         """A read-only connection that never writes ``-wal``/``-shm``: where SQLite cannot create
         them (a read-only file system), the file is read as immutable (nobody can write it there)."""
         import sqlite3
@@ -3217,8 +3287,8 @@ class Store:
             db = None
             try:
                 db = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?{options}", uri=True,
-                                     timeout=lock_timeout, isolation_level=None)
-                cls._check(db, path, lock_timeout, create=False)
+                                     timeout=0, isolation_level=None)
+                cls._check(db, path, clock, lock_timeout, create=False)
                 return db
             except StoreError as exc:
                 failure = exc
@@ -3229,21 +3299,21 @@ class Store:
         raise StoreError(f"cannot read the store {path}: {failure}")
 
     @staticmethod
-    def _check(db: Any, path: str, lock_timeout: float, create: bool = True) -> None:
+    def _check(db: Any, path: str, clock: Clock, lock_timeout: float, create: bool = True) -> None:
         import sqlite3
 
         try:
             # One statement, one snapshot: another run may be creating this store right now.
-            app_id, version, tables = db.execute(
+            app_id, version, tables = while_locked(db, clock, lock_timeout, lambda: db.execute(
                 "SELECT (SELECT application_id FROM pragma_application_id()),"
-                " (SELECT user_version FROM pragma_user_version()), (SELECT count(*) FROM sqlite_master)").fetchone()
+                " (SELECT user_version FROM pragma_user_version()), (SELECT count(*) FROM sqlite_master)").fetchone())
         except sqlite3.OperationalError as exc:  # locked past the timeout, unreadable: not the file's fault
             raise StoreError(f"cannot read the store {path}: {exc}") from None
         except sqlite3.DatabaseError:
             raise StoreRefused(f"the store {path} is not an SQLite file; choose another path") from None
         if app_id == 0 and version == 0 and tables == 0:
             if create:
-                Store._create(db, path, lock_timeout)
+                Store._create(db, path, clock, lock_timeout)
         elif app_id != STORE_APPLICATION_ID:
             raise StoreRefused(f"the store {path} is another program's SQLite database; choose another path")
         elif version > STORE_SCHEMA_VERSION:
@@ -3253,32 +3323,28 @@ class Store:
             raise StoreRefused(f"the store {path} is incomplete (schema version {version})")
 
     @staticmethod
-    def _create(db: Any, path: str, lock_timeout: float) -> None:
+    def _create(db: Any, path: str, clock: Clock, lock_timeout: float) -> None:
         """Create the schema (once, whichever run is first) and switch to WAL.
 
         Two runs may find the same new file empty: the schema is re-checked under the write lock,
-        and SQLite's immediate "locked" answers while the other run initialises are retried.
+        and the "locked" answers while the other run initialises are retried.
         """
         import sqlite3
 
-        deadline = time.monotonic() + lock_timeout
-        while True:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
-                    db.execute(STORE_SCHEMA)
-                    db.execute(f"PRAGMA application_id={STORE_APPLICATION_ID}")
-                    db.execute(f"PRAGMA user_version={STORE_SCHEMA_VERSION}")
-                db.execute("COMMIT")
-                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a nightly writer
-                return
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                if not isinstance(exc, sqlite3.OperationalError) or time.monotonic() > deadline:
-                    raise StoreError(f"cannot initialise the store {path}: {exc}") from None
-                time.sleep(0.05)
+        def initialise() -> None:
+            db.execute("BEGIN IMMEDIATE")
+            if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                db.execute(STORE_SCHEMA)
+                db.execute(f"PRAGMA application_id={STORE_APPLICATION_ID}")
+                db.execute(f"PRAGMA user_version={STORE_SCHEMA_VERSION}")
+            db.execute("COMMIT")
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a nightly writer
+
+        try:
+            while_locked(db, clock, lock_timeout, initialise)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot initialise the store {path}: {exc}") from None
 
     def close(self) -> None:
         self._db.close()
@@ -3300,11 +3366,11 @@ class Store:
             return {}
         wanted = {day.isoformat(): (day, period) for day, period in days}
         try:
-            rows = self._db.execute(
+            rows = while_locked(self._db, self._clock, self._lock_timeout, lambda: self._db.execute(
             f"SELECT day, start_ms, end_ms, {', '.join(m.name for m in SUMS)} FROM days WHERE region=?"
             " AND project_id=? AND infer_type=? AND service_type=? AND api_keys=? AND ips=? AND timezone=?"
             " AND day BETWEEN ? AND ?",
-            (*self._key(query, project_id, row), days[0][0].isoformat(), days[-1][0].isoformat())).fetchall()
+            (*self._key(query, project_id, row), days[0][0].isoformat(), days[-1][0].isoformat())).fetchall())
         except sqlite3.Error as exc:  # a damaged page or a lock held past the timeout
             raise StoreError(f"cannot read the store {self.path}: {exc}") from None
         found = {}
@@ -3325,10 +3391,10 @@ class Store:
         found: set[tuple] = set()
         for key in {self._key(query, project_id, row)[:-1] for row in rows}:  # the key without the zone
             try:
-                held = self._db.execute(
+                held = while_locked(self._db, self._clock, self._lock_timeout, lambda: self._db.execute(
                     "SELECT timezone, day FROM days WHERE region=? AND project_id=? AND infer_type=?"
                     " AND service_type=? AND api_keys=? AND ips=? AND day BETWEEN ? AND ?",
-                    (*key, first, last)).fetchall()
+                    (*key, first, last)).fetchall())
             except sqlite3.Error:
                 return set()
             here = {day for zone, day in held if zone == query.zone_name}
@@ -3346,7 +3412,8 @@ class Store:
         if values is None:
             self.days_unstorable += 1
             return
-        try:
+
+        def insert() -> None:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 columns = ["region", "project_id", "infer_type", "service_type", "api_keys", "ips", "timezone",
@@ -3355,6 +3422,9 @@ class Store:
                                  f"VALUES ({', '.join('?' * len(columns))})",
                                  (*self._key(query, project_id, row), day.isoformat(), period.start_ms,
                                   period.end_ms, *values.values(), fetched_at.isoformat(timespec="seconds")))
+
+        try:
+            while_locked(self._db, self._clock, self._lock_timeout, insert)
         except sqlite3.Error as exc:
             self.write_failure = f"cannot write to the store {self.path}: {exc}"
             return
@@ -3916,7 +3986,7 @@ def check_account(settings: Settings, env: Mapping[str, str], clock: Clock, cons
     step sends at most one request (no retries, no fan-out) and runs only when its premise holds;
     nothing is signed after a 401. The checklist, or ChecklistFailed carrying it."""
     timeout = settings.client.timeout
-    credentials_step, credentials = check_credentials(settings, env)
+    credentials_step, credentials = check_credentials(settings, env, clock)
     if credentials is not None:
         console.hide(credentials.secrets())
     steps = [credentials_step]
@@ -3945,10 +4015,11 @@ def check_account(settings: Settings, env: Mapping[str, str], clock: Clock, cons
     return output
 
 
-def check_credentials(settings: Settings, env: Mapping[str, str]) -> tuple[CheckStep, Credentials | None]:
+def check_credentials(settings: Settings, env: Mapping[str, str],
+                      clock: Clock) -> tuple[CheckStep, Credentials | None]:
     """Step 1: which source the keys come from (never a value) and, for a file, its permissions."""
     try:
-        credentials = load_credentials(settings.credentials_file, env)
+        credentials = load_credentials(settings.credentials_file, env, clock)
     except CredentialsError as exc:
         return CheckStep("credentials", "FAIL", str(exc), exc.hint, exc.exit_code), None
     detail = credentials.source
@@ -4916,7 +4987,7 @@ def run(settings: Settings, env: Mapping[str, str], clock: Clock, console: Conso
     check_packages(settings, console)
     if settings.mode == "check":  # first contact: its own requests, no store
         return check_account(settings, env, clock, console)
-    store = open_store(settings.store, console, read_only=settings.mode == "dry-run")
+    store = open_store(settings.store, console, clock, read_only=settings.mode == "dry-run")
     try:
         if settings.mode == "dry-run":
             return dry_run(settings, store, console, clock.now)
@@ -4938,12 +5009,12 @@ def check_packages(settings: Settings, console: Console) -> None:
     console.note(f"a real run would fail: {error}; {error.hint}")
 
 
-def open_store(options: StoreOptions | None, console: Console, read_only: bool) -> Store | None:
+def open_store(options: StoreOptions | None, console: Console, clock: Clock, read_only: bool) -> Store | None:
     """Open the store; one that cannot be opened fails --record but only costs a note otherwise."""
     if options is None:
         return None
     try:
-        store = Store.open(options.path, options.lock_timeout, read_only=read_only)
+        store = Store.open(options.path, options.lock_timeout, clock, read_only=read_only)
     except StoreError as exc:
         if options.strict:
             raise
@@ -4994,7 +5065,7 @@ def dry_run(settings: Settings, store: Store | None, console: Console, now: date
 def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str], clock: Clock,
                 console: Console) -> str:
     query, now = settings.query, clock.now
-    credentials = load_credentials(settings.credentials_file, env)
+    credentials = load_credentials(settings.credentials_file, env, clock)
     console.hide(credentials.secrets())
     warning = file_permission_warning(credentials.path) if credentials.path else None
     if warning:
@@ -5179,14 +5250,21 @@ class Signals:
 
 
 def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None,
-         now: datetime | None = None, stdout: Any = None, stderr: Any = None) -> int:
-    """Run the command line ``argv`` with the given environment, clock and streams; the exit code."""
+         now: datetime | None = None, clock: Any = None, stdout: Any = None, stderr: Any = None) -> int:
+    """Run the command line ``argv`` with the given environment, clock and streams; the exit code.
+
+    ``clock`` has ``now()`` (an aware datetime), ``monotonic()`` and ``sleep(seconds)``: every read
+    of the time and every wait of the run goes through it. ``now`` is the machine's clock set to
+    read that instant at the start.
+    """
+    if now is not None and clock is not None:
+        raise TypeError("main() takes now= or clock=, not both")
     signals = Signals()
     signals.install()  # from here on SIGINT, SIGTERM and SIGHUP end the run as Ctrl-C does
     env = os.environ if env is None else env
     stdout = sys.stdout if stdout is None else stdout
     console = Console(sys.stderr if stderr is None else stderr)
-    clock = Clock(datetime.now(timezone.utc) if now is None else now)
+    clock = Clock(SystemClock(now) if clock is None else clock)  # the run's clock reads the one given
     try:
         args = build_parser().parse_args(argv)
         console.quiet, console.verbose = args.quiet, args.verbose  # notes made while validating obey -q too

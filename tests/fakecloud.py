@@ -1275,7 +1275,7 @@ class LoggedRequest:
     body: bytes
     json: Any  # parsed body (floats as Decimal) or None
     kind: str  # "iam" | "maas" | "ces_metrics" | "ces_data" | "monitor" | "other"
-    at: float  # time.monotonic() when the request was fully received
+    at: float  # the server's monotonic time (FakeCloud.monotonic) when the request was fully received
     request_id: str
     raw_target: str = ""  # the request target as sent (path?query)
     status: int | None = None  # None: no response (reset / hang faults)
@@ -1634,11 +1634,13 @@ class _Handler(BaseHTTPRequestHandler):
             headers.setdefault(name.lower(), _received_value(value))
         entry = LoggedRequest(
             method=self.command, path=path, query=dict(parse_qsl(raw_query, keep_blank_values=True)),
-            headers=headers, body=body, json=parsed, kind=kind, at=time.monotonic(),
+            headers=headers, body=body, json=parsed, kind=kind, at=cloud.monotonic(),
             request_id=self.request_id, raw_target=self.path,
         )
         self.entry = entry
         cloud._record(entry)
+        if kind == "maas":
+            cloud._wait_at_gate()
 
         if cloud.latency > 0:
             cloud._stop_event.wait(cloud.latency)
@@ -1959,8 +1961,13 @@ class FakeCloud:
     services are told apart by path, so ``url`` is every endpoint).  Settable
     at any time: ``latency``, ``fail_all``, ``denied``, ``events``,
     ``credentials``, ``projects``, ``server_time_offset``, ``clock_skew_limit``,
-    ``retention_days``, and ``ces`` (a CloudEyeSettings: retention, missing
-    metrics, unlisted or idle series, ListMetrics page size, nameless ids).
+    ``retention_days``, ``clock``, and ``ces`` (a CloudEyeSettings: retention,
+    missing metrics, unlisted or idle series, ListMetrics page size, nameless
+    ids).
+
+    ``clock`` (an object with ``now()`` and ``monotonic()``, such as the
+    tests' FakeClock; None: the machine's) is the server's time: its
+    signature checks, its retention and the ``at`` of its log.
 
     ``retention_days`` models MaaS's retention: events older than that many
     days before the server clock are no longer counted (a window wholly
@@ -2000,6 +2007,9 @@ class FakeCloud:
         self.verbose = verbose
         self.clock_skew_limit: float = CLOCK_SKEW_LIMIT_S
         self.server_time_offset: float = 0.0  # seconds added to the server clock
+        self.clock: Any = None
+        self._gate: dict[str, Any] | None = None
+        self._gate_changed = threading.Condition()
         self.retention_days = retention_days
         self._default_retention_days = retention_days
         self.ces = CloudEyeSettings(retention=ces_retention)
@@ -2043,6 +2053,8 @@ class FakeCloud:
         if server is None:
             return
         self._stop_event.set()  # releases "hang" faults and latency sleeps
+        with self._gate_changed:  # and requests held at the gate
+            self._gate_changed.notify_all()
         server.shutdown()
         with self._lock:
             connections = list(self._connections)
@@ -2168,7 +2180,12 @@ class FakeCloud:
 
     def server_now(self) -> float:
         """The server clock, epoch seconds."""
-        return time.time() + self.server_time_offset
+        wall = time.time() if self.clock is None else self.clock.now().timestamp()
+        return wall + self.server_time_offset
+
+    def monotonic(self) -> float:
+        """The server's monotonic time (seconds), as the log's ``at`` reads it."""
+        return time.monotonic() if self.clock is None else self.clock.monotonic()
 
     def retained_from_ms(self) -> int:
         """The oldest instant still counted (epoch ms); 0 without a retention."""
@@ -2219,6 +2236,27 @@ class FakeCloud:
     def reset_max_in_flight(self) -> None:
         with self._lock:
             self._max_in_flight = self._in_flight
+
+    def hold_statistics(self, count: int, *, after: int = 0, timeout: float = 30.0) -> None:
+        """Hold ShowStatistics requests until ``count`` of them are in the server at once (the first
+        ``after`` pass straight through), so a test sees a client's concurrency without racing it.
+        ``timeout`` (real seconds) is only a safety net: a client that never sends that many at
+        once gets its answers late, and ``max_in_flight`` tells."""
+        with self._gate_changed:
+            self._gate = {"count": count, "after": after, "timeout": timeout, "seen": 0, "held": 0}
+
+    def _wait_at_gate(self) -> None:
+        with self._gate_changed:
+            gate = self._gate
+            if gate is None:
+                return
+            gate["seen"] += 1
+            if gate["seen"] <= gate["after"]:
+                return
+            gate["held"] += 1
+            self._gate_changed.notify_all()
+            self._gate_changed.wait_for(lambda: gate["held"] >= gate["count"] or self._stop_event.is_set(),
+                                        gate["timeout"])
 
     @property
     def connection_count(self) -> int:
@@ -2325,14 +2363,20 @@ class FakeCloud:
 
     def reset(self) -> None:
         """Back to the constructor's settings for faults, log, denied,
-        fail_all, latency, clock, retention and ``ces`` (events, credentials
-        and projects are kept): for a server shared between tests."""
+        fail_all, latency, clock, gate, retention and ``ces`` (events,
+        credentials and projects are kept): for a server shared between tests."""
         self.clear_faults()
         self.clear_log()
         self.denied.clear()
         self.fail_all = False
         self.latency = self._default_latency
         self.server_time_offset = 0.0
+        self.clock = None
+        with self._gate_changed:
+            if self._gate is not None:
+                self._gate["count"] = 0  # lets anything held go
+            self._gate = None
+            self._gate_changed.notify_all()
         self.retention_days = self._default_retention_days
         self.ces = CloudEyeSettings(retention=self._default_ces_retention)
         self.clock_skew_limit = CLOCK_SKEW_LIMIT_S

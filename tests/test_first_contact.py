@@ -201,25 +201,25 @@ class Terminal(io.StringIO):
 
 
 def test_the_countdown_moves_every_second_while_the_run_waits():
-    from test_render import FakeClock
+    from test_render import LimiterClock
 
     terminal = Terminal()
     console = m.Console(terminal)
-    clock = FakeClock()
+    clock = LimiterClock()
     shown: list[str] = []
 
     def on_wait(seconds: float | None) -> None:
         console.rate_wait(seconds)
         shown.append(terminal.getvalue().split("\r")[-1].replace("\x1b[K", ""))
 
-    limiter = m.RateLimiter(m.RATE_LIMIT, m.RATE_PERIOD + m.ARRIVAL_MARGIN, clock, on_wait=on_wait)
+    limiter = m.RateLimiter(m.RATE_LIMIT, m.RATE_PERIOD + m.ARRIVAL_MARGIN, m.Clock(clock), on_wait=on_wait)
     never = threading.Event()
     for _ in range(200):
         assert limiter.acquire(never)
-    clock.now = 0.5
+    clock.advance(0.5)
     console.progress(200, 366)
     assert limiter.acquire(never)
-    assert clock.now == 62.0 and max(clock.sleeps) <= m.RATE_WAIT_STEP
+    assert clock.monotonic() == 62.0 and max(clock.sleeps) <= m.RATE_WAIT_STEP
     assert shown[0] == "200/366 requests, waiting for the API limit (200/min), about 62 s left"
     assert shown[-2:] == ["200/366 requests, waiting for the API limit (200/min), about 1 s left", "200/366 requests"]
     lefts = [int(re.search(r"about (\d+) s", line).group(1)) for line in shown[:-1]]

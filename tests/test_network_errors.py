@@ -72,9 +72,10 @@ def resolver(monkeypatch):
     (hostile.eof_in_handshake, "the server closed the connection during the TLS handshake", 2),
     (hostile.reset_in_handshake, "the connection was reset during the TLS handshake", 2),
 ], ids=["alert", "plain-http-on-the-tls-port", "eof-in-handshake", "reset-in-handshake"])
-def test_tls_failures_are_named_with_the_host_and_only_transient_ones_are_retried(cli, behaviour, words, attempts):
+def test_tls_failures_are_named_with_the_host_and_only_transient_ones_are_retried(cli, fake_clock, behaviour, words,
+                                                                                  attempts):
     with hostile.HostileServer(behaviour) as server:
-        run = cli(*TWO_TRIES, "--endpoint", server.url)
+        run = cli(*TWO_TRIES, "--endpoint", server.url, clock=fake_clock)
     assert run.code == 1 and run.stdout == ""
     line = error_line(run.stderr)
     assert f"failed: {words} (localhost:{server.port}, from --endpoint)" in line, line
@@ -121,9 +122,9 @@ CUTS = pytest.mark.parametrize("cut", [hostile.CUT_IN_STATUS_LINE, hostile.CUT_A
 
 
 @CUTS
-def test_a_connection_cut_in_the_headers_is_retried_and_the_next_attempt_succeeds(cli, cut):
+def test_a_connection_cut_in_the_headers_is_retried_and_the_next_attempt_succeeds(cli, fake_clock, cut):
     with hostile.HostileServer(hostile.cut_then_answer(cut), tls=True) as server:
-        run = cli(*TWO_TRIES, "--endpoint", server.url)
+        run = cli(*TWO_TRIES, "--endpoint", server.url, clock=fake_clock)
     assert_seed_table(run)
     assert server.connections == 2
     assert ("the connection closed in the middle of the answer's status line or headers "
@@ -132,9 +133,10 @@ def test_a_connection_cut_in_the_headers_is_retried_and_the_next_attempt_succeed
 
 
 @CUTS
-def test_a_connection_cut_in_the_headers_every_time_is_a_network_failure_not_a_malformed_answer(cli, cut):
+def test_a_connection_cut_in_the_headers_every_time_is_a_network_failure_not_a_malformed_answer(cli, fake_clock,
+                                                                                                   cut):
     with hostile.HostileServer(hostile.cut_then_answer(cut, cuts=10), tls=True) as server:
-        run = cli(*TWO_TRIES, "--endpoint", server.url)
+        run = cli(*TWO_TRIES, "--endpoint", server.url, clock=fake_clock)
     assert run.code == 1 and "malformed" not in run.stderr
     assert "in the middle of the answer's status line or headers" in error_line(run.stderr)
     assert "(after 2 attempts)" in error_line(run.stderr) and server.connections == 2
@@ -153,11 +155,11 @@ def test_a_name_that_resolves_slowly_ends_the_attempt_at_the_timeout(cli, resolv
     assert elapsed < 15  # the lookup blocks for 60 s
 
 
-def test_the_attempts_after_a_slow_lookup_wait_for_the_same_lookup(cli, resolver):
+def test_the_attempts_after_a_slow_lookup_wait_for_the_same_lookup(cli, resolver, fake_clock):
     resolver.slow.add("slow.example")
-    started = time.monotonic()
+    started = time.monotonic()  # the lookup's --timeout is real time: it bounds a real lookup
     run = cli(*SEED_RANGE, "--project-id", PROJECT, "--retries", "2", "--timeout", "1",
-              "--endpoint", "https://slow.example")
+              "--endpoint", "https://slow.example", clock=fake_clock)
     assert run.code == 1 and "(after 3 attempts)" in error_line(run.stderr)
     assert "(slow.example:443, from --endpoint)" in error_line(run.stderr)
     assert resolver.calls["slow.example"] == 1  # one helper thread for the run, not one per attempt

@@ -234,28 +234,28 @@ def test_time_left_counts_the_minutes_of_later_batches():
 
 
 def test_the_limiter_reports_its_wait_and_its_end_to_the_console():
-    from test_render import FakeClock
+    from test_render import LimiterClock
 
     terminal = Terminal()
     console = m.Console(terminal)
-    clock = FakeClock()
+    clock = LimiterClock()
     lines: list[str] = []
 
     def on_wait(seconds: float | None) -> None:
         console.rate_wait(seconds)
         lines.append(last_line(terminal))
 
-    limiter = m.RateLimiter(m.RATE_LIMIT, m.RATE_PERIOD, clock, on_wait=on_wait)
+    limiter = m.RateLimiter(m.RATE_LIMIT, m.RATE_PERIOD, m.Clock(clock), on_wait=on_wait)
     never = threading.Event()
     for _ in range(200):
         assert limiter.acquire(never)
-    clock.now = 5.0
+    clock.advance(5.0)
     console.progress(199, 216)  # a 9-day hour report is 216 requests
     assert lines == []
     assert limiter.acquire(never)
     assert lines == [f"199/216 requests, waiting for the API limit (200/min), about {left} s left"
                      for left in range(55, 0, -1)] + ["199/216 requests"]  # counting down each second
-    assert clock.now == 60.0
+    assert clock.monotonic() == 60.0
 
 
 def test_no_wait_line_off_a_terminal_or_when_quiet():
