@@ -180,9 +180,11 @@ def test_only_final_days_are_recorded(cli, hourly, store):
 
 
 def test_record_defaults_to_the_last_30_days(cli, hourly, store):
-    run = cli("--timezone", "UTC", "--store", str(store), "--record", "--dry-run", "--project-id", PID)
-    assert run.code == 0, run.stderr
-    assert len(run.stdout.splitlines()) in (29, 30)  # whole final days of the last 30 x 24 h
+    for hour, days in ((2, 28), (3, 29), (12, 29)):  # a day is final FINAL_AFTER (3 h) after it ends
+        now = datetime(2026, 6, 20, hour, 30, tzinfo=timezone.utc)
+        run = cli("--timezone", "UTC", "--store", str(store), "--record", "--dry-run", "--project-id", PID, now=now)
+        assert run.code == 0, run.stderr
+        assert len(run.stdout.splitlines()) == days, hour  # whole final days of the last 30 x 24 h
 
 
 def test_dry_run_with_a_store_plans_only_the_live_part(cli, hourly, store):
