@@ -2473,7 +2473,7 @@ SERVICE_TYPE = Grouping(
                                      if row.service_type is not None else []), ("infer_type", query.infer_type)])
 API_KEY = Grouping(
     "api-key", split=lambda query: query.by_key, header=lambda query: "API Key",
-    label=lambda row, query: printable(row.api_key if row.api_key is not None else row.api_key_id or '""',
+    label=lambda row, query: printable((row.api_key if row.api_key is not None else row.api_key_id) or '""',
                                        KEY_LABEL_WIDTH),
     json=lambda row, query: {"api_key": row.api_key},
     csv_columns=("api_key",), csv=lambda row, query: ["" if row.api_key is None else row.api_key],
@@ -2694,6 +2694,58 @@ BATCH_METRIC_DATA = CallKind("Cloud Eye BatchListMetricData", "POST", "ces", BAT
 CES_LIST = dataclasses.replace(LIST_METRICS, read=ces_series_of)
 
 
+@dataclass(frozen=True)
+class Names:
+    """One page of the MaaS monitor's instances: model and key names by id, and how many pairs exist."""
+
+    models: dict[str, str]
+    keys: dict[str, str]
+    count: int
+    total: int
+
+
+def names_of(data: Any, what: str, body: Mapping[str, Any]) -> Names:
+    """``{"instances": [{"maas_api_id": {"id", "name"}, "maas_key_id": {"id", "name"}}], "total": N}``
+    (Huawei's cloudeye-exporter, collector/maas*.go)."""
+    instances = data.get("instances") if isinstance(data, dict) else None
+    total = data.get("total") if isinstance(data, dict) else None
+    if not isinstance(instances, list) or isinstance(total, bool) or not isinstance(total, int):
+        raise MalformedResponse(f"malformed response from {what}: no 'instances' list and 'total'")
+    names: dict[str, dict[str, str]] = {CES_MODEL_DIMENSION: {}, CES_KEY_DIMENSION: {}}
+    for instance in instances:
+        for dimension, found in names.items():
+            item = instance.get(dimension) if isinstance(instance, dict) else None
+            if isinstance(item, dict) and isinstance(item.get("id"), str) and isinstance(item.get("name"), str):
+                found[item["id"]] = item["name"]
+    return Names(names[CES_MODEL_DIMENSION], names[CES_KEY_DIMENSION], len(instances), total)
+
+
+MONITOR_INSTANCES = CallKind("MaaS monitor instances", "POST", "monitor", MONITOR_INSTANCES_PATH, names_of)
+
+
+def model_and_key_names(client: Client, endpoint: Endpoint | None, project_id: str,
+                        console: Console) -> tuple[dict[str, str], dict[str, str]]:
+    """Names by id, best effort: when the call fails in any way, a note says why and rows keep their ids."""
+    models: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    if endpoint is None:
+        return models, keys
+    start = 0
+    try:
+        while True:
+            body = {"namespace": CES_NAMESPACE, "start": start, "limit": MONITOR_PAGE,
+                    "query": [{"dim_name": CES_MODEL_DIMENSION}, {"dim_name": CES_KEY_DIMENSION}]}
+            page = MONITOR_INSTANCES.answer(client, endpoint, project_id, "model and key names", body)[1]
+            models.update(page.models)
+            keys.update(page.keys)
+            start += page.count
+            if not page.count or start >= page.total:
+                return models, keys
+    except ToolError as exc:
+        console.note(f"model and key names are not available ({exc}): rows show Cloud Eye's ids")
+        return {}, {}
+
+
 def whole_hours(period: Period) -> Period:
     """The period widened to whole UTC hours (start down, end up): Cloud Eye sums whole hours."""
     start_ms = period.start_ms - period.start_ms % CES_PERIOD_MS
@@ -2818,6 +2870,7 @@ def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id
     """ListMetrics, then the data calls through ``fetch``, then one row per bucket and model/key."""
     try:
         series = listed_series(client, endpoints["ces"], project_id, query)
+        models, key_names = model_and_key_names(client, endpoints.get("monitor"), project_id, console)
         windows = ces_windows(query, series)
         if windows:
             fetch(client, endpoints, project_id, [(None, window) for window in windows], console, save=None)
@@ -2830,7 +2883,8 @@ def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id
             + f": {in_words(sorted(missing))} show as -")
     buckets = split_buckets(query.period, query.bucket, query.zone)
     starts = [bucket.start_ms for bucket in buckets]
-    keys = sorted({row_key(query, dims) for _, dims in series}, key=lambda k: (k[0] or "", k[1] or ""))
+    keys = sorted({row_key(query, dims) for _, dims in series},
+                  key=lambda k: (models.get(k[0] or "", k[0] or ""), key_names.get(k[1] or "", k[1] or "")))
     sums: dict[tuple[int, tuple[str | None, str | None]], dict[str, Decimal]] = {}
     with localcontext() as context:
         context.prec = 60
@@ -2845,7 +2899,8 @@ def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id
     for index, bucket in enumerate(buckets):
         whole = calendar_bucket(bucket.start, query.bucket, query.zone) if query.bucket else None
         for model_id, key_id in keys:
-            row = Row(bucket, None, None, whole, model_id=model_id, api_key_id=key_id)
+            row = Row(bucket, None, key_names.get(key_id) if key_id else None, whole, model_id=model_id,
+                      model=models.get(model_id) if model_id else None, api_key_id=key_id)
             row.cloud_eye = ces_usage(sums.get((index, (model_id, key_id)), {}), missing, BATCH_METRIC_DATA.name)
             rows.append(row)
     return rows
@@ -4131,6 +4186,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--ces-endpoint", metavar="URL",
                       help="Cloud Eye base URL (env HW_CES_ENDPOINT, else HUAWEICLOUD_SDK_REGION_CES_{REGION}; "
                            "default https://ces.{region}.myhuaweicloud.com)")
+    what.add_argument("--monitor-endpoint", metavar="URL",
+                      help="MaaS monitor base URL for model and key names (env HW_MAAS_MONITOR_ENDPOINT; "
+                           "default https://maas.{region}.myhuaweicloud.com)")
     what.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds for each attempt as a whole: connect, TLS, headers, body (default 30)")
     what.add_argument("--retries", type=int, default=3, metavar="N", help="retries after HTTP 429, 500, 502, 503, 504 and network errors (default 3)")
     what.add_argument("--concurrency", type=int, default=MAX_CONCURRENCY, metavar="N",
@@ -4441,11 +4499,13 @@ class Settings:
     client: ClientOptions
     output: OutputOptions
     store: StoreOptions | None
+    monitor: Endpoint | None = None  # the MaaS monitor (Cloud Eye's model and key names)
 
     @property
     def endpoints(self) -> dict[str, Endpoint]:
         """Every endpoint by the name a CallKind goes to."""
-        return {"maas": self.maas, "iam": self.iam, "ces": self.ces}
+        return {"maas": self.maas, "iam": self.iam, "ces": self.ces,
+                **({"monitor": self.monitor} if self.monitor is not None else {})}
 
 
 def flag_or_env(flag_value: str | None, flag: str, env: Mapping[str, str], *names: str) -> tuple[str | None, str]:
@@ -4526,11 +4586,11 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     mode = "check" if args.check else "dry-run" if args.dry_run else "record" if args.record else "query"
     return Settings(mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file,
                     maas=maas, iam=iam, ces=ces, client=client, output=_output_options(args, env, stdout_encoding),
-                    store=_store_options(args, env))
+                    store=_store_options(args, env), monitor=monitor_endpoint(args, env))
 
 
 TEXT_FLAGS = ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file", "endpoint",
-              "iam_endpoint", "ces_endpoint", "store", "table_format", "output")
+              "iam_endpoint", "ces_endpoint", "monitor_endpoint", "store", "table_format", "output")
 
 
 def check_no_empty_values(args: argparse.Namespace) -> None:
@@ -4591,6 +4651,15 @@ def _endpoints(args: argparse.Namespace,
     ces = parse_endpoint_setting(args.ces_endpoint, "--ces-endpoint", env, "HW_CES_ENDPOINT", "CES", args.region,
                                  CES_ENDPOINT_TEMPLATE.format(region=args.region))
     return project_id, maas, iam, ces
+
+
+def monitor_endpoint(args: argparse.Namespace, env: Mapping[str, str]) -> Endpoint:
+    """The MaaS monitor's base URL: --monitor-endpoint, else HW_MAAS_MONITOR_ENDPOINT, else the default."""
+    url, source = flag_or_env(args.monitor_endpoint, "--monitor-endpoint", env, "HW_MAAS_MONITOR_ENDPOINT")
+    if url is None:
+        source = f"the default monitor endpoint for {args.region}"
+        return parse_endpoint(MONITOR_ENDPOINT_TEMPLATE.format(region=args.region), source, source)
+    return parse_endpoint(url, source)
 
 
 def _client_options(args: argparse.Namespace) -> ClientOptions:

@@ -213,3 +213,28 @@ def test_coverage_uses_cloud_eyes_155_days(cli, hourly):
     coverage = run.json()["coverage"]
     assert coverage["retained_from_ms"] == int((now - timedelta(days=155)).timestamp() * 1000)
     assert coverage["complete"] is False and "155 days" in run.stderr
+
+
+def test_rows_carry_the_monitors_model_and_key_names(cli, hourly):
+    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model", "api-key",
+              "--format", "json")
+    assert run.code == 0, run.stderr
+    names = hourly.cloud_eye_instances()
+    rows = run.json()["rows"]
+    assert {(r["model_id"], r["api_key_id"]): (r["model"], r["api_key"]) for r in rows} == names
+    assert [(r["model"], r["api_key"]) for r in rows] == sorted((r["model"], r["api_key"]) for r in rows)
+    table = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model")
+    assert "DeepSeek-V3" in table.stdout
+
+
+def test_names_failing_leave_ids_and_a_note_and_the_run_succeeds(cli, hourly):
+    hourly.add_fault("status", path="monitor", status=500, times=10)
+    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model",
+              "--format", "json", "--retries", "0")
+    assert run.code == 0, run.stderr
+    assert all(row["model"] is None and row["model_id"] for row in run.json()["rows"])
+    assert "names are not available" in run.stderr
+    table = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model",
+                env={"HW_MAAS_MONITOR_ENDPOINT": "https://127.0.0.1:9"}, )
+    assert table.code == 0, table.stderr
+    assert sorted({model for model, _ in hourly.cloud_eye_instances()})[0][:15] in table.stdout
