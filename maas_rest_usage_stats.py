@@ -2417,8 +2417,8 @@ class Row:
 
     @property
     def source(self) -> str:
-        if self.cloud_eye is not None:
-            return "cloud_eye"
+        if self.cloud_eye is not None:  # a Cloud Eye row has an id; the row of what it did not list has none
+            return "cloud_eye" if self.model_id or self.api_key_id else "show_statistics"
         if self.stored:
             return "mixed" if self.windows else "store"
         return "live"
@@ -2458,7 +2458,7 @@ def _row_bounds(row: Row, query: Query) -> list[str]:
 
 TIME_BUCKET = Grouping(
     "time bucket", split=lambda query: query.bucket is not None, header=_bucket_header,
-    label=lambda row, query: bucket_label(row, query),
+    label=lambda row, query: bucket_label(row, query) if row.bucket is not None else "whole period",
     json=lambda row, query: dict(zip(("start", "end"), _row_bounds(row, query))),
     csv_columns=("start", "end"), csv=_row_bounds,
     prometheus=lambda row, query: [])  # no time buckets in Prometheus: the collector has no timestamps
@@ -2636,6 +2636,7 @@ class Report:
     coverage: Coverage
     store: dict | None = None  # the JSON "store" report, when a store was used
     previous: Report | None = None  # --compare: the same report over the previous period
+    reconciliation: Reconciliation | None = None  # Cloud Eye rows against ShowStatistics
 
     @property
     def total(self) -> Usage:
@@ -2865,16 +2866,75 @@ def cloud_eye_plan(settings: Settings, project_id: str | None, console: Console)
     return [CES_LIST.planned(settings.ces, project_id, None, params)]
 
 
+@dataclass(frozen=True)
+class Reconciliation:
+    """ShowStatistics (service types 1 and 2) over a Cloud Eye run's period, beside Cloud Eye's rows."""
+
+    statistics: Usage
+    cloud_eye: Usage
+
+    @property
+    def tokens_ratio(self) -> Decimal | None:
+        if not self.statistics.tokens_k:
+            return None
+        return (self.cloud_eye.tokens_k / self.statistics.tokens_k).quantize(Decimal("0.0001"), ROUND_HALF_UP)
+
+    def short(self) -> bool:
+        """Whether Cloud Eye's rows fall short by more than 1 % of tokens or of requests."""
+        return any(theirs - ours > theirs / 100 for theirs, ours in (
+            (self.statistics.tokens_k, self.cloud_eye.tokens_k),
+            (Decimal(self.statistics.requests), Decimal(self.cloud_eye.requests))))
+
+    def line(self) -> str:
+        statistics, cloud_eye = self.statistics.metrics(), self.cloud_eye.metrics()
+        ratio = self.tokens_ratio
+        return (f"ShowStatistics, same period, preset + my services: {format_tokens(statistics['total_tokens'])}, "
+                f"{statistics['total_requests']:,} requests; Cloud Eye rows: {format_tokens(cloud_eye['total_tokens'])}"
+                + (f" ({ratio * 100:.2f} %)" if ratio is not None else ""))
+
+    def json(self) -> dict[str, Any]:
+        ratio = self.tokens_ratio
+        return {"statistics": _json_metrics(self.statistics), "cloud_eye": _json_metrics(self.cloud_eye),
+                "tokens_ratio": None if ratio is None else float(ratio)}
+
+
+NOT_LISTED = "(not listed by Cloud Eye)"
+
+
+def statistics_rows(query: Query, now: datetime) -> list[Row]:
+    """ShowStatistics rows for what Cloud Eye covers (types 1 and 2, real time) over the same period,
+    when it lies inside MaaS's 30 days; else none."""
+    if query.period.start < now - RETENTION:
+        return []
+    return plan_rows(dataclasses.replace(query, by_model=False, by_key=False, bucket=None, service_types=(1, 2),
+                                         infer_type="real_time"), now)
+
+
+def not_listed_row(query: Query, reconciliation: Reconciliation) -> Row:
+    """What ShowStatistics counts beyond Cloud Eye's rows, so that the totals are never less."""
+    difference = Usage(reconciliation.cloud_eye.missing, **{
+        name: value - reconciliation.cloud_eye.sums[name] for name, value in reconciliation.statistics.sums.items()})
+    row = Row(query.period, None, NOT_LISTED if not query.by_model else None, None,
+              model=NOT_LISTED if query.by_model else None)
+    row.cloud_eye = difference
+    return row
+
+
 def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
-                   console: Console) -> list[Row]:
-    """ListMetrics, then the data calls through ``fetch``, then one row per bucket and model/key."""
+                   console: Console, now: datetime) -> tuple[list[Row], Reconciliation | None]:
+    """ListMetrics, then the data calls (and ShowStatistics for the reconciliation) through ``fetch``,
+    then one row per bucket and model/key."""
+    statistics = statistics_rows(query, now)
     try:
         series = listed_series(client, endpoints["ces"], project_id, query)
         models, key_names = model_and_key_names(client, endpoints.get("monitor"), project_id, console)
         windows = ces_windows(query, series)
-        if windows:
-            fetch(client, endpoints, project_id, [(None, window) for window in windows], console, save=None)
+        if windows or statistics:
+            fetch(client, endpoints, project_id, [*((None, window) for window in windows), *windows_of(statistics)],
+                  console, save=None)
     except AuthRejected as exc:
+        if not str(exc).startswith("Cloud Eye"):  # ShowStatistics' own refusal keeps its hint
+            raise
         raise AuthRejected(str(exc), hint=CES_PERMISSION_HINT) from None
     missing = missing_metrics(series)
     if missing:
@@ -2903,7 +2963,14 @@ def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id
                       model=models.get(model_id) if model_id else None, api_key_id=key_id)
             row.cloud_eye = ces_usage(sums.get((index, (model_id, key_id)), {}), missing, BATCH_METRIC_DATA.name)
             rows.append(row)
-    return rows
+    if not statistics:
+        return rows, None
+    reconciliation = Reconciliation(total_of(row.total for row in statistics), total_of(row.total for row in rows))
+    if reconciliation.short():
+        console.note(f"Cloud Eye's rows fall short of ShowStatistics by more than 1 %: the row {NOT_LISTED} "
+                     "carries the difference (a model or key idle for hours drops out of Cloud Eye's lists)")
+        rows.append(not_listed_row(query, reconciliation))
+    return rows, reconciliation
 
 
 # ----------------------------------------------------------------------------------------------
@@ -3412,7 +3479,8 @@ def render_table(report: Report, table_format: str | None, raw: bool, chart: str
         parts.append(filters)
     if query.groupings:
         # A blank line after the table and its footnotes: markdown styles must not merge two tables.
-        parts += [grouped_table(report, table_format), *footnotes(report), ""]
+        parts += [grouped_table(report, table_format), *footnotes(report),
+                  *([report.reconciliation.line()] if report.reconciliation is not None else []), ""]
         if chart:
             parts += [*token_chart(report, chart), ""]
     if report.previous is None:
@@ -3530,6 +3598,8 @@ def render_json(report: Report, raw: bool) -> str:
                               for name, value in metric_changes(report.total, before.total).items()}
     if report.store is not None:
         document["store"] = report.store
+    if query.cloud_eye:
+        document["reconciliation"] = None if report.reconciliation is None else report.reconciliation.json()
     if raw:
         document["windows"] = [{"start_ms": window.period.start_ms, "end_ms": window.period.end_ms,
                                 "service_type": row.service_type, "api_key": row.api_key,
@@ -4805,12 +4875,13 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
             fetch(connected(), settings.endpoints, project_id, windows, console,
                   save=None if store is None else lambda row, window: save_day(store, query, project_id, row,
                                                                                 window, now))
+        reconciliation = None
         if query.cloud_eye:
-            rows = cloud_eye_rows(connected(), settings.endpoints, project_id, query, console)
+            rows, reconciliation = cloud_eye_rows(connected(), settings.endpoints, project_id, query, console, now)
     finally:
         if client is not None:
             client.close()
-    report = Report(query, project_id, rows, coverage_of(query, rows, now))
+    report = Report(query, project_id, rows, coverage_of(query, rows, now), reconciliation=reconciliation)
     if previous_query is not None:
         report.previous = Report(previous_query, project_id, previous_rows,
                                  coverage_of(previous_query, previous_rows, now))

@@ -238,3 +238,50 @@ def test_names_failing_leave_ids_and_a_note_and_the_run_succeeds(cli, hourly):
                 env={"HW_MAAS_MONITOR_ENDPOINT": "https://127.0.0.1:9"}, )
     assert table.code == 0, table.stderr
     assert sorted({model for model, _ in hourly.cloud_eye_instances()})[0][:15] in table.stdout
+
+
+@pytest.fixture
+def late_may(hourly):
+    """Runs on 2026-05-25 (the fake's clock too, so signatures match): May 8-21 lies within MaaS's 30 days."""
+    now = datetime(2026, 5, 25, tzinfo=timezone.utc)
+    hourly.server_time_offset = (now - datetime.now(timezone.utc)).total_seconds()
+    return now
+
+
+def test_reconciliation_with_show_statistics_of_types_1_and_2(cli, hourly, late_may):
+    run = cli("--from", "2026-05-08", "--to", "2026-05-15", "--timezone", "Asia/Shanghai", "--group-by", "model",
+              "--format", "json", now=late_may)
+    assert run.code == 0, run.stderr
+    document = run.json()
+    statistics = statistics_of_types_1_and_2(hourly, ms("2026-05-08T00:00"), ms("2026-05-15T00:00"))
+    assert document["reconciliation"] == {"statistics": statistics, "cloud_eye": document["totals"],
+                                          "tokens_ratio": 1.0}
+    assert sorted(b["service_type"] for b in hourly.maas_requests()) == [1, 2]
+    assert all(b["infer_type"] == "real_time" for b in hourly.maas_requests())
+    table = cli("--from", "2026-05-08", "--to", "2026-05-15", "--timezone", "Asia/Shanghai", "--group-by", "model",
+                now=late_may)
+    assert "ShowStatistics, same period, preset + my services: " in table.stdout
+    assert "Cloud Eye rows: " in table.stdout and "(100.00 %)" in table.stdout
+
+
+def test_a_model_cloud_eye_does_not_list_becomes_the_not_listed_row(cli, hourly, late_may):
+    gone = fc.CES_MODELS[2][1][0]
+    hourly.ces.unlisted = {gone}
+    run = cli("--from", "2026-05-08", "--to", "2026-05-15", "--timezone", "Asia/Shanghai", "--group-by", "model",
+              "--format", "json", now=late_may)
+    assert run.code == 0, run.stderr
+    document = run.json()
+    start, end = ms("2026-05-08T00:00"), ms("2026-05-15T00:00")
+    statistics = statistics_of_types_1_and_2(hourly, start, end)
+    assert document["totals"] == statistics
+    (extra,) = [row for row in document["rows"] if row["model"] == "(not listed by Cloud Eye)"]
+    assert metrics_of(extra) == oracle(hourly.cloud_eye_usage(start, end, model_id=gone))
+    assert extra["source"] == "show_statistics" and "(not listed by Cloud Eye)" in run.stderr
+    assert document["reconciliation"]["tokens_ratio"] < 0.99
+
+
+def test_no_reconciliation_past_maas_30_days(cli, hourly):
+    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model",
+              "--format", "json")
+    assert run.code == 0, run.stderr
+    assert run.json()["reconciliation"] is None and hourly.maas_requests() == []
