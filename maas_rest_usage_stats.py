@@ -2761,7 +2761,8 @@ def cloud_eye_query(query: Query, console: Console) -> Query:
         return query
     grouping = "--group-by model" if query.by_model else "--group-by api-key without --api-keys"
     refusals = [(query.batch, "--infer-type batch"), (query.ips is not None, "--ips"),
-                (4 in query.service_types, "--service-type 4 (Cloud Eye does not cover custom endpoints)"),
+                (4 in query.service_types, "service type 4: it does not cover custom endpoints (--service-type 4 "
+                 "or all, or --group-by service-type, ask for them)"),
                 (query.previous is not None, "--compare")]
     for refused, flag in refusals:
         if refused:
@@ -2926,8 +2927,11 @@ def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id
     then one row per bucket and model/key."""
     statistics = statistics_rows(query, now)
     try:
-        series = listed_series(client, endpoints["ces"], project_id, query)
-        models, key_names = model_and_key_names(client, endpoints.get("monitor"), project_id, console)
+        found: dict[int, Any] = {}  # ListMetrics and the names in parallel (once a signed request has passed)
+        client.fan_out([lambda: listed_series(client, endpoints["ces"], project_id, query),
+                        lambda: model_and_key_names(client, endpoints.get("monitor"), project_id, console)],
+                       found.__setitem__)
+        series, (models, key_names) = found[0], found[1]
         windows = ces_windows(query, series)
         if windows or statistics:
             fetch(client, endpoints, project_id, [*((None, window) for window in windows), *windows_of(statistics)],

@@ -285,3 +285,31 @@ def test_no_reconciliation_past_maas_30_days(cli, hourly):
               "--format", "json")
     assert run.code == 0, run.stderr
     assert run.json()["reconciliation"] is None and hourly.maas_requests() == []
+
+
+def test_prometheus_labels_name_the_model_and_key(cli, hourly):
+    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model", "api-key",
+              "--format", "prometheus")
+    assert run.code == 0, run.stderr
+    samples = [line for line in run.stdout.splitlines() if line.startswith("maas_usage_requests{")]
+    assert len(samples) == len(hourly.cloud_eye_instances())
+    for (model_id, key_id), (model, key) in hourly.cloud_eye_instances().items():
+        assert any(f'model_id="{model_id}"' in line and f'model="{model}"' in line and f'api_key_id="{key_id}"' in line
+                   and f'api_key="{key}"' in line for line in samples)
+
+
+def test_list_metrics_pages_are_followed(cli, hourly):
+    hourly.ces.page_limit = 7
+    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model",
+              "--format", "json")
+    assert run.code == 0, run.stderr
+    assert len(hourly.requests_of("ces_metrics")) > 2
+    assert len(run.json()["rows"]) == len({model for model, _ in hourly.cloud_eye_instances()})
+
+
+def test_the_json_dry_run_plans_list_metrics(cli, cloud):
+    run = cli("--last", "2d", "--group-by", "api-key", "--dry-run", "--format", "json")
+    assert run.code == 0, run.stderr
+    (request,) = run.json()["requests"]
+    assert request["method"] == "GET" and request["body"] is None
+    assert request["url"].endswith("/V1.0/{project_id}/metrics?namespace=SYS.MaaS&limit=1000")
