@@ -2940,7 +2940,10 @@ def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id
         if not str(exc).startswith("Cloud Eye"):  # ShowStatistics' own refusal keeps its hint
             raise
         raise AuthRejected(str(exc), hint=CES_PERMISSION_HINT) from None
-    missing = missing_metrics(series)
+    missing = missing_metrics(series) if series else frozenset()
+    if not series:
+        console.note(f"Cloud Eye lists no {CES_NAMESPACE} series with the dimensions {', '.join(ces_dimensions(query))}"
+                     ": no model service had calls it keeps")
     if missing:
         console.note("Cloud Eye lists no " + in_words(sorted(
             name for metric in SUMS if metric.name in missing for name in CES_SUMS[metric.field or ""]))

@@ -313,3 +313,18 @@ def test_the_json_dry_run_plans_list_metrics(cli, cloud):
     (request,) = run.json()["requests"]
     assert request["method"] == "GET" and request["body"] is None
     assert request["url"].endswith("/V1.0/{project_id}/metrics?namespace=SYS.MaaS&limit=1000")
+
+
+def test_nothing_listed_is_zero_rows_and_a_note(cli, cloud):
+    cloud.events = []
+    run = cli("--last", "2d", "--group-by", "model", "--format", "json")
+    assert run.code == 0, run.stderr
+    assert run.json()["rows"] == [] and run.json()["totals"]["total_tokens"] == 0
+    assert "lists no SYS.MaaS series" in run.stderr
+
+
+def test_a_chart_of_days_per_model(cli, hourly):
+    run = cli("--from", "2026-05-08", "--to", "2026-05-10", "--timezone", "UTC", "--group-by", "day", "model",
+              "--chart")
+    assert run.code == 0, run.stderr
+    assert "Total Tokens\n" in run.stdout and "DeepSeek-V3" in run.stdout
