@@ -61,6 +61,16 @@ from urllib.parse import quote, urlsplit  # noqa: E402
 
 __version__ = "1.0.0"
 
+# requirements.txt's lines, here too: the script is often copied without that file, and a Python
+# that lacks a package must be told the exact command that installs it.
+REQUIREMENTS = (
+    "huaweicloudsdkcore>=3.1.60,<4",
+    "requests>=2.32.2,<3",
+    "urllib3>=2,<3",
+    "tzlocal>=5.0,<6",
+    "tabulate>=0.9,<0.11",
+)
+
 # ----------------------------------------------------------------------------------------------
 # Constants
 # ----------------------------------------------------------------------------------------------
@@ -113,6 +123,7 @@ MAX_WINDOW = timedelta(days=30)  # API rejects end_time - start_time > 30 days
 RETENTION = timedelta(days=30)  # MaaS keeps statistics for 30 days
 RATE_LIMIT = 200  # API allows 200 requests per minute per user
 RATE_PERIOD = 60.0
+RATE_WAIT_STEP = 1.0  # seconds: a wait for the rate limit is told to the progress line at least this often
 # The API counts requests where they arrive. A request waits at most about 2 round trips longer
 # on a fresh connection (TCP + TLS) than on a warm one, so starts counted over 60 s + 2 s keep
 # "200 arrivals in any 60 s" true for any round trip up to 1 s.
@@ -127,6 +138,7 @@ THREAD_STACK_BYTES = 1024 * 1024  # a worker runs a few frames of requests: 8 Mi
 THREAD_START_WAIT = 10.0  # seconds for a new thread to get under way: far beyond any scheduler's delay
 M_ARENA_MAX = -8  # glibc's mallopt() parameter for the number of malloc arenas (malloc.h)
 THREADS_HINT = "raise the memory limit (ulimit -v, systemd LimitAS=) or lower --concurrency"
+MAX_REQUESTS = 2000  # --max-requests: about 10 minutes at the API's limit
 SIGNAL_CHECK_INTERVAL = 0.2  # seconds between the main thread's checks for Ctrl-C while requests run
 FINAL_AFTER = timedelta(hours=3)  # call data lags 1-2 hours; a day is final 3 hours after it ends
 MAX_BODY_BYTES = 1024 * 1024  # an answer is a few hundred bytes; more is malformed (and bounds memory)
@@ -246,6 +258,88 @@ class AuthRejected(ApiError):
 
 class MalformedResponse(ApiError):
     pass
+
+
+class MissingPackages(ToolError):
+    """This Python lacks packages the run needs: a set-up problem, found before anything is sent."""
+
+    exit_code = EXIT_USAGE
+
+
+# ----------------------------------------------------------------------------------------------
+# Packages: checked, not imported, so --help and usage errors never need them
+# ----------------------------------------------------------------------------------------------
+
+NETWORK_PACKAGES = ("huaweicloudsdkcore", "requests", "urllib3")  # the Signer and the HTTP stack
+
+
+def needed_packages(output_format: str, os_zone: bool) -> tuple[str, ...]:
+    """The packages a run that sends requests needs: the network ones, tabulate for a table, and
+    tzlocal when the zone is the OS's."""
+    return (*NETWORK_PACKAGES, *(("tzlocal",) if os_zone else ()),
+            *(("tabulate",) if output_format == "table" else ()))
+
+
+def installed_version(name: str) -> str | None:
+    """The version of an importable package ("" without metadata), None when this Python cannot
+    import it. Nothing is imported: finding the spec and reading the metadata is cheap."""
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec(name) is None:
+            return None
+    except (ImportError, ValueError):
+        return None
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def _release(version: str) -> tuple[int, ...]:
+    match = re.match(r"\d+(?:\.\d+)*", version)
+    return tuple(int(part) for part in match.group().split(".")) if match else ()
+
+
+def _name_and_floor(requirement: str) -> tuple[str, str]:
+    """``requests>=2.32.2,<3`` -> ``("requests", "2.32.2")``."""
+    name, floor = re.match(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", requirement).groups()
+    return name, floor
+
+
+def lacking_packages(names: Iterable[str]) -> list[str]:
+    """The REQUIREMENTS lines of ``names`` that this Python does not meet: the package is missing,
+    or older than the line's floor (a newer one is trusted)."""
+    lacking = []
+    for line in REQUIREMENTS:
+        name, floor = _name_and_floor(line)
+        if name not in names:
+            continue
+        version = installed_version(name)
+        if version is None or (version and _release(version) < _release(floor)):
+            lacking.append(line)
+    return lacking
+
+
+def missing_packages_error(lacking: Sequence[str]) -> MissingPackages:
+    """The error naming this Python, what it lacks and the command that installs it."""
+    import shlex
+
+    python = sys.executable or "python3"
+    names = []
+    for line in lacking:
+        name, floor = _name_and_floor(line)
+        version = installed_version(name)
+        names.append(f"{name} ({version} installed, needs >={floor})" if version else name)
+    return MissingPackages(
+        f"this Python ({python}, {'.'.join(map(str, sys.version_info[:3]))}) lacks packages the script "
+        f"needs: {', '.join(names)}",
+        hint=f"install them for this Python: {shlex.quote(python)} -m pip install "
+             + " ".join(shlex.quote(line) for line in lacking)
+             + "; or, if they are installed in a virtualenv, run the script with that virtualenv's python "
+               f"(/path/to/venv/bin/python {shlex.quote(os.path.abspath(__file__))} …)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -984,6 +1078,15 @@ class CalendarUnit(ABC):
         """The same elapsed local time in the unit before: Dec 10 14:00 is Nov 10 14:00; a time the
         unit before lacks is that unit's end."""
 
+    @abstractmethod
+    def wall_start(self, wall: datetime) -> datetime:
+        """The local wall-clock start of the unit holding a naive local ``wall`` time."""
+
+    @property
+    @abstractmethod
+    def even_step(self) -> timedelta | None:
+        """The unit's length on a clock without offset changes, when every unit has the same (months don't)."""
+
     def start(self, moment: datetime, zone: tzinfo) -> datetime:
         return self.shift(moment, 0, zone)
 
@@ -1009,6 +1112,13 @@ class ClockHours(CalendarUnit):
         start = self.start(moment, zone)
         return min(self.previous(moment, zone) + (moment - start), start)
 
+    def wall_start(self, wall: datetime) -> datetime:
+        return wall.replace(minute=0, second=0, microsecond=0)
+
+    @property
+    def even_step(self) -> timedelta | None:
+        return timedelta(hours=1)
+
 
 @dataclass(frozen=True)
 class LocalDays(CalendarUnit):
@@ -1017,6 +1127,14 @@ class LocalDays(CalendarUnit):
 
     first_day: Callable[[date], date]  # the first day of the unit holding a day
     add: Callable[[date, int], date]  # a unit's first day moved by whole units
+    days: int | None = None  # its length in days, when every unit has the same
+
+    def wall_start(self, wall: datetime) -> datetime:
+        return datetime.combine(self.first_day(wall.date()), datetime.min.time())
+
+    @property
+    def even_step(self) -> timedelta | None:
+        return None if self.days is None else timedelta(days=self.days)
 
     def shift(self, moment: datetime, count: int, zone: tzinfo) -> datetime:
         return day_start(self.add(self.first_day(moment.astimezone(zone).date()), count), zone)
@@ -1036,9 +1154,10 @@ def _add_months(first: date, count: int) -> date:
 
 
 HOUR = ClockHours("hour", "Hour", "%Y-%m-%d %H:00")
-DAY = LocalDays("day", "Day", "%Y-%m-%d", first_day=lambda day: day, add=lambda day, n: day + timedelta(days=n))
+DAY = LocalDays("day", "Day", "%Y-%m-%d", first_day=lambda day: day, add=lambda day, n: day + timedelta(days=n),
+                days=1)
 WEEK = LocalDays("week", "Week of", "%Y-%m-%d", first_day=lambda day: day - timedelta(days=day.weekday()),  # Monday
-                 add=lambda day, n: day + timedelta(weeks=n))
+                 add=lambda day, n: day + timedelta(weeks=n), days=7)
 MONTH = LocalDays("month", "Month", "%Y-%m", first_day=lambda day: day.replace(day=1), add=_add_months)
 UNITS = {unit.name: unit for unit in (HOUR, DAY, WEEK, MONTH)}  # --group-by's order
 
@@ -1182,6 +1301,73 @@ def split_buckets(period: Period, unit: CalendarUnit | None, zone: tzinfo) -> li
     return buckets
 
 
+# tzdata's offset changes since 1970 are a week apart or more (Brazil 2000, Gaza): a look every
+# two days sees each one.
+OFFSET_PROBE = timedelta(days=2)
+
+
+def offset_changes(period: Period, zone: tzinfo) -> list[datetime]:
+    """The instants inside ``period`` where the zone's UTC offset changes, found by a look every
+    OFFSET_PROBE and bisected to the millisecond."""
+    def offset(ms: int) -> timedelta | None:
+        return from_epoch_ms(ms, zone).utcoffset()
+
+    changes: list[datetime] = []
+    step = OFFSET_PROBE // timedelta(milliseconds=1)
+    low, end = period.start_ms, period.end_ms
+    before = offset(low)
+    while low < end:
+        high = min(low + step, end)
+        if offset(high) != before:
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (middle, high) if offset(middle) == before else (low, middle)
+            changes.append(from_epoch_ms(high, timezone.utc))
+            before = offset(high)
+        low = high
+    return changes
+
+
+def bucket_count(period: Period, unit: CalendarUnit, zone: tzinfo) -> int:
+    """``len(split_buckets(period, unit, zone))`` for hours, days or weeks, without making them:
+    between two offset changes the local clock runs evenly, so the boundaries it passes are
+    counted by arithmetic; across each change the next boundary is found as split_buckets finds it."""
+    count, cursor = 0, period.start
+    changes = iter([*offset_changes(period, zone), period.end])
+    change = next(changes)
+    while cursor < period.end:
+        count += 1
+        while change <= cursor:
+            change = next(changes)
+        passed, last = _clock_boundaries(cursor, change, unit, zone)
+        count += passed
+        cursor = unit.next(last, zone)
+    return count
+
+
+def _clock_boundaries(start: datetime, stop: datetime, unit: CalendarUnit, zone: tzinfo) -> tuple[int, datetime]:
+    """How many boundaries of an even unit (hour, day, week) lie strictly between ``start`` and
+    ``stop`` on the local clock, the offset staying ``start``'s, and the last of them (``start`` when none)."""
+    wall = start.astimezone(zone).replace(tzinfo=None)
+    step = unit.even_step
+    assert step is not None, f"{unit.name} units differ in length"
+    first = unit.wall_start(wall) + step
+    room = wall + (stop - start) - first
+    if room <= timedelta(0):
+        return 0, start
+    passed = (room - timedelta(microseconds=1)) // step + 1
+    return passed, start + (first + (passed - 1) * step - wall)
+
+
+def window_count(period: Period, unit: CalendarUnit | None, zone: tzinfo) -> int:
+    """How many windows of at most 30 days the buckets of ``period`` need: one per hour, day or
+    week; as many as split_windows makes for each month (31 days need two) or the whole range."""
+    if unit is not None and unit.even_step is not None and unit.even_step <= MAX_WINDOW:
+        return bucket_count(period, unit, zone)
+    limit_ms = MAX_WINDOW // timedelta(milliseconds=1)
+    return sum(len(range(span.start_ms, span.end_ms, limit_ms)) for span in split_buckets(period, unit, zone))
+
+
 # ----------------------------------------------------------------------------------------------
 # Console: every line for stderr goes through here, with secrets redacted
 # ----------------------------------------------------------------------------------------------
@@ -1237,6 +1423,35 @@ def seconds_left(wait: float, remaining: int) -> float:
     """About how long ``remaining`` requests take when the next start must wait ``wait`` seconds:
     after it, RATE_LIMIT more may start every RATE_PERIOD."""
     return wait + RATE_PERIOD * ((max(remaining, 1) - 1) // RATE_LIMIT)
+
+
+def pacing_seconds(requests: int) -> float:
+    """About how long ``requests`` take at the API's limit, by the RateLimiter's rule: RATE_LIMIT
+    start at once, and each further RATE_LIMIT one paced period (RATE_PERIOD + ARRIVAL_MARGIN) later."""
+    return (RATE_PERIOD + ARRIVAL_MARGIN) * ((max(requests, 1) - 1) // RATE_LIMIT)
+
+
+def format_duration(seconds: float) -> str:
+    """``50 s``, ``1 min 2 s``, ``7 h 35 min``, ``12 days 3 h``: the two largest units."""
+    total = math.ceil(seconds)
+    minutes, secs = divmod(total, 60)
+    hours, mins = divmod(minutes, 60)
+    days, hrs = divmod(hours, 24)
+    if days:
+        return f"{days} day{'s' if days > 1 else ''}" + (f" {hrs} h" if hrs else "")
+    if hours:
+        return f"{hours} h" + (f" {mins} min" if mins else "")
+    if minutes:
+        return f"{minutes} min" + (f" {secs} s" if secs else "")
+    return f"{secs} s"
+
+
+def long_run_note(requests: int) -> str | None:
+    """Before the first request: a run the API's limit makes slow says so."""
+    if requests <= RATE_LIMIT:
+        return None
+    return (f"{requests:,} requests: at the API's {RATE_LIMIT} per minute this takes about "
+            f"{format_duration(pacing_seconds(requests))}")
 
 
 class Console:
@@ -1443,7 +1658,7 @@ class RateLimiter:
             if self._on_wait is not None:  # outside the lock: the callback writes to a terminal
                 self._on_wait(wait)
             waited = True
-            self._clock.wait(wait, cancel)
+            self._clock.wait(min(wait, RATE_WAIT_STEP), cancel)  # the progress line counts down each step
         if waited and self._on_wait is not None:
             self._on_wait(None)
         return True
@@ -1486,6 +1701,7 @@ class ApiCall:
     what: str  # names the call in messages: "ShowStatistics for 2026-05-08 … (Preset Service)"
     query: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    not_found_hint: str = ""  # the hint after an HTTP 404 (its CallKind's)
 
 
 @dataclass(frozen=True)
@@ -1499,12 +1715,13 @@ class CallKind:
     endpoint: str  # the name of the endpoint in Settings.endpoints: "maas", "iam"
     path: str  # may hold {project_id}
     read: Callable[[Any, str, Mapping[str, Any]], Any]  # (JSON data, what, body or params) -> what it fills
+    not_found_hint: str = ""  # what an HTTP 404 most likely means for this call, and what to check
 
     def request(self, endpoint: Endpoint, project_id: str | None, label: str, body: Mapping[str, Any] | None = None,
                 params: tuple[tuple[str, str], ...] = ()) -> ApiCall:
         data = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
         return ApiCall(self.method, endpoint, self.path.format(project_id=project_id), f"{self.name} for {label}",
-                       query=params, body=data)
+                       query=params, body=data, not_found_hint=self.not_found_hint)
 
     def planned(self, endpoint: Endpoint, project_id: str | None, body: Mapping[str, Any] | None,
                 params: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
@@ -1537,24 +1754,127 @@ class ClientOptions:
     concurrency: int
 
 
-def describe_network_error(exc: Exception, timeout: float) -> str:
-    """A short, secret-free description of a requests exception."""
-    import requests  # already loaded by the caller; imported for the exception classes
+@dataclass(frozen=True)
+class NetworkProblem:
+    """What went wrong below HTTP, in words, and whether another attempt may mend it."""
 
-    text = str(exc)
-    if isinstance(exc, requests.exceptions.SSLError):
-        match = re.search(r"certificate verify failed[^'\")]*", text)
-        return "TLS certificate verification failed" + (f" ({match.group(0).strip()})" if match else "")
-    if isinstance(exc, requests.exceptions.Timeout):
-        return f"no answer within {timeout:g} s (--timeout)"
-    for needle, meaning in (("refused", "connection refused"), ("reset", "connection reset by the server"),
-                            ("RemoteDisconnected", "the server closed the connection without answering"),
-                            ("Name or service not known", "the host name cannot be resolved"),
-                            ("nodename nor servname", "the host name cannot be resolved"),
-                            ("getaddrinfo failed", "the host name cannot be resolved")):
-        if needle in text:
-            return meaning
-    return f"network error ({type(exc).__name__})"
+    text: str
+    retry: bool = True
+    hint: str | None = None
+
+
+class NameNotResolvedInTime(TimeoutError):
+    """The host name's lookup outlasted the attempt (it goes on, for the next attempt to wait for)."""
+
+
+class AnswerCutShort(ConnectionError):
+    """The connection closed in the middle of the status line or headers: a network failure, not an answer."""
+
+
+CA_HINT = "the server's certificate is not trusted; for a private CA set REQUESTS_CA_BUNDLE to its PEM file"
+# OpenSSL's reasons for bytes that are no TLS record at all: most often an HTTP answer to the ClientHello.
+NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "PACKET_LENGTH_TOO_LONG",
+                   "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL"}
+
+
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it, outermost first: requests wraps urllib3, which wraps ssl and socket."""
+    chain: list[BaseException] = []
+    pending: list[Any] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if not isinstance(current, BaseException) or any(current is seen for seen in chain):
+            continue
+        chain.append(current)
+        pending += [getattr(current, "reason", None), current.__cause__, current.__context__,
+                    *[arg for arg in current.args if isinstance(arg, BaseException)]]
+    return chain
+
+
+def raised_in(exc: BaseException, function: str) -> bool:
+    """Whether ``exc`` was raised inside a Python function of that name (its traceback's frames)."""
+    import traceback
+
+    return any(frame.name == function for frame in traceback.extract_tb(exc.__traceback__))
+
+
+def describe_network_error(exc: Exception, timeout: float, expired: bool = False) -> NetworkProblem:
+    """A short, secret-free description of a failure below HTTP, and whether to try again."""
+    import http.client
+    import socket
+    import ssl
+
+    import requests
+    import urllib3
+    from urllib3.util.ssl_match_hostname import CertificateError
+
+    chain = exception_chain(exc)
+
+    def first(*kinds: type) -> Any:
+        return next((e for e in chain if isinstance(e, kinds)), None)
+
+    # ssl's do_handshake (and urllib3's, for TLS in TLS); around it, urllib3's ssl_wrap_socket
+    handshake = any(raised_in(e, "do_handshake") for e in chain)
+    tls_setup = any(raised_in(e, "ssl_wrap_socket") for e in chain)
+    certificate = first(ssl.SSLCertVerificationError, CertificateError)
+    if certificate is not None:
+        reason = getattr(certificate, "verify_message", None) or str(certificate.args[-1] if certificate.args else "")
+        reason = printable(str(reason), 120).rstrip(".")
+        return NetworkProblem("TLS certificate verification failed" + (f": {reason}" if reason else ""),
+                              retry=False, hint=CA_HINT)
+    if first(NameNotResolvedInTime):
+        return NetworkProblem(f"the host name was not resolved within {timeout:g} s (--timeout)")
+    timeouts = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, socket.timeout, TimeoutError)
+    if expired or any(isinstance(e, timeouts) and not isinstance(e, urllib3.exceptions.NewConnectionError)
+                      for e in chain):
+        return NetworkProblem(f"no answer within {timeout:g} s (--timeout)")
+    if first(socket.gaierror):
+        return NetworkProblem("the host name cannot be resolved")
+    tls = first(ssl.SSLError)
+    if tls is not None and tls_setup and not handshake:  # this client's own TLS set-up: the CA bundle
+        return NetworkProblem(f"cannot load the TLS certificates to trust ({printable(str(tls), 120)})",
+                              retry=False, hint="check that REQUESTS_CA_BUNDLE names a readable PEM file "
+                                                "of CA certificates")
+    if tls is not None:
+        return tls_problem(tls, handshake)
+    if first(AnswerCutShort):
+        return NetworkProblem("the connection closed in the middle of the answer's status line or headers")
+    if first(http.client.RemoteDisconnected):
+        return NetworkProblem("the server closed the connection without answering")
+    if first(ConnectionResetError):
+        return NetworkProblem("the connection was reset during the TLS handshake" if handshake
+                              else "connection reset by the server")
+    if first(ConnectionRefusedError):
+        return NetworkProblem("connection refused")
+    if first(http.client.IncompleteRead, urllib3.exceptions.IncompleteRead):
+        return NetworkProblem("the connection closed in the middle of the answer")
+    if first(http.client.BadStatusLine):
+        return NetworkProblem("the answer did not start with an HTTP status line")
+    cause = next((e for e in chain if isinstance(e, OSError) and e.strerror), None)
+    if cause is not None:
+        return NetworkProblem(f"network error: {printable(cause.strerror, 80)}")
+    return NetworkProblem(f"network error ({type(exc).__name__})")
+
+
+def tls_problem(error: Any, handshake: bool) -> NetworkProblem:
+    """A TLS failure named as such: an EOF is transient; an alert or a server that speaks no TLS is not."""
+    import ssl
+
+    reason = str(getattr(error, "reason", None) or "")
+    if isinstance(error, (ssl.SSLEOFError, ssl.SSLZeroReturnError)) or reason == "UNEXPECTED_EOF_WHILE_READING":
+        return NetworkProblem("the server closed the connection during the TLS handshake" if handshake
+                              else "the server cut the TLS connection short")
+    if reason in NOT_TLS_REASONS:
+        return NetworkProblem("the server did not speak TLS", retry=False,
+                              hint="an https:// endpoint needs a TLS port: check the URL's scheme and port")
+    words = reason.lower().replace("_", " ") or printable(str(error), 120)
+    if "alert " in words:
+        return NetworkProblem(f"the TLS handshake failed: the server sent the alert \"{words.split('alert ', 1)[1]}\"",
+                              retry=False, hint="the server refused this client's TLS: check the endpoint's URL, "
+                                                "and the proxy if one is in the way (HTTPS_PROXY)")
+    # Anything else inside the handshake is a set-up the two sides do not share; after it, a damaged record.
+    return NetworkProblem(f"the TLS handshake failed: {words}" if handshake else f"TLS error: {words}",
+                          retry=not handshake)
 
 
 def parse_json_text(text: str, what: str) -> Any:
@@ -1599,7 +1919,7 @@ def auth_hint(status: int) -> str:
             "(and iam:projects:get when the project id is looked up; or pass --project-id)")
 
 
-def checked_data(reply: Reply, what: str) -> Any:
+def checked_data(reply: Reply, what: str, not_found_hint: str = "") -> Any:
     """A final reply as JSON data, or the contract's error for its status."""
     if reply.status in (401, 403):
         raise AuthRejected(api_failure_message(what, reply), hint=auth_hint(reply.status))
@@ -1608,7 +1928,7 @@ def checked_data(reply: Reply, what: str) -> Any:
         if 300 <= reply.status < 400:
             location = printable(reply.headers.get("Location", ""), 120)
             message += f"; redirect to {location!r} not followed"
-        raise ApiError(message)
+        raise ApiError(message, hint=not_found_hint if reply.status == 404 and not_found_hint else None)
     return parse_json_text(reply.text, what)
 
 
@@ -1781,6 +2101,156 @@ def pool_slots(pool: Any) -> tuple[Callable[..., Any], Callable[[Any], None]] | 
     return (get, put) if callable(get) and callable(put) else None
 
 
+class Resolver:
+    """Host names looked up once per run, each wait bounded by the attempt's --timeout: getaddrinfo
+    cannot be interrupted, so it runs in a thread of its own and the attempt stops waiting for it
+    (the next attempt waits for the same lookup; a failed lookup is made afresh)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lookups: dict[tuple[str, int], Any] = {}
+
+    def addresses(self, host: str, port: int, timeout: float | None) -> list[str]:
+        """The IP addresses of ``host``, in the system's order; raises ``socket.gaierror`` or
+        ``NameNotResolvedInTime``."""
+        import concurrent.futures
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(host.split("%")[0])
+            return [host]
+        except ValueError:
+            pass
+        with self._lock:
+            lookup = self._lookups.get((host, port))
+            if lookup is None or (lookup.done() and lookup.exception() is not None):
+                lookup = self._lookups[(host, port)] = self._started(host, port)
+        ends = None if timeout is None else time.monotonic() + timeout
+        # In short steps, like _next_finished: a signal that lands just before a long wait starts
+        # (or in another thread) would otherwise leave Ctrl-C unanswered until the wait ends.
+        while True:
+            step = SIGNAL_CHECK_INTERVAL if ends is None else min(SIGNAL_CHECK_INTERVAL, ends - time.monotonic())
+            try:
+                infos = lookup.result(max(step, 0))
+                return list(dict.fromkeys(str(info[4][0]) for info in infos))
+            except concurrent.futures.TimeoutError:
+                if ends is not None and time.monotonic() >= ends:
+                    raise NameNotResolvedInTime(f"{host} was not resolved within {timeout:g} s") from None
+
+    @staticmethod
+    def _started(host: str, port: int) -> Any:
+        import socket
+        from concurrent.futures import Future
+
+        from urllib3.util.connection import allowed_gai_family
+
+        lookup: Future = Future()
+
+        def look_up() -> None:
+            try:
+                lookup.set_result(socket.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM))
+            except BaseException as exc:  # handed to whichever attempt waits for it
+                lookup.set_exception(exc)
+
+        try:
+            threading.Thread(target=look_up, daemon=True).start()
+        except RuntimeError:  # no thread left: look it up in this one, unbounded, rather than fail
+            look_up()
+        return lookup
+
+
+class HeaderLines:
+    """A response's socket file while ``HTTPResponse.begin`` reads the status line and headers,
+    noting a line that the connection cut short: http.client takes a cut header block for a whole one."""
+
+    def __init__(self, fp: Any) -> None:
+        self.fp, self.started, self.cut = fp, False, False
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = self.fp.readline(limit)
+        if not (line.endswith(b"\n") or 0 <= limit <= len(line)) and (line or self.started):
+            self.cut = True  # the end of the stream before the blank line that ends the headers
+        self.started = self.started or bool(line)
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fp, name)
+
+
+def final_response_class() -> type:
+    """http.client's response, reading to the final answer: it skips 100 Continue only, and would take
+    ``103 Early Hints`` (or any other interim answer) for the status; a status line or header block
+    that the connection cut short is ``AnswerCutShort``, a network failure, not an answer."""
+    import http.client
+
+    class FinalResponse(http.client.HTTPResponse):
+        def begin(self) -> None:
+            lines = self.fp = HeaderLines(self.fp)
+            try:
+                super().begin()
+            except http.client.HTTPException:
+                if lines.cut:
+                    raise AnswerCutShort("the connection closed in the middle of the headers") from None
+                raise
+            finally:
+                if self.fp is lines:
+                    self.fp = lines.fp
+            if lines.cut:
+                self.close()
+                raise AnswerCutShort("the connection closed in the middle of the headers")
+
+        def _read_status(self) -> Any:  # private, in every http.client since Python 3.0
+            while True:
+                version, status, reason = super()._read_status()
+                if not 100 <= status < 200 or status == 101:  # 101 ends HTTP on the connection: final
+                    return version, status, reason
+                http.client.parse_headers(self.fp)  # an interim answer's headers, not the final ones
+
+    return FinalResponse
+
+
+def resolving_connection(base: Any, resolver: Resolver) -> Any:
+    """urllib3's connection class ``base`` whose host name lookup and connect share --timeout (through
+    the run's ``resolver``, and urllib3's private ``_new_conn``/``_dns_host``; without them, urllib3's
+    own unbounded lookup), and whose responses are read to the final answer."""
+    import socket
+
+    from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+
+    class Resolving(base):
+        response_class = final_response_class()
+
+        def _new_conn(self) -> Any:
+            host, timeout = getattr(self, "_dns_host", None), self.timeout
+            if not isinstance(host, str):
+                return super()._new_conn()
+            budget = timeout if isinstance(timeout, (int, float)) else None
+            started = time.monotonic()
+            try:
+                addresses = resolver.addresses(host, self.port, budget)
+            except socket.gaierror as exc:
+                raise NameResolutionError(self.host, self, exc) from exc
+            except NameNotResolvedInTime as exc:
+                raise ConnectTimeoutError(self, str(exc)) from exc
+            try:
+                for address in addresses[:-1]:  # getaddrinfo answers at least one address or raises
+                    try:
+                        return self._connected(address, budget, started)
+                    except NewConnectionError:
+                        continue  # refused or unreachable there: the next address
+                return self._connected(addresses[-1], budget, started)
+            finally:
+                self._dns_host, self.timeout = host, timeout
+
+        def _connected(self, address: str, budget: float | None, started: float) -> Any:
+            self._dns_host = address  # an IP address: urllib3's own lookup of it asks no server
+            if budget is not None:  # the lookup and the connect share --timeout
+                self.timeout = max(budget - (time.monotonic() - started), 0.001)
+            return super()._new_conn()
+
+    return Resolving
+
+
 def watched_adapter() -> Any:
     """requests' HTTPAdapter whose connections report to the attempt's deadline, through urllib3's
     public hooks (a pool's ``ConnectionCls``, a manager's ``pool_classes_by_scheme``)."""
@@ -1805,11 +2275,13 @@ def watched_adapter() -> Any:
                 return super().request(*args, **kwargs)
         return Watched
 
+    resolver = Resolver()  # one per adapter: one per run
+
     class HTTPPool(connectionpool.HTTPConnectionPool):
-        ConnectionCls = watched(connection.HTTPConnection)
+        ConnectionCls = watched(resolving_connection(connection.HTTPConnection, resolver))
 
     class HTTPSPool(connectionpool.HTTPSConnectionPool):
-        ConnectionCls = watched(connection.HTTPSConnection)
+        ConnectionCls = watched(resolving_connection(connection.HTTPSConnection, resolver))
 
     pools = {"http": HTTPPool, "https": HTTPSPool}
 
@@ -1971,7 +2443,7 @@ class Client:
             if 200 <= outcome.status < 300:
                 self.warm = True
             if outcome.status not in RETRY_STATUSES:
-                return checked_data(outcome, call.what)
+                return checked_data(outcome, call.what, call.not_found_hint)
             failure = api_failure_message(call.what, outcome)
             retry_after = parse_retry_after(outcome.headers.get("Retry-After"), self.clock.wall())
         raise ApiError(failure + (f" (after {retries + 1} attempts)" if retries else ""),
@@ -2015,26 +2487,31 @@ class Client:
         return Reply(response.status_code, text, request_id, received)
 
     def _network_failure(self, call: ApiCall, exc: Exception, expired: bool) -> str:
-        """A retryable failure's description; raises for the failures a retry cannot mend."""
+        """A retryable failure's description; raises for the failures a retry cannot mend. Both name
+        the host and port, and where the endpoint's URL came from."""
         import requests
         import urllib3
 
-        timeout = self.options.timeout
-        if expired or isinstance(exc, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)):
-            return f"{call.what} failed: no answer within {timeout:g} s (--timeout)"
-        if isinstance(exc, requests.exceptions.SSLError):
-            raise ApiError(f"{call.what} failed: {describe_network_error(exc, timeout)}",
-                           hint="the server's certificate is not trusted; for a private CA set "
-                                "REQUESTS_CA_BUNDLE to its PEM file") from None
-        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                            urllib3.exceptions.HTTPError)):
-            return f"{call.what} failed: {describe_network_error(exc, timeout)}"
-        if isinstance(exc, requests.exceptions.RequestException):
-            raise ApiError(f"{call.what} failed: {describe_network_error(exc, timeout)}") from None
-        if isinstance(exc, OSError):  # requests reports an unreadable REQUESTS_CA_BUNDLE this way
-            raise ApiError(f"{call.what} failed: {exc.strerror or 'cannot load the TLS certificate bundle'}",
-                           hint="check that REQUESTS_CA_BUNDLE names a readable PEM file") from None
-        raise exc
+        if not expired and not isinstance(exc, (requests.exceptions.RequestException, urllib3.exceptions.HTTPError)):
+            if isinstance(exc, OSError):  # requests reports an unreadable REQUESTS_CA_BUNDLE this way
+                raise ApiError(f"{call.what} failed: {exc.strerror or 'cannot load the TLS certificate bundle'}",
+                               hint="check that REQUESTS_CA_BUNDLE names a readable PEM file") from None
+            raise exc
+        problem = describe_network_error(exc, self.options.timeout, expired)
+        if isinstance(exc, requests.exceptions.RequestException) and not isinstance(
+                exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+            problem = dataclasses.replace(problem, retry=False)  # a request requests cannot make (a bad URL)
+        where = call.endpoint.described
+        proxy = proxy_for(call.endpoint, self._env)
+        if proxy and any(isinstance(e, (requests.exceptions.ProxyError, urllib3.exceptions.ProxyError))
+                         for e in exception_chain(exc)):
+            parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            where += f", through the proxy {printable(parts.hostname or '?', 80)}:{port}"  # never its user or password
+        message = f"{call.what} failed: {problem.text} ({where})"
+        if not problem.retry:
+            raise ApiError(message, hint=problem.hint) from None
+        return message
 
     def _signed(self, call: ApiCall) -> tuple[str, dict, bytes]:
         from huaweicloudsdkcore.sdk_request import SdkRequest
@@ -2175,7 +2652,10 @@ def usage_of(data: Any, what: str, body: Mapping[str, Any]) -> Usage:
 
 
 IAM_PROJECTS = CallKind("IAM project lookup", "GET", "iam", IAM_PROJECTS_PATH, project_id_of)
-SHOW_STATISTICS = CallKind("ShowStatistics", "POST", "maas", STATISTICS_PATH, usage_of)
+SHOW_STATISTICS = CallKind("ShowStatistics", "POST", "maas", STATISTICS_PATH, usage_of, not_found_hint=(
+    "the project id may not belong to the region: check that the one given (--project-id, HW_PROJECT_ID, "
+    "HUAWEICLOUD_SDK_PROJECT_ID or the profile's project_id) is --region's, or give none and IAM looks it up; "
+    "a MaaS endpoint (--endpoint) of another region also answers 404"))
 
 
 def lookup_project_id(client: Client, iam: Endpoint, region: str) -> str:
@@ -2508,12 +2988,11 @@ def plan_rows(query: Query, now: datetime, stored_days: StoredDays | None = None
 
     ``stored_days(row, final_days)`` gives what a history store holds of a row's final days.
     """
-    keys: Sequence[str | None] = query.api_keys if query.by_key and query.api_keys is not None else (None,)
     rows = []
     for bucket in split_buckets(query.period, query.bucket, query.zone):
         whole = calendar_bucket(bucket.start, query.bucket, query.zone) if query.bucket else None
         for service_type in query.service_types:
-            for key in keys:
+            for key in row_keys(query):
                 row = Row(bucket, service_type, key, whole)
                 days = final_days(bucket, query.zone, now) if stored_days is not None else []
                 if stored_days is not None and days:
@@ -2521,6 +3000,11 @@ def plan_rows(query: Query, now: datetime, stored_days: StoredDays | None = None
                 row.windows = plan_windows(query, row, days)
                 rows.append(row)
     return rows
+
+
+def row_keys(query: Query) -> Sequence[str | None]:
+    """The key of each row per bucket and service type: each key label when split by key, else None."""
+    return query.api_keys if query.by_key and query.api_keys is not None else (None,)
 
 
 def plan_windows(query: Query, row: Row, days: Sequence[tuple[date, Period]]) -> list[Window]:
@@ -2580,6 +3064,15 @@ def final_days(period: Period, zone: tzinfo, now: datetime) -> list[tuple[date, 
 def windows_of(rows: Sequence[Row]) -> list[tuple[Row, Window]]:
     """Every live window with its row, in the order they are sent."""
     return [(row, window) for row in rows for window in row.windows]
+
+
+def request_count(query: Query) -> int:
+    """How many requests the plan of ``query`` and its previous period holds before any store,
+    counted without building it: ``len(windows_of(plan_rows(...)))`` for both, in no time and memory
+    however large."""
+    periods = [q for q in (query, query.previous_query()) if q is not None]
+    return len(query.service_types) * len(row_keys(query)) * sum(
+        window_count(q.period, q.bucket, q.zone) for q in periods)
 
 
 def unrecorded_days(query: Query, rows: Sequence[Row], now: datetime) -> list[str]:
@@ -2921,8 +3414,20 @@ def not_listed_row(query: Query, reconciliation: Reconciliation) -> Row:
     return row
 
 
+def check_cloud_eye_calls(count: int, limit: int, console: Console) -> None:
+    """--max-requests and the long-run note for the calls ListMetrics' answer makes necessary."""
+    if count > limit:
+        raise UsageError(f"Cloud Eye lists series that need {count:,} requests, more than --max-requests {limit}: "
+                         f"at {RATE_LIMIT} per minute that takes about {format_duration(pacing_seconds(count))}",
+                         hint="narrow it: a shorter range, or group by model or by key alone; or raise --max-requests")
+    note = long_run_note(count)
+    if note:
+        console.note(note)
+
+
 def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
-                   console: Console, now: datetime) -> tuple[list[Row], Reconciliation | None]:
+                   console: Console, now: datetime,
+                   max_requests: int = MAX_REQUESTS) -> tuple[list[Row], Reconciliation | None]:
     """ListMetrics, then the data calls (and ShowStatistics for the reconciliation) through ``fetch``,
     then one row per bucket and model/key."""
     statistics = statistics_rows(query, now)
@@ -2933,6 +3438,7 @@ def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id
                        found.__setitem__)
         series, (models, key_names) = found[0], found[1]
         windows = ces_windows(query, series)
+        check_cloud_eye_calls(len(windows) + len(windows_of(statistics)), max_requests, console)
         if windows or statistics:
             fetch(client, endpoints, project_id, [*((None, window) for window in windows), *windows_of(statistics)],
                   console, save=None)
@@ -3211,6 +3717,27 @@ class Store:
             if day in wanted and (start_ms, end_ms) == (wanted[day][1].start_ms, wanted[day][1].end_ms):
                 found[wanted[day][0]] = Usage.from_units(dict(zip((m.name for m in SUMS), sums)))
         self.days_read += len(found)
+        return found
+
+    def days_in_other_zones(self, query: Query, project_id: str, rows: Sequence[Row]) -> set[tuple]:
+        """The day rows (zone, service type, keys, date) of ``rows``' keys on the query's local dates
+        that the store holds under other time zones only: days are kept per zone, so these are
+        fetched live. Best effort: a store that cannot be read here answers none."""
+        import sqlite3
+
+        first = query.period.start.astimezone(query.zone).date().isoformat()
+        last = (query.period.end - timedelta(milliseconds=1)).astimezone(query.zone).date().isoformat()
+        found: set[tuple] = set()
+        for key in {self._key(query, project_id, row)[:-1] for row in rows}:  # the key without the zone
+            try:
+                held = self._db.execute(
+                    "SELECT timezone, day FROM days WHERE region=? AND project_id=? AND infer_type=?"
+                    " AND service_type=? AND api_keys=? AND ips=? AND day BETWEEN ? AND ?",
+                    (*key, first, last)).fetchall()
+            except sqlite3.Error:
+                return set()
+            here = {day for zone, day in held if zone == query.zone_name}
+            found.update((zone, *key[3:6], day) for zone, day in held if day not in here)
         return found
 
     def save(self, query: Query, project_id: str, row: Row, day: date, period: Period,
@@ -3495,9 +4022,12 @@ def render_table(report: Report, table_format: str | None, raw: bool, chart: str
                                        tablefmt=style, disable_numparse=True))
         parts.append(period_line(query))
     else:
-        parts.append(tabulate.tabulate(compared_lines(report.total, report.previous.total, query.batch),
+        known = comparable(report)
+        parts.append(tabulate.tabulate(compared_lines(report.total, report.previous.total, query.batch, known),
                                        headers=["Metric", "Value", "Previous", "Change"], tablefmt=style,
                                        disable_numparse=True, colalign=("left", "left", "left", "right")))
+        if not known:
+            parts.append(UNKNOWN_CHANGE_FOOTNOTE)
         parts.append(period_line(query))
         parts.append(period_line(report.previous.query).replace("Period:", "Previous:", 1))
     if raw:
@@ -3505,6 +4035,17 @@ def render_table(report: Report, table_format: str | None, raw: bool, chart: str
         parts += [f"{window.label}: {json.dumps(_exact_json(window.response))}"
                   for _, window in windows_of(report.rows)]
     return "\n".join(parts) + "\n"
+
+
+UNKNOWN_CHANGE_FOOTNOTE = ("n/a: the previous period lies (partly) before MaaS's 30-day retention; "
+                           "a history store (--store) keeps it")
+
+
+def comparable(report: Report) -> bool:
+    """--compare: whether a change can be told. Not when part of either period lies before MaaS's
+    retention and was fetched live: the API may answer it with zeros, and a change from them
+    (``new``, ``+900%``) would be made up."""
+    return report.coverage.complete and (report.previous is None or report.previous.coverage.complete)
 
 
 def metric_changes(current: Usage, previous: Usage) -> dict[str, Decimal | None]:
@@ -3534,11 +4075,13 @@ def change_text(metric: Metric, change: Decimal | None, value: Any) -> str:
     return f"{change:+.1f}%"
 
 
-def compared_lines(current: Usage, previous: Usage, batch: bool) -> list[tuple[str, str, str, str]]:
-    """The totals table with --compare: metric, value, previous value, change."""
+def compared_lines(current: Usage, previous: Usage, batch: bool,
+                   known: bool = True) -> list[tuple[str, str, str, str]]:
+    """The totals table with --compare: metric, value, previous value, change (``n/a`` unless ``known``)."""
     changes, now, before = metric_changes(current, previous), current.metrics(), previous.metrics()
     return [(metric.label, metric_text(metric, now[metric.name]), metric_text(metric, before[metric.name]),
-             change_text(metric, changes[metric.name], now[metric.name])) for metric in shown_metrics(batch)]
+             change_text(metric, changes[metric.name], now[metric.name]) if known else "n/a")
+            for metric in shown_metrics(batch)]
 
 
 def _json_metrics(usage: Usage) -> dict[str, Any]:
@@ -3601,7 +4144,7 @@ def render_json(report: Report, raw: bool) -> str:
         if query.groupings:
             document["previous"]["rows"] = [_json_row(row, query, with_source=report.store is not None)
                                             for row in before.rows]
-        document["change"] = {name: None if value is None else float(value)
+        document["change"] = {name: None if value is None or not comparable(report) else float(value)
                               for name, value in metric_changes(report.total, before.total).items()}
     if report.store is not None:
         document["store"] = report.store
@@ -4037,13 +4580,6 @@ def check_clock(endpoint: Endpoint | None, session: Any, env: Mapping[str, str],
     return CheckStep("clock", "ok", detail), skew
 
 
-def format_duration(seconds: int) -> str:
-    minutes, seconds = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    parts = [f"{hours} h" if hours else "", f"{minutes} min" if minutes else "", f"{seconds} s" if seconds else ""]
-    return " ".join(part for part in parts if part) or "0 s"
-
-
 def signed_checks(settings: Settings, credentials: Credentials | None, reachable: Mapping[str, bool],
                   blocked: str | None, env: Mapping[str, str], clock: Clock, console: Console) -> list[CheckStep]:
     """Steps 4 to 6, in order, one signed request each at most; nothing is signed after a 401."""
@@ -4181,7 +4717,7 @@ credentials, the first found: --credentials-file, HW_ACCESS_KEY/HW_SECRET_KEY[/H
   HUAWEICLOUD_SDK_AK/SK[/SECURITY_TOKEN], the SDK profile (HUAWEICLOUD_SDK_CREDENTIALS_FILE or
   ~/.huaweicloud/credentials). Keys are never accepted on the command line and never printed.
 exit codes: 0 success; 1 API or network failure, a malformed answer, or a result that could not be
-  written; 2 usage error; 3 credentials missing or rejected; 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
+  written; 2 usage error (or a package this Python lacks); 3 credentials missing or rejected; 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
   (each ends the run with stdout empty).
 """
 
@@ -4270,6 +4806,10 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--retries", type=int, default=3, metavar="N", help="retries after HTTP 429, 500, 502, 503, 504 and network errors (default 3)")
     what.add_argument("--concurrency", type=int, default=MAX_CONCURRENCY, metavar="N",
                       help=f"requests in flight, 1-{MAX_CONCURRENCY} (default {MAX_CONCURRENCY})")
+    what.add_argument("--max-requests", type=int, default=MAX_REQUESTS, metavar="N",
+                      help=f"refuse a query that needs more than N requests (default {MAX_REQUESTS}: about "
+                           f"{format_duration(pacing_seconds(MAX_REQUESTS))} at the API's {RATE_LIMIT}/min), "
+                           "dry runs included; counted before anything is sent")
 
     out = parser.add_argument_group("output")
     out.add_argument("--format", choices=tuple(FORMAT_OPTIONS), default="table",
@@ -4367,7 +4907,7 @@ def group_by_words(values: Sequence[str] | None) -> list[str]:
 
 
 def check_table_format(name: str | None) -> None:
-    if name is None:
+    if name is None or lacking_packages(("tabulate",)):  # without tabulate, the run says so before a table
         return
     import tabulate  # only when a style is named
 
@@ -4576,7 +5116,9 @@ class Settings:
     client: ClientOptions
     output: OutputOptions
     store: StoreOptions | None
+    packages: tuple[str, ...] = ()  # the packages a run that sends requests needs
     monitor: Endpoint | None = None  # the MaaS monitor (Cloud Eye's model and key names)
+    max_requests: int = MAX_REQUESTS  # checked for Cloud Eye runs once ListMetrics has answered
 
     @property
     def endpoints(self) -> dict[str, Endpoint]:
@@ -4642,6 +5184,28 @@ def resolve_project_id(given: str | None, credentials: Credentials | None,
     return lookup() if lookup is not None else None
 
 
+def check_request_count(query: Query, limit: int) -> None:
+    """--max-requests: refuse a plan larger than ``limit``, saying how long it would take and how to
+    narrow it. Counted, not built: a plan of millions of requests is refused at once."""
+    if limit < 1:
+        raise UsageError("--max-requests must be at least 1")
+    needed = request_count(query)
+    if needed <= limit:
+        return
+    ways = ["a shorter range"]
+    units = list(UNITS.values())  # finest first
+    if query.bucket is not None and query.bucket is not units[-1]:
+        coarser = units[units.index(query.bucket) + 1]
+        ways.insert(0, f"a coarser bucket (--group-by {coarser.name} instead of {query.bucket.name})")
+    if query.by_key:
+        ways.append("fewer --api-keys")
+    if len(query.service_types) > 1:
+        ways.append("fewer service types")
+    raise UsageError(f"this query needs {needed:,} requests, more than --max-requests {limit}: at the API's "
+                     f"{RATE_LIMIT} per minute that takes about {format_duration(pacing_seconds(needed))}",
+                     hint=f"narrow it: {', '.join(ways)}; or raise --max-requests")
+
+
 def record_period(period: Period, zone: tzinfo, now: datetime) -> Period:
     """--record: the range's whole final days (its rows are days)."""
     days = final_days(period, zone, now)
@@ -4658,12 +5222,16 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     check_no_empty_values(args)
     check_flag_rules(flags_given(args, env))
     query = cloud_eye_query(_query_filters(args, *_range_and_zone(args, env, now, console), console), console)
+    if not args.check and not query.cloud_eye:  # the check plans no query; Cloud Eye's calls need its list
+        check_request_count(query, args.max_requests)
     project_id, maas, iam, ces = _endpoints(args, env)
     client = _client_options(args)
     mode = "check" if args.check else "dry-run" if args.dry_run else "record" if args.record else "query"
+    os_zone = args.timezone is None and not tz_name_from_env(env.get("TZ"))  # the zone comes from tzlocal
     return Settings(mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file,
                     maas=maas, iam=iam, ces=ces, client=client, output=_output_options(args, env, stdout_encoding),
-                    store=_store_options(args, env), monitor=monitor_endpoint(args, env))
+                    store=_store_options(args, env), packages=needed_packages(args.format, os_zone=os_zone),
+                    monitor=monitor_endpoint(args, env), max_requests=args.max_requests)
 
 
 TEXT_FLAGS = ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file", "endpoint",
@@ -4778,6 +5346,7 @@ def _store_options(args: argparse.Namespace, env: Mapping[str, str]) -> StoreOpt
 
 def run(settings: Settings, env: Mapping[str, str], clock: Clock, console: Console) -> str:
     """One run after validation; returns the text for stdout."""
+    check_packages(settings, console)
     if settings.mode == "check":  # first contact: its own requests, no store
         return check_account(settings, env, clock, console)
     if settings.query.cloud_eye and settings.store is not None:
@@ -4791,6 +5360,18 @@ def run(settings: Settings, env: Mapping[str, str], clock: Clock, console: Conso
     finally:
         if store is not None:
             store.close()
+
+
+def check_packages(settings: Settings, console: Console) -> None:
+    """A run that sends requests ends here when this Python lacks a package it needs; a dry run,
+    which needs none, notes what a real run would lack."""
+    lacking = lacking_packages(settings.packages)
+    if not lacking:
+        return
+    error = missing_packages_error(lacking)
+    if settings.mode != "dry-run":
+        raise error
+    console.note(f"a real run would fail: {error}; {error.hint}")
 
 
 def open_store(options: StoreOptions | None, console: Console, read_only: bool) -> Store | None:
@@ -4840,6 +5421,8 @@ def dry_run(settings: Settings, store: Store | None, console: Console, now: date
     rows = plan(settings, store, project_id, console, now, query)
     previous = plan(settings, store, project_id, console, now, query.previous_query())
     warn_about_retention(query, unrecorded_days(query, rows + previous, now) if store else None, console, now)
+    if store is not None and project_id is not None:
+        other_zone_counts(store, project_id, [(query, rows), (query.previous_query(), previous)], console)
     coverage = coverage_of(query, rows, now)
     first = cloud_eye_plan(settings, project_id, console) if query.cloud_eye else []
     return render_plan(query, project_id, settings.endpoints, rows, coverage, settings.output.format, previous, first)
@@ -4877,14 +5460,20 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
         previous_rows = plan(settings, store, project_id, console, now, previous_query)
         unrecorded = unrecorded_days(query, rows + previous_rows, now) if store else None
         warn_about_retention(query, unrecorded, console, now)
+        other_zones = other_zone_counts(store, project_id, [(query, rows), (previous_query, previous_rows)],
+                                        console) if store else {}
         windows = windows_of(rows + previous_rows)  # the previous period's after the current ones
+        note = long_run_note(len(windows))
+        if note:
+            console.note(note)
         if windows:
             fetch(connected(), settings.endpoints, project_id, windows, console,
                   save=None if store is None else lambda row, window: save_day(store, query, project_id, row,
                                                                                 window, now))
         reconciliation = None
         if query.cloud_eye:
-            rows, reconciliation = cloud_eye_rows(connected(), settings.endpoints, project_id, query, console, now)
+            rows, reconciliation = cloud_eye_rows(connected(), settings.endpoints, project_id, query, console, now,
+                                                  settings.max_requests)
     finally:
         if client is not None:
             client.close()
@@ -4901,8 +5490,26 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
                 raise StoreError(store.write_failure)
             console.note(f"{store.write_failure}; the result is complete all the same")
         report.store = {"path": store.path, "days_read": store.days_read, "days_saved": store.days_saved,
-                        "days_unrecorded": unrecorded}
+                        "days_unrecorded": unrecorded, "days_other_zones": other_zones}
     return render(report, settings.output)
+
+
+def other_zone_counts(store: Store, project_id: str, planned: Sequence[tuple[Query | None, list[Row]]],
+                      console: Console) -> dict[str, int]:
+    """Day rows of the planned rows' keys that the store holds under other time zones only, by
+    zone; a note for each says how to read them."""
+    found: set[tuple] = set()
+    for query, rows in planned:
+        if query is not None:
+            found |= store.days_in_other_zones(query, project_id, rows)
+    counts: dict[str, int] = {}
+    for zone, *_ in sorted(found):
+        counts[zone] = counts.get(zone, 0) + 1
+    for zone, count in counts.items():
+        console.note(f"the store holds {count} day{'s' if count > 1 else ''} of this query recorded in "
+                     f"{printable(zone)}; days are kept per zone, so these are fetched live "
+                     f"(--timezone {printable(zone)} reads them)")
+    return counts
 
 
 def fetch(client: Client, endpoints: Mapping[str, Endpoint], project_id: str,

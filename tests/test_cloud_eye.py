@@ -328,3 +328,10 @@ def test_a_chart_of_days_per_model(cli, hourly):
               "--chart")
     assert run.code == 0, run.stderr
     assert "Total Tokens\n" in run.stdout and "DeepSeek-V3" in run.stdout
+
+
+def test_max_requests_counts_the_calls_listmetrics_makes_necessary(cli, hourly):
+    run = cli("--from", "2026-04-20", "--to", "2026-05-20", "--timezone", "UTC", "--group-by", "model",
+              "--max-requests", "2")
+    assert run.code == 2 and "--max-requests 2" in run.stderr
+    assert hourly.requests_of("ces_data") == [] and len(hourly.requests_of("ces_metrics")) >= 1

@@ -471,9 +471,9 @@ def test_the_201st_start_waits_until_the_first_is_60_seconds_old():
     for _ in range(199):         # t = 10
         pacer.acquire()
     assert clock.sleeps == []
-    pacer.acquire()              # the 201st: waits until t = 60
+    pacer.acquire()              # the 201st: waits until t = 60, in steps the progress line counts down
     assert clock.now == 60.0
-    assert clock.sleeps == [50.0]
+    assert clock.sleeps == [m.RATE_WAIT_STEP] * 50
     pacer.acquire()              # the 202nd: the other 199 started at t = 10, so it waits until t = 70
     assert clock.now == 70.0
 
