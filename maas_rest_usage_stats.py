@@ -56,7 +56,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from datetime import date, datetime, timedelta, timezone, tzinfo  # noqa: E402
 from decimal import ROUND_HALF_UP, Decimal, localcontext  # noqa: E402
 from functools import lru_cache  # noqa: E402
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence  # noqa: E402
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence  # noqa: E402
 from urllib.parse import quote, urlsplit  # noqa: E402
 
 __version__ = "1.0.0"
@@ -3425,14 +3425,14 @@ def check_cloud_eye_calls(count: int, limit: int, console: Console) -> None:
         console.note(note)
 
 
-def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
-                   console: Console, now: datetime,
-                   max_requests: int = MAX_REQUESTS) -> tuple[list[Row], Reconciliation | None]:
-    """ListMetrics, then the data calls (and ShowStatistics for the reconciliation) through ``fetch``,
-    then one row per bucket and model/key."""
-    statistics = statistics_rows(query, now)
+def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
+                      statistics: Sequence[Row], console: Console, max_requests: int) -> tuple[
+                          list[Series], dict[str, str], dict[str, str], list[Window]]:
+    """ListMetrics and the names in parallel (once a signed request has passed), then the data calls
+    and the reconciliation's ShowStatistics windows through ``fetch``: the series, the model and key
+    names, and the data windows filled."""
     try:
-        found: dict[int, Any] = {}  # ListMetrics and the names in parallel (once a signed request has passed)
+        found: dict[int, Any] = {}
         client.fan_out([lambda: listed_series(client, endpoints["ces"], project_id, query),
                         lambda: model_and_key_names(client, endpoints.get("monitor"), project_id, console)],
                        found.__setitem__)
@@ -3446,19 +3446,32 @@ def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id
         if not str(exc).startswith("Cloud Eye"):  # ShowStatistics' own refusal keeps its hint
             raise
         raise AuthRejected(str(exc), hint=CES_PERMISSION_HINT) from None
-    missing = missing_metrics(series) if series else frozenset()
+    return series, models, key_names, windows
+
+
+def noted_missing(series: Sequence[Series], query: Query, console: Console) -> frozenset[str]:
+    """The metrics Cloud Eye does not list (none when it lists no series at all), each named in a note."""
     if not series:
         console.note(f"Cloud Eye lists no {CES_NAMESPACE} series with the dimensions {', '.join(ces_dimensions(query))}"
                      ": no model service had calls it keeps")
+        return frozenset()
+    missing = missing_metrics(series)
     if missing:
         console.note("Cloud Eye lists no " + in_words(sorted(
             name for metric in SUMS if metric.name in missing for name in CES_SUMS[metric.field or ""]))
             + f": {in_words(sorted(missing))} show as -")
-    buckets = split_buckets(query.period, query.bucket, query.zone)
+    return missing
+
+
+RowKey = tuple[Optional[str], Optional[str]]  # (model id, key id) of a Cloud Eye row
+
+
+def bucket_sums(query: Query, buckets: Sequence[Period], windows: Sequence[Window]) -> dict[tuple[int, RowKey],
+                                                                                        dict[str, Decimal]]:
+    """Each metric's datapoints added up exactly per (bucket index, row key): an hour counts in the
+    bucket its start lies in."""
     starts = [bucket.start_ms for bucket in buckets]
-    keys = sorted({row_key(query, dims) for _, dims in series},
-                  key=lambda k: (models.get(k[0] or "", k[0] or ""), key_names.get(k[1] or "", k[1] or "")))
-    sums: dict[tuple[int, tuple[str | None, str | None]], dict[str, Decimal]] = {}
+    sums: dict[tuple[int, RowKey], dict[str, Decimal]] = {}
     with localcontext() as context:
         context.prec = 60
         for window in windows:
@@ -3466,8 +3479,24 @@ def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id
                 for at, value in points:
                     index = bisect.bisect_right(starts, at) - 1
                     if 0 <= index and at < buckets[index].end_ms:
-                        bucket_sums = sums.setdefault((index, row_key(query, dims)), {})
-                        bucket_sums[name] = bucket_sums.get(name, ZERO) + value
+                        found = sums.setdefault((index, row_key(query, dims)), {})
+                        found[name] = found.get(name, ZERO) + value
+    return sums
+
+
+def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
+                   console: Console, now: datetime,
+                   max_requests: int = MAX_REQUESTS) -> tuple[list[Row], Reconciliation | None]:
+    """One row per bucket and listed model/key, summed from Cloud Eye's hours; with the reconciliation
+    (and the row of what Cloud Eye did not list) when the period lies inside MaaS's 30 days."""
+    statistics = statistics_rows(query, now)
+    series, models, key_names, windows = cloud_eye_answers(client, endpoints, project_id, query, statistics,
+                                                           console, max_requests)
+    missing = noted_missing(series, query, console)
+    buckets = split_buckets(query.period, query.bucket, query.zone)
+    sums = bucket_sums(query, buckets, windows)
+    keys = sorted({row_key(query, dims) for _, dims in series},
+                  key=lambda k: (models.get(k[0] or "", k[0] or ""), key_names.get(k[1] or "", k[1] or "")))
     rows = []
     for index, bucket in enumerate(buckets):
         whole = calendar_bucket(bucket.start, query.bucket, query.zone) if query.bucket else None
