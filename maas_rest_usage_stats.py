@@ -3301,6 +3301,11 @@ def ces_call_split(series: int, hours: int) -> tuple[int, int]:
     return hours_per_call, max(1, min(CES_MAX_SERIES, CES_MAX_DATAPOINTS // hours_per_call, series))
 
 
+def cloud_eye_calls_at_least(query: Query) -> int:
+    """Cloud Eye calls a run makes whatever ListMetrics answers: itself, and a data call per 10 days."""
+    return 1 + -(-(query.period.end_ms - query.period.start_ms) // (CES_MAX_HOURS * CES_PERIOD_MS))
+
+
 def ces_windows(query: Query, series: Sequence[Series]) -> list[Window]:
     """The BatchListMetricData calls that cover every series over the (whole-hour) period."""
     start_ms, end_ms = query.period.start_ms, query.period.end_ms
@@ -5477,7 +5482,8 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
 
     def looked_up() -> str:
         if store is None:  # while IAM answers, open the MaaS (or Cloud Eye) connections the windows will need
-            planned = sum(len(windows_of(plan_rows(q, now))) for q in (query, previous_query) if q is not None)
+            planned = cloud_eye_calls_at_least(query) if query.cloud_eye else sum(
+                len(windows_of(plan_rows(q, now))) for q in (query, previous_query) if q is not None)
             connected().preopen(settings.ces if query.cloud_eye else settings.maas,
                                 min(planned, settings.client.concurrency))
         return lookup_project_id(connected(), settings.iam, query.region)

@@ -335,3 +335,4 @@ def test_max_requests_counts_the_calls_listmetrics_makes_necessary(cli, hourly):
               "--max-requests", "2")
     assert run.code == 2 and "--max-requests 2" in run.stderr
     assert hourly.requests_of("ces_data") == [] and len(hourly.requests_of("ces_metrics")) >= 1
+
