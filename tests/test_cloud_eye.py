@@ -336,3 +336,20 @@ def test_max_requests_counts_the_calls_listmetrics_makes_necessary(cli, hourly):
     assert run.code == 2 and "--max-requests 2" in run.stderr
     assert hourly.requests_of("ces_data") == [] and len(hourly.requests_of("ces_metrics")) >= 1
 
+
+
+def test_sums_stay_exact_when_cloud_eye_also_answers_the_hour_of_to_and_calls_are_retried(cli, hourly):
+    hourly.ces.to_inclusive = True
+    hourly.add_fault("status", path="ces_data", status=500, times=2)
+    run = cli("--from", "2026-04-20", "--to", "2026-05-20", "--timezone", "UTC", "--group-by", "model",
+              "--format", "json")
+    assert run.code == 0, run.stderr
+    start, end = ms("2026-04-20T00:00", "UTC"), ms("2026-05-20T00:00", "UTC")
+    for row in run.json()["rows"]:
+        assert metrics_of(row) == oracle(hourly.cloud_eye_usage(start, end, model_id=row["model_id"]))
+
+
+def test_a_401_from_cloud_eye_is_exit_3(cli, hourly):
+    hourly.add_fault("status", path="ces_metrics", status=401)
+    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--group-by", "api-key")
+    assert run.code == 3 and "ces:metrics:list" in run.stderr
