@@ -40,6 +40,7 @@ if __name__ == "__main__":
             signal.signal(_signum, _interrupted_while_loading)
 
 import argparse  # noqa: E402
+import bisect  # noqa: E402
 import dataclasses  # noqa: E402
 import errno  # noqa: E402
 import json  # noqa: E402
@@ -55,7 +56,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from datetime import date, datetime, timedelta, timezone, tzinfo  # noqa: E402
 from decimal import ROUND_HALF_UP, Decimal, localcontext  # noqa: E402
 from functools import lru_cache  # noqa: E402
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence  # noqa: E402
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence  # noqa: E402
 from urllib.parse import quote, urlsplit  # noqa: E402
 
 __version__ = "1.0.0"
@@ -104,6 +105,18 @@ CES_ENDPOINT_TEMPLATE = "https://ces.{region}.myhuaweicloud.com"
 LIST_METRICS_PATH = "/V1.0/{project_id}/metrics"  # Cloud Eye API reference, ListMetrics
 # MaaS calls per model service (dimension maas_api_id) and key: MaaS user guide, usermanual_maas_0068.
 CES_NAMESPACE = "SYS.MaaS"
+BATCH_METRIC_DATA_PATH = "/V1.0/{project_id}/batch-query-metric-data"  # Cloud Eye API reference, BatchListMetricData
+# huaweicloudsdkces' BatchListMetricDataRequestBody docstrings: metrics "[1,500]"; with period 3600, a
+# to - from over 10 days moves from forward; the API reference: series x (to - from) / period <= 3000,
+# else from moves forward too. Both silently: every call keeps within all three.
+CES_MAX_SERIES = 500
+CES_MAX_DATAPOINTS = 3000
+CES_MAX_HOURS = 10 * 24
+CES_LIST_LIMIT = 1000  # ListMetrics: limit in [1, 1000]
+CES_RETENTION = timedelta(days=155)  # Cloud Eye FAQ "How Long Is Metric Data Retained?": hourly sums, 155 days
+MONITOR_ENDPOINT_TEMPLATE = "https://maas.{region}.myhuaweicloud.com"  # cloudeye-exporter's default (unverified)
+MONITOR_INSTANCES_PATH = "/v1/{project_id}/maas/monitor/instances"  # cloudeye-exporter, collector/maas*.go
+MONITOR_PAGE = 100
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
 MAX_WINDOW = timedelta(days=30)  # API rejects end_time - start_time > 30 days
@@ -163,7 +176,7 @@ class Metric:
 def _error_rate(values: Mapping[str, Any]) -> Decimal | None:
     """Percent of requests that failed, 2 decimals half up; None without requests."""
     requests, errors = values["total_requests"], values["total_errors"]
-    if not requests:
+    if not requests or errors is None:
         return None
     return (Decimal(errors) * 100 / requests).quantize(Decimal("0.01"), ROUND_HALF_UP)
 
@@ -2773,13 +2786,14 @@ class Usage:
     """Exact sums, one per metric of SUMS, in the API's units: counts as integers, tokens in
     thousands as Decimal. ``Usage(requests=3, tokens_k=Decimal("1.5"))``; a sum not given is 0."""
 
-    __slots__ = ("sums",)
+    __slots__ = ("sums", "missing")
 
-    def __init__(self, **sums: Any) -> None:
+    def __init__(self, missing: frozenset[str] = frozenset(), **sums: Any) -> None:
         unknown = set(sums) - {m.field for m in SUMS}
         if unknown:
             raise TypeError(f"Usage has no sum {sorted(unknown)}")
         self.sums = {m.field: sums.get(m.field, 0 if m.api_unit == 1 else ZERO) for m in SUMS}
+        self.missing = missing  # metric names the source does not have: shown as "-" (null), never 0
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -2823,7 +2837,8 @@ class Usage:
     def __add__(self, other: Usage) -> Usage:
         with localcontext() as context:
             context.prec = 60  # sums stay exact far beyond any real total
-            return Usage(**{name: value + other.sums[name] for name, value in self.sums.items()})
+            return Usage(self.missing | other.missing,
+                         **{name: value + other.sums[name] for name, value in self.sums.items()})
 
     def metrics(self) -> dict[str, Any]:
         """The contract's METRICS: actual units as integers (tokens rounded half up), the derived ones."""
@@ -2833,6 +2848,8 @@ class Usage:
             for metric in METRICS:
                 if metric.field is None:
                     values[metric.name] = metric.derive(values)
+                elif metric.name in self.missing:
+                    values[metric.name] = None
                 elif metric.api_unit == 1:
                     values[metric.name] = self.sums[metric.field]
                 else:
@@ -2868,10 +2885,16 @@ class Query:
     bucket: CalendarUnit | None  # the time unit rows are grouped by, if any
     by_key: bool
     previous: Period | None = None  # --compare: the period the report is compared with
+    by_model: bool = False
 
     @property
     def batch(self) -> bool:
         return self.infer_type == "batch"
+
+    @property
+    def cloud_eye(self) -> bool:
+        """Whether rows come from Cloud Eye: split by model, or by key without --api-keys."""
+        return self.by_model or (self.by_key and self.api_keys is None)
 
     @property
     def groupings(self) -> tuple[Grouping, ...]:
@@ -2904,21 +2927,28 @@ class Row:
     """One output row: a time bucket, a service type and (when split by key) one key."""
 
     period: Period  # the row's part of the range
-    service_type: int
+    service_type: int | None  # None for Cloud Eye rows: it does not tell preset from own services
     api_key: str | None
     bucket: Period | None = None  # the whole calendar hour, day, week or month of a time-bucket row
     stored: dict[date, Usage] = field(default_factory=dict)  # days read from the store
     windows: list[Window] = field(default_factory=list)  # the rest, fetched live
+    model_id: str | None = None  # Cloud Eye rows: maas_api_id, its name, and maas_key_id
+    model: str | None = None
+    api_key_id: str | None = None
+    cloud_eye: Usage | None = None  # Cloud Eye rows: the sum of their hours
 
     @property
     def total(self) -> Usage:
         unfetched = [w.label for w in self.windows if w.usage is None]
         if unfetched:
             raise ValueError(f"row total asked before its windows were fetched: {unfetched}")
-        return total_of([*self.stored.values(), *(w.usage for w in self.windows if w.usage is not None)])
+        return total_of([*self.stored.values(), *(w.usage for w in self.windows if w.usage is not None),
+                         *([self.cloud_eye] if self.cloud_eye is not None else [])])
 
     @property
     def source(self) -> str:
+        if self.cloud_eye is not None:  # a Cloud Eye row has an id; the row of what it did not list has none
+            return "cloud_eye" if self.model_id or self.api_key_id else "show_statistics"
         if self.stored:
             return "mixed" if self.windows else "store"
         return "live"
@@ -2944,6 +2974,7 @@ class Grouping:
     csv_columns: tuple[str, ...]
     csv: Callable[[Row, Query], list[Any]]  # the CSV line's values for csv_columns
     prometheus: Callable[[Row, Query], list[tuple[str, str]]]  # the labels of a row's samples
+    cloud_eye_only: bool = False  # its JSON fields and CSV columns appear in Cloud Eye runs only
 
 
 def _bucket_header(query: Query) -> str:
@@ -2957,25 +2988,46 @@ def _row_bounds(row: Row, query: Query) -> list[str]:
 
 TIME_BUCKET = Grouping(
     "time bucket", split=lambda query: query.bucket is not None, header=_bucket_header,
-    label=lambda row, query: bucket_label(row, query),
+    label=lambda row, query: bucket_label(row, query) if row.bucket is not None else "whole period",
     json=lambda row, query: dict(zip(("start", "end"), _row_bounds(row, query))),
     csv_columns=("start", "end"), csv=_row_bounds,
     prometheus=lambda row, query: [])  # no time buckets in Prometheus: the collector has no timestamps
 SERVICE_TYPE = Grouping(
-    "service-type", split=lambda query: len(query.service_types) > 1, header=lambda query: "Service",
-    label=lambda row, query: SHORT_SERVICE_NAMES[row.service_type],
-    json=lambda row, query: {"service_type": row.service_type, "service_name": SERVICE_NAMES[row.service_type]},
-    csv_columns=("service_type",), csv=lambda row, query: [row.service_type],
+    "service-type", split=lambda query: len(query.service_types) > 1 and not query.cloud_eye,
+    header=lambda query: "Service", label=lambda row, query: SHORT_SERVICE_NAMES[row.service_type],
+    json=lambda row, query: {"service_type": row.service_type, "service_name": SERVICE_NAMES.get(row.service_type)},
+    csv_columns=("service_type",), csv=lambda row, query: ["" if row.service_type is None else row.service_type],
     # Every sample names its service and the inference type it ran as, split or not.
-    prometheus=lambda row, query: [("service_type", str(row.service_type)),
-                                   ("service", SERVICE_NAMES[row.service_type]), ("infer_type", query.infer_type)])
+    prometheus=lambda row, query: [*([("service_type", str(row.service_type)),
+                                      ("service", SERVICE_NAMES[row.service_type])]
+                                     if row.service_type is not None else []), ("infer_type", query.infer_type)])
 API_KEY = Grouping(
     "api-key", split=lambda query: query.by_key, header=lambda query: "API Key",
-    label=lambda row, query: printable(row.api_key or '""', KEY_LABEL_WIDTH),
+    label=lambda row, query: printable((row.api_key if row.api_key is not None else row.api_key_id) or '""',
+                                       KEY_LABEL_WIDTH),
     json=lambda row, query: {"api_key": row.api_key},
     csv_columns=("api_key",), csv=lambda row, query: ["" if row.api_key is None else row.api_key],
     prometheus=lambda row, query: [("api_key", row.api_key)] if query.by_key and row.api_key is not None else [])
-GROUPINGS = (TIME_BUCKET, SERVICE_TYPE, API_KEY)  # in the order of table columns, JSON fields and CSV columns
+MODEL = Grouping(
+    "model", split=lambda query: query.by_model, header=lambda query: "Model",
+    label=lambda row, query: printable(row.model or row.model_id or "", KEY_LABEL_WIDTH),
+    json=lambda row, query: {"model_id": row.model_id, "model": row.model},
+    csv_columns=("model_id", "model"), csv=lambda row, query: [row.model_id or "", row.model or ""],
+    prometheus=lambda row, query: [("model_id", row.model_id or ""), ("model", row.model or row.model_id or "")]
+    if query.by_model else [], cloud_eye_only=True)
+API_KEY_ID = Grouping(  # the key's Cloud Eye id: API_KEY's column shows the name, else this id
+    "api-key", split=lambda query: False, header=lambda query: "API Key Id", label=lambda row, query: "",
+    json=lambda row, query: {"api_key_id": row.api_key_id},
+    csv_columns=("api_key_id",), csv=lambda row, query: [row.api_key_id or ""],
+    prometheus=lambda row, query: [("api_key_id", row.api_key_id)] if row.api_key_id is not None else [],
+    cloud_eye_only=True)
+GROUPINGS = (TIME_BUCKET, SERVICE_TYPE, API_KEY, MODEL, API_KEY_ID)  # in the order of table columns, JSON fields
+# and CSV columns
+
+
+def output_groupings(query: Query) -> tuple[Grouping, ...]:
+    """The groupings whose fields a query's JSON rows, CSV lines and Prometheus samples carry."""
+    return tuple(grouping for grouping in GROUPINGS if query.cloud_eye or not grouping.cloud_eye_only)
 
 
 StoredDays = Callable[[Row, Sequence[tuple[date, Period]]], dict[date, Usage]]
@@ -3100,10 +3152,12 @@ class Coverage:
 
 
 def coverage_of(query: Query, rows: Sequence[Row], now: datetime) -> Coverage:
-    """The coverage of the rows' live windows; days read from a store are never missing."""
-    retained_from = now - RETENTION
-    old_parts = sorted((Period(w.period.start, min(w.period.end, retained_from))
-                        for _, w in windows_of(rows) if w.period.start < retained_from), key=lambda p: p.start)
+    """The coverage of the rows' live windows; days read from a store are never missing. Cloud Eye
+    rows cover the query's period, with Cloud Eye's retention."""
+    retained_from = now - (CES_RETENTION if query.cloud_eye else RETENTION)
+    spans = [query.period] if query.cloud_eye else [w.period for _, w in windows_of(rows)]
+    old_parts = sorted((Period(span.start, min(span.end, retained_from))
+                        for span in spans if span.start < retained_from), key=lambda p: p.start)
     missing: list[Period] = []
     for part in old_parts:
         if missing and part.start <= missing[-1].end:
@@ -3125,10 +3179,395 @@ class Report:
     coverage: Coverage
     store: dict | None = None  # the JSON "store" report, when a store was used
     previous: Report | None = None  # --compare: the same report over the previous period
+    reconciliation: Reconciliation | None = None  # Cloud Eye rows against ShowStatistics
 
     @property
     def total(self) -> Usage:
         return total_of(row.total for row in self.rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cloud Eye: per model and per key
+# ----------------------------------------------------------------------------------------------
+
+CES_MODEL_DIMENSION, CES_KEY_DIMENSION = "maas_api_id", "maas_key_id"
+CES_PERIOD_MS = 3600 * 1000  # period "3600": hourly sums, each stamped with its hour's start (UTC ms)
+# Cloud Eye's SYS.MaaS metrics (cloudeye-exporter's table) that make each sum of a Usage, and the
+# actual units per Usage unit (tokens are per token in Cloud Eye, in thousands in a Usage).
+CES_SUMS = {"tokens_k": ("total_tokens",), "prompt_k": ("prompt_tokens",), "completion_k": ("completion_tokens",),
+            "requests": ("rpm",), "errors": ("req_count_4xx", "req_count_5xx")}
+CES_METRIC_NAMES = tuple(name for names in CES_SUMS.values() for name in names)
+CES_PERMISSION_HINT = ("the credentials lack a Cloud Eye permission: the IAM user needs ces:metrics:list and "
+                       "ces:metricData:list (CES ReadOnlyAccess)")
+Series = tuple[str, tuple[tuple[str, str], ...]]  # (metric name, ((dimension, value), ...))
+
+
+def ces_series_of(data: Any, what: str, params: Mapping[str, Any]) -> tuple[MetricList, list[Series]]:
+    """A ListMetrics page: the checked MetricList and its (metric, dimensions) entries in SYS.MaaS."""
+    listed = metric_list_of(data, what, params)
+    series = [(m["metric_name"], tuple((d["name"], d["value"]) for d in m["dimensions"]))
+              for m in data["metrics"] if m["namespace"] == CES_NAMESPACE]
+    return listed, series
+
+
+def datapoints_of(data: Any, what: str, body: Mapping[str, Any]) -> list[tuple[Series, list[tuple[int, Decimal]]]]:
+    """BatchListMetricData's answer (huaweicloudsdkces' BatchListMetricDataResponse): per series its
+    hourly sums in [from, to), exact on their decimal text."""
+    metrics = data.get("metrics") if isinstance(data, dict) else None
+    if not isinstance(metrics, list):
+        raise MalformedResponse(f"malformed response from {what}: no 'metrics' list")
+    answer = []
+    for number, metric in enumerate(metrics, start=1):
+        try:
+            series = (metric["metric_name"], tuple((d["name"], d["value"]) for d in metric["dimensions"]))
+            points = [(point["timestamp"], point[body["filter"]]) for point in metric.get("datapoints") or []]
+        except (KeyError, TypeError):
+            raise MalformedResponse(f"malformed response from {what}: metric {number} lacks a metric_name, "
+                                    "dimensions or datapoints with a timestamp and a sum") from None
+        for at, value in points:
+            if isinstance(at, bool) or not isinstance(at, int) or isinstance(value, bool) \
+                    or not isinstance(value, (int, Decimal)) or not Decimal(value).is_finite() or value < 0:
+                raise MalformedResponse(f"malformed response from {what}: metric {number} has a datapoint "
+                                        "that is not a timestamp and a number")
+        # A datapoint outside [from, to) belongs to another call (Cloud Eye may answer the hour of ``to``).
+        answer.append((series, [(at, Decimal(value)) for at, value in points if body["from"] <= at < body["to"]]))
+    return answer
+
+
+BATCH_METRIC_DATA = CallKind("Cloud Eye BatchListMetricData", "POST", "ces", BATCH_METRIC_DATA_PATH, datapoints_of)
+CES_LIST = dataclasses.replace(LIST_METRICS, read=ces_series_of)
+
+
+@dataclass(frozen=True)
+class Names:
+    """One page of the MaaS monitor's instances: model and key names by id, and how many pairs exist."""
+
+    models: dict[str, str]
+    keys: dict[str, str]
+    count: int
+    total: int
+
+
+def names_of(data: Any, what: str, body: Mapping[str, Any]) -> Names:
+    """``{"instances": [{"maas_api_id": {"id", "name"}, "maas_key_id": {"id", "name"}}], "total": N}``
+    (Huawei's cloudeye-exporter, collector/maas*.go)."""
+    instances = data.get("instances") if isinstance(data, dict) else None
+    total = data.get("total") if isinstance(data, dict) else None
+    if not isinstance(instances, list) or isinstance(total, bool) or not isinstance(total, int):
+        raise MalformedResponse(f"malformed response from {what}: no 'instances' list and 'total'")
+    names: dict[str, dict[str, str]] = {CES_MODEL_DIMENSION: {}, CES_KEY_DIMENSION: {}}
+    for instance in instances:
+        for dimension, found in names.items():
+            item = instance.get(dimension) if isinstance(instance, dict) else None
+            if isinstance(item, dict) and isinstance(item.get("id"), str) and isinstance(item.get("name"), str):
+                found[item["id"]] = item["name"]
+    return Names(names[CES_MODEL_DIMENSION], names[CES_KEY_DIMENSION], len(instances), total)
+
+
+MONITOR_INSTANCES = CallKind("MaaS monitor instances", "POST", "monitor", MONITOR_INSTANCES_PATH, names_of)
+
+
+def model_and_key_names(client: Client, endpoint: Endpoint | None, project_id: str,
+                        console: Console) -> tuple[dict[str, str], dict[str, str]]:
+    """Names by id, best effort: when the call fails in any way, a note says why and rows keep their ids."""
+    models: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    if endpoint is None:
+        return models, keys
+    start = 0
+    try:
+        while True:
+            body = {"namespace": CES_NAMESPACE, "start": start, "limit": MONITOR_PAGE,
+                    "query": [{"dim_name": CES_MODEL_DIMENSION}, {"dim_name": CES_KEY_DIMENSION}]}
+            page = MONITOR_INSTANCES.answer(client, endpoint, project_id, "model and key names", body)[1]
+            models.update(page.models)
+            keys.update(page.keys)
+            start += page.count
+            if not page.count or start >= page.total:
+                return models, keys
+    except ToolError as exc:
+        console.note(f"model and key names are not available ({exc}): rows show Cloud Eye's ids")
+        return {}, {}
+
+
+def whole_hours(period: Period) -> Period:
+    """The period widened to whole UTC hours (start down, end up): Cloud Eye sums whole hours."""
+    start_ms = period.start_ms - period.start_ms % CES_PERIOD_MS
+    end_ms = -(-period.end_ms // CES_PERIOD_MS) * CES_PERIOD_MS
+    return Period(from_epoch_ms(start_ms, timezone.utc), from_epoch_ms(end_ms, timezone.utc))
+
+
+def cloud_eye_query(query: Query, console: Console) -> Query:
+    """A Cloud Eye grouping's rules: what Cloud Eye cannot filter by is refused, the period widened
+    to whole hours (a note says so), the service types are the two Cloud Eye covers."""
+    if not query.cloud_eye:
+        return query
+    grouping = "--group-by model" if query.by_model else "--group-by api-key without --api-keys"
+    refusals = [(query.batch, "--infer-type batch"), (query.ips is not None, "--ips"),
+                (4 in query.service_types, "service type 4: it does not cover custom endpoints (--service-type 4 "
+                 "or all, or --group-by service-type, ask for them)"),
+                (query.previous is not None, "--compare")]
+    for refused, flag in refusals:
+        if refused:
+            raise UsageError(f"{grouping} reads Cloud Eye, which cannot apply {flag}",
+                             hint="leave it out, or group without model and key (ShowStatistics)")
+    period = whole_hours(query.period)
+    if query.bucket is not None:
+        for moment in (query.period.start, query.period.end):
+            if moment.astimezone(query.zone).utcoffset() % timedelta(hours=1):
+                raise UsageError(f"the time zone {query.zone_name} is not a whole number of hours from UTC: "
+                                 f"Cloud Eye's hourly sums cannot make its {query.bucket.name}s",
+                                 hint="use a zone a whole number of hours from UTC, or drop the time bucket")
+    if period != query.period:
+        start, end = (format_instant(moment.astimezone(query.zone)) for moment in (period.start, period.end))
+        console.note(f"Cloud Eye sums whole hours: the period is widened to {start} ~ {end}")
+    return dataclasses.replace(query, period=period, service_types=(1, 2))
+
+
+def ces_dimensions(query: Query) -> tuple[str, ...]:
+    """The dimension set of the series a query reads: per model, or per model and key."""
+    return (CES_MODEL_DIMENSION, CES_KEY_DIMENSION) if query.by_key else (CES_MODEL_DIMENSION,)
+
+
+def listed_series(client: Client, endpoint: Endpoint, project_id: str, query: Query) -> list[Series]:
+    """Every SYS.MaaS series ListMetrics lists with the query's dimension set and a metric it reads,
+    page after page (``start`` is the marker of the page before)."""
+    wanted, found, marker, seen = set(ces_dimensions(query)), [], "", 0
+    while True:
+        params = (("namespace", CES_NAMESPACE), ("limit", str(CES_LIST_LIMIT)),
+                  *((("start", marker),) if marker else ()))
+        data, (page, series) = CES_LIST.answer(client, endpoint, project_id, CES_NAMESPACE, params=params)
+        found += [s for s in series if s[0] in CES_METRIC_NAMES and {name for name, _ in s[1]} == wanted]
+        seen += page.metrics
+        marker = data["meta_data"].get("marker", "")
+        if not page.metrics or not marker or seen >= page.total:
+            return sorted(set(found))
+
+
+def ces_call_split(series: int, hours: int) -> tuple[int, int]:
+    """Hours and series per call within Cloud Eye's limits: at most 10 days, 500 series, and
+    series x hours <= 3000."""
+    hours_per_call = max(1, min(CES_MAX_HOURS, hours))
+    return hours_per_call, max(1, min(CES_MAX_SERIES, CES_MAX_DATAPOINTS // hours_per_call, series))
+
+
+def cloud_eye_calls_at_least(query: Query) -> int:
+    """Cloud Eye calls a run makes whatever ListMetrics answers: itself, and a data call per 10 days."""
+    return 1 + -(-(query.period.end_ms - query.period.start_ms) // (CES_MAX_HOURS * CES_PERIOD_MS))
+
+
+def ces_windows(query: Query, series: Sequence[Series]) -> list[Window]:
+    """The BatchListMetricData calls that cover every series over the (whole-hour) period."""
+    start_ms, end_ms = query.period.start_ms, query.period.end_ms
+    hours, per_call = ces_call_split(len(series), (end_ms - start_ms) // CES_PERIOD_MS)
+    windows = []
+    for lo in range(start_ms, end_ms, hours * CES_PERIOD_MS):
+        hi = min(end_ms, lo + hours * CES_PERIOD_MS)
+        for first in range(0, len(series), per_call):
+            batch = series[first:first + per_call]
+            body = {"metrics": [{"namespace": CES_NAMESPACE, "metric_name": name,
+                                 "dimensions": [{"name": n, "value": v} for n, v in dims]} for name, dims in batch],
+                    "from": lo, "to": hi, "period": "3600", "filter": "sum"}
+            start, end = (format_instant(from_epoch_ms(ms, query.zone)) for ms in (lo, hi))
+            label = f"{start} ~ {end} (series {first + 1}-{first + len(batch)} of {len(series)})"
+            windows.append(Window(Period(from_epoch_ms(lo, timezone.utc), from_epoch_ms(hi, timezone.utc)), body,
+                                  label, call=BATCH_METRIC_DATA))
+    return windows
+
+
+def row_key(query: Query, dims: tuple[tuple[str, str], ...]) -> tuple[str | None, str | None]:
+    """(model id, key id) of the row a series adds to: None where rows are not split that way."""
+    found = dict(dims)
+    return (found.get(CES_MODEL_DIMENSION) if query.by_model else None,
+            found.get(CES_KEY_DIMENSION) if query.by_key else None)
+
+
+def ces_usage(sums: Mapping[str, Decimal], missing: frozenset[str], what: str) -> Usage:
+    """A Usage from Cloud Eye's metric sums: tokens into thousands, exactly; counts whole."""
+    values: dict[str, Any] = {}
+    with localcontext() as context:
+        context.prec = 60
+        for metric in SUMS:
+            names = CES_SUMS.get(metric.field or "", ())
+            if not names:
+                continue
+            total = sum((sums.get(name, ZERO) for name in names), ZERO)
+            if metric.api_unit != 1:
+                values[metric.field] = total / metric.api_unit
+            elif total != total.to_integral_value():
+                raise MalformedResponse(f"malformed response from {what}: {' + '.join(names)} is not a whole number")
+            else:
+                values[metric.field] = int(total)
+    return Usage(missing, **values)
+
+
+def missing_metrics(series: Sequence[Series]) -> frozenset[str]:
+    """The report's metrics whose Cloud Eye metrics ListMetrics does not list."""
+    listed = {name for name, _ in series}
+    return frozenset(metric.name for metric in SUMS
+                     if any(name not in listed for name in CES_SUMS.get(metric.field or "", ())))
+
+
+def cloud_eye_plan(settings: Settings, project_id: str | None, console: Console) -> list[dict[str, Any]]:
+    """A dry run's Cloud Eye calls: ListMetrics' first page; the data calls depend on its answer."""
+    console.note("the Cloud Eye data calls (BatchListMetricData) depend on ListMetrics' answer: only it is planned")
+    params = (("namespace", CES_NAMESPACE), ("limit", str(CES_LIST_LIMIT)))
+    return [CES_LIST.planned(settings.ces, project_id, None, params)]
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """ShowStatistics (service types 1 and 2) over a Cloud Eye run's period, beside Cloud Eye's rows."""
+
+    statistics: Usage
+    cloud_eye: Usage
+
+    @property
+    def tokens_ratio(self) -> Decimal | None:
+        if not self.statistics.tokens_k:
+            return None
+        return (self.cloud_eye.tokens_k / self.statistics.tokens_k).quantize(Decimal("0.0001"), ROUND_HALF_UP)
+
+    def short(self) -> bool:
+        """Whether Cloud Eye's rows fall short by more than 1 % of tokens or of requests."""
+        return any(theirs - ours > theirs / 100 for theirs, ours in (
+            (self.statistics.tokens_k, self.cloud_eye.tokens_k),
+            (Decimal(self.statistics.requests), Decimal(self.cloud_eye.requests))))
+
+    def line(self) -> str:
+        statistics, cloud_eye = self.statistics.metrics(), self.cloud_eye.metrics()
+        ratio = self.tokens_ratio
+        return (f"ShowStatistics, same period, preset + my services: {format_tokens(statistics['total_tokens'])}, "
+                f"{statistics['total_requests']:,} requests; Cloud Eye rows: {format_tokens(cloud_eye['total_tokens'])}"
+                + (f" ({ratio * 100:.2f} %)" if ratio is not None else ""))
+
+    def json(self) -> dict[str, Any]:
+        ratio = self.tokens_ratio
+        return {"statistics": _json_metrics(self.statistics), "cloud_eye": _json_metrics(self.cloud_eye),
+                "tokens_ratio": None if ratio is None else float(ratio)}
+
+
+NOT_LISTED = "(not listed by Cloud Eye)"
+
+
+def statistics_rows(query: Query, now: datetime) -> list[Row]:
+    """ShowStatistics rows for what Cloud Eye covers (types 1 and 2, real time) over the same period,
+    when it lies inside MaaS's 30 days; else none."""
+    if query.period.start < now - RETENTION:
+        return []
+    return plan_rows(dataclasses.replace(query, by_model=False, by_key=False, bucket=None, service_types=(1, 2),
+                                         infer_type="real_time"), now)
+
+
+def not_listed_row(query: Query, reconciliation: Reconciliation) -> Row:
+    """What ShowStatistics counts beyond Cloud Eye's rows, so that the totals are never less."""
+    difference = Usage(reconciliation.cloud_eye.missing, **{
+        name: value - reconciliation.cloud_eye.sums[name] for name, value in reconciliation.statistics.sums.items()})
+    row = Row(query.period, None, NOT_LISTED if not query.by_model else None, None,
+              model=NOT_LISTED if query.by_model else None)
+    row.cloud_eye = difference
+    return row
+
+
+def check_cloud_eye_calls(count: int, limit: int, console: Console) -> None:
+    """--max-requests and the long-run note for the calls ListMetrics' answer makes necessary."""
+    if count > limit:
+        raise UsageError(f"Cloud Eye lists series that need {count:,} requests, more than --max-requests {limit}: "
+                         f"at {RATE_LIMIT} per minute that takes about {format_duration(pacing_seconds(count))}",
+                         hint="narrow it: a shorter range, or group by model or by key alone; or raise --max-requests")
+    note = long_run_note(count)
+    if note:
+        console.note(note)
+
+
+def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
+                      statistics: Sequence[Row], console: Console, max_requests: int) -> tuple[
+                          list[Series], dict[str, str], dict[str, str], list[Window]]:
+    """ListMetrics and the names in parallel (once a signed request has passed), then the data calls
+    and the reconciliation's ShowStatistics windows through ``fetch``: the series, the model and key
+    names, and the data windows filled."""
+    try:
+        found: dict[int, Any] = {}
+        client.fan_out([lambda: listed_series(client, endpoints["ces"], project_id, query),
+                        lambda: model_and_key_names(client, endpoints.get("monitor"), project_id, console)],
+                       found.__setitem__)
+        series, (models, key_names) = found[0], found[1]
+        windows = ces_windows(query, series)
+        check_cloud_eye_calls(len(windows) + len(windows_of(statistics)), max_requests, console)
+        if windows or statistics:
+            fetch(client, endpoints, project_id, [*((None, window) for window in windows), *windows_of(statistics)],
+                  console, save=None)
+    except AuthRejected as exc:
+        if not str(exc).startswith("Cloud Eye"):  # ShowStatistics' own refusal keeps its hint
+            raise
+        raise AuthRejected(str(exc), hint=CES_PERMISSION_HINT) from None
+    return series, models, key_names, windows
+
+
+def noted_missing(series: Sequence[Series], query: Query, console: Console) -> frozenset[str]:
+    """The metrics Cloud Eye does not list (none when it lists no series at all), each named in a note."""
+    if not series:
+        console.note(f"Cloud Eye lists no {CES_NAMESPACE} series with the dimensions {', '.join(ces_dimensions(query))}"
+                     ": no model service had calls it keeps")
+        return frozenset()
+    missing = missing_metrics(series)
+    if missing:
+        console.note("Cloud Eye lists no " + in_words(sorted(
+            name for metric in SUMS if metric.name in missing for name in CES_SUMS[metric.field or ""]))
+            + f": {in_words(sorted(missing))} show as -")
+    return missing
+
+
+RowKey = tuple[Optional[str], Optional[str]]  # (model id, key id) of a Cloud Eye row
+
+
+def bucket_sums(query: Query, buckets: Sequence[Period], windows: Sequence[Window]) -> dict[tuple[int, RowKey],
+                                                                                        dict[str, Decimal]]:
+    """Each metric's datapoints added up exactly per (bucket index, row key): an hour counts in the
+    bucket its start lies in."""
+    starts = [bucket.start_ms for bucket in buckets]
+    sums: dict[tuple[int, RowKey], dict[str, Decimal]] = {}
+    with localcontext() as context:
+        context.prec = 60
+        for window in windows:
+            for (name, dims), points in window.usage or ():
+                for at, value in points:
+                    index = bisect.bisect_right(starts, at) - 1
+                    if 0 <= index and at < buckets[index].end_ms:
+                        found = sums.setdefault((index, row_key(query, dims)), {})
+                        found[name] = found.get(name, ZERO) + value
+    return sums
+
+
+def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
+                   console: Console, now: datetime,
+                   max_requests: int = MAX_REQUESTS) -> tuple[list[Row], Reconciliation | None]:
+    """One row per bucket and listed model/key, summed from Cloud Eye's hours; with the reconciliation
+    (and the row of what Cloud Eye did not list) when the period lies inside MaaS's 30 days."""
+    statistics = statistics_rows(query, now)
+    series, models, key_names, windows = cloud_eye_answers(client, endpoints, project_id, query, statistics,
+                                                           console, max_requests)
+    missing = noted_missing(series, query, console)
+    buckets = split_buckets(query.period, query.bucket, query.zone)
+    sums = bucket_sums(query, buckets, windows)
+    keys = sorted({row_key(query, dims) for _, dims in series},
+                  key=lambda k: (models.get(k[0] or "", k[0] or ""), key_names.get(k[1] or "", k[1] or "")))
+    rows = []
+    for index, bucket in enumerate(buckets):
+        whole = calendar_bucket(bucket.start, query.bucket, query.zone) if query.bucket else None
+        for model_id, key_id in keys:
+            row = Row(bucket, None, key_names.get(key_id) if key_id else None, whole, model_id=model_id,
+                      model=models.get(model_id) if model_id else None, api_key_id=key_id)
+            row.cloud_eye = ces_usage(sums.get((index, (model_id, key_id)), {}), missing, BATCH_METRIC_DATA.name)
+            rows.append(row)
+    if not statistics:
+        return rows, None
+    reconciliation = Reconciliation(total_of(row.total for row in statistics), total_of(row.total for row in rows))
+    if reconciliation.short():
+        console.note(f"Cloud Eye's rows fall short of ShowStatistics by more than 1 %: the row {NOT_LISTED} "
+                     "carries the difference (a model or key idle for hours drops out of Cloud Eye's lists)")
+        rows.append(not_listed_row(query, reconciliation))
+    return rows, reconciliation
 
 
 # ----------------------------------------------------------------------------------------------
@@ -3561,7 +4000,7 @@ def _table_style(name: str | None, narrow: bool = False) -> Any:
 
 def metric_text(metric: Metric, value: Any, compact: bool = False) -> str:
     """A metric's value as the tables show it; ``compact`` drops the `` tokens`` unit (grouped rows)."""
-    if metric.style == "percent":
+    if metric.style == "percent" or value is None:
         return format_rate(value)
     if metric.style == "tokens":
         return format_tokens(value, unit=not compact)
@@ -3576,7 +4015,8 @@ def metric_lines(usage: Usage, batch: bool, compact: bool = False) -> list[tuple
 def narrow_cells(usage: Usage, batch: bool) -> list[str]:
     """A grouped row's metrics in at most 6 characters each (the error rate as it is)."""
     values = usage.metrics()
-    return [format_rate(values[m.name]) if m.style == "percent" else format_compact(values[m.name])
+    return [format_rate(values[m.name]) if m.style == "percent" or values[m.name] is None
+            else format_compact(values[m.name])
             for m in shown_metrics(batch)]
 
 
@@ -3677,7 +4117,8 @@ def render_table(report: Report, table_format: str | None, raw: bool, chart: str
         parts.append(filters)
     if query.groupings:
         # A blank line after the table and its footnotes: markdown styles must not merge two tables.
-        parts += [grouped_table(report, table_format), *footnotes(report), ""]
+        parts += [grouped_table(report, table_format), *footnotes(report),
+                  *([report.reconciliation.line()] if report.reconciliation is not None else []), ""]
         if chart:
             parts += [*token_chart(report, chart), ""]
     if report.previous is None:
@@ -3811,6 +4252,8 @@ def render_json(report: Report, raw: bool) -> str:
                               for name, value in metric_changes(report.total, before.total).items()}
     if report.store is not None:
         document["store"] = report.store
+    if query.cloud_eye:
+        document["reconciliation"] = None if report.reconciliation is None else report.reconciliation.json()
     if raw:
         document["windows"] = [{"start_ms": window.period.start_ms, "end_ms": window.period.end_ms,
                                 "service_type": row.service_type, "api_key": row.api_key,
@@ -3819,9 +4262,10 @@ def render_json(report: Report, raw: bool) -> str:
 
 
 def _json_row(row: Row, query: Query, with_source: bool) -> dict[str, Any]:
-    document = {name: value for grouping in GROUPINGS for name, value in grouping.json(row, query).items()}
+    document = {name: value for grouping in output_groupings(query)
+                for name, value in grouping.json(row, query).items()}
     document.update(partial=row.partial, **_json_metrics(row.total))
-    if with_source:
+    if with_source or row.cloud_eye is not None:
         document["source"] = row.source
     return document
 
@@ -3834,10 +4278,11 @@ def render_csv(report: Report, header: bool) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     if header:
-        writer.writerow([*(column for grouping in GROUPINGS for column in grouping.csv_columns), *METRIC_NAMES])
+        writer.writerow([*(column for grouping in output_groupings(query) for column in grouping.csv_columns),
+                         *METRIC_NAMES])
     for row in report.rows + (report.previous.rows if report.previous is not None else []):
         metrics = row.total.metrics()
-        writer.writerow([*(value for grouping in GROUPINGS for value in grouping.csv(row, query)),
+        writer.writerow([*(value for grouping in output_groupings(query) for value in grouping.csv(row, query)),
                          *("" if value is None else f"{value:.2f}" if isinstance(value, Decimal) else value
                            for value in metrics.values())])
     return out.getvalue()
@@ -3870,14 +4315,14 @@ def prometheus_seconds(ms: int) -> str:
 def _prometheus_labels(report: Report, row: Row) -> list[tuple[str, str]]:
     query = report.query
     return [("region", query.region), ("project_id", report.project_id or ""),
-            *(label for grouping in GROUPINGS for label in grouping.prometheus(row, query))]
+            *(label for grouping in output_groupings(query) for label in grouping.prometheus(row, query))]
 
 
 def _prometheus_samples(row: Row, batch: bool, complete: bool) -> list[tuple[str, str | None, str]]:
     """One row's samples: (family, its ``kind`` label or None, value)."""
     values = row.total.metrics()
     samples = [(metric.family, metric.kind, str(values[metric.name]))
-               for metric in shown_metrics(batch) if metric.family is not None]
+               for metric in shown_metrics(batch) if metric.family is not None and values[metric.name] is not None]
     return samples + [("maas_usage_period_start_timestamp_seconds", None, prometheus_seconds(row.period.start_ms)),
                       ("maas_usage_period_end_timestamp_seconds", None, prometheus_seconds(row.period.end_ms)),
                       ("maas_usage_complete", None, "1" if complete else "0")]
@@ -3900,10 +4345,12 @@ def render_prometheus(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 def render_plan(query: Query, project_id: str | None, endpoints: Mapping[str, Endpoint], rows: Sequence[Row],
-                coverage: Coverage, output_format: str, previous: Sequence[Row] = ()) -> str:
-    """The planned requests: the current period's, then (--compare) the previous period's."""
-    requests = [window.call.planned(endpoints[window.call.endpoint], project_id, window.body)
-                for _, window in windows_of([*rows, *previous])]
+                coverage: Coverage, output_format: str, previous: Sequence[Row] = (),
+                first: Sequence[dict[str, Any]] = ()) -> str:
+    """The planned requests: ``first`` (planned calls), the current period's, then (--compare) the previous
+    period's."""
+    requests = [*first, *(window.call.planned(endpoints[window.call.endpoint], project_id, window.body)
+                          for _, window in windows_of([*rows, *previous]))]
     if output_format == "json":
         document = {"schema_version": 1, "dry_run": True, **{k: v for k, v in _header(query, project_id).items()
                                                             if k in ("region", "project_id", "timezone", "period")},
@@ -4458,6 +4905,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--ces-endpoint", metavar="URL",
                       help="Cloud Eye base URL (env HW_CES_ENDPOINT, else HUAWEICLOUD_SDK_REGION_CES_{REGION}; "
                            "default https://ces.{region}.myhuaweicloud.com)")
+    what.add_argument("--monitor-endpoint", metavar="URL",
+                      help="MaaS monitor base URL for model and key names (env HW_MAAS_MONITOR_ENDPOINT; "
+                           "default https://maas.{region}.myhuaweicloud.com)")
     what.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds for each attempt as a whole: connect, TLS, headers, body (default 30)")
     what.add_argument("--retries", type=int, default=3, metavar="N", help="retries after HTTP 429, 500, 502, 503, 504 and network errors (default 3)")
     what.add_argument("--concurrency", type=int, default=MAX_CONCURRENCY, metavar="N",
@@ -4542,7 +4992,7 @@ def parse_group_by(values: Sequence[str] | None,
     """The time bucket (or None), whether rows are split by key, and whether by service type."""
     if not values:
         return None, False, False
-    choices = (*UNITS, *(grouping.name for grouping in GROUPINGS if grouping is not TIME_BUCKET))
+    choices = tuple(dict.fromkeys((*UNITS, *(grouping.name for grouping in GROUPINGS if grouping is not TIME_BUCKET))))
     words = group_by_words(values)
     for word in words:
         if word not in choices:
@@ -4551,7 +5001,7 @@ def parse_group_by(values: Sequence[str] | None,
     if len(units) > 1:
         raise UsageError(f"--group-by takes at most one of {in_words(list(UNITS))}, not {' and '.join(units)}")
     by_key = "api-key" in words
-    if by_key and not api_keys:
+    if by_key and api_keys == ():  # without --api-keys: Cloud Eye's keys (cloud_eye_query)
         bare = "a bare --api-keys means all keys: " if api_keys == () else ""
         raise UsageError(f"{bare}--group-by api-key needs the keys to split by: --api-keys KEY [KEY …]")
     return (units[0] if units else None), by_key, "service-type" in words
@@ -4658,6 +5108,10 @@ FLAG_RULES = (
                PROMETHEUS_BUCKETS.format(what=f"--group-by {name}", unit=name), PROMETHEUS_HINT) for name in UNITS),
     Excludes("--compare", ("--record", "--format prometheus"), "--compare cannot be combined with {other}",
              hint="compare in a table, JSON or CSV"),
+    # Cloud Eye files calls by model and key only; the other filters are refused by cloud_eye_query, which
+    # knows whether --group-by api-key reads Cloud Eye (it does without --api-keys).
+    Excludes("--group-by model", ("--api-keys",), "--group-by model reads Cloud Eye, which cannot apply --api-keys",
+             hint="group by model and api-key to see each key's share of each model"),
     Needs("--chart", (*(f"--group-by {name}" for name in UNITS), "--record"),
           "--chart draws a bar per time bucket: it needs --group-by " + " or ".join(UNITS)),
 )
@@ -4769,11 +5223,14 @@ class Settings:
     output: OutputOptions
     store: StoreOptions | None
     packages: tuple[str, ...] = ()  # the packages a run that sends requests needs
+    monitor: Endpoint | None = None  # the MaaS monitor (Cloud Eye's model and key names)
+    max_requests: int = MAX_REQUESTS  # checked for Cloud Eye runs once ListMetrics has answered
 
     @property
     def endpoints(self) -> dict[str, Endpoint]:
         """Every endpoint by the name a CallKind goes to."""
-        return {"maas": self.maas, "iam": self.iam, "ces": self.ces}
+        return {"maas": self.maas, "iam": self.iam, "ces": self.ces,
+                **({"monitor": self.monitor} if self.monitor is not None else {})}
 
 
 def flag_or_env(flag_value: str | None, flag: str, env: Mapping[str, str], *names: str) -> tuple[str | None, str]:
@@ -4870,8 +5327,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     or sent. ``stdout_encoding`` picks the chart's bar characters."""
     check_no_empty_values(args)
     check_flag_rules(flags_given(args, env))
-    query = _query_filters(args, *_range_and_zone(args, env, now, console), console)
-    if not args.check:  # the check plans no query
+    query = cloud_eye_query(_query_filters(args, *_range_and_zone(args, env, now, console), console), console)
+    if not args.check and not query.cloud_eye:  # the check plans no query; Cloud Eye's calls need its list
         check_request_count(query, args.max_requests)
     project_id, maas, iam, ces = _endpoints(args, env)
     client = _client_options(args)
@@ -4879,11 +5336,12 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     os_zone = args.timezone is None and not tz_name_from_env(env.get("TZ"))  # the zone comes from tzlocal
     return Settings(mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file,
                     maas=maas, iam=iam, ces=ces, client=client, output=_output_options(args, env, stdout_encoding),
-                    store=_store_options(args, env), packages=needed_packages(args.format, os_zone=os_zone))
+                    store=_store_options(args, env), packages=needed_packages(args.format, os_zone=os_zone),
+                    monitor=monitor_endpoint(args, env), max_requests=args.max_requests)
 
 
 TEXT_FLAGS = ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file", "endpoint",
-              "iam_endpoint", "ces_endpoint", "store", "table_format", "output")
+              "iam_endpoint", "ces_endpoint", "monitor_endpoint", "store", "table_format", "output")
 
 
 def check_no_empty_values(args: argparse.Namespace) -> None:
@@ -4925,7 +5383,8 @@ def _query_filters(args: argparse.Namespace, zone_name: str, zone: tzinfo, perio
     return Query(region=args.region, zone_name=zone_name, zone=zone, period=period, infer_type=args.infer_type,
                  service_types=parse_service_types(args.service_type, by_type),
                  api_keys=given_keys or None,  # a bare --api-keys means all keys, as the original skill script took it
-                 ips=parse_ips(args.ips), bucket=bucket, by_key=by_key, previous=previous)
+                 ips=parse_ips(args.ips), bucket=bucket, by_key=by_key, previous=previous,
+                 by_model="model" in group_by_words(args.group_by))
 
 
 def _endpoints(args: argparse.Namespace,
@@ -4943,6 +5402,15 @@ def _endpoints(args: argparse.Namespace,
     ces = parse_endpoint_setting(args.ces_endpoint, "--ces-endpoint", env, "HW_CES_ENDPOINT", "CES", args.region,
                                  CES_ENDPOINT_TEMPLATE.format(region=args.region))
     return project_id, maas, iam, ces
+
+
+def monitor_endpoint(args: argparse.Namespace, env: Mapping[str, str]) -> Endpoint:
+    """The MaaS monitor's base URL: --monitor-endpoint, else HW_MAAS_MONITOR_ENDPOINT, else the default."""
+    url, source = flag_or_env(args.monitor_endpoint, "--monitor-endpoint", env, "HW_MAAS_MONITOR_ENDPOINT")
+    if url is None:
+        source = f"the default monitor endpoint for {args.region}"
+        return parse_endpoint(MONITOR_ENDPOINT_TEMPLATE.format(region=args.region), source, source)
+    return parse_endpoint(url, source)
 
 
 def _client_options(args: argparse.Namespace) -> ClientOptions:
@@ -4987,7 +5455,10 @@ def run(settings: Settings, env: Mapping[str, str], clock: Clock, console: Conso
     check_packages(settings, console)
     if settings.mode == "check":  # first contact: its own requests, no store
         return check_account(settings, env, clock, console)
-    store = open_store(settings.store, console, clock, read_only=settings.mode == "dry-run")
+    if settings.query.cloud_eye and settings.store is not None:
+        console.note("the store keeps ShowStatistics days, not Cloud Eye rows: it is not used for this run")
+    store = open_store(None if settings.query.cloud_eye else settings.store, console, clock,
+                       read_only=settings.mode == "dry-run")
     try:
         if settings.mode == "dry-run":
             return dry_run(settings, store, console, clock.now)
@@ -5034,7 +5505,7 @@ def plan(settings: Settings, store: Store | None, project_id: str | None, consol
 
     A store that cannot be read fails --record; a plain query notes it and plans the whole range live.
     """
-    if query is None:
+    if query is None or query.cloud_eye:  # Cloud Eye rows are planned from ListMetrics' answer
         return []
     if store is None or project_id is None:
         return plan_rows(query, now)
@@ -5059,7 +5530,8 @@ def dry_run(settings: Settings, store: Store | None, console: Console, now: date
     if store is not None and project_id is not None:
         other_zone_counts(store, project_id, [(query, rows), (query.previous_query(), previous)], console)
     coverage = coverage_of(query, rows, now)
-    return render_plan(query, project_id, settings.endpoints, rows, coverage, settings.output.format, previous)
+    first = cloud_eye_plan(settings, project_id, console) if query.cloud_eye else []
+    return render_plan(query, project_id, settings.endpoints, rows, coverage, settings.output.format, previous, first)
 
 
 def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str], clock: Clock,
@@ -5081,9 +5553,11 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
     previous_query = query.previous_query()
 
     def looked_up() -> str:
-        if store is None:  # while IAM answers, open the MaaS connections the windows will need
-            planned = sum(len(windows_of(plan_rows(q, now))) for q in (query, previous_query) if q is not None)
-            connected().preopen(settings.maas, min(planned, settings.client.concurrency))
+        if store is None:  # while IAM answers, open the MaaS (or Cloud Eye) connections the windows will need
+            planned = cloud_eye_calls_at_least(query) if query.cloud_eye else sum(
+                len(windows_of(plan_rows(q, now))) for q in (query, previous_query) if q is not None)
+            connected().preopen(settings.ces if query.cloud_eye else settings.maas,
+                                min(planned, settings.client.concurrency))
         return lookup_project_id(connected(), settings.iam, query.region)
 
     try:
@@ -5103,10 +5577,14 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
             fetch(connected(), settings.endpoints, project_id, windows, console,
                   save=None if store is None else lambda row, window: save_day(store, query, project_id, row,
                                                                                 window, now))
+        reconciliation = None
+        if query.cloud_eye:
+            rows, reconciliation = cloud_eye_rows(connected(), settings.endpoints, project_id, query, console, now,
+                                                  settings.max_requests)
     finally:
         if client is not None:
             client.close()
-    report = Report(query, project_id, rows, coverage_of(query, rows, now))
+    report = Report(query, project_id, rows, coverage_of(query, rows, now), reconciliation=reconciliation)
     if previous_query is not None:
         report.previous = Report(previous_query, project_id, previous_rows,
                                  coverage_of(previous_query, previous_rows, now))
@@ -5141,8 +5619,9 @@ def other_zone_counts(store: Store, project_id: str, planned: Sequence[tuple[Que
     return counts
 
 
-def fetch(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, windows: Sequence[tuple[Row, Window]],
-          console: Console, save: Callable[[Row, Window], None] | None) -> None:
+def fetch(client: Client, endpoints: Mapping[str, Endpoint], project_id: str,
+          windows: Sequence[tuple[Row | None, Window]], console: Console,
+          save: Callable[[Row, Window], None] | None) -> None:
     """Fill every window with its call's answer; ``save`` keeps each whole final day as it arrives."""
     def task(window: Window) -> Callable[[], tuple[Any, Any]]:
         endpoint = endpoints[window.call.endpoint]
@@ -5156,7 +5635,7 @@ def fetch(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, wi
         nonlocal done
         row, window = windows[index]
         window.response, window.usage = answer
-        if save is not None:
+        if save is not None and row is not None:
             save(row, window)
         done += 1
         console.progress(done, len(windows))
@@ -5175,11 +5654,12 @@ def render(report: Report, output: OutputOptions) -> str:
     return FORMATS[output.format].render(report, output)
 
 
-def retention_note(period: Period, now: datetime, zone: tzinfo) -> str | None:
-    oldest = now - RETENTION
+def retention_note(period: Period, now: datetime, zone: tzinfo, cloud_eye: bool = False) -> str | None:
+    oldest = now - (CES_RETENTION if cloud_eye else RETENTION)
     if period.start >= oldest:
         return None
-    return (f"MaaS keeps statistics for 30 days only: the part of the range before "
+    keeper = "Cloud Eye keeps hourly sums for 155 days" if cloud_eye else "MaaS keeps statistics for 30 days"
+    return (f"{keeper} only: the part of the range before "
             f"{format_instant(oldest.astimezone(zone))} may come back empty")
 
 
@@ -5190,7 +5670,7 @@ def warn_about_retention(query: Query, unrecorded: Sequence[str] | None, console
     """
     if unrecorded is None:
         start = query.period.start if query.previous is None else query.previous.start
-        note = retention_note(Period(start, query.period.end), now, query.zone)
+        note = retention_note(Period(start, query.period.end), now, query.zone, query.cloud_eye)
         if note:
             console.note(note)
     elif unrecorded:

@@ -556,7 +556,7 @@ USAGE_ERRORS = {
     "concurrency-seventeen": (["--concurrency", "17"], "--concurrency"),
     "format-unknown": (["--format", "xml"], "invalid choice"),
     "flag-unknown": (["--no-such-flag"], "unrecognized"),
-    "group-by-key-without-keys": (["--group-by", "api-key"], "--api-keys"),
+    "group-by-key-with-a-bare-api-keys": (["--group-by", "api-key", "--api-keys"], "--api-keys"),
     "group-by-two-units": (["--group-by", "day", "month"], "at most one"),
     "table-format-unknown": (["--table-format", "nope"], "unknown --table-format"),
     "infer-type-unknown": (["--infer-type", "stream"], "invalid choice"),

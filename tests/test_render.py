@@ -370,7 +370,7 @@ def test_parse_group_by(values, keys, expected):
 
 
 @pytest.mark.parametrize("values, keys", [
-    (["day", "week"], None), (["day,month"], None), (["hour", "day"], None), (["api-key"], None), (["api-key"], ()),
+    (["day", "week"], None), (["day,month"], None), (["hour", "day"], None), (["api-key"], ()),
     (["days"], None),
 ])
 def test_parse_group_by_rejects(values, keys):
