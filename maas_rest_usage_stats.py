@@ -2899,7 +2899,7 @@ class Query:
     @property
     def groupings(self) -> tuple[Grouping, ...]:
         """The dimensions this query's rows are split by."""
-        return tuple(grouping for grouping in GROUPINGS if grouping.split(self))
+        return tuple(sorted((grouping for grouping in GROUPINGS if grouping.split(self)), key=lambda g: g.column))
 
     def previous_query(self) -> Query | None:
         """The same query over the previous period (--compare), else None."""
@@ -2974,6 +2974,7 @@ class Grouping:
     csv_columns: tuple[str, ...]
     csv: Callable[[Row, Query], list[Any]]  # the CSV line's values for csv_columns
     prometheus: Callable[[Row, Query], list[tuple[str, str]]]  # the labels of a row's samples
+    column: int  # its place among the grouped table's columns (JSON and CSV keep GROUPINGS' order)
     cloud_eye_only: bool = False  # its JSON fields and CSV columns appear in Cloud Eye runs only
 
 
@@ -2991,7 +2992,7 @@ TIME_BUCKET = Grouping(
     label=lambda row, query: bucket_label(row, query) if row.bucket is not None else "whole period",
     json=lambda row, query: dict(zip(("start", "end"), _row_bounds(row, query))),
     csv_columns=("start", "end"), csv=_row_bounds,
-    prometheus=lambda row, query: [])  # no time buckets in Prometheus: the collector has no timestamps
+    prometheus=lambda row, query: [], column=0)  # no time buckets in Prometheus: the collector has no timestamps
 SERVICE_TYPE = Grouping(
     "service-type", split=lambda query: len(query.service_types) > 1 and not query.cloud_eye,
     header=lambda query: "Service", label=lambda row, query: SHORT_SERVICE_NAMES[row.service_type],
@@ -3000,29 +3001,30 @@ SERVICE_TYPE = Grouping(
     # Every sample names its service and the inference type it ran as, split or not.
     prometheus=lambda row, query: [*([("service_type", str(row.service_type)),
                                       ("service", SERVICE_NAMES[row.service_type])]
-                                     if row.service_type is not None else []), ("infer_type", query.infer_type)])
+                                     if row.service_type is not None else []), ("infer_type", query.infer_type)],
+    column=1)
 API_KEY = Grouping(
     "api-key", split=lambda query: query.by_key, header=lambda query: "API Key",
     label=lambda row, query: printable((row.api_key if row.api_key is not None else row.api_key_id) or '""',
                                        KEY_LABEL_WIDTH),
     json=lambda row, query: {"api_key": row.api_key},
     csv_columns=("api_key",), csv=lambda row, query: ["" if row.api_key is None else row.api_key],
-    prometheus=lambda row, query: [("api_key", row.api_key)] if query.by_key and row.api_key is not None else [])
+    prometheus=lambda row, query: [("api_key", row.api_key)] if query.by_key and row.api_key is not None else [],
+    column=3)  # after the model: a model's keys read as its breakdown
 MODEL = Grouping(
     "model", split=lambda query: query.by_model, header=lambda query: "Model",
     label=lambda row, query: printable(row.model or row.model_id or "", KEY_LABEL_WIDTH),
     json=lambda row, query: {"model_id": row.model_id, "model": row.model},
     csv_columns=("model_id", "model"), csv=lambda row, query: [row.model_id or "", row.model or ""],
     prometheus=lambda row, query: [("model_id", row.model_id or ""), ("model", row.model or row.model_id or "")]
-    if query.by_model else [], cloud_eye_only=True)
+    if query.by_model else [], column=2, cloud_eye_only=True)
 API_KEY_ID = Grouping(  # the key's Cloud Eye id: API_KEY's column shows the name, else this id
     "api-key", split=lambda query: False, header=lambda query: "API Key Id", label=lambda row, query: "",
     json=lambda row, query: {"api_key_id": row.api_key_id},
     csv_columns=("api_key_id",), csv=lambda row, query: [row.api_key_id or ""],
     prometheus=lambda row, query: [("api_key_id", row.api_key_id)] if row.api_key_id is not None else [],
-    cloud_eye_only=True)
-GROUPINGS = (TIME_BUCKET, SERVICE_TYPE, API_KEY, MODEL, API_KEY_ID)  # in the order of table columns, JSON fields
-# and CSV columns
+    column=4, cloud_eye_only=True)
+GROUPINGS = (TIME_BUCKET, SERVICE_TYPE, API_KEY, MODEL, API_KEY_ID)  # in the order of JSON fields and CSV columns
 
 
 def output_groupings(query: Query) -> tuple[Grouping, ...]:

@@ -225,6 +225,11 @@ def test_rows_carry_the_monitors_model_and_key_names(cli, hourly):
     assert [(r["model"], r["api_key"]) for r in rows] == sorted((r["model"], r["api_key"]) for r in rows)
     table = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model")
     assert "DeepSeek-V3" in table.stdout
+    # a model's keys read as its breakdown: the Model column comes first, whatever order the flags name
+    for order in (("model", "api-key"), ("api-key", "model")):
+        both = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", *order, "-q")
+        header = next(line for line in both.stdout.splitlines() if "Model" in line)
+        assert header.index("Model") < header.index("API Key"), header
 
 
 def test_names_failing_leave_ids_and_a_note_and_the_run_succeeds(cli, hourly):
