@@ -1936,6 +1936,20 @@ def parse_json_text(text: str, what: str) -> Any:
         raise MalformedResponse(f"malformed response from {what}: not valid JSON ({snippet!r})") from None
 
 
+def _error_parts(data: dict) -> tuple[Any, Any]:
+    """An error body's code and message, in each shape the APIs document: API Gateway and MaaS
+    ``{"error_code", "error_msg"}``; IAM ``{"error": {"code", "message"}}``; Cloud Eye v1
+    ``{"http_code", "message": {"details", "code"}}`` and its older ``{"code", "message",
+    "details": {"details", "code"}}`` (Cloud Eye API reference, "Error Codes")."""
+    if data.get("error_code") is not None or data.get("error_msg") is not None:
+        return data.get("error_code"), data.get("error_msg")
+    for nested, message in (("error", "message"), ("message", "details"), ("details", "details")):
+        inner = data.get(nested)
+        if isinstance(inner, dict):
+            return inner.get("code"), inner.get(message)
+    return None, None
+
+
 def api_failure_message(what: str, reply: Reply) -> str:
     """``<what> failed: HTTP <status>: <error_code>: <error_msg> (X-Request-Id: …)``."""
     message = f"{what} failed: HTTP {reply.status}"
@@ -1945,10 +1959,7 @@ def api_failure_message(what: str, reply: Reply) -> str:
     except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict):
-        code, msg = data.get("error_code"), data.get("error_msg")
-        nested = data.get("error")
-        if code is None and msg is None and isinstance(nested, dict):  # IAM: {"error": {"code", "message"}}
-            code, msg = nested.get("code"), nested.get("message")
+        code, msg = _error_parts(data)
         detail = ": ".join(printable(str(part), 200) for part in (code, msg)
                            if isinstance(part, (str, int)) and not isinstance(part, bool) and str(part))
     elif reply.text.lstrip()[:1] == "<":
@@ -3182,10 +3193,15 @@ class Report:
     store: dict | None = None  # the JSON "store" report, when a store was used
     previous: Report | None = None  # --compare: the same report over the previous period
     reconciliation: Reconciliation | None = None  # Cloud Eye rows against ShowStatistics
+    answers: list[Window] = field(default_factory=list)  # Cloud Eye runs: the data calls and reconciliation's
 
     @property
     def total(self) -> Usage:
         return total_of(row.total for row in self.rows)
+
+    def raw_windows(self) -> list[tuple[Row | None, Window]]:
+        """--raw: every window answered, the rows' own (ShowStatistics) first, then a Cloud Eye run's."""
+        return [*windows_of(self.rows), *((None, window) for window in self.answers)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -3543,9 +3559,10 @@ def bucket_sums(query: Query, buckets: Sequence[Period], windows: Sequence[Windo
 
 def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
                    console: Console, now: datetime,
-                   max_requests: int = MAX_REQUESTS) -> tuple[list[Row], Reconciliation | None]:
+                   max_requests: int = MAX_REQUESTS) -> tuple[list[Row], Reconciliation | None, list[Window]]:
     """One row per bucket and listed model/key, summed from Cloud Eye's hours; with the reconciliation
-    (and the row of what Cloud Eye did not list) when the period lies inside MaaS's 30 days."""
+    (and the row of what Cloud Eye did not list) when the period lies inside MaaS's 30 days, and every
+    window answered (for --raw)."""
     statistics = statistics_rows(query, now)
     series, models, key_names, windows = cloud_eye_answers(client, endpoints, project_id, query, statistics,
                                                            console, max_requests)
@@ -3562,14 +3579,15 @@ def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id
                       model=models.get(model_id) if model_id else None, api_key_id=key_id)
             row.cloud_eye = ces_usage(sums.get((index, (model_id, key_id)), {}), missing, BATCH_METRIC_DATA.name)
             rows.append(row)
+    answers = [*windows, *(window for _, window in windows_of(statistics))]
     if not statistics:
-        return rows, None
+        return rows, None, answers
     reconciliation = Reconciliation(total_of(row.total for row in statistics), total_of(row.total for row in rows))
     if reconciliation.short():
         console.note(f"Cloud Eye's rows fall short of ShowStatistics by more than 1 %: the row {NOT_LISTED} "
                      "carries the difference (a model or key idle for hours drops out of Cloud Eye's lists)")
         rows.append(not_listed_row(query, reconciliation))
-    return rows, reconciliation
+    return rows, reconciliation, answers
 
 
 # ----------------------------------------------------------------------------------------------
@@ -4138,8 +4156,8 @@ def render_table(report: Report, table_format: str | None, raw: bool, chart: str
         parts.append(period_line(report.previous.query).replace("Period:", "Previous:", 1))
     if raw:
         parts.append("Raw responses:")
-        parts += [f"{window.label}: {json.dumps(_exact_json(window.response))}"
-                  for _, window in windows_of(report.rows)]
+        parts += [f"{window.label if row else f'{window.call.name} for {window.label}'}: "
+                  f"{json.dumps(_exact_json(window.response))}" for row, window in report.raw_windows()]
     return "\n".join(parts) + "\n"
 
 
@@ -4257,10 +4275,19 @@ def render_json(report: Report, raw: bool) -> str:
     if query.cloud_eye:
         document["reconciliation"] = None if report.reconciliation is None else report.reconciliation.json()
     if raw:
-        document["windows"] = [{"start_ms": window.period.start_ms, "end_ms": window.period.end_ms,
-                                "service_type": row.service_type, "api_key": row.api_key,
-                                "response": _exact_json(window.response)} for row, window in windows_of(report.rows)]
+        document["windows"] = [_json_window(row, window) for row, window in report.raw_windows()]
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def _json_window(row: Row | None, window: Window) -> dict[str, Any]:
+    """--raw: one answered window. A Cloud Eye run's windows (no row of their own) name their call."""
+    document = {"start_ms": window.period.start_ms, "end_ms": window.period.end_ms,
+                "service_type": row.service_type if row else window.body.get("service_type"),
+                "api_key": row.api_key if row else None}
+    if row is None:
+        document["call"] = window.call.name
+    document["response"] = _exact_json(window.response)
+    return document
 
 
 def _json_row(row: Row, query: Query, with_source: bool) -> dict[str, Any]:
@@ -4299,7 +4326,8 @@ PROMETHEUS_HELP = {
     "maas_usage_inference_count": "Batch inferences in the period.",
     "maas_usage_period_start_timestamp_seconds": "Start of the period (Unix time).",
     "maas_usage_period_end_timestamp_seconds": "End of the period, exclusive (Unix time).",
-    "maas_usage_complete": "1 when no part of the period lies before MaaS's 30-day retention, else 0.",
+    "maas_usage_complete": "1 when no part of the period lies before its source's retention (MaaS 30 days, "
+                           "Cloud Eye 155 days for model and key rows), else 0.",
 }
 
 
@@ -5579,14 +5607,15 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
             fetch(connected(), settings.endpoints, project_id, windows, console,
                   save=None if store is None else lambda row, window: save_day(store, query, project_id, row,
                                                                                 window, now))
-        reconciliation = None
+        reconciliation, answers = None, []
         if query.cloud_eye:
-            rows, reconciliation = cloud_eye_rows(connected(), settings.endpoints, project_id, query, console, now,
+            rows, reconciliation, answers = cloud_eye_rows(connected(), settings.endpoints, project_id, query, console, now,
                                                   settings.max_requests)
     finally:
         if client is not None:
             client.close()
-    report = Report(query, project_id, rows, coverage_of(query, rows, now), reconciliation=reconciliation)
+    report = Report(query, project_id, rows, coverage_of(query, rows, now), reconciliation=reconciliation,
+                    answers=answers)
     if previous_query is not None:
         report.previous = Report(previous_query, project_id, previous_rows,
                                  coverage_of(previous_query, previous_rows, now))
