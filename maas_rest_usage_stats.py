@@ -1563,7 +1563,10 @@ class SystemClock:
 class Clock:
     """The run's time, all of it read from one clock (``main``'s ``clock``, else the machine's):
     ``now`` (whole seconds), the instant every plan is made from; ``wall()`` for signatures and
-    Retry-After dates; ``monotonic()`` for pacing and deadlines; and every wait of the run."""
+    Retry-After dates; ``monotonic()`` for pacing and deadlines; and every wait of the run. Only the
+    bounds on real I/O stay on the machine's monotonic time (an attempt's deadline in DeadlineTimer,
+    the name lookup's in Resolver, --check's probes, the main thread's wait for a worker's answer):
+    they time sockets, which a fake clock cannot hurry."""
 
     def __init__(self, source: Any = None) -> None:
         self.source = SystemClock() if source is None else source
