@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import re
-import sys
 import errno
 import io
 import os
+import re
 import stat
+import sys
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
