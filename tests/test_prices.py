@@ -328,3 +328,29 @@ def test_any_model_name_written_as_csv_reads_back(model, price):
     writer.writerow([model, *price, "EUR"])
     parsed = m.parse_prices("p.csv", out.getvalue()).prices[model.casefold()]
     assert (parsed.model, parsed.input, parsed.output, parsed.per) == (model, *price)
+
+
+LATE_MAY = datetime(2026, 5, 25, tzinfo=timezone.utc)  # May 8 to 15 then lies inside MaaS's 30 days
+
+
+def test_the_row_cloud_eye_does_not_list_takes_the_star_price_or_stays_out_of_the_total(cli, hourly, prices_file):
+    hourly.server_time_offset = (LATE_MAY - datetime.now(timezone.utc)).total_seconds()  # signatures match
+    hourly.ces.unlisted = {MODELS["DeepSeek-R1"]}
+    week = ["--from", "2026-05-08", "--to", "2026-05-15", "--timezone", "Asia/Shanghai", "--group-by", "model",
+            "--format", "json"]
+    named = {name: ("1", "2", 1000) for name in MODELS if name != "DeepSeek-R1"}
+    path = prices_file(HEADER + "".join(f"{name},1,2,1000,CNY\n" for name in named))
+    run = cli(*week, "--prices", path, now=LATE_MAY)
+    assert run.code == 0, run.stderr
+    document = run.json()
+    (extra,) = [row for row in document["rows"] if row["model_id"] is None]
+    assert extra["cost"] is None and document["cost"]["complete"] is False
+    assert "their cost is not in the estimated total" in run.stderr
+    priced = [row for row in document["rows"] if row["model_id"] is not None]
+    assert json_cents(document["cost"]["total"]) == cents(sum(
+        oracle_cost(row["prompt_tokens"], row["completion_tokens"], ("1", "2", 1000)) for row in priced))
+    starred = cli(*week, "--prices", prices_file(HEADER + "*,0.5,0.5,1000,CNY\n", "star.csv"), now=LATE_MAY).json()
+    (extra,) = [row for row in starred["rows"] if row["model_id"] is None]
+    assert json_cents(extra["cost"]) == cents(oracle_cost(extra["prompt_tokens"], extra["completion_tokens"],
+                                                          ("0.5", "0.5", 1000)))
+    assert starred["cost"]["complete"] is True
