@@ -1848,7 +1848,6 @@ def raised_in(exc: BaseException, function: str) -> bool:
 
 def describe_network_error(exc: Exception, timeout: float, expired: bool = False) -> NetworkProblem:
     """A short, secret-free description of a failure below HTTP, and whether to try again."""
-    import http.client
     import socket
     import ssl
 
@@ -1885,19 +1884,27 @@ def describe_network_error(exc: Exception, timeout: float, expired: bool = False
                                                 "of CA certificates")
     if tls is not None:
         return tls_problem(tls, handshake)
-    if first(AnswerCutShort):
-        return NetworkProblem("the connection closed in the middle of the answer's status line or headers")
-    if first(http.client.RemoteDisconnected):
-        return NetworkProblem("the server closed the connection without answering")
-    if first(ConnectionResetError):
-        return NetworkProblem("the connection was reset during the TLS handshake" if handshake
-                              else "connection reset by the server")
-    if first(ConnectionRefusedError):
-        return NetworkProblem("connection refused")
-    if first(http.client.IncompleteRead, urllib3.exceptions.IncompleteRead):
-        return NetworkProblem("the connection closed in the middle of the answer")
-    if first(http.client.BadStatusLine):
-        return NetworkProblem("the answer did not start with an HTTP status line")
+    return connection_problem(exc, chain, handshake)
+
+
+def connection_problem(exc: Exception, chain: Sequence[BaseException], handshake: bool) -> NetworkProblem:
+    """A failure of the connection itself (cut short, closed, reset, refused), named by the first kind
+    found in the chain; else the operating system's words, else the exception's name."""
+    import http.client
+
+    import urllib3
+
+    reset = "the connection was reset during the TLS handshake" if handshake else "connection reset by the server"
+    named = (((AnswerCutShort,), "the connection closed in the middle of the answer's status line or headers"),
+             ((http.client.RemoteDisconnected,), "the server closed the connection without answering"),  # before reset:
+             ((ConnectionResetError,), reset),  # RemoteDisconnected is a ConnectionResetError
+             ((ConnectionRefusedError,), "connection refused"),
+             ((http.client.IncompleteRead, urllib3.exceptions.IncompleteRead),
+              "the connection closed in the middle of the answer"),
+             ((http.client.BadStatusLine,), "the answer did not start with an HTTP status line"))
+    for kinds, description in named:
+        if any(isinstance(e, kinds) for e in chain):
+            return NetworkProblem(description)
     cause = next((e for e in chain if isinstance(e, OSError) and e.strerror), None)
     if cause is not None:
         return NetworkProblem(f"network error: {printable(cause.strerror, 80)}")
