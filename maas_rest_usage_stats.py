@@ -4431,10 +4431,10 @@ def _grouped_table(report: Report, style: Any, narrow: bool) -> str:
 
     rows = [row_labels(row, query) + cells(row.total) for row in report.rows]
     rows.append(["Total"] + [""] * (label_columns - 1) + cells(report.total))
-    if report.costs is not None:  # the estimated cost of each row, and of all
-        headers.append(f"Est. {report.costs.currency}")
+    if report.costs is not None:  # the estimated cost of each row, and of all; narrow: no thousands separator
+        headers.append(f"Est.{report.costs.currency}" if narrow else f"Est. {report.costs.currency}")
         for line, cost in zip(rows, (*report.costs.rows, report.costs.total)):
-            line.append(format_cost(cost))
+            line.append(format_cost(cost).replace(",", "") if narrow else format_cost(cost))
     align = ["left"] * label_columns + ["right"] * (len(headers) - label_columns)
     # tabulate widens every column by MIN_PADDING beyond its header; a month of days must fit
     # in 80 columns, so the grouped table is drawn without that extra space.
@@ -5281,9 +5281,9 @@ credentials, the first found: --credentials-file, HW_ACCESS_KEY/HW_SECRET_KEY[/H
   HUAWEICLOUD_SDK_AK/SK[/SECURITY_TOKEN], the SDK profile (HUAWEICLOUD_SDK_CREDENTIALS_FILE or
   ~/.huaweicloud/credentials). Keys are never accepted on the command line and never printed.
 exit codes: 0 success; 1 API or network failure, a malformed answer, or a result that could not be
-  written; 2 usage error (or a package this Python lacks); 3 credentials missing or rejected; 4 --fail-over: the
-  budget share was reached (the result is printed in full); 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (each ends the
-  run with stdout empty).
+  written; 2 usage error (or a package this Python lacks); 3 credentials missing or rejected;
+  4 --fail-over: the budget share was reached (the result is printed in full); 130 Ctrl-C, 143 SIGTERM,
+  129 SIGHUP (each ends the run with stdout empty).
 """
 
 
@@ -5410,7 +5410,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "and --this-month the projection to the period's end at its pace so far")
     money.add_argument("--fail-over", metavar="PCT",
                        help="with --budget: exit 4 (the result still printed) when the projected share, else the "
-                            "used share, reaches PCT %%")
+                            "used share, reaches PCT percent (90, 100, 87.5)")
     money.add_argument("--prices", metavar="FILE",
                        help="CSV model,input,output,per,currency (per 1000 or 1000000 tokens; model * for every "
                             "other model): estimated cost per --group-by model row and in total")

@@ -328,7 +328,7 @@ def test_help_lists_exit_code_4():
     stdout = io.StringIO()
     assert m.main(["--help"], env={}, stdout=stdout, stderr=io.StringIO()) == 0
     text = " ".join(stdout.getvalue().split())
-    assert "4 --fail-over: the budget share was reached" in text
+    assert "4 --fail-over: the budget share was reached" in text and "reaches PCT percent" in text
     assert "--budget N" in text and "--fail-over PCT" in text and "--prices FILE" in text
 
 
