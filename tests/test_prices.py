@@ -7,6 +7,7 @@ import csv
 import io
 import math
 import os
+import re
 from datetime import datetime, timezone
 from decimal import Decimal
 from fractions import Fraction
@@ -153,13 +154,21 @@ def test_the_chart_keeps_its_token_bars(cli, cloud, prices_file):
         start = lines.index("Total Tokens")
         return lines[start:lines.index("", start)]
     assert chart(plain.stdout) == chart(priced.stdout)
-    assert "Est. CNY" in priced.stdout
+    assert re.search(r" Est\. ?CNY \|", priced.stdout)
+
+
+def test_a_month_of_days_by_service_type_with_costs_fits_80_columns(cli, hourly, prices_file):
+    run = cli("--from", "2026-05-01", "--to", "2026-06-01", "--timezone", "Asia/Shanghai", "--group-by", "day",
+              "service-type", "--prices", prices_file(HEADER + "*,0.002,0.008,1000,CNY\n"))
+    assert run.code == 0, run.stderr
+    table = run.stdout.split("\n\n", 1)[0].splitlines()[1:]
+    assert len(table) > 93 and max(map(len, table)) <= 80 and "Est.CNY" in table[1]
 
 
 def test_every_format_labels_the_cost_estimated(cli, cloud, prices_file):
     path = prices_file(HEADER + "*,0.002,0.008,1000,CNY\n")
     table = cli(*SEED, "--service-type", "all", "--prices", path)
-    assert "Est. CNY" in table.stdout and "Estimated cost: " in table.stdout
+    assert re.search(r"Est\. ?CNY", table.stdout) and "Estimated cost: " in table.stdout
     assert cli(*SEED, "--prices", path, "--format", "json").json()["cost"]["estimated"] is True
     lines = list(csv.DictReader(io.StringIO(cli(*SEED, "--service-type", "all", "--prices", path,
                                                 "--format", "csv").stdout)))
