@@ -6100,6 +6100,9 @@ def assess(report: Report, settings: Settings, console: Console) -> None:
         if settings.budget is not None:
             each.budget = budget_of(settings.budget, each.total, each.query.period, each.query.zone,
                                     project=each is report)
+            if each.budget.used is None and each is report:  # never a silent pass of --fail-over
+                console.warn("--budget: the rows carry no total tokens (Cloud Eye lists no total_tokens), so the "
+                             "budget cannot be checked")
         if settings.prices is not None:
             each.costs = estimate_costs(settings.prices, each.rows, console if each is report else None)
 

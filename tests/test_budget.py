@@ -358,3 +358,14 @@ def test_projection_is_at_least_used_and_runs_out_inside_the_period(used, tokens
 def test_fail_over_reaches_exactly_when_the_share_is_at_least_pct(used, tokens, percent):
     budget = m.Budget(tokens, used, m.Period(NOW - timedelta(hours=1), NOW), None)
     assert (budget.crossed(percent) is not None) == (Fraction(used * 100, tokens) >= Fraction(percent))
+
+
+def test_without_total_tokens_the_budget_says_it_cannot_be_checked(cli, cloud):
+    from conftest import hourly_index as index
+    cloud.events = index(ms(datetime(2026, 4, 1, tzinfo=UTC)), ms(datetime(2026, 6, 1, tzinfo=UTC)))
+    cloud.ces.missing_metrics = {"total_tokens"}
+    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model",
+              "--budget", "1M", "--fail-over", "1")
+    assert run.code == 0, run.stderr
+    assert "Budget: 1.00 M tokens; used unknown (no total tokens)" in run.stdout
+    assert "warning: --budget: the rows carry no total tokens" in run.stderr
