@@ -12,7 +12,7 @@ concurrently with retries and pacing, sums the answers exactly and prints a tabl
 
 The command-line contract (flags, formats, exit codes) is documented in README.md.
 Exit codes: 0 success, 1 API/network failure, 2 usage error, 3 credentials rejected or missing,
-130 Ctrl-C, 143 SIGTERM, 129 SIGHUP.
+4 --fail-over's budget share reached (result printed), 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP.
 """
 
 from __future__ import annotations
@@ -217,6 +217,7 @@ PROJECT_ENVS = ("HW_PROJECT_ID", "HUAWEICLOUD_SDK_PROJECT_ID")
 PROFILE_ENV = "HUAWEICLOUD_SDK_CREDENTIALS_FILE"
 
 EXIT_OK, EXIT_API, EXIT_USAGE, EXIT_CREDENTIALS = 0, 1, 2, 3
+EXIT_BUDGET = 4  # --fail-over: the budget share was reached; the result is printed in full
 EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
 
 # ----------------------------------------------------------------------------------------------
@@ -3208,6 +3209,8 @@ class Report:
     previous: Report | None = None  # --compare: the same report over the previous period
     reconciliation: Reconciliation | None = None  # Cloud Eye rows against ShowStatistics
     answers: list[Window] = field(default_factory=list)  # Cloud Eye runs: the data calls and reconciliation's
+    budget: Budget | None = None  # --budget: the total against it
+    costs: CostEstimate | None = None  # --prices: each row's estimated cost
 
     @property
     def total(self) -> Usage:
@@ -3905,6 +3908,368 @@ class Store:
 
 
 # ----------------------------------------------------------------------------------------------
+# Budgets and estimated cost: the totals against a token budget and a price list
+# ----------------------------------------------------------------------------------------------
+
+# --budget 130M: the table's K and M, and B for a billion.
+BUDGET_SCALES = {"": 1, "K": 10 ** 3, "M": 10 ** 6, "B": 10 ** 9}
+_BUDGET_RE = re.compile(r"^(\d{1,15}(?:\.\d{1,9})?)([KMB]?)$", re.ASCII | re.IGNORECASE)
+MAX_BUDGET = 10 ** 15  # tokens: as _PLAUSIBLE_MAX, far above any account
+_PERCENT_RE = re.compile(r"^(\d{1,6}(?:\.\d{1,4})?)%?$", re.ASCII)
+MAX_FAIL_OVER = 10000  # percent: a projection may run far past 100 %, not 100 times past it
+SHARE_PLACES = 1  # the table's shares: 74.9 %
+JSON_SHARE_PLACES = 2  # JSON's shares, like error_rate: 74.85
+RATIO_PLACES = 6  # Prometheus' ratios: 0.748538
+# --prices: Huawei's international price pages quote per 1,000 tokens; other price lists per 1,000,000.
+PRICE_PER = (1000, 1000000)
+PRICES_HEADER = ("model", "input", "output", "per", "currency")
+ANY_MODEL = "*"  # the price of every model not listed
+MAX_PRICES_BYTES = 256 * 1024  # a price list is a few KB: a larger file is a mistake, refused unread
+_PRICE_RE = re.compile(r"^\d{1,12}(?:\.\d{1,12})?$", re.ASCII)  # no sign, exponent, NaN or thousands separator
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$", re.ASCII)  # an ISO 4217 code: CNY, USD, EUR
+CENTS = Decimal("0.01")  # costs are shown to 2 decimals
+
+
+def rounded_quotient(numerator: int, denominator: int, places: int) -> Decimal:
+    """numerator / denominator rounded half up to ``places`` decimals, exactly (integer arithmetic)."""
+    scaled = numerator * 10 ** places
+    return Decimal((2 * scaled + denominator) // (2 * denominator)).scaleb(-places).quantize(
+        Decimal(1).scaleb(-places))
+
+
+def parse_budget(text: str) -> int:
+    """--budget: whole tokens from ``130M``, ``1.5B``, ``50000``."""
+    match = _BUDGET_RE.fullmatch(text.strip())
+    hint = "give tokens, optionally with K, M or B (thousands, millions, billions): --budget 130M"
+    if match is None:
+        raise UsageError(f"--budget {json_quoted(text)} is not a number of tokens", hint=hint)
+    tokens = Decimal(match[1]) * BUDGET_SCALES[match[2].upper()]
+    if tokens != tokens.to_integral_value():
+        raise UsageError(f"--budget {json_quoted(text)} is not a whole number of tokens", hint=hint)
+    if not 1 <= tokens <= MAX_BUDGET:
+        raise UsageError(f"--budget must be from 1 to {MAX_BUDGET:,} tokens, not {json_quoted(text)}", hint=hint)
+    return int(tokens)
+
+
+def parse_fail_over(text: str) -> Decimal:
+    """--fail-over: a percent above 0 (``90``, ``100``, ``87.5%``)."""
+    match = _PERCENT_RE.fullmatch(text.strip())
+    percent = Decimal(match[1]) if match else None
+    if percent is None or not 0 < percent <= MAX_FAIL_OVER:
+        raise UsageError(f"--fail-over {json_quoted(text)} is not a percent above 0 (at most {MAX_FAIL_OVER})",
+                         hint="--fail-over 90 exits 4 once 90 % of the budget is used (or projected)")
+    return percent
+
+
+@dataclass(frozen=True)
+class BudgetOptions:
+    tokens: int
+    fail_over: Decimal | None  # --fail-over PCT
+    unit: CalendarUnit | None  # the unit of a current preset (--today, --this-week, --this-month): projected
+
+
+def reaches(numerator: int, denominator: int, percent: Decimal) -> bool:
+    """Whether numerator / denominator, as a percent, reaches ``percent`` (exactly)."""
+    top, bottom = percent.as_integer_ratio()
+    return numerator * 100 * bottom >= top * denominator
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A report's tokens against a budget and, for a current calendar period, the linear projection
+    to its end: tokens used / time elapsed x the whole period."""
+
+    tokens: int
+    used: int | None  # None when the source lacks total tokens
+    period: Period  # the range measured
+    end: datetime | None  # a current period's end (projected), else None
+
+    @property
+    def elapsed_ms(self) -> int:
+        return self.period.end_ms - self.period.start_ms
+
+    @property
+    def whole_ms(self) -> int:
+        assert self.end is not None
+        return to_epoch_ms(self.end) - self.period.start_ms
+
+    @property
+    def projects(self) -> bool:
+        return self.end is not None and self.used is not None
+
+    def projected(self) -> int | None:
+        if not self.projects:
+            return None
+        return (2 * self.used * self.whole_ms + self.elapsed_ms) // (2 * self.elapsed_ms)
+
+    def fraction(self, projected: bool = False) -> tuple[int, int] | None:
+        """The share of the budget used (or projected) as numerator and denominator, exact."""
+        if self.used is None or (projected and not self.projects):
+            return None
+        if projected:
+            return self.used * self.whole_ms, self.elapsed_ms * self.tokens
+        return self.used, self.tokens
+
+    def share(self, places: int, projected: bool = False) -> Decimal | None:
+        """Percent of the budget used (or projected), rounded half up."""
+        fraction = self.fraction(projected)
+        return None if fraction is None else rounded_quotient(fraction[0] * 100, fraction[1], places)
+
+    def ratio(self, projected: bool = False) -> Decimal | None:
+        """The share as a ratio (Prometheus), rounded half up to RATIO_PLACES."""
+        fraction = self.fraction(projected)
+        return None if fraction is None else rounded_quotient(*fraction, RATIO_PLACES)
+
+    def runs_out(self) -> datetime | None:
+        """When the budget is (or was) used up at the period's pace, when that is before the period's
+        end; the second, rounded down."""
+        fraction = self.fraction(projected=True)
+        if fraction is None or not self.used or fraction[0] < fraction[1]:
+            return None
+        moment_ms = self.period.start_ms + self.tokens * self.elapsed_ms // self.used
+        return from_epoch_ms(moment_ms - moment_ms % 1000, timezone.utc)
+
+    def crossed(self, percent: Decimal) -> str | None:
+        """--fail-over: which share reached ``percent`` (the projected one when there is one), else None."""
+        projected = self.projects
+        fraction = self.fraction(projected)
+        if fraction is None or not reaches(*fraction, percent):
+            return None
+        return f"the {'projected' if projected else 'used'} share ({self.share(SHARE_PLACES, projected)} %)"
+
+
+def budget_of(options: BudgetOptions, usage: Usage, period: Period, zone: tzinfo, project: bool = True) -> Budget:
+    """The budget over ``period``; a current preset's period is projected to its unit's end (the
+    unit holding the period's last instant: Cloud Eye's whole hours may widen the start)."""
+    end = None
+    if project and options.unit is not None:
+        end = options.unit.next(period.end - timedelta(milliseconds=1), zone)
+    return Budget(options.tokens, usage.metrics()["total_tokens"], period, end)
+
+
+@dataclass(frozen=True)
+class Price:
+    model: str
+    input: Decimal  # per ``per`` prompt tokens
+    output: Decimal  # per ``per`` completion tokens
+    per: int
+    line: int
+
+
+@dataclass(frozen=True)
+class PriceList:
+    """--prices: one currency, prices by model (casefolded), ``*`` for every model not listed."""
+
+    path: str
+    currency: str
+    prices: Mapping[str, Price]
+
+    def for_row(self, row: Row) -> Price | None:
+        """A model row's price: by its id, else its name, else ``*``; a row without a model: ``*``."""
+        if row.model_id is not None:
+            for name in (row.model_id, row.model):
+                if name and name.casefold() in self.prices:
+                    return self.prices[name.casefold()]
+        return self.prices.get(ANY_MODEL)
+
+
+def prices_error(path: str, message: str, line: int | None = None) -> UsageError:
+    where = f"{printable(path)}, line {line}" if line is not None else printable(path)
+    return UsageError(f"--prices {where}: {message}",
+                      hint="the file is CSV with the header model,input,output,per,currency; per is 1000 or "
+                           "1000000; model * prices every model not listed")
+
+
+def read_prices_text(path: str) -> str:
+    """The file's text: a regular file of at most MAX_PRICES_BYTES, UTF-8 (a BOM tolerated)."""
+    try:
+        found = os.stat(path)
+        if not stat.S_ISREG(found.st_mode):
+            raise prices_error(path, f"is {file_kind(found.st_mode)}, not a regular file")
+        if found.st_size > MAX_PRICES_BYTES:
+            raise prices_error(path, f"is larger than {MAX_PRICES_BYTES // 1024} KiB: not a price list")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_PRICES_BYTES + 1)
+    except (OSError, ValueError) as exc:
+        raise prices_error(path, f"cannot be read ({exc.strerror if isinstance(exc, OSError) else exc})") from None
+    if len(data) > MAX_PRICES_BYTES:
+        raise prices_error(path, f"is larger than {MAX_PRICES_BYTES // 1024} KiB: not a price list")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise prices_error(path, "is not UTF-8 text", data.count(b"\n", 0, exc.start) + 1) from None
+
+
+def parse_price_line(path: str, number: int, cells: Sequence[str]) -> Price:
+    """One line of a price list, checked cell by cell."""
+    if len(cells) != len(PRICES_HEADER):
+        raise prices_error(path, f"{len(cells)} columns, expected {len(PRICES_HEADER)} "
+                                 f"({','.join(PRICES_HEADER)})", number)
+    model, *amounts, per, _ = (cell.strip() for cell in cells)
+    if not model:
+        raise prices_error(path, "the model is empty (* prices every model not listed)", number)
+    values = []
+    for name, text in zip(("input", "output"), amounts):
+        if text.startswith("-") and _PRICE_RE.fullmatch(text[1:]):
+            raise prices_error(path, f"the {name} price {json_quoted(text)} is negative", number)
+        if not _PRICE_RE.fullmatch(text):
+            raise prices_error(path, f"the {name} price {json_quoted(text)} is not a number", number)
+        values.append(Decimal(text))
+    if per not in {str(value) for value in PRICE_PER}:
+        raise prices_error(path, f"per is {json_quoted(per)}: prices are per 1000 or per 1000000 tokens", number)
+    return Price(model, values[0], values[1], int(per), number)
+
+
+def parse_prices(path: str, text: str) -> PriceList:
+    """A price list from its text: the header, then one line per model; one currency."""
+    import csv
+
+    lines = [(number, cells) for number, cells in enumerate(csv.reader(text.splitlines()), 1)
+             if cells and any(cell.strip() for cell in cells) and not cells[0].lstrip().startswith("#")]
+    if not lines:
+        raise prices_error(path, "is empty")
+    number, header = lines[0]
+    if tuple(cell.strip().lower() for cell in header) != PRICES_HEADER:
+        raise prices_error(path, f"the header must be {','.join(PRICES_HEADER)}", number)
+    prices: dict[str, Price] = {}
+    currencies: dict[str, int] = {}
+    for number, cells in lines[1:]:
+        price = parse_price_line(path, number, cells)
+        currency = cells[-1].strip().upper()
+        if not _CURRENCY_RE.fullmatch(currency):
+            raise prices_error(path, f"the currency {json_quoted(cells[-1].strip())} is not a 3-letter code "
+                                     "(CNY, USD …)", number)
+        currencies.setdefault(currency, number)
+        if len(currencies) > 1:
+            first, second = currencies
+            raise prices_error(path, f"several currencies ({first} on line {currencies[first]}, {second}): "
+                                     "costs in one currency only", number)
+        earlier = prices.get(price.model.casefold())
+        if earlier is not None:
+            raise prices_error(path, f"the model {json_quoted(price.model)} is priced twice (also on line "
+                                     f"{earlier.line})", number)
+        prices[price.model.casefold()] = price
+    if not prices:
+        raise prices_error(path, "has a header but no prices")
+    return PriceList(path, next(iter(currencies)), prices)
+
+
+def load_prices(path: str | None, by_model: bool) -> PriceList | None:
+    """--prices, validated before any request: without model rows only the ``*`` price can apply."""
+    if path is None:
+        return None
+    prices = parse_prices(path, read_prices_text(path))
+    if not by_model and ANY_MODEL not in prices.prices:
+        raise prices_error(path, "has no * row: without --group-by model the rows have no model, so only a "
+                                 "* price applies")
+    return prices
+
+
+def cost_of(usage: Usage, price: Price | None) -> Decimal | None:
+    """(prompt x input + completion x output) / per, exact, from the shown (whole) token counts."""
+    values = usage.metrics()
+    prompt, completion = values["prompt_tokens"], values["completion_tokens"]
+    if price is None or prompt is None or completion is None:
+        return None
+    with localcontext() as context:
+        context.prec = 80  # exact: tokens below 10^15, prices of 24 digits, per a power of ten
+        return (prompt * price.input + completion * price.output) / price.per
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    """Estimated costs of a report's rows (None where no price applies) in one currency."""
+
+    currency: str
+    rows: tuple[Decimal | None, ...]
+
+    @property
+    def total(self) -> Decimal:
+        with localcontext() as context:
+            context.prec = 80
+            return sum((cost for cost in self.rows if cost is not None), ZERO)
+
+    @property
+    def complete(self) -> bool:
+        return None not in self.rows
+
+
+def estimate_costs(prices: PriceList, rows: Sequence[Row], console: Console | None = None) -> CostEstimate:
+    """Each row's cost. A model the list lacks (no ``*``) is a usage error naming it; a row without
+    a model or without token counts is left out of the total, with a note."""
+    unpriced = sorted({printable(row.model or row.model_id or "") for row in rows
+                       if row.model_id is not None and prices.for_row(row) is None})
+    if unpriced:
+        raise prices_error(prices.path, f"no price for the model{'s' if len(unpriced) > 1 else ''} "
+                                        f"{', '.join(unpriced)} and no * row")
+    costs = tuple(cost_of(row.total, prices.for_row(row)) for row in rows)
+    if console is not None and None in costs:
+        console.note("some rows have no price or no token counts (the rows not listed by Cloud Eye need a * row): "
+                     "their cost is not in the estimated total")
+    return CostEstimate(prices.currency, costs)
+
+
+def format_cost(cost: Decimal | None, currency: str | None = None) -> str:
+    """``1,234.57`` (half up), with `` USD`` when ``currency`` is given; ``-`` for no cost."""
+    if cost is None:
+        return "-"
+    return f"{cost.quantize(CENTS, ROUND_HALF_UP):,}" + (f" {currency}" if currency else "")
+
+
+def format_period_end(moment: datetime, zone: tzinfo) -> str:
+    """A period's end as its last day's ``24:00`` when it is a local midnight: ``2026-12-31 24:00``."""
+    local = moment.astimezone(zone)
+    if (local.hour, local.minute, local.second, local.microsecond) == (0, 0, 0, 0):
+        return f"{local.date() - timedelta(days=1)} 24:00"
+    return local.strftime("%Y-%m-%d %H:%M")
+
+
+def budget_lines(budget: Budget, zone: tzinfo, previous: Budget | None = None) -> list[str]:
+    """``Budget: 130.00 M tokens; used 97.31 M tokens (74.9 %)`` and, for a current period, ``At this
+    pace: …``; with --compare the previous period's use."""
+    if budget.used is None:
+        return [f"Budget: {format_tokens(budget.tokens)}; used unknown (no total tokens)"]
+    lines = [f"Budget: {format_tokens(budget.tokens)}; used {format_tokens(budget.used)} "
+             f"({budget.share(SHARE_PLACES)} %)"]
+    if previous is not None and previous.used is not None:
+        lines[0] += f"; previous period {format_tokens(previous.used)} ({previous.share(SHARE_PLACES)} %)"
+    projected, runs_out = budget.projected(), budget.runs_out()
+    if projected is not None and budget.end is not None:
+        line = (f"At this pace: {format_tokens(projected)} by {format_period_end(budget.end, zone)} "
+                f"({budget.share(SHARE_PLACES, projected=True)} %)")
+        if runs_out is not None:
+            verb = "ran out" if budget.used >= budget.tokens else "runs out"
+            line += f"; the budget {verb} about {runs_out.astimezone(zone):%Y-%m-%d %H:%M}"
+        lines.append(line)
+    return lines
+
+
+def cost_line(costs: CostEstimate, previous: CostEstimate | None = None) -> str:
+    line = f"Estimated cost: {format_cost(costs.total, costs.currency)}"
+    if previous is not None:
+        line += f"; previous period {format_cost(previous.total, previous.currency)}"
+    return line + " (from --prices; the bill is the authority)"
+
+
+def json_budget(budget: Budget, zone: tzinfo) -> dict[str, Any]:
+    def number(value: Decimal | None) -> float | None:
+        return None if value is None else float(value)
+
+    runs_out = budget.runs_out()
+    return {"tokens": budget.tokens, "used": budget.used, "used_percent": number(budget.share(JSON_SHARE_PLACES)),
+            "projected": budget.projected(),
+            "projected_percent": number(budget.share(JSON_SHARE_PLACES, projected=True)),
+            "runs_out": None if runs_out is None else runs_out.astimezone(zone).isoformat(),
+            "projected_to": None if not budget.projects or budget.end is None
+            else budget.end.astimezone(zone).isoformat()}
+
+
+def json_cost(value: Decimal | None) -> float | None:
+    """A cost for JSON: rounded half up to cents, as the table shows it."""
+    return None if value is None else float(value.quantize(CENTS, ROUND_HALF_UP))
+
+
+# ----------------------------------------------------------------------------------------------
 # Rendering: table, JSON, CSV and Prometheus from the same Report
 # ----------------------------------------------------------------------------------------------
 
@@ -4093,6 +4458,10 @@ def _grouped_table(report: Report, style: Any, narrow: bool) -> str:
 
     rows = [row_labels(row, query) + cells(row.total) for row in report.rows]
     rows.append(["Total"] + [""] * (label_columns - 1) + cells(report.total))
+    if report.costs is not None:  # the estimated cost of each row, and of all; narrow: no thousands separator
+        headers.append(f"Est.{report.costs.currency}" if narrow else f"Est. {report.costs.currency}")
+        for line, cost in zip(rows, (*report.costs.rows, report.costs.total)):
+            line.append(format_cost(cost).replace(",", "") if narrow else format_cost(cost))
     align = ["left"] * label_columns + ["right"] * (len(headers) - label_columns)
     # tabulate widens every column by MIN_PADDING beyond its header; a month of days must fit
     # in 80 columns, so the grouped table is drawn without that extra space.
@@ -4158,7 +4527,6 @@ def render_table(report: Report, table_format: str | None, raw: bool, chart: str
     if report.previous is None:
         parts.append(tabulate.tabulate(metric_lines(report.total, query.batch), headers=["Metric", "Value"],
                                        tablefmt=style, disable_numparse=True))
-        parts.append(period_line(query))
     else:
         known = comparable(report)
         parts.append(tabulate.tabulate(compared_lines(report.total, report.previous.total, query.batch, known),
@@ -4166,13 +4534,26 @@ def render_table(report: Report, table_format: str | None, raw: bool, chart: str
                                        disable_numparse=True, colalign=("left", "left", "left", "right")))
         if not known:
             parts.append(UNKNOWN_CHANGE_FOOTNOTE)
-        parts.append(period_line(query))
+    parts += budget_and_cost_lines(report)
+    parts.append(period_line(query))
+    if report.previous is not None:
         parts.append(period_line(report.previous.query).replace("Period:", "Previous:", 1))
     if raw:
         parts.append("Raw responses:")
         parts += [f"{window.label if row else f'{window.call.name} for {window.label}'}: "
                   f"{json.dumps(_exact_json(window.response))}" for row, window in report.raw_windows()]
     return "\n".join(parts) + "\n"
+
+
+def budget_and_cost_lines(report: Report) -> list[str]:
+    """The lines under the totals: the budget (and its projection), the estimated cost."""
+    previous = report.previous
+    lines = []
+    if report.budget is not None:
+        lines += budget_lines(report.budget, report.query.zone, previous.budget if previous is not None else None)
+    if report.costs is not None:
+        lines.append(cost_line(report.costs, previous.costs if previous is not None else None))
+    return lines
 
 
 UNKNOWN_CHANGE_FOOTNOTE = ("n/a: the previous period lies (partly) before MaaS's 30-day retention; "
@@ -4272,16 +4653,17 @@ def render_json(report: Report, raw: bool) -> str:
     query = report.query
     document = _header(query, report.project_id)
     document["totals"] = _json_metrics(report.total)
-    document["rows"] = [_json_row(row, query, with_source=report.store is not None) for row in report.rows]
+    document["rows"] = _json_rows(report, report.store is not None)
     document["coverage"] = _json_coverage(report.coverage, query.zone)
+    document.update(_json_budget_and_cost(report))
     if report.previous is not None:
         before = report.previous
         document["previous"] = {"period": _json_period(before.query.period, query.zone),
                                 "totals": _json_metrics(before.total),
-                                "coverage": _json_coverage(before.coverage, query.zone)}
+                                "coverage": _json_coverage(before.coverage, query.zone),
+                                **_json_budget_and_cost(before)}
         if query.groupings:
-            document["previous"]["rows"] = [_json_row(row, query, with_source=report.store is not None)
-                                            for row in before.rows]
+            document["previous"]["rows"] = _json_rows(before, report.store is not None)
         document["change"] = {name: None if value is None or not comparable(report) else float(value)
                               for name, value in metric_changes(report.total, before.total).items()}
     if report.store is not None:
@@ -4304,6 +4686,25 @@ def _json_window(row: Row | None, window: Window) -> dict[str, Any]:
     return document
 
 
+def _json_rows(report: Report, with_source: bool) -> list[dict[str, Any]]:
+    rows = [_json_row(row, report.query, with_source) for row in report.rows]
+    if report.costs is not None:
+        for document, cost in zip(rows, report.costs.rows):
+            document["cost"] = json_cost(cost)
+    return rows
+
+
+def _json_budget_and_cost(report: Report) -> dict[str, Any]:
+    """JSON's ``budget`` and ``cost`` (each only when asked for); every cost is an estimate."""
+    document: dict[str, Any] = {}
+    if report.budget is not None:
+        document["budget"] = json_budget(report.budget, report.query.zone)
+    if report.costs is not None:
+        document["cost"] = {"currency": report.costs.currency, "total": json_cost(report.costs.total),
+                            "estimated": True, "complete": report.costs.complete}
+    return document
+
+
 def _json_row(row: Row, query: Query, with_source: bool) -> dict[str, Any]:
     document = {name: value for grouping in output_groupings(query)
                 for name, value in grouping.json(row, query).items()}
@@ -4322,13 +4723,30 @@ def render_csv(report: Report, header: bool) -> str:
     writer = csv.writer(out, lineterminator="\n")
     if header:
         writer.writerow([*(column for grouping in output_groupings(query) for column in grouping.csv_columns),
-                         *METRIC_NAMES])
-    for row in report.rows + (report.previous.rows if report.previous is not None else []):
-        metrics = row.total.metrics()
-        writer.writerow([*(value for grouping in output_groupings(query) for value in grouping.csv(row, query)),
-                         *("" if value is None else f"{value:.2f}" if isinstance(value, Decimal) else value
-                           for value in metrics.values())])
+                         *METRIC_NAMES, *(CSV_COST_COLUMNS if report.costs is not None else ())])
+    for part in (report, report.previous):
+        if part is not None:
+            writer.writerows(_csv_lines(part, query))
     return out.getvalue()
+
+
+def _csv_lines(report: Report, query: Query) -> list[list[Any]]:
+    """A report's CSV lines (split as ``query``'s rows), with the estimated cost when --prices was given."""
+    costs = report.costs
+    lines = []
+    for index, row in enumerate(report.rows):
+        metrics = row.total.metrics()
+        line = [*(value for grouping in output_groupings(query) for value in grouping.csv(row, query)),
+                *("" if value is None else f"{value:.2f}" if isinstance(value, Decimal) else value
+                  for value in metrics.values())]
+        if costs is not None:
+            cost = costs.rows[index]
+            line += ["" if cost is None else format(cost.quantize(CENTS, ROUND_HALF_UP), "f"), costs.currency]
+        lines.append(line)
+    return lines
+
+
+CSV_COST_COLUMNS = ("estimated_cost", "currency")  # --prices: after the metrics, so no column moves
 
 
 # --format prometheus: every family's HELP text, in the order they are written.
@@ -4342,6 +4760,10 @@ PROMETHEUS_HELP = {
     "maas_usage_period_end_timestamp_seconds": "End of the period, exclusive (Unix time).",
     "maas_usage_complete": "1 when no part of the period lies before its source's retention (MaaS 30 days, "
                            "Cloud Eye 155 days for model and key rows), else 0.",
+    "maas_usage_estimated_cost": "Estimated cost of the period from --prices (the bill is the authority).",
+    "maas_usage_budget_tokens": "The token budget given with --budget.",
+    "maas_usage_budget_used_ratio": "Tokens used in the period / the budget.",
+    "maas_usage_budget_projected_ratio": "Tokens projected to the current period's end at its pace / the budget.",
 }
 
 
@@ -4356,10 +4778,40 @@ def prometheus_seconds(ms: int) -> str:
     return f"{seconds}.{millis:03d}".rstrip("0") if millis else str(seconds)
 
 
-def _prometheus_labels(report: Report, row: Row) -> list[tuple[str, str]]:
+def _prometheus_labels(report: Report, row: Row | None) -> list[tuple[str, str]]:
+    """A row's labels; without a row (the budget's samples, for the whole run) the run's own."""
     query = report.query
     return [("region", query.region), ("project_id", report.project_id or ""),
-            *(label for grouping in output_groupings(query) for label in grouping.prometheus(row, query))]
+            *(label for grouping in output_groupings(query) if row is not None
+              for label in grouping.prometheus(row, query))]
+
+
+def _prometheus_series(report: Report) -> list[tuple[str, list[tuple[str, str]], str]]:
+    """Every sample: its family, labels and value; per row, then the run's budget gauges."""
+    series = []
+    costs = report.costs
+    for index, row in enumerate(report.rows):
+        labels = _prometheus_labels(report, row)
+        series += [(family, labels + ([("kind", kind)] if kind else []), value)
+                   for family, kind, value in _prometheus_samples(row, report.query.batch, report.coverage.complete)]
+        if costs is not None and costs.rows[index] is not None:
+            series.append(("maas_usage_estimated_cost", labels + [("currency", costs.currency)],
+                           format(costs.rows[index].quantize(CENTS, ROUND_HALF_UP), "f")))
+    labels = _prometheus_labels(report, None)
+    return series + [(family, labels, value) for family, value in _prometheus_budget(report)]
+
+
+def _prometheus_budget(report: Report) -> list[tuple[str, str]]:
+    """--budget's gauges: the budget, the share used, and the projected share when there is one."""
+    budget = report.budget
+    if budget is None:
+        return []
+    samples = [("maas_usage_budget_tokens", str(budget.tokens))]
+    for family, projected in (("maas_usage_budget_used_ratio", False), ("maas_usage_budget_projected_ratio", True)):
+        ratio = budget.ratio(projected)
+        if ratio is not None:
+            samples.append((family, format(ratio, "f")))
+    return samples
 
 
 def _prometheus_samples(row: Row, batch: bool, complete: bool) -> list[tuple[str, str | None, str]]:
@@ -4376,12 +4828,9 @@ def render_prometheus(report: Report) -> str:
     """The text exposition format (0.0.4) for node_exporter's textfile collector: gauges, one
     sample per row and metric, no timestamps (rows are never time buckets here)."""
     families: dict[str, list[str]] = {name: [] for name in PROMETHEUS_HELP}
-    for row in report.rows:
-        labels = _prometheus_labels(report, row)
-        for family, kind, value in _prometheus_samples(row, report.query.batch, report.coverage.complete):
-            pairs = labels + ([("kind", kind)] if kind else [])
-            text = ",".join(f'{name}="{prometheus_label_value(v)}"' for name, v in pairs)
-            families[family].append(f"{family}{{{text}}} {value}")
+    for family, pairs, value in _prometheus_series(report):
+        text = ",".join(f'{name}="{prometheus_label_value(v)}"' for name, v in pairs)
+        families[family].append(f"{family}{{{text}}} {value}")
     lines = []
     for family, samples in families.items():
         if samples:
@@ -4862,13 +5311,16 @@ examples:
   %(prog)s --check                                    # first contact: keys, endpoints, clock, permissions
   %(prog)s --store ~/.local/share/maas/usage.db --record --timezone Asia/Shanghai -q   # nightly, after 03:00
   %(prog)s --last 24h --format prometheus --output /var/lib/node_exporter/textfile/maas.prom -q
+  %(prog)s --this-month --budget 130M --fail-over 90 -q   # exit 4 when the month's pace reaches 90 %%
+  %(prog)s --this-month --group-by model --prices prices.csv   # estimated cost per model (the bill decides)
 
 credentials, the first found: --credentials-file, HW_ACCESS_KEY/HW_SECRET_KEY[/HW_SECURITY_TOKEN],
   HUAWEICLOUD_SDK_AK/SK[/SECURITY_TOKEN], the SDK profile (HUAWEICLOUD_SDK_CREDENTIALS_FILE or
   ~/.huaweicloud/credentials). Keys are never accepted on the command line and never printed.
 exit codes: 0 success; 1 API or network failure, a malformed answer, or a result that could not be
-  written; 2 usage error (or a package this Python lacks); 3 credentials missing or rejected; 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
-  (each ends the run with stdout empty).
+  written; 2 usage error (or a package this Python lacks); 3 credentials missing or rejected;
+  4 --fail-over: the budget share was reached (the result is printed in full); 130 Ctrl-C, 143 SIGTERM,
+  129 SIGHUP (each ends the run with stdout empty).
 """
 
 
@@ -4988,6 +5440,17 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-v", "--verbose", action="store_true", help="log each HTTP exchange on stderr")
     out.add_argument("-q", "--quiet", action="store_true", help="no notes or progress on stderr")
     out.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+    money = parser.add_argument_group("budget and estimated cost")
+    money.add_argument("--budget", metavar="N",
+                       help="a token budget (K, M, B suffixes: 130M): the share used, and for --today, --this-week "
+                            "and --this-month the projection to the period's end at its pace so far")
+    money.add_argument("--fail-over", metavar="PCT",
+                       help="with --budget: exit 4 (the result still printed) when the projected share, else the "
+                            "used share, reaches PCT percent (90, 100, 87.5)")
+    money.add_argument("--prices", metavar="FILE",
+                       help="CSV model,input,output,per,currency (per 1000 or 1000000 tokens; model * for every "
+                            "other model): estimated cost per --group-by model row and in total")
 
     keep = parser.add_argument_group("history store (MaaS keeps 30 days; a store keeps final days for good)")
     keep.add_argument("--store", metavar="PATH", help="SQLite file of final daily totals (env MAAS_USAGE_STORE)")
@@ -5133,7 +5596,8 @@ FLAG_RULES = (
     # --check tests the account with requests of its own: what shapes a query or its output would be ignored.
     Excludes("--check", ("--from", "--to", "--until", "--last", *(f"--{name}" for name in PRESETS), "--compare",
                          "--service-type", "--api-keys", "--ips", "--group-by", "--table-format", "--chart",
-                         "--no-header", "--raw", "--output", "--dry-run", "--record",
+                         "--no-header", "--raw", "--output", "--dry-run", "--record", "--budget", "--fail-over",
+                         "--prices",
                          *(f"--format {name}" for name in FORMATS if name not in ("table", "json"))),
              "--check cannot be combined with {other}",
              hint="--check prints a checklist in the table or json format; run the query on its own"),
@@ -5158,6 +5622,8 @@ FLAG_RULES = (
              hint="group by model and api-key to see each key's share of each model"),
     Needs("--chart", (*(f"--group-by {name}" for name in UNITS), "--record"),
           "--chart draws a bar per time bucket: it needs --group-by " + " or ".join(UNITS)),
+    Needs("--fail-over", ("--budget",), "--fail-over needs --budget: the share it fails over is the budget's",
+          hint="--budget 130M --fail-over 90"),
 )
 
 
@@ -5172,7 +5638,8 @@ def flags_given(args: argparse.Namespace, env: Mapping[str, str]) -> list[str]:
                                        ("--raw", args.raw), ("--chart", args.chart), ("--check", args.check),
                                        ("--dry-run", args.dry_run), ("--service-type", args.service_type),
                                        ("--api-keys", args.api_keys is not None), ("--ips", args.ips),
-                                       ("--group-by", args.group_by)) if value]
+                                       ("--group-by", args.group_by), ("--budget", args.budget),
+                                       ("--fail-over", args.fail_over), ("--prices", args.prices)) if value]
     return [*given, f"--format {args.format}", *(f"--group-by {word}" for word in group_by_words(args.group_by))]
 
 
@@ -5269,6 +5736,8 @@ class Settings:
     packages: tuple[str, ...] = ()  # the packages a run that sends requests needs
     monitor: Endpoint | None = None  # the MaaS monitor (Cloud Eye's model and key names)
     max_requests: int = MAX_REQUESTS  # checked for Cloud Eye runs once ListMetrics has answered
+    budget: BudgetOptions | None = None  # --budget, --fail-over
+    prices: PriceList | None = None  # --prices, read and checked before any request
 
     @property
     def endpoints(self) -> dict[str, Endpoint]:
@@ -5381,11 +5850,23 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     return Settings(mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file,
                     maas=maas, iam=iam, ces=ces, client=client, output=_output_options(args, env, stdout_encoding),
                     store=_store_options(args, env), packages=needed_packages(args.format, os_zone=os_zone),
-                    monitor=monitor_endpoint(args, env), max_requests=args.max_requests)
+                    monitor=monitor_endpoint(args, env), max_requests=args.max_requests,
+                    budget=_budget_options(args), prices=load_prices(args.prices, query.by_model))
+
+
+def _budget_options(args: argparse.Namespace) -> BudgetOptions | None:
+    """--budget and --fail-over; a current preset (not --record's days) is projected to its unit's end."""
+    if args.budget is None:
+        return None
+    preset = PRESETS[args.presets[0]] if args.presets else None
+    unit = preset.unit if preset is not None and preset.current and not args.record else None
+    return BudgetOptions(parse_budget(args.budget),
+                         None if args.fail_over is None else parse_fail_over(args.fail_over), unit)
 
 
 TEXT_FLAGS = ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file", "endpoint",
-              "iam_endpoint", "ces_endpoint", "monitor_endpoint", "store", "table_format", "output")
+              "iam_endpoint", "ces_endpoint", "monitor_endpoint", "store", "table_format", "output", "budget",
+              "fail_over", "prices")
 
 
 def check_no_empty_values(args: argparse.Namespace) -> None:
@@ -5494,19 +5975,21 @@ def _store_options(args: argparse.Namespace, env: Mapping[str, str]) -> StoreOpt
 # ----------------------------------------------------------------------------------------------
 
 
-def run(settings: Settings, env: Mapping[str, str], clock: Clock, console: Console) -> str:
-    """One run after validation; returns the text for stdout."""
+def run(settings: Settings, env: Mapping[str, str], clock: Clock, console: Console) -> tuple[str, str | None]:
+    """One run after validation; returns the text for stdout and, when --fail-over's share was
+    reached, the line that says so."""
     check_packages(settings, console)
     if settings.mode == "check":  # first contact: its own requests, no store
-        return check_account(settings, env, clock, console)
+        return check_account(settings, env, clock, console), None
     if settings.query.cloud_eye and settings.store is not None:
         console.note("the store keeps ShowStatistics days, not Cloud Eye rows: it is not used for this run")
     store = open_store(None if settings.query.cloud_eye else settings.store, console, clock,
                        read_only=settings.mode == "dry-run")
     try:
         if settings.mode == "dry-run":
-            return dry_run(settings, store, console, clock.now)
-        return query_usage(settings, store, env, clock, console)
+            return dry_run(settings, store, console, clock.now), None
+        report = query_usage(settings, store, env, clock, console)
+        return render(report, settings.output), budget_alarm(report, settings.budget)
     finally:
         if store is not None:
             store.close()
@@ -5579,7 +6062,7 @@ def dry_run(settings: Settings, store: Store | None, console: Console, now: date
 
 
 def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str], clock: Clock,
-                console: Console) -> str:
+                console: Console) -> Report:
     query, now = settings.query, clock.now
     credentials = load_credentials(settings.credentials_file, env, clock)
     console.hide(credentials.secrets())
@@ -5643,7 +6126,34 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
             console.note(f"{store.write_failure}; the result is complete all the same")
         report.store = {"path": store.path, "days_read": store.days_read, "days_saved": store.days_saved,
                         "days_unrecorded": unrecorded, "days_other_zones": other_zones}
-    return render(report, settings.output)
+    assess(report, settings, console)
+    return report
+
+
+def assess(report: Report, settings: Settings, console: Console) -> None:
+    """--budget and --prices: the report (and the previous period's) against the budget and the prices."""
+    for each in (report, report.previous):
+        if each is None:
+            continue
+        if settings.budget is not None:
+            each.budget = budget_of(settings.budget, each.total, each.query.period, each.query.zone,
+                                    project=each is report)
+            if each.budget.used is None and each is report:  # never a silent pass of --fail-over
+                console.warn("--budget: the rows carry no total tokens (Cloud Eye lists no total_tokens), so the "
+                             "budget cannot be checked")
+        if settings.prices is not None:
+            each.costs = estimate_costs(settings.prices, each.rows, console if each is report else None)
+
+
+def budget_alarm(report: Report, options: BudgetOptions | None) -> str | None:
+    """--fail-over: the stderr line when the share reached it, else None."""
+    if options is None or options.fail_over is None or report.budget is None:
+        return None
+    crossed = report.budget.crossed(options.fail_over)
+    if crossed is None:
+        return None
+    return (f"{crossed} of the budget ({format_tokens(options.tokens)}) reaches --fail-over {options.fail_over} %: "
+            f"exit {EXIT_BUDGET}")
 
 
 def other_zone_counts(store: Store, project_id: str, planned: Sequence[tuple[Query | None, list[Row]]],
@@ -5795,11 +6305,17 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         console.quiet, console.verbose = args.quiet, args.verbose  # notes made while validating obey -q too
         settings = settings_from(args, env, clock.now, console, getattr(stdout, "encoding", None))
         check_output_target(settings, env)
-        output = console.redact(run(settings, env, clock, console))
+        text, alarm = run(settings, env, clock, console)
+        output = console.redact(text)
         if settings.output.path is None:
-            return write_result(stdout, output, console)
-        replace_file(settings.output.path, output, signals)
-        return EXIT_OK
+            code = write_result(stdout, output, console)
+        else:
+            replace_file(settings.output.path, output, signals)
+            code = EXIT_OK
+        if code == EXIT_OK and alarm is not None:  # the whole result is out; the exit code tells cron
+            console.warn(alarm)
+            return EXIT_BUDGET
+        return code
     except ParserExit as printed:  # --help and --version
         return write_result(stdout, printed.text, console) if printed.status == 0 else printed.status
     except ToolError as exc:

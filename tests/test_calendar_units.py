@@ -220,6 +220,7 @@ RULES = [
     (["--compare", "--format", "prometheus"], "--compare cannot be combined with --format prometheus"),
     (["--chart", "--group-by", "service-type"],
      "--chart draws a bar per time bucket: it needs --group-by hour or day or week or month"),
+    (["--fail-over", "90"], "--fail-over needs --budget: the share it fails over is the budget's"),
 ]
 
 

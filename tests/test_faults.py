@@ -561,6 +561,17 @@ USAGE_ERRORS = {
     "table-format-unknown": (["--table-format", "nope"], "unknown --table-format"),
     "infer-type-unknown": (["--infer-type", "stream"], "invalid choice"),
     "stray-positional": (["--", "--last", "7d"], "unrecognized"),
+    "budget-not-a-number": (["--budget", "lots"], "--budget \"lots\" is not a number of tokens"),
+    "budget-zero": (["--budget", "0M"], "--budget must be from 1"),
+    "budget-fraction-of-a-token": (["--budget", "1.5"], "not a whole number of tokens"),
+    "budget-empty": (["--budget", ""], "--budget was given an empty value"),
+    "fail-over-without-budget": (["--fail-over", "90"], "--fail-over needs --budget"),
+    "fail-over-zero": (["--budget", "130M", "--fail-over", "0"], "is not a percent above 0"),
+    "fail-over-words": (["--budget", "130M", "--fail-over", "most"], "is not a percent above 0"),
+    "prices-missing-file": (["--prices", "/nonexistent/prices.csv"], "cannot be read"),
+    "prices-a-directory": (["--prices", "/"], "not a regular file"),
+    "prices-empty": (["--prices", ""], "--prices was given an empty value"),
+    "check-with-budget": (["--check", "--budget", "130M"], "--check cannot be combined with --budget"),
 }
 
 
