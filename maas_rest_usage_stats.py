@@ -1109,41 +1109,109 @@ _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 SECRET_PIECE = 8  # no run of this many characters of a secret may appear in any output
-# The forms a server may echo a secret in: as is, JSON-escaped (\u0073) and URL-encoded (%73).
-_SECRET_FORMS: tuple[Callable[[str], str], ...] = (
-    lambda text: text,
-    lambda text: "".join(f"\\u{ord(c):04x}" for c in text),
-    lambda text: "".join(f"\\u{ord(c):04X}" for c in text),
-    lambda text: "".join(f"%{ord(c):02X}" for c in text),
-    lambda text: "".join(f"%{ord(c):02x}" for c in text),
-)
+# Every piece of SECRET_PIECE characters holds a whole block of this many characters that starts at a
+# multiple of it (SECRET_PIECE >= 2 * _BLOCK - 1): one look-up per block finds where pieces may start.
+_BLOCK = 4
+_BLOCKS = re.compile(".{" + str(_BLOCK) + "}", re.DOTALL)
+_BLOCK_CHUNK = 64 * 1024  # text looked at per pass: bounded memory for any body
+# The escaped forms a server may echo a secret in, every character JSON-escaped (\u0073) or URL-encoded
+# (%73), in either case: one escape, its width and where its hex digits start.
+_ESCAPES = ((r"\\u[0-9A-Fa-f]{4}", 6, 2), (r"%[0-9A-Fa-f]{2}", 3, 1))
+
+
+@dataclass(frozen=True)
+class SecretPieces:
+    """What the redactor looks for: every piece of SECRET_PIECE characters of the secrets, every block
+    of _BLOCK characters inside them, and the secrets too short to have a piece (masked whole)."""
+
+    pieces: frozenset[str]
+    blocks: frozenset[str]
+    spreads: frozenset[str]  # SECRET_PIECE + _BLOCK characters: every piece around a block, one look-up
+    short: tuple[str, ...]
+    escaped_runs: tuple[tuple[re.Pattern, int, int], ...]  # runs of escapes long enough to hold one
+
+
+@lru_cache(maxsize=8)
+def secret_pieces(secrets: tuple[str, ...]) -> SecretPieces:
+    def substrings(length: int) -> frozenset[str]:
+        return frozenset(s[i:i + length] for s in secrets for i in range(len(s) - length + 1))
+
+    short = tuple(secret for secret in secrets if 0 < len(secret) < SECRET_PIECE)
+    shortest = min(map(len, short), default=SECRET_PIECE)
+    return SecretPieces(substrings(SECRET_PIECE), substrings(_BLOCK), substrings(SECRET_PIECE + _BLOCK), short,
+                        tuple((re.compile(f"(?:{escape}){{{shortest},}}"), width, digits)
+                              for escape, width, digits in _ESCAPES))
+
+
+def _merged_into(spans: list[tuple[int, int]], start: int, end: int) -> None:
+    """Add a span to spans ordered by start, merging it with the last one when they touch."""
+    if spans and start <= spans[-1][1]:
+        spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+    else:
+        spans.append((start, end))
+
+
+def _plain_spans(text: str, wanted: SecretPieces) -> list[tuple[int, int]]:
+    """Where pieces (and short secrets) occur as they are: pieces are looked for only around the
+    blocks that belong to a secret, one set look-up per block of the text."""
+    spans: list[tuple[int, int]] = []
+    unchecked = 0
+    for base in range(0, len(text), _BLOCK_CHUNK) if wanted.pieces else ():
+        blocks = _BLOCKS.findall(text, base, base + _BLOCK_CHUNK)
+        if wanted.blocks.isdisjoint(blocks):
+            continue
+        for index, block in enumerate(blocks):
+            if block not in wanted.blocks:
+                continue
+            at = base + index * _BLOCK
+            first = at + _BLOCK - SECRET_PIECE  # the pieces that hold this block start here to ``at``
+            if first >= 0 and text[first:at + SECRET_PIECE] in wanted.spreads:
+                _merged_into(spans, first, at + SECRET_PIECE)
+            else:
+                for start in range(max(first, unchecked), at + 1):
+                    if text[start:start + SECRET_PIECE] in wanted.pieces:
+                        _merged_into(spans, start, start + SECRET_PIECE)
+            unchecked = at + 1
+    for secret in wanted.short:
+        at = text.find(secret)
+        while at >= 0:
+            spans.append((at, at + len(secret)))
+            at = text.find(secret, at + 1)
+    return spans
+
+
+def secret_spans(text: str, secrets: Iterable[str]) -> list[tuple[int, int]]:
+    """The ordered, merged spans of ``text`` that hold a piece of a secret, as is or escaped."""
+    wanted = secret_pieces(tuple(secrets))
+    spans = _plain_spans(text, wanted)
+    for pattern, width, digits in wanted.escaped_runs if "\\u" in text or "%" in text else ():
+        # In pieces of the text (overlapping by a piece's length): the regex engine keeps state for
+        # every repetition of a run, so a body of nothing but escapes would cost tens of MB at once.
+        runs = (run for base in range(0, len(text), _BLOCK_CHUNK)
+                for run in pattern.finditer(text, base, base + _BLOCK_CHUNK + width * SECRET_PIECE))
+        for run in runs:
+            escapes = run.group()
+            decoded = "".join(chr(int(escapes[i + digits:i + width], 16)) for i in range(0, len(escapes), width))
+            spans += [(run.start() + start * width, run.start() + end * width)
+                      for start, end in _plain_spans(decoded, wanted)]
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        _merged_into(merged, start, end)
+    return merged
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every piece of SECRET_PIECE or more characters of a secret, in any of its
-    forms, replaced by ``***``: a message cut short or an escaped echo leaks no part either."""
-    pieces: dict[int, set[str]] = {}
-    for secret in secrets:
-        for form in _SECRET_FORMS:
-            for start in range(max(1, len(secret) - SECRET_PIECE + 1)):
-                piece = form(secret[start:start + SECRET_PIECE])
-                if piece:
-                    pieces.setdefault(len(piece), set()).add(piece)
-    hidden = [False] * len(text)
-    for length, wanted in pieces.items():
-        for start in range(len(text) - length + 1):
-            if text[start:start + length] in wanted:
-                hidden[start:start + length] = [True] * length
-    if not any(hidden):
+    """``text`` with every piece of SECRET_PIECE or more characters of a secret, as is or escaped,
+    replaced by ``***``: a message cut short or an escaped echo leaks no part either. Linear: one set
+    look-up per block of the text, a few more where a block belongs to a secret."""
+    spans = secret_spans(text, secrets)
+    if not spans:
         return text
-    out, previous = [], False
-    for char, masked in zip(text, hidden):
-        if not masked:
-            out.append(char)
-        elif not previous:
-            out.append("***")
-        previous = masked
-    return "".join(out)
+    parts, cursor = [], 0
+    for start, end in spans:
+        parts += [text[cursor:start], "***"]
+        cursor = end
+    return "".join(parts) + text[cursor:]
 
 
 def printable(text: str, limit: int = 300) -> str:
