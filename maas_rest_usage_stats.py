@@ -1525,13 +1525,46 @@ def describe_network_error(exc: Exception, timeout: float) -> str:
     return f"network error ({type(exc).__name__})"
 
 
+MAX_JSON_DEPTH = 64  # an answer is an object of numbers: nesting this deep is no answer (and json recurses)
+_JSON_SKIPPED = re.compile(r'"[^"]*"|[^\[\]{}"]+')  # strings (their escapes gone) and all but brackets
+
+
+def json_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests arrays and objects deeper than ``limit``, found without parsing it:
+    strings and everything but brackets dropped, then the innermost pairs peeled, a level a pass."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    # In JSON text a backslash always starts a pair, so without the escaped backslashes every \" left
+    # is an escaped quote: what remains between quotes is a string.
+    unescaped = text.replace("\\\\", "").replace('\\"', "")
+    brackets = _JSON_SKIPPED.sub("", unescaped).replace("{", "[").replace("}", "]")
+    for _ in range(limit):
+        peeled = brackets.replace("[]", "")
+        if peeled == brackets:  # empty, or not balanced (the parser says so)
+            return False
+        brackets = peeled
+    return bool(brackets)
+
+
 def parse_json_text(text: str, what: str) -> Any:
-    """Parse a response body with exact decimals; NaN and Infinity are malformed."""
+    """Parse a response body with exact decimals. NaN and Infinity, a key twice in one object (which
+    value would count?) and nesting deeper than MAX_JSON_DEPTH are malformed."""
     def reject(constant: str) -> Any:
         raise ValueError(constant)
 
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        data = dict(pairs)
+        if len(data) < len(pairs):
+            seen: set[str] = set()
+            twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+            raise MalformedResponse(f"malformed response from {what}: the key {printable(twice, 60)!r} "
+                                    "appears twice in one object")
+        return data
+
+    if json_too_deep(text):
+        raise MalformedResponse(f"malformed response from {what}: nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(text, parse_float=Decimal, parse_constant=reject)
+        return json.loads(text, parse_float=Decimal, parse_constant=reject, object_pairs_hook=unique_keys)
     except (ValueError, RecursionError):
         snippet = printable(text, 80)
         raise MalformedResponse(f"malformed response from {what}: not valid JSON ({snippet!r})") from None

@@ -9,6 +9,7 @@ are validated like answers.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -73,3 +74,67 @@ def test_a_piece_at_any_offset_of_a_long_text_is_found():
 
 def test_a_secret_shorter_than_a_piece_is_masked_whole():
     assert m.redact("id=abc12, again %61%62%63%31%32", ("abc12",)) == "id=***, again ***"
+
+
+# ----------------------------------------------------------------------------------------------
+# Answers that cannot be read one way: a key twice, nesting past 64 levels
+# ----------------------------------------------------------------------------------------------
+
+PROJECT = fakecloud.DEMO_PROJECT_ID
+SEED_RANGE = ["--from", "2026-05-08", "--to", "2026-05-21", "--timezone", "Asia/Shanghai", "--project-id", PROJECT]
+SEED_LABEL = "2026-05-08 00:00:00 ~ 2026-05-21 00:00:00 (Preset Service)"
+SEED_FIELDS = {"total_request_count": "67188", "total_error_count": "8002", "total_token": "2482084.98",
+               "total_prompt_token": "2456504.362", "total_completion_token": "24872.928",
+               "total_completion_tasks": "0", "total_infer_count": "0"}
+
+
+def body_text(*extra: str, **changes: str) -> str:
+    """The seed answer as JSON text with fields replaced (raw JSON text) and extra members appended."""
+    fields = [f'"{name}": {value}' for name, value in {**SEED_FIELDS, **changes}.items()]
+    return "{" + ", ".join([*fields, *extra]) + "}"
+
+
+def nested(levels: int) -> str:
+    """A JSON value ``levels`` deep (the answer object around it adds one)."""
+    return '{"a": ' * (levels - 1) + "[1]" + "}" * (levels - 1)
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(body_text('"total_token": 1'), id="a-counted-field"),
+    pytest.param(body_text('"extra": {"x": 1, "x": 2}'), id="inside-an-extra-field"),
+])
+def test_a_key_twice_in_one_object_is_malformed_naming_the_window(cli, cloud, body):
+    cloud.add_fault("json", body=body)
+    run = cli(*SEED_RANGE, "--format", "json")
+    assert run.code == 1 and run.stdout == ""
+    assert "malformed response" in run.stderr and SEED_LABEL in run.stderr and "appears twice" in run.stderr
+
+
+@pytest.mark.parametrize("levels", [65, 900, 50_000])
+def test_an_answer_nested_deeper_than_64_levels_is_malformed_without_a_traceback(cli, cloud, levels):
+    cloud.add_fault("json", body=body_text(f'"extra": {nested(levels - 1)}'))
+    run = cli(*SEED_RANGE, "--raw", "--format", "json")
+    assert run.code == 1 and run.stdout == ""
+    assert "malformed response" in run.stderr and SEED_LABEL in run.stderr
+    assert "nested deeper than 64 levels" in run.stderr or levels == 50_000
+
+
+@pytest.mark.parametrize("output", ["table", "json"])
+def test_an_answer_64_levels_deep_is_read_and_shown_raw(cli, cloud, output):
+    cloud.add_fault("json", body=body_text(f'"extra": {nested(63)}', '"note": "a \\"[[[[\\" \\\\"'))
+    run = cli(*SEED_RANGE, "--raw", "--format", output)
+    assert run.code == 0, run.stderr
+    if output == "json":
+        response = run.json()["windows"][0]["response"]
+        assert response["note"] == 'a "[[[[" \\' and response["total_request_count"] == 67188
+    else:
+        assert '"extra": {"a": {"a": ' in run.stdout
+
+
+@pytest.mark.parametrize("text, deep", [
+    ("[" * 64 + "]" * 64, False), ("[" * 65 + "]" * 65, True), ('["' + "[" * 100 + '"]', False),
+    ('["\\"' + "[" * 100 + '"]', False), ('["\\\\"' + "[" * 65 + "]" * 65 + "]", True),
+    ("[[]" * 70 + "]" * 70, True), ("[]" * 100, False), ("[" * 100, False), ("{" * 40 + "[" * 40 + "]" * 40 + "}" * 40, True),
+])
+def test_nesting_depth_is_counted_outside_strings(text, deep):
+    assert m.json_too_deep(text) is deep
