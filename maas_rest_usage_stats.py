@@ -1214,6 +1214,39 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return "".join(parts) + text[cursor:]
 
 
+def redact_data(data: Any, secrets: Iterable[str]) -> Any:
+    """Parsed JSON with every piece of a secret masked in its strings, keys included. Numbers are never
+    touched: masking the text instead could turn a total that holds 8 digits of a key into ``***``."""
+    secrets = tuple(secrets)
+    strings: list[str] = []
+    _strings_of(data, strings)
+    if not secret_spans("\n".join(strings), secrets):  # one pass for the whole answer: usually nothing
+        return data
+    return _masked(data, secrets)
+
+
+def _strings_of(value: Any, strings: list[str]) -> None:
+    if isinstance(value, str):
+        strings.append(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            strings.append(key)
+            _strings_of(item, strings)
+    elif isinstance(value, list):
+        for item in value:
+            _strings_of(item, strings)
+
+
+def _masked(value: Any, secrets: tuple[str, ...]) -> Any:
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {redact(key, secrets): _masked(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item, secrets) for item in value]
+    return value
+
+
 def printable(text: str, limit: int = 300) -> str:
     """Server-supplied text made safe for a terminal: no control characters, bounded length."""
     text = _UNPRINTABLE.sub("?", str(text)).replace("\n", " ").strip()
@@ -1832,7 +1865,7 @@ class Client:
             if 200 <= outcome.status < 300:
                 self.warm = True
             if outcome.status not in RETRY_STATUSES:
-                return checked_data(outcome, call.what)
+                return redact_data(checked_data(outcome, call.what), self._credentials.secrets())
             failure = api_failure_message(call.what, outcome)
             retry_after = parse_retry_after(outcome.headers.get("Retry-After"), self.clock.wall())
         raise ApiError(failure + (f" (after {retries + 1} attempts)" if retries else ""),
@@ -1865,8 +1898,11 @@ class Client:
             failure = self._network_failure(call, exc, deadline.expired)
             self.console.debug(f"{where} -> {failure}")
             return failure
-        # Server text reaches messages and --raw: hide any echoed key before it is cut short.
-        text = self._redact(body.decode("utf-8", errors="replace"))
+        # An error body only feeds messages: hide any echoed key before it is cut short. A success is
+        # parsed first and its strings masked (send): masking its text could change a number.
+        text = body.decode("utf-8", errors="replace")
+        if not 200 <= response.status_code < 300:
+            text = self._redact(text)
         request_id = printable(self._redact(response.headers.get("X-Request-Id", "")), 80)
         elapsed_ms = (self.clock.monotonic() - started) * 1000
         self.console.debug(f"{where} -> HTTP {response.status_code} in {elapsed_ms:.0f} ms "
@@ -3682,6 +3718,7 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
             console.note(f"{store.write_failure}; the result is complete all the same")
         report.store = {"path": store.path, "days_read": store.days_read, "days_saved": store.days_saved,
                         "days_unrecorded": unrecorded}
+    mask_key_labels(report, credentials.secrets())
     return render(report, settings.output)
 
 
@@ -3713,6 +3750,20 @@ def save_day(store: Store, query: Query, project_id: str, row: Row, window: Wind
     back empty: saving it would keep those zeros for good, so only days inside it are saved."""
     if window.day is not None and window.usage is not None and window.period.start >= now - RETENTION:
         store.save(query, project_id, row, window.day, window.period, window.usage, now)
+
+
+def mask_key_labels(report: Report, secrets: tuple[str, ...]) -> None:
+    """Key labels as printed, once every request is done: a label holding a piece of a key (an AK
+    given to --api-keys by mistake) is masked like server text; the rest of the result never is."""
+    for shown in (report, report.previous):
+        if shown is None:
+            continue
+        for row in shown.rows:
+            if row.api_key is not None:
+                row.api_key = redact(row.api_key, secrets)
+        if shown.query.api_keys is not None:
+            shown.query = dataclasses.replace(
+                shown.query, api_keys=tuple(redact(key, secrets) for key in shown.query.api_keys))
 
 
 def render(report: Report, output: OutputOptions) -> str:
@@ -3761,7 +3812,7 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         args = build_parser().parse_args(argv)
         console.quiet, console.verbose = args.quiet, args.verbose  # notes made while validating obey -q too
         settings = settings_from(args, env, clock.now, console, getattr(stdout, "encoding", None))
-        output = console.redact(run(settings, env, clock, console))
+        output = run(settings, env, clock, console)
         if settings.output.path is not None:
             replace_file(settings.output.path, output)
             return EXIT_OK

@@ -77,6 +77,61 @@ def test_a_secret_shorter_than_a_piece_is_masked_whole():
 
 
 # ----------------------------------------------------------------------------------------------
+# Redaction at the source: outside text masked, the result's numbers never
+# ----------------------------------------------------------------------------------------------
+
+# Keys whose pieces are digits of the seed answer: 2482084980 total tokens (2482084.98 in the answer),
+# 2456504362 prompt tokens, 67188 requests and 8002 errors.
+DIGIT_AK = "AK2456504362DIGITS"
+DIGIT_SK = "Sk2482084980x24820849867188x8002"
+
+
+@pytest.fixture
+def digit_keys(cloud):
+    cloud.credentials[DIGIT_AK] = (DIGIT_SK, None)
+    return {"HW_ACCESS_KEY": DIGIT_AK, "HW_SECRET_KEY": DIGIT_SK}
+
+
+def test_a_total_holding_a_piece_of_the_key_prints_exactly_in_json_csv_and_prometheus(cli, digit_keys):
+    document = cli(*SEED_RANGE, "--format", "json", "--raw", env=digit_keys).json()
+    assert document["totals"]["total_tokens"] == 2482084980 and document["totals"]["prompt_tokens"] == 2456504362
+    assert document["windows"][0]["response"]["total_token"] == 2482084.98
+    csv_run = cli(*SEED_RANGE, "--format", "csv", env=digit_keys)
+    assert csv_run.code == 0 and ",2482084980,2456504362,24872928,67188,8002,11.91," in csv_run.stdout
+    prometheus = cli(*SEED_RANGE, "--format", "prometheus", env=digit_keys)
+    assert prometheus.code == 0 and '",kind="total"} 2482084980\n' in prometheus.stdout
+    assert "***" not in csv_run.stdout + prometheus.stdout
+
+
+def test_a_raw_body_echoing_the_key_stays_valid_json_with_only_its_strings_masked(cli, cloud, digit_keys):
+    cloud.add_fault("json", body=body_text(f'"caller": "{DIGIT_AK}/{DIGIT_SK}"', f'"{DIGIT_SK}": 248208498'),
+                    times=2)
+    run = cli(*SEED_RANGE, "--format", "json", "--raw", env=digit_keys)
+    assert run.code == 0, run.stderr
+    response = run.json()["windows"][0]["response"]
+    assert response["caller"] == "***/***" and response["***"] == 248208498
+    assert DIGIT_SK[2:10] not in run.stdout.replace("248208498", "")
+    table = cli(*SEED_RANGE, "--raw", env=digit_keys)
+    assert table.code == 0 and '"caller": "***/***"' in table.stdout
+
+
+def test_a_key_label_holding_a_piece_of_the_key_is_masked_where_it_is_printed(cli, cloud, digit_keys):
+    label = f"label-{DIGIT_SK}"
+    run = cli(*SEED_RANGE, "--api-keys", label, "--group-by", "api-key", "--format", "json", env=digit_keys)
+    assert run.code == 0, run.stderr
+    assert run.json()["api_keys"] == ["label-***"] and run.json()["rows"][0]["api_key"] == "label-***"
+    (sent,) = cloud.maas_requests()
+    assert sent["api_keys"] == [label]  # the filter went out as given
+
+
+def test_an_error_message_echoing_the_key_is_masked_before_it_is_cut(cli, cloud, digit_keys):
+    cloud.add_fault("status", status=400, error_msg="." * 190 + DIGIT_SK + "," * 200)
+    run = cli(*SEED_RANGE, env=digit_keys)
+    assert run.code == 1 and "HTTP 400" in run.stderr
+    assert DIGIT_SK[:8] not in run.stderr and ".***," in run.stderr
+
+
+# ----------------------------------------------------------------------------------------------
 # Answers that cannot be read one way: a key twice, nesting past 64 levels
 # ----------------------------------------------------------------------------------------------
 
