@@ -112,7 +112,8 @@ class Metric:
     ``api_field`` is the ShowStatistics answer field it is read from and ``api_unit`` the actual units
     per unit of that field (the token fields are in thousands). ``name`` is the JSON key, the CSV column
     and the store's column; ``label`` the totals table's line; ``headers`` the grouped table's column as
-    (full, narrow, with hour rows). ``style`` picks the formatting: tokens, count or percent.
+    (full, narrow, with hour rows). ``style`` picks the formatting: tokens, count or percent. ``at_most``
+    names the metric it can never exceed: an answer that breaks the bound is summed as sent but flagged.
     """
 
     name: str
@@ -126,6 +127,7 @@ class Metric:
     kind: str | None = None
     batch_only: bool = False  # shown for --infer-type batch only; real-time answers may omit it
     derive: Callable[[Mapping[str, Any]], Any] | None = None
+    at_most: str | None = None
 
 
 def _error_rate(values: Mapping[str, Any]) -> Decimal | None:
@@ -137,17 +139,18 @@ def _error_rate(values: Mapping[str, Any]) -> Decimal | None:
 
 
 # ShowStatistics' answer fields (API reference, ShowStatistics response), in the contract's METRICS order.
+# The bounds: prompt and completion tokens are parts of the total, errors are requests that failed.
 METRICS = (
     Metric("total_tokens", "tokens_k", "total_token", 1000, "Total Tokens", ("Tokens",) * 3, "tokens",
            "maas_usage_tokens", "total"),
     Metric("prompt_tokens", "prompt_k", "total_prompt_token", 1000, "Prompt Tokens", ("Prompt",) * 3, "tokens",
-           "maas_usage_tokens", "prompt"),
+           "maas_usage_tokens", "prompt", at_most="total_tokens"),
     Metric("completion_tokens", "completion_k", "total_completion_token", 1000, "Completion Tokens",
-           ("Completion", "Compl.", "Compl."), "tokens", "maas_usage_tokens", "completion"),
+           ("Completion", "Compl.", "Compl."), "tokens", "maas_usage_tokens", "completion", at_most="total_tokens"),
     Metric("total_requests", "requests", "total_request_count", 1, "Total Requests", ("Requests", "Reqs", "Reqs"),
            "count", "maas_usage_requests"),
     Metric("total_errors", "errors", "total_error_count", 1, "Total Errors", ("Errors", "Errors", "Errs"),
-           "count", "maas_usage_errors"),
+           "count", "maas_usage_errors", at_most="total_requests"),
     Metric("error_rate", None, None, 1, "Error Rate", ("Err %",) * 3, "percent", derive=_error_rate),
     Metric("total_completion_tasks", "completion_tasks", "total_completion_tasks", 1, "Completed Tasks",
            ("Tasks",) * 3, "count", "maas_usage_completed_tasks", batch_only=True),
@@ -155,6 +158,7 @@ METRICS = (
            "count", "maas_usage_inference_count", batch_only=True),
 )
 METRIC_NAMES = tuple(metric.name for metric in METRICS)
+METRICS_BY_NAME = {metric.name: metric for metric in METRICS}
 SUMS = tuple(metric for metric in METRICS if metric.field)  # the metrics a Usage holds exact sums of
 TOKEN_FIELDS = tuple(m.api_field for m in SUMS if m.style == "tokens")
 COUNT_FIELDS = tuple(m.api_field for m in SUMS if m.style == "count" and not m.batch_only)
@@ -2164,6 +2168,13 @@ class Usage:
             context.prec = 60  # sums stay exact far beyond any real total
             return Usage(**{name: value + other.sums[name] for name, value in self.sums.items()})
 
+    def anomalies(self) -> list[str]:
+        """The bounds of METRICS these exact sums break: ``total_errors 12 > total_requests 3``."""
+        values = self.metrics()
+        return [f"{metric.name} {values[metric.name]} > {metric.at_most} {values[metric.at_most]}"
+                for metric in SUMS if metric.at_most is not None
+                and self.sums[metric.field] > self.sums[METRICS_BY_NAME[metric.at_most].field]]
+
     def metrics(self) -> dict[str, Any]:
         """The contract's METRICS: actual units as integers (tokens rounded half up), the derived ones."""
         with localcontext() as context:
@@ -2346,13 +2357,16 @@ def plan_windows(query: Query, row: Row, days: Sequence[tuple[date, Period]]) ->
     for span in live_spans(row.period, days, row.stored):
         for start_ms, end_ms in split_windows(span.start_ms, span.end_ms):
             label = (f"{format_instant(from_epoch_ms(start_ms, query.zone))} ~ "
-                     f"{format_instant(from_epoch_ms(end_ms, query.zone))} "
-                     f"({SERVICE_NAMES[row.service_type]}"
-                     + (f", key {row.api_key!r}" if row.api_key is not None else "") + ")")
+                     f"{format_instant(from_epoch_ms(end_ms, query.zone))} ({row_scope(row)})")
             period = Period(from_epoch_ms(start_ms, timezone.utc), from_epoch_ms(end_ms, timezone.utc))
             windows.append(Window(period, request_body(query, row, start_ms, end_ms), label,
                                   day=whole_days.get((start_ms, end_ms))))
     return windows
+
+
+def row_scope(row: Row) -> str:
+    """What a row's windows are about besides their time: ``Preset Service, key 'k'``."""
+    return SERVICE_NAMES[row.service_type] + (f", key {row.api_key!r}" if row.api_key is not None else "")
 
 
 def request_body(query: Query, row: Row, start_ms: int, end_ms: int) -> dict:
@@ -2411,17 +2425,45 @@ def unrecorded_days(query: Query, rows: Sequence[Row], now: datetime) -> list[st
 
 
 @dataclass(frozen=True)
+class Anomaly:
+    """Figures of one answer or stored day that break a bound of METRICS, summed as sent all the same."""
+
+    period: Period
+    source: str  # the window or stored day, as the note names it
+    broken: str  # the bound: "total_errors 12 > total_requests 3"
+    scope: str  # the row's service type and key: "Preset Service"
+
+    @property
+    def what(self) -> str:
+        return f"{self.broken} ({self.scope})"
+
+
+@dataclass(frozen=True)
 class Coverage:
     """How far a result can be trusted: the live parts older than MaaS's retention (the API may
-    have answered them with zeros) and the newest part, whose call data may still arrive."""
+    have answered them with zeros), the newest part, whose call data may still arrive, and the
+    answers whose figures cannot be right."""
 
     retained_from: datetime
     missing: tuple[Period, ...]
     provisional_from: datetime | None
+    anomalies: tuple[Anomaly, ...] = ()
 
     @property
     def complete(self) -> bool:
         return not self.missing
+
+
+def anomalies_of(query: Query, rows: Sequence[Row]) -> list[Anomaly]:
+    """The fetched windows and stored days whose figures break a bound, in time order."""
+    found = [Anomaly(window.period, window.label, broken, row_scope(row))
+             for row, window in windows_of(rows) if window.usage is not None for broken in window.usage.anomalies()]
+    for row in rows:
+        for day, usage in row.stored.items():
+            period = Period(day_start(day, query.zone), day_start(day + timedelta(days=1), query.zone))
+            found += [Anomaly(period, f"{day} ({row_scope(row)}) in the store", broken, row_scope(row))
+                      for broken in usage.anomalies()]
+    return sorted(found, key=lambda anomaly: anomaly.period.start)
 
 
 def coverage_of(query: Query, rows: Sequence[Row], now: datetime) -> Coverage:
@@ -2437,7 +2479,7 @@ def coverage_of(query: Query, rows: Sequence[Row], now: datetime) -> Coverage:
             missing.append(part)
     settling_from = now - FINAL_AFTER
     provisional = max(settling_from, query.period.start) if query.period.end > settling_from else None
-    return Coverage(retained_from, tuple(missing), provisional)
+    return Coverage(retained_from, tuple(missing), provisional, tuple(anomalies_of(query, rows)))
 
 
 @dataclass
@@ -3029,9 +3071,13 @@ def _json_instant(moment: datetime | None, zone: tzinfo, name: str) -> dict[str,
 
 
 def _json_coverage(coverage: Coverage, zone: tzinfo) -> dict[str, Any]:
-    return {"complete": coverage.complete, **_json_instant(coverage.retained_from, zone, "retained_from"),
-            "missing": [_json_period(part, zone) for part in coverage.missing],
-            **_json_instant(coverage.provisional_from, zone, "provisional_from")}
+    document = {"complete": coverage.complete, **_json_instant(coverage.retained_from, zone, "retained_from"),
+                "missing": [_json_period(part, zone) for part in coverage.missing],
+                **_json_instant(coverage.provisional_from, zone, "provisional_from")}
+    if coverage.anomalies:  # only when there are any: the coverage of a sound answer reads as it always did
+        document["anomalies"] = [{**_json_period(anomaly.period, zone, with_ms=False), "what": anomaly.what}
+                                 for anomaly in coverage.anomalies]
+    return document
 
 
 def _header(query: Query, project_id: str | None) -> dict[str, Any]:
@@ -3704,10 +3750,14 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
     finally:
         if client is not None:
             client.close()
-    report = Report(query, project_id, rows, coverage_of(query, rows, now))
+    shown = printed_labels(query, rows, credentials.secrets())
+    report = Report(shown, project_id, rows, coverage_of(shown, rows, now))
     if previous_query is not None:
-        report.previous = Report(previous_query, project_id, previous_rows,
-                                 coverage_of(previous_query, previous_rows, now))
+        shown = printed_labels(previous_query, previous_rows, credentials.secrets())
+        report.previous = Report(shown, project_id, previous_rows, coverage_of(shown, previous_rows, now))
+    for anomaly in report.coverage.anomalies + (report.previous.coverage.anomalies if report.previous else ()):
+        console.note(f"the answer for {anomaly.source} cannot be right ({anomaly.broken}); "
+                     "it is summed as sent (JSON: coverage.anomalies)")
     if store is not None:
         if store.days_unstorable:
             console.note(f"{store.days_unstorable} day(s) not saved: the API answered with finer than whole "
@@ -3718,7 +3768,6 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
             console.note(f"{store.write_failure}; the result is complete all the same")
         report.store = {"path": store.path, "days_read": store.days_read, "days_saved": store.days_saved,
                         "days_unrecorded": unrecorded}
-    mask_key_labels(report, credentials.secrets())
     return render(report, settings.output)
 
 
@@ -3752,18 +3801,15 @@ def save_day(store: Store, query: Query, project_id: str, row: Row, window: Wind
         store.save(query, project_id, row, window.day, window.period, window.usage, now)
 
 
-def mask_key_labels(report: Report, secrets: tuple[str, ...]) -> None:
-    """Key labels as printed, once every request is done: a label holding a piece of a key (an AK
-    given to --api-keys by mistake) is masked like server text; the rest of the result never is."""
-    for shown in (report, report.previous):
-        if shown is None:
-            continue
-        for row in shown.rows:
-            if row.api_key is not None:
-                row.api_key = redact(row.api_key, secrets)
-        if shown.query.api_keys is not None:
-            shown.query = dataclasses.replace(
-                shown.query, api_keys=tuple(redact(key, secrets) for key in shown.query.api_keys))
+def printed_labels(query: Query, rows: Sequence[Row], secrets: tuple[str, ...]) -> Query:
+    """The query and its rows as printed, once their requests are done: a key label holding a piece
+    of a key (an AK given to --api-keys by mistake) is masked like server text; nothing else is."""
+    for row in rows:
+        if row.api_key is not None:
+            row.api_key = redact(row.api_key, secrets)
+    if query.api_keys is None:
+        return query
+    return dataclasses.replace(query, api_keys=tuple(redact(key, secrets) for key in query.api_keys))
 
 
 def render(report: Report, output: OutputOptions) -> str:

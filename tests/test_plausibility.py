@@ -193,3 +193,50 @@ def test_an_answer_64_levels_deep_is_read_and_shown_raw(cli, cloud, output):
 ])
 def test_nesting_depth_is_counted_outside_strings(text, deep):
     assert m.json_too_deep(text) is deep
+
+
+# ----------------------------------------------------------------------------------------------
+# Impossible ratios: summed as sent, flagged on stderr and in coverage.anomalies
+# ----------------------------------------------------------------------------------------------
+
+SEED_PERIOD = {"start": "2026-05-08T00:00:00+08:00", "end": "2026-05-21T00:00:00+08:00"}
+
+
+@pytest.mark.parametrize("changes, broken", [
+    ({"total_error_count": "100000"}, "total_errors 100000 > total_requests 67188"),
+    ({"total_prompt_token": "2482084.981"}, "prompt_tokens 2482084981 > total_tokens 2482084980"),
+    ({"total_completion_token": "2482085"}, "completion_tokens 2482085000 > total_tokens 2482084980"),
+])
+def test_an_impossible_ratio_is_summed_as_sent_and_flagged_naming_the_window(cli, cloud, changes, broken):
+    cloud.add_fault("json", body=body_text(**changes))
+    run = cli(*SEED_RANGE, "--format", "json")
+    assert run.code == 0, run.stderr
+    document = run.json()
+    assert document["coverage"]["anomalies"] == [{**SEED_PERIOD, "what": f"{broken} (Preset Service)"}]
+    assert f"note: the answer for {SEED_LABEL} cannot be right ({broken})" in run.stderr
+
+
+def test_errors_above_requests_still_sum_exactly(cli, cloud):
+    cloud.add_fault("json", body=body_text(total_error_count="100000"))
+    totals = cli(*SEED_RANGE, "--format", "json").json()["totals"]
+    assert totals["total_errors"] == 100000 and totals["error_rate"] == 148.84
+
+
+def test_each_flagged_window_names_its_service_and_key(cli, cloud):
+    cloud.add_fault("json", body=body_text(total_error_count="70000"), times=4)
+    run = cli(*SEED_RANGE, "--service-type", "1", "2", "--api-keys", "k1", "k2", "--group-by", "api-key",
+              "--format", "json", "-q")
+    assert run.code == 0 and run.stderr == ""  # -q silences the note, not the JSON
+    whats = sorted(anomaly["what"] for anomaly in run.json()["coverage"]["anomalies"])
+    assert whats == [f"total_errors 70000 > total_requests 67188 ({service}, key {key!r})"
+                     for service in ("My Service", "Preset Service") for key in ("k1", "k2")]
+
+
+def test_a_sound_answer_has_no_anomalies(cli):
+    run = cli(*SEED_RANGE, "--format", "json")
+    assert run.code == 0 and "anomalies" not in run.json()["coverage"] and "cannot be right" not in run.stderr
+
+
+def test_the_bounds_are_checked_on_the_exact_sums():
+    usage = m.Usage(tokens_k=m.Decimal("1.0001"), prompt_k=m.Decimal("1.0004"), requests=3, errors=3)
+    assert usage.anomalies() == ["prompt_tokens 1000 > total_tokens 1000"]  # both round to 1000 tokens
