@@ -30,14 +30,16 @@ FORMS = (str, lambda t: "".join(f"\\u{ord(c):04x}" for c in t), lambda t: "".joi
 
 def oracle_redact(text: str, secrets: tuple[str, ...]) -> str:
     """The definition, by brute force: mask every window of the text that is an 8-character piece of a
-    secret in one of its forms, then write each run of masked characters as ``***``."""
-    pieces = {form(s[i:i + 8]) for s in secrets for i in range(len(s) - 7) for form in FORMS}
+    secret as is or escaped (hex digits in any case), then write each run of masked characters as ``***``."""
+    plain = {s[i:i + 8] for s in secrets for i in range(len(s) - 7)}
+    escaped = {form(piece).lower() for piece in plain for form in FORMS[1:]}
     hidden = [False] * len(text)
-    for piece in pieces:
-        at = text.find(piece)
-        while at >= 0:
-            hidden[at:at + len(piece)] = [True] * len(piece)
-            at = text.find(piece, at + 1)
+    for pieces, where in ((plain, text), (escaped, text.lower())):
+        for piece in pieces:
+            at = where.find(piece)
+            while at >= 0:
+                hidden[at:at + len(piece)] = [True] * len(piece)
+                at = where.find(piece, at + 1)
     out, previous = [], False
     for char, masked in zip(text, hidden):
         if not masked:
