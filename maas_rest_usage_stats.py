@@ -2540,6 +2540,12 @@ class StoreError(ToolError):
     exit_code = EXIT_API
 
 
+class StoreDamaged(ToolError):
+    """A stored row that cannot be right: the run fails (a plain query too), as for a malformed answer."""
+
+    exit_code = EXIT_API
+
+
 def _make_private_dirs(folder: str) -> None:
     """Create missing folders with mode 0700 (os.makedirs gives the mode to the last one only)."""
     missing = []
@@ -2722,10 +2728,32 @@ class Store:
             raise StoreError(f"cannot read the store {self.path}: {exc}") from None
         found = {}
         for day, start_ms, end_ms, *sums in rows:
-            if day in wanted and (start_ms, end_ms) == (wanted[day][1].start_ms, wanted[day][1].end_ms):
-                found[wanted[day][0]] = Usage.from_units(dict(zip((m.name for m in SUMS), sums)))
+            if day not in wanted:
+                continue
+            usage = self._checked(day, start_ms, end_ms, sums)
+            # Bounds that no longer match the day's: the zone's rules changed since, so the day is fetched again.
+            if (start_ms, end_ms) == (wanted[day][1].start_ms, wanted[day][1].end_ms):
+                found[wanted[day][0]] = usage
         self.days_read += len(found)
         return found
+
+    def _checked(self, day: str, start_ms: Any, end_ms: Any, sums: Sequence[Any]) -> Usage:
+        """A stored day's usage, validated like an answer (its key is the one it was looked up by):
+        whole sums from 0 to the answers' bound, a start before the end. SQLite keeps any value in any
+        column, so a damaged or hand-edited file may hold text, fractions or negative numbers."""
+        def damaged(what: str) -> StoreDamaged:
+            return StoreDamaged(f"the store {self.path} holds a damaged row for {day}: {what}",
+                                hint="delete that row (or the store) and record the day again while MaaS still "
+                                     "keeps it (30 days), or restore the store from a backup")
+
+        if type(start_ms) is not int or type(end_ms) is not int or not start_ms < end_ms:
+            raise damaged(f"its start ({printable(repr(start_ms), 40)}) is not a time before its end "
+                          f"({printable(repr(end_ms), 40)})")
+        for metric, value in zip(SUMS, sums):
+            most = _PLAUSIBLE_MAX * metric.api_unit
+            if type(value) is not int or not 0 <= value <= most:
+                raise damaged(f"{metric.name} is {printable(repr(value), 40)}, not a whole number from 0 to {most}")
+        return Usage.from_units(dict(zip((m.name for m in SUMS), sums)))
 
     def save(self, query: Query, project_id: str, row: Row, day: date, period: Period,
              usage: Usage, fetched_at: datetime) -> None:

@@ -9,6 +9,8 @@ are validated like answers.
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -242,3 +244,50 @@ def test_a_sound_answer_has_no_anomalies(cli):
 def test_the_bounds_are_checked_on_the_exact_sums():
     usage = m.Usage(tokens_k=m.Decimal("1.0001"), prompt_k=m.Decimal("1.0004"), requests=3, errors=3)
     assert usage.anomalies() == ["prompt_tokens 1000 > total_tokens 1000"]  # both round to 1000 tokens
+
+
+# ----------------------------------------------------------------------------------------------
+# The history store: rows read back are validated like answers
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def recorded_day(cli, cloud, tmp_path):
+    """A store holding one recorded day (two days ago, Asia/Shanghai); returns (store, day, its range)."""
+    from test_store import D, SHANGHAI as STORE_ZONE
+
+    store = tmp_path / "usage.db"
+    day_range = ("--from", D(18), "--to", D(19), *STORE_ZONE, "--store", str(store))
+    assert cli(*day_range, "--record").code == 0
+    cloud.clear_log()
+    return store, D(18), day_range
+
+
+@pytest.mark.parametrize("damage, what", [
+    ("total_tokens = -1", "total_tokens is -1"),
+    ("total_errors = 2.5", "total_errors is 2.5"),
+    ("total_requests = 'many'", "total_requests is 'many'"),
+    ("prompt_tokens = x'00ff'", "prompt_tokens is b'"),
+    ("completion_tokens = 1e30", "completion_tokens is 1e+30"),
+    ("end_ms = start_ms", "is not a time before its end"),
+    ("start_ms = 'then'", "is not a time before its end"),
+])
+@pytest.mark.parametrize("mode", ["query", "record", "dry-run"])
+def test_a_damaged_stored_row_is_an_error_naming_the_store_and_the_day(cli, cloud, recorded_day, damage, what, mode):
+    store, day, day_range = recorded_day
+    with sqlite3.connect(store) as db:
+        db.execute(f"UPDATE days SET {damage}")
+    run = cli(*day_range, "--format", "json", *{"query": (), "record": ("--record",), "dry-run": ("--dry-run",)}[mode])
+    assert run.code == 1 and run.stdout == ""
+    assert f"the store {store} holds a damaged row for {day}" in run.stderr and what in run.stderr
+    assert cloud.log == []
+
+
+def test_a_stored_day_with_an_impossible_ratio_is_flagged_like_an_answer(cli, recorded_day):
+    store, day, day_range = recorded_day
+    with sqlite3.connect(store) as db:
+        db.execute("UPDATE days SET total_errors = total_requests + 1")
+    run = cli(*day_range, "--format", "json")
+    assert run.code == 0, run.stderr
+    (anomaly,) = run.json()["coverage"]["anomalies"]
+    assert anomaly["start"].startswith(day) and anomaly["what"].startswith("total_errors ")
+    assert f"the answer for {day} (Preset Service) in the store cannot be right" in run.stderr
