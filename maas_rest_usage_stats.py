@@ -1106,10 +1106,16 @@ def split_buckets(period: Period, unit: str | None, zone: tzinfo) -> list[Period
 
 
 # ----------------------------------------------------------------------------------------------
-# Console: every line for stderr goes through here, with secrets redacted
+# Console: every line for stderr goes through here, with secrets redacted and outside text escaped
 # ----------------------------------------------------------------------------------------------
 
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# What outside text (server messages, labels, paths) must not bring to a terminal: C0 and C1 controls
+# and DEL, bidirectional overrides, isolates and marks (U+202E turns a line around), line and paragraph
+# separators, and lone surrogates (an undecodable byte in an argument or path, a \ud800 in an answer).
+_UNSAFE_BEYOND_C0 = r"\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_UNSAFE = re.compile(rf"[\x00-\x1f{_UNSAFE_BEYOND_C0}]")
+_UNSAFE_IN_JSON = re.compile(f"[{_UNSAFE_BEYOND_C0}]")  # json.dumps escapes the C0 controls in strings itself
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 SECRET_PIECE = 8  # no run of this many characters of a secret may appear in any output
@@ -1251,9 +1257,23 @@ def _masked(value: Any, secrets: tuple[str, ...]) -> Any:
     return value
 
 
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # Python's stand-in for an undecodable byte: shown as that byte
+        return f"\\x{code - 0xDC00:02x}"
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
+
+
+def escaped(text: str) -> str:
+    """Outside text safe for a terminal: controls, bidi overrides and undecodable bytes written as
+    escapes (``\\x1b``, ``\\u202e``, ``\\xff``), everything else (CJK, accents, emoji) as it is."""
+    return _UNSAFE.sub(_escape, text)
+
+
 def printable(text: str, limit: int = 300) -> str:
-    """Server-supplied text made safe for a terminal: no control characters, bounded length."""
-    text = _UNPRINTABLE.sub("?", str(text)).replace("\n", " ").strip()
+    """Outside text escaped for a terminal (``escaped``) and cut to a bounded length."""
+    text = escaped(str(text).strip())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -1287,7 +1307,7 @@ class Console:
             if self._progress_shown:
                 self._emit("\r\x1b[K")
                 self._progress_shown = False
-            self._emit(self.redact(line) + "\n")
+            self._emit(escaped(self.redact(line)) + "\n")
 
     def _emit(self, text: str) -> None:
         """Write to stderr; a closed or broken stderr changes nothing else in the run."""
@@ -1594,7 +1614,7 @@ def parse_json_text(text: str, what: str) -> Any:
         if len(data) < len(pairs):
             seen: set[str] = set()
             twice = next(key for key, _ in pairs if key in seen or seen.add(key))
-            raise MalformedResponse(f"malformed response from {what}: the key {printable(twice, 60)!r} "
+            raise MalformedResponse(f'malformed response from {what}: the key "{printable(twice, 60)}" '
                                     "appears twice in one object")
         return data
 
@@ -2837,6 +2857,14 @@ def period_line(query: Query) -> str:
     return f"Period: {format_instant(start)} ~ {format_instant(end)} ({'/'.join(names)})"
 
 
+def json_document(document: Any, **options: Any) -> str:
+    """JSON text with every character kept as it is (CJK labels read as labels) except those a
+    terminal must not get, written as \\u escapes: the same document, and any UTF-8 writer takes it
+    (a lone surrogate included)."""
+    text = json.dumps(document, ensure_ascii=False, **options)
+    return _UNSAFE_IN_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
 def json_quoted(text: str) -> str:
     """``text`` as a JSON string literal whose every character prints (the others \\u-escaped)."""
     return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in json.dumps(text, ensure_ascii=False))
@@ -3154,7 +3182,7 @@ def render_json(report: Report, raw: bool) -> str:
         document["windows"] = [{"start_ms": window.period.start_ms, "end_ms": window.period.end_ms,
                                 "service_type": row.service_type, "api_key": row.api_key,
                                 "response": _exact_json(window.response)} for row, window in windows_of(report.rows)]
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return json_document(document, indent=2) + "\n"
 
 
 def _json_row(row: Row, query: Query, with_source: bool) -> dict[str, Any]:
@@ -3169,17 +3197,22 @@ def render_csv(report: Report, header: bool) -> str:
     import csv
     import io
 
+    def line(values: list[Any]) -> str:
+        # The csv module quotes a field holding a character of its line terminator: with "\r\n" a lone
+        # CR in a key label is quoted too (with "\n" it would split the row); lines still end in "\n".
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\r\n").writerow(values)
+        return out.getvalue()[:-2] + "\n"
+
     query = report.query
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    if header:
-        writer.writerow([*(column for grouping in GROUPINGS for column in grouping.csv_columns), *METRIC_NAMES])
+    columns = [*(column for grouping in GROUPINGS for column in grouping.csv_columns), *METRIC_NAMES]
+    lines = [line(columns)] if header else []
     for row in report.rows + (report.previous.rows if report.previous is not None else []):
         metrics = row.total.metrics()
-        writer.writerow([*(value for grouping in GROUPINGS for value in grouping.csv(row, query)),
-                         *("" if value is None else f"{value:.2f}" if isinstance(value, Decimal) else value
-                           for value in metrics.values())])
-    return out.getvalue()
+        lines.append(line([*(value for grouping in GROUPINGS for value in grouping.csv(row, query)),
+                           *("" if value is None else f"{value:.2f}" if isinstance(value, Decimal) else value
+                             for value in metrics.values())]))
+    return "".join(lines)
 
 
 # --format prometheus: every family's HELP text, in the order they are written.
@@ -3250,11 +3283,10 @@ def render_plan(query: Query, project_id: str | None, endpoints: Mapping[str, En
         if query.previous is not None:
             document["previous"] = {"period": _json_period(query.previous, query.zone)}
         document["requests"] = requests
-        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        return json_document(document, indent=2) + "\n"
     return "".join(f"{request['method']} {request['url']}"
-                   + ("" if request["body"] is None else
-                      " " + json.dumps(request["body"], separators=(",", ":"), ensure_ascii=False)) + "\n"
-                   for request in requests)
+                   + ("" if request["body"] is None else " " + json_document(request["body"], separators=(",", ":")))
+                   + "\n" for request in requests)
 
 
 # ----------------------------------------------------------------------------------------------
