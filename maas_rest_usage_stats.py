@@ -1272,9 +1272,36 @@ def escaped(text: str) -> str:
 
 
 def printable(text: str, limit: int = 300) -> str:
-    """Outside text escaped for a terminal (``escaped``) and cut to a bounded length."""
-    text = escaped(str(text).strip())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Outside text escaped for a terminal (``escaped``) and cut to at most ``limit`` columns."""
+    return cut_to_width(escaped(str(text).strip()), limit)
+
+
+def display_width(text: str) -> int:
+    """The columns a terminal gives ``text``: East Asian wide and fullwidth characters (CJK) take two,
+    combining marks and format characters none."""
+    if text.isascii():
+        return len(text)
+    import unicodedata  # only for text that is not ASCII
+
+    return sum(0 if unicodedata.category(c) in ("Mn", "Me", "Cf") else 2 if unicodedata.east_asian_width(c) in "WF"
+               else 1 for c in text)
+
+
+def cut_to_width(text: str, width: int) -> str:
+    """``text`` if it fits in ``width`` columns, else its start and ``…`` in that many."""
+    if display_width(text) <= width:
+        return text
+    used = 0
+    for end, char in enumerate(text):
+        used += display_width(char)
+        if used > width - 1:
+            return text[:end] + "…"
+    return text
+
+
+def padded(text: str, width: int) -> str:
+    """``text`` and spaces to fill ``width`` columns (ljust counts characters, not columns)."""
+    return text + " " * (width - display_width(text))
 
 
 def seconds_left(wait: float, remaining: int) -> float:
@@ -2965,7 +2992,7 @@ def row_labels(row: Row, query: Query) -> list[str]:
 
 
 def widest_line(text: str) -> int:
-    return max(map(len, text.splitlines()), default=0)
+    return max(map(display_width, text.splitlines()), default=0)
 
 
 def grouped_table(report: Report, table_format: str | None) -> str:
@@ -2979,6 +3006,12 @@ def grouped_table(report: Report, table_format: str | None) -> str:
         if widest_line(text) <= TABLE_WIDTH:
             break
     return text
+
+
+class _TabulateWidths:
+    """What tabulate uses of the wcwidth package: the width of a cell's text in columns."""
+
+    wcswidth = staticmethod(display_width)
 
 
 def _grouped_table(report: Report, style: Any, narrow: bool) -> str:
@@ -3000,12 +3033,15 @@ def _grouped_table(report: Report, style: Any, narrow: bool) -> str:
     rows.append(["Total"] + [""] * (label_columns - 1) + cells(report.total))
     align = ["left"] * label_columns + ["right"] * (len(headers) - label_columns)
     # tabulate widens every column by MIN_PADDING beyond its header; a month of days must fit
-    # in 80 columns, so the grouped table is drawn without that extra space.
-    padding, tabulate.MIN_PADDING = tabulate.MIN_PADDING, 0
+    # in 80 columns, so the grouped table is drawn without that extra space. It counts characters,
+    # not columns, unless the optional wcwidth package is there: our widths stand in for it, so that
+    # CJK labels (two columns a character) keep the frame aligned.
+    saved = tabulate.MIN_PADDING, tabulate.WIDE_CHARS_MODE, tabulate.wcwidth
+    tabulate.MIN_PADDING, tabulate.WIDE_CHARS_MODE, tabulate.wcwidth = 0, True, _TabulateWidths
     try:
         return tabulate.tabulate(rows, headers=headers, tablefmt=style, colalign=align, disable_numparse=True)
     finally:
-        tabulate.MIN_PADDING = padding
+        tabulate.MIN_PADDING, tabulate.WIDE_CHARS_MODE, tabulate.wcwidth = saved
 
 
 def bar_characters(encoding: str | None) -> str:
@@ -3034,13 +3070,13 @@ def bar(tokens: int, most: int, width: int, blocks: str) -> str:
 def token_chart(report: Report, blocks: str) -> list[str]:
     """Total tokens per grouped row as bars in 80 columns (label, bar, value), the largest row's full."""
     parts = [row_labels(row, report.query) for row in report.rows]
-    widths = [max(map(len, column)) for column in zip(*parts)]
-    labels = [" ".join(part.ljust(width) for part, width in zip(row, widths)).rstrip() for row in parts]
+    widths = [max(map(display_width, column)) for column in zip(*parts)]
+    labels = [" ".join(padded(part, width) for part, width in zip(row, widths)).rstrip() for row in parts]
     tokens = [row.total.metrics()["total_tokens"] for row in report.rows]
     values = [format_tokens(count, unit=False) for count in tokens]
-    label_width, value_width = max(map(len, labels)), max(map(len, values))
+    label_width, value_width = max(map(display_width, labels)), max(map(len, values))
     width = TABLE_WIDTH - label_width - value_width - 2
-    return ["Total Tokens"] + [f"{label:<{label_width}} {bar(count, max(tokens), width, blocks):<{width}} "
+    return ["Total Tokens"] + [f"{padded(label, label_width)} {bar(count, max(tokens), width, blocks):<{width}} "
                                f"{value:>{value_width}}" for label, count, value in zip(labels, tokens, values)]
 
 

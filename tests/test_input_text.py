@@ -100,3 +100,54 @@ def test_a_line_break_in_a_key_label_never_splits_a_csv_row(cli, label):
     assert run.stdout.endswith("\n") and not run.stdout.endswith("\r\n")
     unquoted = re.sub(r'"(?:[^"]|"")*"', "", run.stdout)
     assert unquoted.count("\n") == 3 and "\r" not in unquoted
+
+
+# ----------------------------------------------------------------------------------------------
+# Wide characters: tables align by display columns (CJK takes two)
+# ----------------------------------------------------------------------------------------------
+
+CJK_KEYS = ("生产环境-主密钥", "测试-长长长长长长长长的标签", "plain-key")  # 16, 28 and 9 columns
+
+
+def grouped_lines(stdout: str) -> list[str]:
+    """The grouped table's rows and its Total row, in any table style."""
+    return [line for line in stdout.splitlines() if line.lstrip("| ").startswith(("2026-05-", "Total "))
+            and not re.search("Total (Tokens|Requests|Errors)", line)]
+
+
+@pytest.mark.parametrize("table_format", [None, "github", "simple", "grid"])
+def test_a_grouped_table_with_cjk_key_labels_aligns_by_display_columns(cli, cloud, table_format):
+    from test_chart_and_columns import MAY, renamed_keys_index
+
+    cloud.events = renamed_keys_index(CJK_KEYS)
+    run = cli(*MAY, "--group-by", "day", "api-key", "--api-keys", *CJK_KEYS,
+              *(("--table-format", table_format) if table_format else ()))
+    assert run.code == 0, run.stderr
+    lines = grouped_lines(run.stdout)
+    assert len(lines) == 31 * 3 + 1
+    widths = {m.display_width(line) for line in lines}
+    assert len(widths) == 1, lines[:4]
+    if table_format is None:
+        assert widths <= set(range(81))
+        labels = {re.split(r"\s{2,}|\s\|\s", line.strip("| "))[1] for line in lines[:3]}
+        assert labels == {"生产环境-主密钥", "测试-长长长长长…", "plain-key"}  # cut at 16 columns
+
+
+def test_the_chart_pads_cjk_labels_by_display_columns(cli, cloud):
+    from test_chart_and_columns import MAY, renamed_keys_index
+
+    cloud.events = renamed_keys_index(CJK_KEYS)
+    run = cli(*MAY[:2], "--to", "2026-05-04", *MAY[4:], "--group-by", "day", "api-key", "--api-keys", *CJK_KEYS,
+              "--chart")
+    assert run.code == 0, run.stderr
+    chart = run.stdout.split("Total Tokens\n")[-1].split("\n\n")[0].splitlines()
+    assert len(chart) == 9 and {m.display_width(line) for line in chart} == {80}, chart
+
+
+@pytest.mark.parametrize("text, width, cut", [
+    ("key-0123456789abcdef", 16, "key-0123456789a…"), ("生产环境-主密钥x", 16, "生产环境-主密钥x"),
+    ("生产环境-主密钥xy", 16, "生产环境-主密钥…"), ("a生产环境主密钥钥", 16, "a生产环境主密钥…"),
+    ("e\u0301" * 16, 16, "e\u0301" * 16), ("日本" * 10, 16, "日本日本日本日…"),
+])
+def test_labels_are_cut_by_display_columns(text, width, cut):
+    assert m.cut_to_width(text, width) == cut and m.display_width(cut) <= width
