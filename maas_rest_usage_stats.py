@@ -3411,13 +3411,16 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--region", default=DEFAULT_REGION,
                       help=f"region id (default {DEFAULT_REGION}); ShowStatistics is documented in "
                            + " and ".join(STATISTICS_REGIONS) + ", others get a note")
-    what.add_argument("--service-type", nargs="+", metavar="T",
-                      help="1/my, 2/preset (default), 4/custom, or all (default with --group-by service-type)")
+    # List flags add up when repeated (--api-keys a --api-keys b): argparse's default keeps the last only.
+    what.add_argument("--service-type", nargs="+", action="extend", metavar="T",
+                      help="1/my, 2/preset (default), 4/custom, or all (default with --group-by service-type); "
+                           "repeatable")
     what.add_argument("--infer-type", choices=INFER_TYPES, default="real_time", help="default real_time")
-    what.add_argument("--api-keys", nargs="*", metavar="KEY",
+    what.add_argument("--api-keys", nargs="*", action="extend", metavar="KEY",
                       help='API-key labels to filter by; "" means online-experience calls; '
-                           'no KEY at all means all keys')
-    what.add_argument("--ips", nargs="+", metavar="IP", help="caller IP addresses to filter by")
+                           'no KEY at all means all keys; repeatable')
+    what.add_argument("--ips", nargs="+", action="extend", metavar="IP",
+                      help="caller IP addresses to filter by; repeatable")
     what.add_argument("--project-id", metavar="ID",
                       help="project id (default: HW_PROJECT_ID or HUAWEICLOUD_SDK_PROJECT_ID, the credentials "
                            "file's project_id, else looked up in IAM)")
@@ -3438,9 +3441,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="table (default; a Filters: line names the key, IP and batch filters in effect), "
                           "json for scripts and agents, csv for spreadsheets and cron, prometheus for "
                           "node_exporter's textfile collector (no time buckets)")
-    out.add_argument("--group-by", nargs="+", metavar="BY",
+    out.add_argument("--group-by", nargs="+", action="extend", metavar="BY",
                      help="rows per hour (local clock hours, always fetched live), day, week or month, "
-                          "and/or per service-type, api-key")
+                          "and/or per service-type, api-key; repeatable")
     out.add_argument("--table-format", metavar="STYLE", help="a tabulate style (grid, github, plain …)")
     out.add_argument("--chart", action="store_true",
                      help="tables with --group-by day, week or month: a bar chart of total tokens per row "

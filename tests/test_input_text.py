@@ -151,3 +151,37 @@ def test_the_chart_pads_cjk_labels_by_display_columns(cli, cloud):
 ])
 def test_labels_are_cut_by_display_columns(text, width, cut):
     assert m.cut_to_width(text, width) == cut and m.display_width(cut) <= width
+
+
+# ----------------------------------------------------------------------------------------------
+# Repeated list flags add up
+# ----------------------------------------------------------------------------------------------
+
+def test_repeated_api_keys_and_ips_flags_add_up(cli, cloud):
+    run = cli(*SEED_RANGE, "--api-keys", "a", "--api-keys", "b", "c", "--ips", "192.0.2.1", "--ips", "192.0.2.2",
+              "--format", "json")
+    assert run.code == 0, run.stderr
+    assert run.json()["api_keys"] == ["a", "b", "c"] and run.json()["ips"] == ["192.0.2.1", "192.0.2.2"]
+    (body,) = cloud.maas_requests()
+    assert body["api_keys"] == ["a", "b", "c"] and body["ips"] == ["192.0.2.1", "192.0.2.2"]
+
+
+def test_repeated_service_type_and_group_by_flags_add_up(cli):
+    run = cli(*SEED_RANGE, "--service-type", "1", "--service-type", "4", "--group-by", "day",
+              "--group-by", "service-type", "--dry-run", "--format", "json")
+    assert run.code == 0, run.stderr
+    bodies = run.json()["requests"]
+    assert {request["body"]["service_type"] for request in bodies} == {1, 4} and len(bodies) == 2 * 13
+
+
+@pytest.mark.parametrize("args, keys", [(["--api-keys"], None), (["--api-keys", "--api-keys"], None),
+                                        (["--api-keys", "--api-keys", "a"], ["a"]), (["--api-keys", "a", "--api-keys"], ["a"])])
+def test_a_bare_api_keys_still_means_all_keys_when_repeated(cli, cloud, args, keys):
+    run = cli(*SEED_RANGE, *args, "--format", "json")
+    assert run.code == 0, run.stderr
+    assert run.json()["api_keys"] == keys and cloud.maas_requests()[0].get("api_keys") == keys
+
+
+def test_a_bare_api_keys_with_group_by_api_key_is_still_a_usage_error(cli, cloud):
+    run = cli(*SEED_RANGE, "--api-keys", "--group-by", "api-key")
+    assert run.code == 2 and "a bare --api-keys means all keys" in run.stderr and cloud.log == []
