@@ -2682,7 +2682,8 @@ class Store:
         for options in ("mode=ro", "mode=ro&immutable=1"):
             db = None
             try:
-                db = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?{options}", uri=True,
+                # A path's bytes as given (os.fsencode): a name that is not UTF-8 is still a name.
+                db = sqlite3.connect(f"file:{quote(os.fsencode(os.path.abspath(path)))}?{options}", uri=True,
                                      timeout=lock_timeout, isolation_level=None)
                 cls._check(db, path, lock_timeout, create=False)
                 return db
@@ -3520,6 +3521,26 @@ def parse_group_by(values: Sequence[str] | None,
     return (units[0] if units else None), by_key, "service-type" in words
 
 
+PATH_OPTIONS = ("credentials_file", "store", "output")  # opened as given, whatever bytes name them
+PROXY_ENVS = ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY")
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # how Python hands over bytes that are not UTF-8 (surrogateescape)
+
+
+def check_text_inputs(args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """Bytes that are not UTF-8 in an option or in an environment value read as text are a usage error
+    naming it: such text could neither be sent nor printed. Paths are opened as given (a TZ that is no
+    zone is ignored with a note; keys are the credentials loader's to refuse, without showing them)."""
+    for dest, value in vars(args).items():
+        for text in value if isinstance(value, list) else [value]:
+            if dest not in PATH_OPTIONS and isinstance(text, str) and _UNDECODABLE.search(text):
+                option = "--from" if dest == "start" else "--" + dest.replace("_", "-")
+                raise UsageError(f"{option}: {printable(text, 60)} is not UTF-8 text", hint="give it in UTF-8")
+    for name in (*(PROJECT_ENVS if args.project_id is None else ()), *PROXY_ENVS):
+        if _UNDECODABLE.search(env.get(name, "")):
+            raise UsageError(f"the environment variable {name} is not UTF-8 text: {printable(env[name], 60)}",
+                             hint=f"set {name} in UTF-8, or unset it")
+
+
 def check_table_format(name: str | None) -> None:
     if name is None:
         return
@@ -3666,6 +3687,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
                   console: Console, stdout_encoding: str | None = None) -> Settings:
     """Validate every flag and env var; raises UsageError before anything is read or sent.
     ``stdout_encoding`` picks the chart's bar characters."""
+    check_text_inputs(args, env)
     for flag in ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file",
                  "endpoint", "iam_endpoint", "store", "table_format", "output"):
         value = getattr(args, "start" if flag == "from" else flag)

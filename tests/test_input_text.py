@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 
 import pytest
@@ -185,3 +186,60 @@ def test_a_bare_api_keys_still_means_all_keys_when_repeated(cli, cloud, args, ke
 def test_a_bare_api_keys_with_group_by_api_key_is_still_a_usage_error(cli, cloud):
     run = cli(*SEED_RANGE, "--api-keys", "--group-by", "api-key")
     assert run.code == 2 and "a bare --api-keys means all keys" in run.stderr and cloud.log == []
+
+
+# ----------------------------------------------------------------------------------------------
+# Bytes that are not UTF-8: a usage error naming the argument, or a path that works
+# ----------------------------------------------------------------------------------------------
+
+NOT_UTF8 = os.fsdecode(b"\xff\xfe")  # what Python makes of such bytes in argv, the environment or a path
+
+
+@pytest.mark.parametrize("option, value", [
+    ("--api-keys", "k"), ("--ips", "192.0.2.1"), ("--service-type", "2"), ("--group-by", "day"),
+    ("--from", "2026-05-08"), ("--to", "2026-05-21"), ("--last", "7d"), ("--timezone", "UTC"),
+    ("--region", "cn-southwest-2"), ("--project-id", PROJECT), ("--endpoint", "https://example.com"),
+    ("--iam-endpoint", "https://example.com"), ("--table-format", "grid"), ("--until", "2026-05-20"),
+])
+def test_an_option_that_is_not_utf8_is_a_usage_error_naming_it(cli, cloud, option, value):
+    run = cli(option, value + NOT_UTF8, *(["--dry-run"] if option != "--dry-run" else []))
+    assert run.code == 2 and run.stdout == ""
+    assert f"error: {option}: {value}\\xff\\xfe is not UTF-8 text" in run.stderr and cloud.log == []
+
+
+@pytest.mark.parametrize("name", ["HTTPS_PROXY", "no_proxy", "HW_PROJECT_ID"])
+def test_an_environment_value_that_is_not_utf8_is_a_usage_error_naming_it(cli, cloud, name):
+    run = cli("--last", "1d", env={name: "x" + NOT_UTF8})
+    assert run.code == 2 and f"the environment variable {name} is not UTF-8 text: x\\xff\\xfe" in run.stderr
+    assert cloud.log == []
+
+
+def test_a_tz_that_is_not_utf8_is_ignored_with_a_note(cli):
+    run = cli("--last", "1d", "--dry-run", env={"TZ": "Asia/" + NOT_UTF8})
+    assert run.code == 0 and "note: TZ=" in run.stderr and "ignored" in run.stderr
+
+
+def test_a_label_that_is_not_utf8_is_refused_in_a_real_process_not_a_false_write_error(cli_process, cloud):
+    run = cli_process(*SEED_RANGE, "--api-keys", "k" + NOT_UTF8)
+    assert run.code == 2 and "--api-keys: k\\xff\\xfe is not UTF-8 text" in run.stderr
+    assert "cannot write" not in run.stderr and cloud.log == []
+
+
+def test_paths_that_are_not_utf8_are_opened_as_given(cli_process, cloud, tmp_path):
+    folder = os.fsdecode(os.fsencode(str(tmp_path)) + b"/dir\xff")
+    os.mkdir(folder)
+    keys, store, result = folder + "/keys\xfe", folder + "/usage\xfe.db", folder + "/out\xfe.json"
+    with open(keys, "w") as handle:
+        handle.write(f"{fakecloud.DEMO_AK}\n{fakecloud.DEMO_SK}\n")
+    os.chmod(keys, 0o600)
+    from test_store import D, SHANGHAI as STORE_ZONE
+
+    day = ("--from", D(18), "--to", D(19), *STORE_ZONE, "--store", store, "--credentials-file", keys)
+    assert cli_process(*day, "--record").code == 0
+    dry = cli_process(*day, "--dry-run")
+    assert dry.code == 0 and dry.stdout == ""  # the store holds the day: nothing to plan
+    run = cli_process(*day, "--format", "json", "--output", result)
+    assert run.code == 0 and run.stdout == "", run.stderr
+    with open(result, encoding="utf-8") as handle:
+        document = json.load(handle)
+    assert document["store"]["path"] == store and document["store"]["days_read"] == 1
