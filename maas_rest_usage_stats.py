@@ -49,6 +49,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence  # noqa: E402
 from urllib.parse import quote, urlsplit  # noqa: E402
 
 __version__ = "1.0.0"
+RELEASE_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)  # this version is newer: a clock before it is wrong
 
 # ----------------------------------------------------------------------------------------------
 # Constants
@@ -3541,6 +3542,15 @@ def check_text_inputs(args: argparse.Namespace, env: Mapping[str, str]) -> None:
                              hint=f"set {name} in UTF-8, or unset it")
 
 
+def check_clock(now: datetime) -> None:
+    """A system clock before this script's release cannot be right: say so, rather than let the range
+    it gives (or the signatures, which the API rejects after 15 minutes of skew) take the blame."""
+    if now < RELEASE_DATE:
+        raise UsageError(f"the system clock says {format_instant(now.astimezone(timezone.utc))} UTC, before this "
+                         f"script was released ({RELEASE_DATE.date()}): it cannot be right",
+                         hint="set the system clock (for example with NTP: timedatectl set-ntp true), then run again")
+
+
 def check_table_format(name: str | None) -> None:
     if name is None:
         return
@@ -3688,6 +3698,7 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     """Validate every flag and env var; raises UsageError before anything is read or sent.
     ``stdout_encoding`` picks the chart's bar characters."""
     check_text_inputs(args, env)
+    check_clock(now)
     for flag in ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file",
                  "endpoint", "iam_endpoint", "store", "table_format", "output"):
         value = getattr(args, "start" if flag == "from" else flag)

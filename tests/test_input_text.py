@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+from datetime import datetime, timezone
 
 import pytest
 
@@ -243,3 +244,22 @@ def test_paths_that_are_not_utf8_are_opened_as_given(cli_process, cloud, tmp_pat
     with open(result, encoding="utf-8") as handle:
         document = json.load(handle)
     assert document["store"]["path"] == store and document["store"]["days_read"] == 1
+
+
+# ----------------------------------------------------------------------------------------------
+# A clock that cannot be right is named as the cause
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("now", [datetime(1970, 1, 1, 0, 0, 5, tzinfo=timezone.utc),
+                                 datetime(2025, 12, 31, 23, 59, 59, tzinfo=timezone.utc)])
+@pytest.mark.parametrize("args", [["--last", "7d"], ["--from", "2026-05-08", "--to", "2026-05-21"], ["--dry-run"]])
+def test_a_clock_before_the_release_is_named_as_the_cause_not_the_range(cli, cloud, now, args):
+    run = cli(*args, "--timezone", "UTC", now=now)
+    assert run.code == 2 and run.stdout == "" and cloud.log == []
+    assert f"error: the system clock says {now:%Y-%m-%d %H:%M:%S} UTC, before this script was released" in run.stderr
+    assert "1970-01-01 00:00:00 UTC" not in run.stderr.replace(f"{now:%Y-%m-%d %H:%M:%S} UTC", "")
+
+
+def test_a_clock_from_the_release_on_is_accepted(cli):
+    run = cli("--last", "7d", "--timezone", "UTC", "--dry-run", now=m.RELEASE_DATE)
+    assert run.code == 0, run.stderr
