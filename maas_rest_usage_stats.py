@@ -11,7 +11,8 @@ concurrently with retries and pacing, sums the answers exactly and prints a tabl
     python3 maas_rest_usage_stats.py --from 2026-05-08 --to 2026-05-21
 
 The command-line contract (flags, formats, exit codes) is documented in README.md.
-Exit codes: 0 success, 1 API/network failure, 2 usage error, 3 credentials rejected or missing.
+Exit codes: 0 success, 1 API/network failure, 2 usage error, 3 credentials rejected or missing,
+130 Ctrl-C, 143 SIGTERM, 129 SIGHUP.
 """
 
 from __future__ import annotations
@@ -21,17 +22,25 @@ import signal
 import sys
 
 
+# The signals that end a run like Ctrl-C, each with the shell's exit code 128 + its number.
+ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 def _interrupted_while_loading(signum: int, frame: object) -> None:
     os.write(2, b"error: interrupted\n")
-    os._exit(130)
+    os._exit(128 + signum)
 
 
 if __name__ == "__main__":
-    # Ctrl-C while the modules below still load ends like any interrupted run: exit 130, no
-    # traceback. main() puts Python's own handler back once it can report it itself.
-    signal.signal(signal.SIGINT, _interrupted_while_loading)
+    # Ctrl-C, SIGTERM or SIGHUP while the modules below still load ends like any interrupted run:
+    # exit 128 + the signal, no traceback. main() puts its own handlers in place once it can report
+    # them itself. A signal ignored from the start (nohup, a background job) stays ignored.
+    for _signum in ENDING_SIGNALS:
+        if signal.getsignal(_signum) != signal.SIG_IGN:
+            signal.signal(_signum, _interrupted_while_loading)
 
 import argparse  # noqa: E402
+import bisect  # noqa: E402
 import dataclasses  # noqa: E402
 import errno  # noqa: E402
 import json  # noqa: E402
@@ -40,16 +49,28 @@ import re  # noqa: E402
 import stat  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
+from abc import ABC, abstractmethod  # noqa: E402
 from collections import deque  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import date, datetime, timedelta, timezone, tzinfo  # noqa: E402
 from decimal import ROUND_HALF_UP, Decimal, localcontext  # noqa: E402
 from functools import lru_cache  # noqa: E402
-from typing import Any, Callable, Iterable, Mapping, Sequence  # noqa: E402
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence  # noqa: E402
 from urllib.parse import quote, urlsplit  # noqa: E402
 
 __version__ = "1.0.0"
 RELEASE_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)  # this version is newer: a clock before it is wrong
+
+# requirements.txt's lines, here too: the script is often copied without that file, and a Python
+# that lacks a package must be told the exact command that installs it.
+REQUIREMENTS = (
+    "huaweicloudsdkcore>=3.1.60,<4",
+    "requests>=2.32.2,<3",
+    "urllib3>=2,<3",
+    "tzlocal>=5.0,<6",
+    "tabulate>=0.9,<0.11",
+)
 
 # ----------------------------------------------------------------------------------------------
 # Constants
@@ -80,12 +101,30 @@ IAM_ENDPOINT_TEMPLATE = "https://iam.{region}.myhuaweicloud.com"
 SDK_REGION_ENV = "HUAWEICLOUD_SDK_REGION_{service}_{region}"
 STATISTICS_PATH = "/v1/{project_id}/maas/monitoring/show-statistics"  # ShowStatistics API reference
 IAM_PROJECTS_PATH = "/v3/projects"  # IAM KeystoneListProjects: ?name= filters by the region's name
+# Cloud Eye (huaweicloudsdkces' CesRegion: ces.{region}.myhuaweicloud.com in both documented regions).
+CES_ENDPOINT_TEMPLATE = "https://ces.{region}.myhuaweicloud.com"
+LIST_METRICS_PATH = "/V1.0/{project_id}/metrics"  # Cloud Eye API reference, ListMetrics
+# MaaS calls per model service (dimension maas_api_id) and key: MaaS user guide, usermanual_maas_0068.
+CES_NAMESPACE = "SYS.MaaS"
+BATCH_METRIC_DATA_PATH = "/V1.0/{project_id}/batch-query-metric-data"  # Cloud Eye API reference, BatchListMetricData
+# huaweicloudsdkces' BatchListMetricDataRequestBody docstrings: metrics "[1,500]"; with period 3600, a
+# to - from over 10 days moves from forward; the API reference: series x (to - from) / period <= 3000,
+# else from moves forward too. Both silently: every call keeps within all three.
+CES_MAX_SERIES = 500
+CES_MAX_DATAPOINTS = 3000
+CES_MAX_HOURS = 10 * 24
+CES_LIST_LIMIT = 1000  # ListMetrics: limit in [1, 1000]
+CES_RETENTION = timedelta(days=155)  # Cloud Eye FAQ "How Long Is Metric Data Retained?": hourly sums, 155 days
+MONITOR_ENDPOINT_TEMPLATE = "https://maas.{region}.myhuaweicloud.com"  # cloudeye-exporter's default (unverified)
+MONITOR_INSTANCES_PATH = "/v1/{project_id}/maas/monitor/instances"  # cloudeye-exporter, collector/maas*.go
+MONITOR_PAGE = 100
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
 MAX_WINDOW = timedelta(days=30)  # API rejects end_time - start_time > 30 days
 RETENTION = timedelta(days=30)  # MaaS keeps statistics for 30 days
 RATE_LIMIT = 200  # API allows 200 requests per minute per user
 RATE_PERIOD = 60.0
+RATE_WAIT_STEP = 1.0  # seconds: a wait for the rate limit is told to the progress line at least this often
 # The API counts requests where they arrive. A request waits at most about 2 round trips longer
 # on a fresh connection (TCP + TLS) than on a warm one, so starts counted over 60 s + 2 s keep
 # "200 arrivals in any 60 s" true for any round trip up to 1 s.
@@ -96,12 +135,18 @@ RETRY_AFTER_CAP = 60.0
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 PROGRESS_MIN_REQUESTS = 5
-THREAD_STACK_BYTES = 1024 * 1024
+THREAD_STACK_BYTES = 1024 * 1024  # a worker runs a few frames of requests: 8 MiB (the usual default) is waste
+THREAD_START_WAIT = 10.0  # seconds for a new thread to get under way: far beyond any scheduler's delay
+M_ARENA_MAX = -8  # glibc's mallopt() parameter for the number of malloc arenas (malloc.h)
+THREADS_HINT = "raise the memory limit (ulimit -v, systemd LimitAS=) or lower --concurrency"
+MAX_REQUESTS = 2000  # --max-requests: about 10 minutes at the API's limit
 SIGNAL_CHECK_INTERVAL = 0.2  # seconds between the main thread's checks for Ctrl-C while requests run
+POLL_INTERVAL = 0.05  # seconds between looks at a busy store, or at a silent pipe on a clock not the machine's
 FINAL_AFTER = timedelta(hours=3)  # call data lags 1-2 hours; a day is final 3 hours after it ends
 MAX_BODY_BYTES = 1024 * 1024  # an answer is a few hundred bytes; more is malformed (and bounds memory)
 MAX_CREDENTIALS_BYTES = 64 * 1024  # a credentials file is a few hundred bytes; refuse a huge one
 CREDENTIALS_PIPE_WAIT = 30.0  # seconds for a credentials pipe's writer: time to type a passphrase
+STDOUT_STALL = 120.0  # seconds a non-blocking stdout may stay full before its reader counts as stuck
 
 
 
@@ -134,7 +179,7 @@ class Metric:
 def _error_rate(values: Mapping[str, Any]) -> Decimal | None:
     """Percent of requests that failed, 2 decimals half up; None without requests."""
     requests, errors = values["total_requests"], values["total_errors"]
-    if not requests:
+    if not requests or errors is None:
         return None
     return (Decimal(errors) * 100 / requests).quantize(Decimal("0.01"), ROUND_HALF_UP)
 
@@ -221,6 +266,88 @@ class MalformedResponse(ApiError):
     pass
 
 
+class MissingPackages(ToolError):
+    """This Python lacks packages the run needs: a set-up problem, found before anything is sent."""
+
+    exit_code = EXIT_USAGE
+
+
+# ----------------------------------------------------------------------------------------------
+# Packages: checked, not imported, so --help and usage errors never need them
+# ----------------------------------------------------------------------------------------------
+
+NETWORK_PACKAGES = ("huaweicloudsdkcore", "requests", "urllib3")  # the Signer and the HTTP stack
+
+
+def needed_packages(output_format: str, os_zone: bool) -> tuple[str, ...]:
+    """The packages a run that sends requests needs: the network ones, tabulate for a table, and
+    tzlocal when the zone is the OS's."""
+    return (*NETWORK_PACKAGES, *(("tzlocal",) if os_zone else ()),
+            *(("tabulate",) if output_format == "table" else ()))
+
+
+def installed_version(name: str) -> str | None:
+    """The version of an importable package ("" without metadata), None when this Python cannot
+    import it. Nothing is imported: finding the spec and reading the metadata is cheap."""
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec(name) is None:
+            return None
+    except (ImportError, ValueError):
+        return None
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def _release(version: str) -> tuple[int, ...]:
+    match = re.match(r"\d+(?:\.\d+)*", version)
+    return tuple(int(part) for part in match.group().split(".")) if match else ()
+
+
+def _name_and_floor(requirement: str) -> tuple[str, str]:
+    """``requests>=2.32.2,<3`` -> ``("requests", "2.32.2")``."""
+    name, floor = re.match(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", requirement).groups()
+    return name, floor
+
+
+def lacking_packages(names: Iterable[str]) -> list[str]:
+    """The REQUIREMENTS lines of ``names`` that this Python does not meet: the package is missing,
+    or older than the line's floor (a newer one is trusted)."""
+    lacking = []
+    for line in REQUIREMENTS:
+        name, floor = _name_and_floor(line)
+        if name not in names:
+            continue
+        version = installed_version(name)
+        if version is None or (version and _release(version) < _release(floor)):
+            lacking.append(line)
+    return lacking
+
+
+def missing_packages_error(lacking: Sequence[str]) -> MissingPackages:
+    """The error naming this Python, what it lacks and the command that installs it."""
+    import shlex
+
+    python = sys.executable or "python3"
+    names = []
+    for line in lacking:
+        name, floor = _name_and_floor(line)
+        version = installed_version(name)
+        names.append(f"{name} ({version} installed, needs >={floor})" if version else name)
+    return MissingPackages(
+        f"this Python ({python}, {'.'.join(map(str, sys.version_info[:3]))}) lacks packages the script "
+        f"needs: {', '.join(names)}",
+        hint=f"install them for this Python: {shlex.quote(python)} -m pip install "
+             + " ".join(shlex.quote(line) for line in lacking)
+             + "; or, if they are installed in a virtualenv, run the script with that virtualenv's python "
+               f"(/path/to/venv/bin/python {shlex.quote(os.path.abspath(__file__))} …)")
+
+
 # ----------------------------------------------------------------------------------------------
 # Credentials
 # ----------------------------------------------------------------------------------------------
@@ -269,15 +396,15 @@ def _checked_credentials(ak: str, sk: str, token: str | None, source: str,
     return Credentials(ak, sk, token or None, source, project_id or None)
 
 
-def read_credentials_file(path: str) -> str:
-    """Read a small UTF-8 text file (or a pipe, such as ``<(pass show maas)``, with a bounded wait),
-    refusing directories, devices, sockets, binaries and huge files."""
+def read_credentials_file(path: str, clock: Clock | None = None) -> str:
+    """Read a small UTF-8 text file (or a pipe, such as ``<(pass show maas)``, with a wait bounded
+    on ``clock``, the machine's by default), refusing directories, devices, sockets, binaries and huge files."""
     try:
         kind = os.stat(path).st_mode  # follows links: <(…) is /dev/fd/N, a link to a pipe
         if stat.S_ISDIR(kind):
             raise CredentialsError(f"credentials file {path} is a directory")
         if stat.S_ISFIFO(kind):
-            data = read_pipe(path, CREDENTIALS_PIPE_WAIT, MAX_CREDENTIALS_BYTES + 1)
+            data = read_pipe(path, CREDENTIALS_PIPE_WAIT, MAX_CREDENTIALS_BYTES + 1, clock or Clock())
         elif not stat.S_ISREG(kind):
             raise CredentialsError(f"credentials file {path} is a device or a socket, not a file")
         else:
@@ -301,21 +428,23 @@ def read_credentials_file(path: str) -> str:
         raise CredentialsError(f"credentials file {path} is not UTF-8 text") from None
 
 
-def read_pipe(path: str, wait: float, limit: int) -> bytes:
+def read_pipe(path: str, wait: float, limit: int, clock: Clock) -> bytes:
     """Up to ``limit`` bytes of a named pipe, until its writer closes it; TimeoutError when no
-    writer comes or it stalls for ``wait`` seconds in all (a plain open would block for good)."""
+    writer comes or it stalls for ``wait`` seconds of ``clock`` in all (a plain open would block for good)."""
     import select
 
-    deadline = time.monotonic() + wait
+    deadline = clock.monotonic() + wait
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         data = bytearray()
         while len(data) < limit:
-            left = deadline - time.monotonic()
-            if left <= 0 or not poller.poll(left * 1000):
+            left = deadline - clock.monotonic()
+            if left <= 0:
                 raise TimeoutError
+            if not clock.wait_readable(poller, left):
+                continue
             piece = os.read(fd, limit - len(data))
             if not piece:  # the writer closed the pipe (before any writer came, poll waits)
                 return bytes(data)
@@ -451,8 +580,8 @@ def parse_credentials_text(text: str, source: str) -> Credentials:
     return _checked_credentials(values[0], values[1], values[2] if len(values) == 3 else None, source)
 
 
-def load_credentials_file(path: str) -> Credentials:
-    credentials = parse_credentials_text(read_credentials_file(path), f"credentials file {path}")
+def load_credentials_file(path: str, clock: Clock | None = None) -> Credentials:
+    credentials = parse_credentials_text(read_credentials_file(path, clock), f"credentials file {path}")
     return dataclasses.replace(credentials, path=path)
 
 
@@ -467,10 +596,11 @@ def profile_path(env: Mapping[str, str]) -> str:
     return env.get(PROFILE_ENV) or expand_home("~/.huaweicloud/credentials", env)
 
 
-def load_credentials(path: str | None, env: Mapping[str, str]) -> Credentials:
-    """Apply the precedence: --credentials-file, HW_* env, HUAWEICLOUD_SDK_* env, SDK profile file."""
+def load_credentials(path: str | None, env: Mapping[str, str], clock: Clock | None = None) -> Credentials:
+    """Apply the precedence: --credentials-file, HW_* env, HUAWEICLOUD_SDK_* env, SDK profile file.
+    ``clock`` bounds the wait for a credentials pipe."""
     if path:
-        return load_credentials_file(path)
+        return load_credentials_file(path, clock)
     for ak_name, sk_name, token_name in ((ENV_AK, ENV_SK, ENV_TOKEN), (SDK_AK, SDK_SK, SDK_TOKEN)):
         ak, sk = env.get(ak_name, "").strip(), env.get(sk_name, "").strip()
         if ak and sk:
@@ -481,7 +611,7 @@ def load_credentials(path: str | None, env: Mapping[str, str]) -> Credentials:
             raise CredentialsError(f"{present} is set but {missing} is not")
     profile = profile_path(env)
     if env.get(PROFILE_ENV) or os.path.isfile(profile):
-        return load_credentials_file(profile)
+        return load_credentials_file(profile, clock)
     raise CredentialsError("no Huawei Cloud credentials found")
 
 
@@ -495,7 +625,6 @@ _DATE_RE = re.compile(r"^(\d{4})(-?)(\d{2})\2(\d{2})$", re.ASCII)  # YYYY-MM-DD 
 _TIME_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[ Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,6}))?)?"
                       r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?$", re.ASCII)
 _LAST_RE = re.compile(r"^(\d+)([dh])$", re.ASCII)
-BUCKET_UNITS = ("hour", "day", "week", "month")
 MIN_YEAR, MAX_YEAR = 1970, 9000  # epoch milliseconds; far from datetime's overflow at year 9999
 MAX_LAST_DAYS = 3660  # ten years: a longer --last is a typo, and long before the API kept any data
 
@@ -926,11 +1055,120 @@ def parse_last(text: str) -> timedelta:
 
 def shift_days(moment: datetime, days: int, zone: tzinfo) -> datetime:
     """The same local wall time ``days`` calendar days away; a skipped time moves past the gap."""
+    return same_wall_time_on(moment.astimezone(zone).date() + timedelta(days=days), moment, zone)
+
+
+def same_wall_time_on(day: date, moment: datetime, zone: tzinfo) -> datetime:
+    """``moment``'s local wall time on another local ``day`` (a skipped time moves past the gap; a
+    repeated one is its first occurrence); the start of a day is the start of the other day."""
     local = moment.astimezone(zone)
-    target = local.date() + timedelta(days=days)
     if moment == day_start(local.date(), zone):
-        return day_start(target, zone)
-    return datetime.combine(target, local.time(), tzinfo=zone).astimezone(timezone.utc)
+        return day_start(day, zone)
+    return datetime.combine(day, local.time(), tzinfo=zone).astimezone(timezone.utc)
+
+
+# -- Calendar units: values, so that a unit (or a preset) is one record and an unknown one a KeyError --
+
+@dataclass(frozen=True)
+class CalendarUnit(ABC):
+    """A unit of local calendar time that rows are grouped by and presets count in. All instants
+    are UTC; "local" means in ``zone``."""
+
+    name: str  # as --group-by names it
+    header: str  # the grouped table's column
+    label_format: str  # strftime of a row's label, from the unit's local start
+
+    @abstractmethod
+    def shift(self, moment: datetime, count: int, zone: tzinfo) -> datetime:
+        """The start of the unit ``count`` units after (before, if negative) the one holding ``moment``."""
+
+    @abstractmethod
+    def same_time_before(self, moment: datetime, zone: tzinfo) -> datetime:
+        """The same elapsed local time in the unit before: Dec 10 14:00 is Nov 10 14:00; a time the
+        unit before lacks is that unit's end."""
+
+    @abstractmethod
+    def wall_start(self, wall: datetime) -> datetime:
+        """The local wall-clock start of the unit holding a naive local ``wall`` time."""
+
+    @property
+    @abstractmethod
+    def even_step(self) -> timedelta | None:
+        """The unit's length on a clock without offset changes, when every unit has the same (months don't)."""
+
+    def start(self, moment: datetime, zone: tzinfo) -> datetime:
+        return self.shift(moment, 0, zone)
+
+    def next(self, moment: datetime, zone: tzinfo) -> datetime:
+        return self.shift(moment, 1, zone)
+
+    def previous(self, moment: datetime, zone: tzinfo) -> datetime:
+        return self.shift(moment, -1, zone)
+
+
+@dataclass(frozen=True)
+class ClockHours(CalendarUnit):
+    """Local clock hours: each of a fall-back day's two 01:00 hours is its own hour, as the offset
+    tells them apart."""
+
+    def shift(self, moment: datetime, count: int, zone: tzinfo) -> datetime:
+        wall = moment.astimezone(zone)
+        start = moment.astimezone(timezone.utc) - timedelta(minutes=wall.minute, seconds=wall.second,
+                                                            microseconds=wall.microsecond)
+        return start + timedelta(hours=count)
+
+    def same_time_before(self, moment: datetime, zone: tzinfo) -> datetime:
+        start = self.start(moment, zone)
+        return min(self.previous(moment, zone) + (moment - start), start)
+
+    def wall_start(self, wall: datetime) -> datetime:
+        return wall.replace(minute=0, second=0, microsecond=0)
+
+    @property
+    def even_step(self) -> timedelta | None:
+        return timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class LocalDays(CalendarUnit):
+    """A unit of whole local days, from the start of its first day (local midnight, or the end of a
+    DST gap over it): a DST day is 23 or 25 hours."""
+
+    first_day: Callable[[date], date]  # the first day of the unit holding a day
+    add: Callable[[date, int], date]  # a unit's first day moved by whole units
+    days: int | None = None  # its length in days, when every unit has the same
+
+    def wall_start(self, wall: datetime) -> datetime:
+        return datetime.combine(self.first_day(wall.date()), datetime.min.time())
+
+    @property
+    def even_step(self) -> timedelta | None:
+        return None if self.days is None else timedelta(days=self.days)
+
+    def shift(self, moment: datetime, count: int, zone: tzinfo) -> datetime:
+        return day_start(self.add(self.first_day(moment.astimezone(zone).date()), count), zone)
+
+    def same_time_before(self, moment: datetime, zone: tzinfo) -> datetime:
+        day = moment.astimezone(zone).date()
+        first = self.first_day(day)
+        twin = self.add(first, -1) + (day - first)
+        if twin >= first:  # March 31 has no February twin: the whole of February
+            return day_start(first, zone)
+        return same_wall_time_on(twin, moment, zone)
+
+
+def _add_months(first: date, count: int) -> date:
+    months = first.year * 12 + first.month - 1 + count
+    return date(months // 12, months % 12 + 1, 1)
+
+
+HOUR = ClockHours("hour", "Hour", "%Y-%m-%d %H:00")
+DAY = LocalDays("day", "Day", "%Y-%m-%d", first_day=lambda day: day, add=lambda day, n: day + timedelta(days=n),
+                days=1)
+WEEK = LocalDays("week", "Week of", "%Y-%m-%d", first_day=lambda day: day - timedelta(days=day.weekday()),  # Monday
+                 add=lambda day, n: day + timedelta(weeks=n), days=7)
+MONTH = LocalDays("month", "Month", "%Y-%m", first_day=lambda day: day.replace(day=1), add=_add_months)
+UNITS = {unit.name: unit for unit in (HOUR, DAY, WEEK, MONTH)}  # --group-by's order
 
 
 @dataclass(frozen=True)
@@ -950,7 +1188,7 @@ def resolve_period(request: RangeRequest, zone: tzinfo, now: datetime) -> Period
     if request.last:
         start, end = now - parse_last(request.last), now
     elif request.preset:
-        start, end = preset_range(request.preset, zone, now)
+        start, end = PRESETS[request.preset].range(zone, now)
     else:
         start, end = _explicit_range(request, zone, now)
     if start >= end:
@@ -967,18 +1205,37 @@ def resolve_period(request: RangeRequest, zone: tzinfo, now: datetime) -> Period
     return Period(start, end)
 
 
-# Each preset: its calendar unit, and whether it is the current one (up to now) or the whole one before.
-PRESETS = {"today": ("day", True), "yesterday": ("day", False), "this-week": ("week", True),
-           "last-week": ("week", False), "this-month": ("month", True), "last-month": ("month", False)}
+@dataclass(frozen=True)
+class Preset:
+    """A range flag (``--this-week``) that names a calendar unit: the current one up to now, or the
+    whole one before; --compare takes the unit before that, as far as the same elapsed local time
+    for a current unit (so this month's 10 days compare with last month's first 10, not all 30)."""
+
+    name: str  # the flag without its dashes
+    help: str
+    unit: CalendarUnit
+    current: bool  # the current unit up to now, else the whole unit before
+
+    def range(self, zone: tzinfo, now: datetime) -> tuple[datetime, datetime]:
+        """The start and end as UTC instants."""
+        start = self.unit.start(now, zone)
+        return (start, now) if self.current else (self.unit.previous(now, zone), start)
+
+    def previous(self, period: Period, zone: tzinfo) -> Period:
+        """--compare: the period before ``period`` (this preset's range)."""
+        end = self.unit.same_time_before(period.end, zone) if self.current else period.start
+        return Period(self.unit.previous(period.start, zone), min(end, period.start))
 
 
-def preset_range(name: str, zone: tzinfo, now: datetime) -> tuple[datetime, datetime]:
-    """A preset's start and end as UTC instants: from local midnights, the current unit ending now."""
-    unit, current = PRESETS[name]
-    first = _first_day(now.astimezone(zone).date(), unit)
-    if current:
-        return day_start(first, zone), now
-    return day_start(_first_day(first - timedelta(days=1), unit), zone), day_start(first, zone)
+PRESETS = {preset.name: preset for preset in (
+    Preset("today", "local today 00:00 to now", DAY, current=True),
+    Preset("yesterday", "the whole of yesterday", DAY, current=False),
+    Preset("this-week", "Monday 00:00 of this week to now", WEEK, current=True),
+    Preset("last-week", "the whole previous Monday-to-Monday week", WEEK, current=False),
+    Preset("this-month", "from the 1st of this month to now", MONTH, current=True),
+    Preset("last-month", "the whole previous calendar month (1st 00:00 to the 1st of this month)", MONTH,
+           current=False),
+)}
 
 
 def _explicit_range(request: RangeRequest, zone: tzinfo, now: datetime) -> tuple[datetime, datetime]:
@@ -1024,11 +1281,7 @@ def previous_period(request: RangeRequest, period: Period, zone: tzinfo) -> Peri
         return moment == day_start(moment.astimezone(zone).date(), zone)
 
     if request.preset:
-        unit, current = PRESETS[request.preset]
-        day = period.start.astimezone(zone).date()
-        start = day_start(_first_day(day - timedelta(days=1), unit), zone)
-        end = _same_time_a_unit_before(period.end, unit, zone) if current else period.start
-        result = Period(start, min(end, period.start))
+        result = PRESETS[request.preset].previous(period, zone)
     elif midnight(period.start) and midnight(period.end):
         days = (period.end.astimezone(zone).date() - period.start.astimezone(zone).date()).days
         result = Period(shift_days(period.start, -days, zone), period.start)
@@ -1039,71 +1292,89 @@ def previous_period(request: RangeRequest, period: Period, zone: tzinfo) -> Peri
     return result
 
 
-def _same_time_a_unit_before(moment: datetime, unit: str, zone: tzinfo) -> datetime:
-    """The same local wall time a day, week or month earlier (a repeated time: its first occurrence;
-    a skipped one: past the gap); a day the month before lacks is past that month's end."""
-    if unit != "month":
-        return shift_days(moment, -1 if unit == "day" else -7, zone)
-    local = moment.astimezone(zone)
-    first = (local.date().replace(day=1) - timedelta(days=1)).replace(day=1)
-    try:
-        target = first.replace(day=local.day)
-    except ValueError:  # March 31 has no February twin: the whole of February
-        return day_start(local.date().replace(day=1), zone)
-    if moment == day_start(local.date(), zone):
-        return day_start(target, zone)
-    return datetime.combine(target, local.time(), tzinfo=zone).astimezone(timezone.utc)
-
-
-def _first_day(day: date, unit: str) -> date:
-    """The first local date of the day, week (weeks start on Monday) or month holding ``day``."""
-    if unit == "week":
-        return day - timedelta(days=day.weekday())
-    if unit == "month":
-        return day.replace(day=1)
-    return day
-
-
-def _hour_start(moment: datetime, zone: tzinfo) -> datetime:
-    """The start (UTC) of the local clock hour holding ``moment``: each of a fall-back day's two
-    01:00 hours is its own hour, as the offset tells them apart."""
-    wall = moment.astimezone(zone)
-    return moment.astimezone(timezone.utc) - timedelta(minutes=wall.minute, seconds=wall.second,
-                                                       microseconds=wall.microsecond)
-
-
-def _next_boundary(moment: datetime, unit: str, zone: tzinfo) -> datetime:
-    if unit == "hour":
-        return _hour_start(moment, zone) + timedelta(hours=1)
-    first = _first_day(moment.astimezone(zone).date(), unit)
-    if unit == "day":
-        following = first + timedelta(days=1)
-    elif unit == "week":
-        following = first + timedelta(days=7)
-    else:
-        following = (first + timedelta(days=31)).replace(day=1)
-    return day_start(following, zone)
-
-
-def calendar_bucket(moment: datetime, unit: str, zone: tzinfo) -> Period:
+def calendar_bucket(moment: datetime, unit: CalendarUnit, zone: tzinfo) -> Period:
     """The whole local hour, day, week or month that ``moment`` falls in, unclipped by any range."""
-    if unit == "hour":
-        return Period(_hour_start(moment, zone), _next_boundary(moment, unit, zone))
-    return Period(day_start(_first_day(moment.astimezone(zone).date(), unit), zone),
-                  _next_boundary(moment, unit, zone))
+    return Period(unit.start(moment, zone), unit.next(moment, zone))
 
 
-def split_buckets(period: Period, unit: str | None, zone: tzinfo) -> list[Period]:
+def split_buckets(period: Period, unit: CalendarUnit | None, zone: tzinfo) -> list[Period]:
     """Calendar buckets following local midnights, the first and last clipped to the period."""
     if unit is None:
         return [period]
     buckets = []
     cursor = period.start
     while cursor < period.end:
-        stop = min(_next_boundary(cursor, unit, zone), period.end)
+        stop = min(unit.next(cursor, zone), period.end)
         buckets.append(Period(cursor, stop))
         cursor = stop
     return buckets
+
+
+# tzdata's offset changes since 1970 are a week apart or more (Brazil 2000, Gaza): a look every
+# two days sees each one.
+OFFSET_PROBE = timedelta(days=2)
+
+
+def offset_changes(period: Period, zone: tzinfo) -> list[datetime]:
+    """The instants inside ``period`` where the zone's UTC offset changes, found by a look every
+    OFFSET_PROBE and bisected to the millisecond."""
+    def offset(ms: int) -> timedelta | None:
+        return from_epoch_ms(ms, zone).utcoffset()
+
+    changes: list[datetime] = []
+    step = OFFSET_PROBE // timedelta(milliseconds=1)
+    low, end = period.start_ms, period.end_ms
+    before = offset(low)
+    while low < end:
+        high = min(low + step, end)
+        if offset(high) != before:
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (middle, high) if offset(middle) == before else (low, middle)
+            changes.append(from_epoch_ms(high, timezone.utc))
+            before = offset(high)
+        low = high
+    return changes
+
+
+def bucket_count(period: Period, unit: CalendarUnit, zone: tzinfo) -> int:
+    """``len(split_buckets(period, unit, zone))`` for hours, days or weeks, without making them:
+    between two offset changes the local clock runs evenly, so the boundaries it passes are
+    counted by arithmetic; across each change the next boundary is found as split_buckets finds it."""
+    count, cursor = 0, period.start
+    changes = iter([*offset_changes(period, zone), period.end])
+    change = next(changes)
+    while cursor < period.end:
+        count += 1
+        while change <= cursor:
+            change = next(changes)
+        passed, last = _clock_boundaries(cursor, change, unit, zone)
+        count += passed
+        cursor = unit.next(last, zone)
+    return count
+
+
+def _clock_boundaries(start: datetime, stop: datetime, unit: CalendarUnit, zone: tzinfo) -> tuple[int, datetime]:
+    """How many boundaries of an even unit (hour, day, week) lie strictly between ``start`` and
+    ``stop`` on the local clock, the offset staying ``start``'s, and the last of them (``start`` when none)."""
+    wall = start.astimezone(zone).replace(tzinfo=None)
+    step = unit.even_step
+    assert step is not None, f"{unit.name} units differ in length"
+    first = unit.wall_start(wall) + step
+    room = wall + (stop - start) - first
+    if room <= timedelta(0):
+        return 0, start
+    passed = (room - timedelta(microseconds=1)) // step + 1
+    return passed, start + (first + (passed - 1) * step - wall)
+
+
+def window_count(period: Period, unit: CalendarUnit | None, zone: tzinfo) -> int:
+    """How many windows of at most 30 days the buckets of ``period`` need: one per hour, day or
+    week; as many as split_windows makes for each month (31 days need two) or the whole range."""
+    if unit is not None and unit.even_step is not None and unit.even_step <= MAX_WINDOW:
+        return bucket_count(period, unit, zone)
+    limit_ms = MAX_WINDOW // timedelta(milliseconds=1)
+    return sum(len(range(span.start_ms, span.end_ms, limit_ms)) for span in split_buckets(period, unit, zone))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1311,6 +1582,35 @@ def seconds_left(wait: float, remaining: int) -> float:
     return wait + RATE_PERIOD * ((max(remaining, 1) - 1) // RATE_LIMIT)
 
 
+def pacing_seconds(requests: int) -> float:
+    """About how long ``requests`` take at the API's limit, by the RateLimiter's rule: RATE_LIMIT
+    start at once, and each further RATE_LIMIT one paced period (RATE_PERIOD + ARRIVAL_MARGIN) later."""
+    return (RATE_PERIOD + ARRIVAL_MARGIN) * ((max(requests, 1) - 1) // RATE_LIMIT)
+
+
+def format_duration(seconds: float) -> str:
+    """``50 s``, ``1 min 2 s``, ``7 h 35 min``, ``12 days 3 h``: the two largest units."""
+    total = math.ceil(seconds)
+    minutes, secs = divmod(total, 60)
+    hours, mins = divmod(minutes, 60)
+    days, hrs = divmod(hours, 24)
+    if days:
+        return f"{days} day{'s' if days > 1 else ''}" + (f" {hrs} h" if hrs else "")
+    if hours:
+        return f"{hours} h" + (f" {mins} min" if mins else "")
+    if minutes:
+        return f"{minutes} min" + (f" {secs} s" if secs else "")
+    return f"{secs} s"
+
+
+def long_run_note(requests: int) -> str | None:
+    """Before the first request: a run the API's limit makes slow says so."""
+    if requests <= RATE_LIMIT:
+        return None
+    return (f"{requests:,} requests: at the API's {RATE_LIMIT} per minute this takes about "
+            f"{format_duration(pacing_seconds(requests))}")
+
+
 class Console:
     """Notes, progress, verbose logs and errors on stderr; the result alone goes to stdout."""
 
@@ -1393,23 +1693,64 @@ class Console:
             return False
 
 
-class Clock:
-    """The run's time: ``now`` (whole seconds), the instant every plan is made from, and the
-    clocks that move on from it (wall time for signatures, monotonic time for pacing)."""
+class SystemClock:
+    """The machine's clocks, the default of ``main(clock=...)``. With ``start`` (``main(now=...)``),
+    the wall clock reads ``start`` when made and runs on from it with monotonic time."""
 
-    def __init__(self, instant: datetime, monotonic: Callable[[], float] = time.monotonic) -> None:
-        self._instant = instant.astimezone(timezone.utc)
+    def __init__(self, start: datetime | None = None) -> None:
+        self._start = start
+        self._origin = time.monotonic()
+
+    def now(self) -> datetime:
+        if self._start is None:
+            return datetime.now(timezone.utc)
+        return self._start + timedelta(seconds=time.monotonic() - self._origin)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class Clock:
+    """The run's time, all of it read from one clock (``main``'s ``clock``, else the machine's):
+    ``now`` (whole seconds), the instant every plan is made from; ``wall()`` for signatures and
+    Retry-After dates; ``monotonic()`` for pacing and deadlines; and every wait of the run."""
+
+    def __init__(self, source: Any = None) -> None:
+        self.source = SystemClock() if source is None else source
+        self.started = self.source.now().astimezone(timezone.utc)
         # Whole seconds: the API takes milliseconds and the printed period must match what was sent.
-        self.now = self._instant.replace(microsecond=0)
-        self.monotonic = monotonic
-        self._origin = monotonic()
+        self.now = self.started.replace(microsecond=0)
 
     def wall(self) -> datetime:
-        return self._instant + timedelta(seconds=self.monotonic() - self._origin)
+        return self.source.now().astimezone(timezone.utc)
+
+    def monotonic(self) -> float:
+        return self.source.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        """A short wait of the main thread (Ctrl-C still ends it there)."""
+        self.source.sleep(seconds)
 
     def wait(self, seconds: float, cancel: threading.Event) -> bool:
         """Wait (pacing, backoff) unless ``cancel`` is set meanwhile; True when cancelled."""
-        return cancel.wait(seconds)
+        if isinstance(self.source, SystemClock):
+            return cancel.wait(seconds)  # a failure elsewhere or Ctrl-C ends the wait at once
+        if not cancel.is_set():
+            self.source.sleep(seconds)
+        return cancel.is_set()
+
+    def wait_readable(self, poller: Any, seconds: float) -> bool:
+        """Whether ``poller`` (a ``select.poll``) reports its file readable within ``seconds``: the
+        machine's clock blocks in poll; another clock looks once, else sleeps a step on itself."""
+        if isinstance(self.source, SystemClock):
+            return bool(poller.poll(seconds * 1000))
+        if poller.poll(0):
+            return True
+        self.source.sleep(min(seconds, POLL_INTERVAL))
+        return False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1423,15 +1764,33 @@ class Endpoint:
     netloc: str  # host[:port] exactly as sent (and signed) in the Host header
     host: str
     base_path: str
+    source: str = ""  # where the URL came from, for messages: "from --endpoint", "the default endpoint for …"
 
     def url(self, path: str) -> str:
         return f"{self.scheme}://{self.netloc}{self.base_path}{path}"
 
+    @property
+    def address(self) -> str:
+        """``host:port`` as connections go to it (the scheme's port when the URL names none)."""
+        port = urlsplit(f"{self.scheme}://{self.netloc}").port or (443 if self.scheme == "https" else 80)
+        return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
 
-def parse_endpoint(url: str, option: str) -> Endpoint:
-    """Validate a base URL: https (http only for loopback), a host, no credentials or query."""
+    @property
+    def described(self) -> str:
+        """The address and where the URL came from: ``localhost:8443, from --endpoint``."""
+        return f"{self.address}, {self.source}" if self.source else self.address
+
+
+def parse_endpoint(url: str, option: str, source: str | None = None) -> Endpoint:
+    """Validate a base URL: https (http only for loopback), a host, no credentials or query.
+    ``option`` names it in usage errors; ``source`` (default ``from <option>``) in network errors."""
     try:
         parts = urlsplit(url.strip())
+        bracketed = re.fullmatch(r"(?:[^@]*@)?\[([^\]]*)\](?::[0-9]*)?", parts.netloc)
+        if bracketed:  # Python < 3.11.4's urlsplit takes any text in brackets for an IPv6 address
+            import ipaddress
+
+            ipaddress.IPv6Address(bracketed.group(1))
     except ValueError:  # e.g. an unbalanced IPv6 bracket
         raise UsageError(f"{option} {url!r} is not a valid URL") from None
     if parts.scheme not in ("https", "http") or not parts.netloc:
@@ -1448,7 +1807,8 @@ def parse_endpoint(url: str, option: str) -> Endpoint:
                          hint="use https://")
     if not re.fullmatch(r"[A-Za-z0-9.\-:\[\]]+", parts.netloc) or not re.fullmatch(r"[A-Za-z0-9._~/\-]*", parts.path):
         raise UsageError(f"{option} {url!r} contains characters that do not belong in a host or path")
-    return Endpoint(parts.scheme, parts.netloc, host, parts.path.rstrip("/"))
+    return Endpoint(parts.scheme, parts.netloc, host, parts.path.rstrip("/"),
+                    f"from {option}" if source is None else source)
 
 
 def proxy_for(endpoint: Endpoint, env: Mapping[str, str]) -> str | None:
@@ -1496,7 +1856,7 @@ class RateLimiter:
             if self._on_wait is not None:  # outside the lock: the callback writes to a terminal
                 self._on_wait(wait)
             waited = True
-            self._clock.wait(wait, cancel)
+            self._clock.wait(min(wait, RATE_WAIT_STEP), cancel)  # the progress line counts down each step
         if waited and self._on_wait is not None:
             self._on_wait(None)
         return True
@@ -1522,11 +1882,13 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, min(seconds, RETRY_AFTER_CAP))
 
 
-def backoff_delay(attempt: int) -> float:
-    """Exponential backoff with jitter, so parallel retries do not hit the API in step."""
+def backoff_delay(attempt: int, seed: str) -> float:
+    """Exponential backoff with jitter, so parallel retries do not hit the API in step. The jitter
+    is drawn from ``seed`` (the run's start instant and the request), so it differs between requests
+    and runs, yet a run on a fixed clock waits the same every time."""
     import random
 
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt) * random.uniform(0.5, 1.0)
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** attempt) * random.Random(f"{seed} {attempt}").uniform(0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -1539,6 +1901,7 @@ class ApiCall:
     what: str  # names the call in messages: "ShowStatistics for 2026-05-08 … (Preset Service)"
     query: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    not_found_hint: str = ""  # the hint after an HTTP 404 (its CallKind's)
 
 
 @dataclass(frozen=True)
@@ -1552,12 +1915,13 @@ class CallKind:
     endpoint: str  # the name of the endpoint in Settings.endpoints: "maas", "iam"
     path: str  # may hold {project_id}
     read: Callable[[Any, str, Mapping[str, Any]], Any]  # (JSON data, what, body or params) -> what it fills
+    not_found_hint: str = ""  # what an HTTP 404 most likely means for this call, and what to check
 
     def request(self, endpoint: Endpoint, project_id: str | None, label: str, body: Mapping[str, Any] | None = None,
                 params: tuple[tuple[str, str], ...] = ()) -> ApiCall:
         data = json.dumps(body, separators=(",", ":")).encode() if body is not None else b""
         return ApiCall(self.method, endpoint, self.path.format(project_id=project_id), f"{self.name} for {label}",
-                       query=params, body=data)
+                       query=params, body=data, not_found_hint=self.not_found_hint)
 
     def planned(self, endpoint: Endpoint, project_id: str | None, body: Mapping[str, Any] | None,
                 params: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
@@ -1590,24 +1954,127 @@ class ClientOptions:
     concurrency: int
 
 
-def describe_network_error(exc: Exception, timeout: float) -> str:
-    """A short, secret-free description of a requests exception."""
-    import requests  # already loaded by the caller; imported for the exception classes
+@dataclass(frozen=True)
+class NetworkProblem:
+    """What went wrong below HTTP, in words, and whether another attempt may mend it."""
 
-    text = str(exc)
-    if isinstance(exc, requests.exceptions.SSLError):
-        match = re.search(r"certificate verify failed[^'\")]*", text)
-        return "TLS certificate verification failed" + (f" ({match.group(0).strip()})" if match else "")
-    if isinstance(exc, requests.exceptions.Timeout):
-        return f"no answer within {timeout:g} s (--timeout)"
-    for needle, meaning in (("refused", "connection refused"), ("reset", "connection reset by the server"),
-                            ("RemoteDisconnected", "the server closed the connection without answering"),
-                            ("Name or service not known", "the host name cannot be resolved"),
-                            ("nodename nor servname", "the host name cannot be resolved"),
-                            ("getaddrinfo failed", "the host name cannot be resolved")):
-        if needle in text:
-            return meaning
-    return f"network error ({type(exc).__name__})"
+    text: str
+    retry: bool = True
+    hint: str | None = None
+
+
+class NameNotResolvedInTime(TimeoutError):
+    """The host name's lookup outlasted the attempt (it goes on, for the next attempt to wait for)."""
+
+
+class AnswerCutShort(ConnectionError):
+    """The connection closed in the middle of the status line or headers: a network failure, not an answer."""
+
+
+CA_HINT = "the server's certificate is not trusted; for a private CA set REQUESTS_CA_BUNDLE to its PEM file"
+# OpenSSL's reasons for bytes that are no TLS record at all: most often an HTTP answer to the ClientHello.
+NOT_TLS_REASONS = {"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST", "PACKET_LENGTH_TOO_LONG",
+                   "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL"}
+
+
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what caused it, outermost first: requests wraps urllib3, which wraps ssl and socket."""
+    chain: list[BaseException] = []
+    pending: list[Any] = [exc]
+    while pending:
+        current = pending.pop(0)
+        if not isinstance(current, BaseException) or any(current is seen for seen in chain):
+            continue
+        chain.append(current)
+        pending += [getattr(current, "reason", None), current.__cause__, current.__context__,
+                    *[arg for arg in current.args if isinstance(arg, BaseException)]]
+    return chain
+
+
+def raised_in(exc: BaseException, function: str) -> bool:
+    """Whether ``exc`` was raised inside a Python function of that name (its traceback's frames)."""
+    import traceback
+
+    return any(frame.name == function for frame in traceback.extract_tb(exc.__traceback__))
+
+
+def describe_network_error(exc: Exception, timeout: float, expired: bool = False) -> NetworkProblem:
+    """A short, secret-free description of a failure below HTTP, and whether to try again."""
+    import http.client
+    import socket
+    import ssl
+
+    import requests
+    import urllib3
+    from urllib3.util.ssl_match_hostname import CertificateError
+
+    chain = exception_chain(exc)
+
+    def first(*kinds: type) -> Any:
+        return next((e for e in chain if isinstance(e, kinds)), None)
+
+    # ssl's do_handshake (and urllib3's, for TLS in TLS); around it, urllib3's ssl_wrap_socket
+    handshake = any(raised_in(e, "do_handshake") for e in chain)
+    tls_setup = any(raised_in(e, "ssl_wrap_socket") for e in chain)
+    certificate = first(ssl.SSLCertVerificationError, CertificateError)
+    if certificate is not None:
+        reason = getattr(certificate, "verify_message", None) or str(certificate.args[-1] if certificate.args else "")
+        reason = printable(str(reason), 120).rstrip(".")
+        return NetworkProblem("TLS certificate verification failed" + (f": {reason}" if reason else ""),
+                              retry=False, hint=CA_HINT)
+    if first(NameNotResolvedInTime):
+        return NetworkProblem(f"the host name was not resolved within {timeout:g} s (--timeout)")
+    timeouts = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, socket.timeout, TimeoutError)
+    if expired or any(isinstance(e, timeouts) and not isinstance(e, urllib3.exceptions.NewConnectionError)
+                      for e in chain):
+        return NetworkProblem(f"no answer within {timeout:g} s (--timeout)")
+    if first(socket.gaierror):
+        return NetworkProblem("the host name cannot be resolved")
+    tls = first(ssl.SSLError)
+    if tls is not None and tls_setup and not handshake:  # this client's own TLS set-up: the CA bundle
+        return NetworkProblem(f"cannot load the TLS certificates to trust ({printable(str(tls), 120)})",
+                              retry=False, hint="check that REQUESTS_CA_BUNDLE names a readable PEM file "
+                                                "of CA certificates")
+    if tls is not None:
+        return tls_problem(tls, handshake)
+    if first(AnswerCutShort):
+        return NetworkProblem("the connection closed in the middle of the answer's status line or headers")
+    if first(http.client.RemoteDisconnected):
+        return NetworkProblem("the server closed the connection without answering")
+    if first(ConnectionResetError):
+        return NetworkProblem("the connection was reset during the TLS handshake" if handshake
+                              else "connection reset by the server")
+    if first(ConnectionRefusedError):
+        return NetworkProblem("connection refused")
+    if first(http.client.IncompleteRead, urllib3.exceptions.IncompleteRead):
+        return NetworkProblem("the connection closed in the middle of the answer")
+    if first(http.client.BadStatusLine):
+        return NetworkProblem("the answer did not start with an HTTP status line")
+    cause = next((e for e in chain if isinstance(e, OSError) and e.strerror), None)
+    if cause is not None:
+        return NetworkProblem(f"network error: {printable(cause.strerror, 80)}")
+    return NetworkProblem(f"network error ({type(exc).__name__})")
+
+
+def tls_problem(error: Any, handshake: bool) -> NetworkProblem:
+    """A TLS failure named as such: an EOF is transient; an alert or a server that speaks no TLS is not."""
+    import ssl
+
+    reason = str(getattr(error, "reason", None) or "")
+    if isinstance(error, (ssl.SSLEOFError, ssl.SSLZeroReturnError)) or reason == "UNEXPECTED_EOF_WHILE_READING":
+        return NetworkProblem("the server closed the connection during the TLS handshake" if handshake
+                              else "the server cut the TLS connection short")
+    if reason in NOT_TLS_REASONS:
+        return NetworkProblem("the server did not speak TLS", retry=False,
+                              hint="an https:// endpoint needs a TLS port: check the URL's scheme and port")
+    words = reason.lower().replace("_", " ") or printable(str(error), 120)
+    if "alert " in words:
+        return NetworkProblem(f"the TLS handshake failed: the server sent the alert \"{words.split('alert ', 1)[1]}\"",
+                              retry=False, hint="the server refused this client's TLS: check the endpoint's URL, "
+                                                "and the proxy if one is in the way (HTTPS_PROXY)")
+    # Anything else inside the handshake is a set-up the two sides do not share; after it, a damaged record.
+    return NetworkProblem(f"the TLS handshake failed: {words}" if handshake else f"TLS error: {words}",
+                          retry=not handshake)
 
 
 MAX_JSON_DEPTH = 64  # an answer is an object of numbers: nesting this deep is no answer (and json recurses)
@@ -1685,7 +2152,7 @@ def auth_hint(status: int) -> str:
             "(and iam:projects:get when the project id is looked up; or pass --project-id)")
 
 
-def checked_data(reply: Reply, what: str) -> Any:
+def checked_data(reply: Reply, what: str, not_found_hint: str = "") -> Any:
     """A final reply as JSON data, or the contract's error for its status."""
     if reply.status in (401, 403):
         raise AuthRejected(api_failure_message(what, reply), hint=auth_hint(reply.status))
@@ -1694,35 +2161,114 @@ def checked_data(reply: Reply, what: str) -> Any:
         if 300 <= reply.status < 400:
             location = printable(reply.headers.get("Location", ""), 120)
             message += f"; redirect to {location!r} not followed"
-        raise ApiError(message)
+        raise ApiError(message, hint=not_found_hint if reply.status == 404 and not_found_hint else None)
     return parse_json_text(reply.text, what)
+
+
+def start_thread(run: Callable[[Callable[[], None]], None], what: str) -> None:
+    """Start a thread (daemon-like: it never holds up the exit) running ``run(ready)``; ``run``
+    calls ``ready()`` once it is under way. ApiError (exit 1) when it cannot start: the system
+    refuses one (RuntimeError "can't start new thread", MemoryError) or it dies before it is ready.
+
+    Not threading.Thread: its start() waits without a bound for the new thread to report from its
+    bootstrap, and a thread that dies there of MemoryError (under ``ulimit -v``) never reports.
+    """
+    import _thread
+
+    started = _thread.allocate_lock()
+    started.acquire()
+    try:
+        _thread.start_new_thread(run, (started.release,))
+    except (RuntimeError, MemoryError):
+        raise ApiError(f"cannot start {what}: the machine is out of memory or threads", hint=THREADS_HINT) from None
+    if not started.acquire(timeout=THREAD_START_WAIT):
+        raise ApiError(f"{what} did not start within {THREAD_START_WAIT:g} s: the machine is out of memory or threads",
+                       hint=THREADS_HINT)
+
+
+def limit_thread_memory() -> None:
+    """Keep what each thread reserves small, so that a run fits an address-space limit (``ulimit -v``,
+    systemd LimitAS=) by what it uses: stacks of THREAD_STACK_BYTES instead of the usual 8 MiB, and on
+    glibc one malloc arena for all threads instead of one per thread (64 MiB of address space each).
+    MALLOC_ARENA_MAX works only from the environment at start; mallopt() works at any time."""
+    threading.stack_size(THREAD_STACK_BYTES)
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes  # imported here: only runs that send requests start threads
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ImportError, OSError, AttributeError):  # no C library to ask: nothing to cap
+        return
+    mallopt(M_ARENA_MAX, 1)  # musl's mallopt does nothing, which is right: it has no arenas
+
+
+class DeadlineTimer:
+    """One thread that ends the attempts whose --timeout has passed (a threading.Timer per attempt
+    would cost a thread, and under glibc an arena's worth of address space, each)."""
+
+    def __init__(self) -> None:
+        self._due: dict[AttemptDeadline, float] = {}
+        self._wake = threading.Condition()
+        self._started = False
+        self._closed = False
+
+    def add(self, deadline: AttemptDeadline, seconds: float) -> None:
+        with self._wake:
+            if not self._started:
+                start_thread(self._run, "the timer thread")
+                self._started = True
+            self._due[deadline] = time.monotonic() + seconds
+            self._wake.notify()
+
+    def remove(self, deadline: AttemptDeadline) -> None:
+        with self._wake:
+            self._due.pop(deadline, None)
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+
+    def _run(self, ready: Callable[[], None]) -> None:
+        ready()
+        while True:
+            with self._wake:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                expired = [deadline for deadline, due in self._due.items() if due <= now]
+                for deadline in expired:
+                    del self._due[deadline]
+                if not expired:
+                    self._wake.wait(min(self._due.values()) - now if self._due else None)
+                    continue
+            for deadline in expired:  # outside the lock: shutting a socket down may take a moment
+                deadline.expire()
 
 
 class AttemptDeadline:
     """--timeout for one attempt as a whole. When it passes, the attempt's connection is shut
     down, which ends whatever read is in progress: a per-read timeout never fires on a server
     that trickles a byte a second. Connections report themselves (``watch_current``) from the
-    thread that runs the attempt."""
+    thread that runs the attempt; the client's DeadlineTimer calls ``expire``."""
 
     _current = threading.local()
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, timer: DeadlineTimer) -> None:
         self.expired = False
+        self._seconds = seconds
+        self._timer = timer
         self._sockets: list[Any] = []
         self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
 
     def __enter__(self) -> AttemptDeadline:
-        try:
-            self._timer.start()
-        except RuntimeError:
-            raise ApiError("cannot start a timer thread: the machine is out of memory or threads") from None
+        self._timer.add(self, self._seconds)
         AttemptDeadline._current.deadline = self
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._timer.cancel()
+        self._timer.remove(self)
         AttemptDeadline._current.deadline = None
 
     @classmethod
@@ -1739,7 +2285,7 @@ class AttemptDeadline:
         if expired:
             _shut_down(sock)
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
         with self._lock:
             self.expired = True
             sockets = list(self._sockets)
@@ -1788,6 +2334,156 @@ def pool_slots(pool: Any) -> tuple[Callable[..., Any], Callable[[Any], None]] | 
     return (get, put) if callable(get) and callable(put) else None
 
 
+class Resolver:
+    """Host names looked up once per run, each wait bounded by the attempt's --timeout: getaddrinfo
+    cannot be interrupted, so it runs in a thread of its own and the attempt stops waiting for it
+    (the next attempt waits for the same lookup; a failed lookup is made afresh)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lookups: dict[tuple[str, int], Any] = {}
+
+    def addresses(self, host: str, port: int, timeout: float | None) -> list[str]:
+        """The IP addresses of ``host``, in the system's order; raises ``socket.gaierror`` or
+        ``NameNotResolvedInTime``."""
+        import concurrent.futures
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(host.split("%")[0])
+            return [host]
+        except ValueError:
+            pass
+        with self._lock:
+            lookup = self._lookups.get((host, port))
+            if lookup is None or (lookup.done() and lookup.exception() is not None):
+                lookup = self._lookups[(host, port)] = self._started(host, port)
+        ends = None if timeout is None else time.monotonic() + timeout
+        # In short steps, like _next_finished: a signal that lands just before a long wait starts
+        # (or in another thread) would otherwise leave Ctrl-C unanswered until the wait ends.
+        while True:
+            step = SIGNAL_CHECK_INTERVAL if ends is None else min(SIGNAL_CHECK_INTERVAL, ends - time.monotonic())
+            try:
+                infos = lookup.result(max(step, 0))
+                return list(dict.fromkeys(str(info[4][0]) for info in infos))
+            except concurrent.futures.TimeoutError:
+                if ends is not None and time.monotonic() >= ends:
+                    raise NameNotResolvedInTime(f"{host} was not resolved within {timeout:g} s") from None
+
+    @staticmethod
+    def _started(host: str, port: int) -> Any:
+        import socket
+        from concurrent.futures import Future
+
+        from urllib3.util.connection import allowed_gai_family
+
+        lookup: Future = Future()
+
+        def look_up() -> None:
+            try:
+                lookup.set_result(socket.getaddrinfo(host, port, allowed_gai_family(), socket.SOCK_STREAM))
+            except BaseException as exc:  # handed to whichever attempt waits for it
+                lookup.set_exception(exc)
+
+        try:
+            threading.Thread(target=look_up, daemon=True).start()
+        except RuntimeError:  # no thread left: look it up in this one, unbounded, rather than fail
+            look_up()
+        return lookup
+
+
+class HeaderLines:
+    """A response's socket file while ``HTTPResponse.begin`` reads the status line and headers,
+    noting a line that the connection cut short: http.client takes a cut header block for a whole one."""
+
+    def __init__(self, fp: Any) -> None:
+        self.fp, self.started, self.cut = fp, False, False
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = self.fp.readline(limit)
+        if not (line.endswith(b"\n") or 0 <= limit <= len(line)) and (line or self.started):
+            self.cut = True  # the end of the stream before the blank line that ends the headers
+        self.started = self.started or bool(line)
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fp, name)
+
+
+def final_response_class() -> type:
+    """http.client's response, reading to the final answer: it skips 100 Continue only, and would take
+    ``103 Early Hints`` (or any other interim answer) for the status; a status line or header block
+    that the connection cut short is ``AnswerCutShort``, a network failure, not an answer."""
+    import http.client
+
+    class FinalResponse(http.client.HTTPResponse):
+        def begin(self) -> None:
+            lines = self.fp = HeaderLines(self.fp)
+            try:
+                super().begin()
+            except http.client.HTTPException:
+                if lines.cut:
+                    raise AnswerCutShort("the connection closed in the middle of the headers") from None
+                raise
+            finally:
+                if self.fp is lines:
+                    self.fp = lines.fp
+            if lines.cut:
+                self.close()
+                raise AnswerCutShort("the connection closed in the middle of the headers")
+
+        def _read_status(self) -> Any:  # private, in every http.client since Python 3.0
+            while True:
+                version, status, reason = super()._read_status()
+                if not 100 <= status < 200 or status == 101:  # 101 ends HTTP on the connection: final
+                    return version, status, reason
+                http.client.parse_headers(self.fp)  # an interim answer's headers, not the final ones
+
+    return FinalResponse
+
+
+def resolving_connection(base: Any, resolver: Resolver) -> Any:
+    """urllib3's connection class ``base`` whose host name lookup and connect share --timeout (through
+    the run's ``resolver``, and urllib3's private ``_new_conn``/``_dns_host``; without them, urllib3's
+    own unbounded lookup), and whose responses are read to the final answer."""
+    import socket
+
+    from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+
+    class Resolving(base):
+        response_class = final_response_class()
+
+        def _new_conn(self) -> Any:
+            host, timeout = getattr(self, "_dns_host", None), self.timeout
+            if not isinstance(host, str):
+                return super()._new_conn()
+            budget = timeout if isinstance(timeout, (int, float)) else None
+            started = time.monotonic()
+            try:
+                addresses = resolver.addresses(host, self.port, budget)
+            except socket.gaierror as exc:
+                raise NameResolutionError(self.host, self, exc) from exc
+            except NameNotResolvedInTime as exc:
+                raise ConnectTimeoutError(self, str(exc)) from exc
+            try:
+                for address in addresses[:-1]:  # getaddrinfo answers at least one address or raises
+                    try:
+                        return self._connected(address, budget, started)
+                    except NewConnectionError:
+                        continue  # refused or unreachable there: the next address
+                return self._connected(addresses[-1], budget, started)
+            finally:
+                self._dns_host, self.timeout = host, timeout
+
+        def _connected(self, address: str, budget: float | None, started: float) -> Any:
+            self._dns_host = address  # an IP address: urllib3's own lookup of it asks no server
+            if budget is not None:  # the lookup and the connect share --timeout
+                self.timeout = max(budget - (time.monotonic() - started), 0.001)
+            return super()._new_conn()
+
+    return Resolving
+
+
 def watched_adapter() -> Any:
     """requests' HTTPAdapter whose connections report to the attempt's deadline, through urllib3's
     public hooks (a pool's ``ConnectionCls``, a manager's ``pool_classes_by_scheme``)."""
@@ -1812,11 +2508,13 @@ def watched_adapter() -> Any:
                 return super().request(*args, **kwargs)
         return Watched
 
+    resolver = Resolver()  # one per adapter: one per run
+
     class HTTPPool(connectionpool.HTTPConnectionPool):
-        ConnectionCls = watched(connection.HTTPConnection)
+        ConnectionCls = watched(resolving_connection(connection.HTTPConnection, resolver))
 
     class HTTPSPool(connectionpool.HTTPSConnectionPool):
-        ConnectionCls = watched(connection.HTTPSConnection)
+        ConnectionCls = watched(resolving_connection(connection.HTTPSConnection, resolver))
 
     pools = {"http": HTTPPool, "https": HTTPSPool}
 
@@ -1856,6 +2554,65 @@ def read_body(raw: Any, content_encoding: str | None, what: str) -> bytes:
     return bytes(body)
 
 
+class Workers:
+    """The client's threads, at most ``limit``: they run queued jobs (opening connections early, then
+    requests) until the client closes, so the connections a run opens early and the requests it sends
+    share the same few threads."""
+
+    def __init__(self, limit: int) -> None:
+        import queue  # imported here: only runs that send requests need it
+
+        self.limit = limit
+        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0  # started and under way
+        self._alive = 0  # still serving (a thread ends early only when it dies, of MemoryError)
+        self._unfinished = 0  # jobs queued or running
+
+    def run(self, jobs: Sequence[Callable[[], None]], threads: int) -> int:
+        """Queue ``jobs`` for up to ``threads`` threads (at most ``limit``); the number of threads
+        there are. A thread that cannot start leaves its share to those that did."""
+        with self._lock:
+            self._unfinished += len(jobs)
+        for job in jobs:
+            self._jobs.put(job)
+        while self._threads < min(threads, self.limit):
+            try:
+                start_thread(self._serve, "a worker thread")
+            except ApiError:
+                break
+            self._threads += 1
+        return self._threads
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing more will be done: no job left, or no thread left to do it."""
+        with self._lock:
+            return self._unfinished == 0 or self._alive == 0
+
+    def close(self) -> None:
+        for _ in range(self._threads):
+            self._jobs.put(None)
+
+    def _serve(self, ready: Callable[[], None]) -> None:
+        with self._lock:
+            self._alive += 1
+        try:
+            ready()
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                try:
+                    job()
+                finally:
+                    with self._lock:
+                        self._unfinished -= 1
+        finally:
+            with self._lock:
+                self._alive -= 1
+
+
 class Client:
     """Sends any ApiCall: owns the HTTP session, the signer, pacing, retries and the fan-out."""
 
@@ -1875,9 +2632,9 @@ class Client:
         self._limiter = RateLimiter(RATE_LIMIT, RATE_PERIOD + ARRIVAL_MARGIN, clock, on_wait=console.rate_wait)
         self._cancelled = threading.Event()
         self.warm = False  # set once a signed request of this run has succeeded
-        # Workers and deadline timers need little stack: 8 MiB each (the usual default) would
-        # reserve a lot of address space under a memory limit for a few frames of requests.
-        threading.stack_size(THREAD_STACK_BYTES)
+        limit_thread_memory()
+        self._workers = Workers(options.concurrency)
+        self._timer = DeadlineTimer()
         self._session = requests.Session()
         # The run's environment, not the process's: no ~/.netrc (it would replace the signed
         # Authorization header), proxies and the CA bundle from ``env`` only.
@@ -1890,10 +2647,15 @@ class Client:
         self._session.headers["Accept-Encoding"] = "identity"  # read_body still caps a compressed answer
 
     def close(self) -> None:
+        self._workers.close()
+        self._timer.close()
         self._session.close()
 
     def _redact(self, text: str) -> str:
         return redact(text, self._credentials.secrets())
+
+    def _jitter_seed(self, call: ApiCall) -> str:
+        return f"{self.clock.started.isoformat()} {call.method} {call.path} {call.what} {call.body!r}"
 
     def _cancelled_error(self, call: ApiCall) -> ApiError:
         return ApiError(f"{call.what}: cancelled after another request failed")
@@ -1904,7 +2666,7 @@ class Client:
         failure, retry_after = "", None
         for attempt in range(retries + 1):
             if attempt:
-                delay = retry_after if retry_after is not None else backoff_delay(attempt - 1)
+                delay = retry_after if retry_after is not None else backoff_delay(attempt - 1, self._jitter_seed(call))
                 self.console.debug(f"retrying in {delay:.1f} s ({attempt}/{retries})")
                 if self.clock.wait(delay, self._cancelled):
                     raise self._cancelled_error(call)
@@ -1917,7 +2679,8 @@ class Client:
             if 200 <= outcome.status < 300:
                 self.warm = True
             if outcome.status not in RETRY_STATUSES:
-                return redact_data(checked_data(outcome, call.what), self._credentials.secrets())
+                return redact_data(checked_data(outcome, call.what, call.not_found_hint),
+                                   self._credentials.secrets())
             failure = api_failure_message(call.what, outcome)
             retry_after = parse_retry_after(outcome.headers.get("Retry-After"), self.clock.wall())
         raise ApiError(failure + (f" (after {retries + 1} attempts)" if retries else ""),
@@ -1931,7 +2694,7 @@ class Client:
         url, headers, payload = self._signed(call)
         where = f"{call.method} {call.endpoint.base_path}{call.path}"
         started = self.clock.monotonic()
-        deadline = AttemptDeadline(self.options.timeout)
+        deadline = AttemptDeadline(self.options.timeout, self._timer)  # real time: it bounds real socket I/O
         try:
             with deadline:
                 proxy = proxy_for(call.endpoint, self._env)
@@ -1964,26 +2727,31 @@ class Client:
         return Reply(response.status_code, text, request_id, received)
 
     def _network_failure(self, call: ApiCall, exc: Exception, expired: bool) -> str:
-        """A retryable failure's description; raises for the failures a retry cannot mend."""
+        """A retryable failure's description; raises for the failures a retry cannot mend. Both name
+        the host and port, and where the endpoint's URL came from."""
         import requests
         import urllib3
 
-        timeout = self.options.timeout
-        if expired or isinstance(exc, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)):
-            return f"{call.what} failed: no answer within {timeout:g} s (--timeout)"
-        if isinstance(exc, requests.exceptions.SSLError):
-            raise ApiError(f"{call.what} failed: {describe_network_error(exc, timeout)}",
-                           hint="the server's certificate is not trusted; for a private CA set "
-                                "REQUESTS_CA_BUNDLE to its PEM file") from None
-        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                            urllib3.exceptions.HTTPError)):
-            return f"{call.what} failed: {describe_network_error(exc, timeout)}"
-        if isinstance(exc, requests.exceptions.RequestException):
-            raise ApiError(f"{call.what} failed: {describe_network_error(exc, timeout)}") from None
-        if isinstance(exc, OSError):  # requests reports an unreadable REQUESTS_CA_BUNDLE this way
-            raise ApiError(f"{call.what} failed: {exc.strerror or 'cannot load the TLS certificate bundle'}",
-                           hint="check that REQUESTS_CA_BUNDLE names a readable PEM file") from None
-        raise exc
+        if not expired and not isinstance(exc, (requests.exceptions.RequestException, urllib3.exceptions.HTTPError)):
+            if isinstance(exc, OSError):  # requests reports an unreadable REQUESTS_CA_BUNDLE this way
+                raise ApiError(f"{call.what} failed: {exc.strerror or 'cannot load the TLS certificate bundle'}",
+                               hint="check that REQUESTS_CA_BUNDLE names a readable PEM file") from None
+            raise exc
+        problem = describe_network_error(exc, self.options.timeout, expired)
+        if isinstance(exc, requests.exceptions.RequestException) and not isinstance(
+                exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+            problem = dataclasses.replace(problem, retry=False)  # a request requests cannot make (a bad URL)
+        where = call.endpoint.described
+        proxy = proxy_for(call.endpoint, self._env)
+        if proxy and any(isinstance(e, (requests.exceptions.ProxyError, urllib3.exceptions.ProxyError))
+                         for e in exception_chain(exc)):
+            parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            where += f", through the proxy {printable(parts.hostname or '?', 80)}:{port}"  # never its user or password
+        message = f"{call.what} failed: {problem.text} ({where})"
+        if not problem.retry:
+            raise ApiError(message, hint=problem.hint) from None
+        return message
 
     def _signed(self, call: ApiCall) -> tuple[str, dict, bytes]:
         from huaweicloudsdkcore.sdk_request import SdkRequest
@@ -2034,11 +2802,7 @@ class Client:
                 connection.close()
             put(connection)
 
-        for _ in range(count):
-            try:
-                threading.Thread(target=open_one, daemon=True).start()
-            except RuntimeError:
-                return
+        self._workers.run([open_one] * count, count)  # a thread that cannot start costs only the saving
 
     def fan_out(self, tasks: Sequence[Callable[[], Any]], on_result: Callable[[int, Any], None]) -> None:
         """Run every task, concurrently once one signed request of this run has succeeded.
@@ -2054,34 +2818,27 @@ class Client:
             # after more than 5 consecutive failures.
             on_result(0, tasks[0]())
             pending = pending[1:]
-        jobs: queue.SimpleQueue[int] = queue.SimpleQueue()
+        if not pending:
+            return
         finished: queue.SimpleQueue[tuple[int, Any, BaseException | None]] = queue.SimpleQueue()
-        for index in pending:
-            jobs.put(index)
 
-        def work() -> None:
-            while not self._cancelled.is_set():
-                try:
-                    index = jobs.get_nowait()
-                except queue.Empty:
+        def job(index: int) -> Callable[[], None]:
+            def run() -> None:
+                if self._cancelled.is_set():
                     return
                 try:
                     finished.put((index, tasks[index](), None))
                 except BaseException as exc:  # handed to the main thread, which raises it
                     finished.put((index, None, exc))
+            return run
 
-        # Daemon threads: a failure or Ctrl-C ends the run at once instead of waiting for requests
-        # still in flight (a hung server would otherwise hold the exit for --timeout).
-        for started in range(min(self.options.concurrency, len(pending))):
-            try:
-                threading.Thread(target=work, daemon=True).start()
-            except RuntimeError:  # no memory or no thread left: go on with the workers there are
-                if not started:
-                    raise ApiError("cannot start a worker thread: the machine is out of memory or threads") from None
-                break
+        # The workers never hold up the exit: a failure or Ctrl-C ends the run at once instead of
+        # waiting for requests still in flight (a hung server would otherwise hold it for --timeout).
+        if not self._workers.run([job(index) for index in pending], len(pending)):
+            raise ApiError("cannot start a worker thread: the machine is out of memory or threads", hint=THREADS_HINT)
         try:
             for _ in pending:
-                index, value, failure = _next_finished(finished)
+                index, value, failure = _next_finished(finished, self._workers)
                 if failure is not None:
                     raise failure
                 on_result(index, value)
@@ -2090,17 +2847,24 @@ class Client:
             raise
 
 
-def _next_finished(finished: Any) -> Any:
+def _next_finished(finished: Any, workers: Workers) -> Any:
     """The next finished task, waiting in short steps: the kernel may deliver Ctrl-C to a worker
     thread blocked in a read, and then only a main thread that wakes up runs Python's handler
-    (a plain blocking get would sleep through it until some request ended)."""
+    (a plain blocking get would sleep through it until some request ended). A result that no
+    thread is left to deliver (one died of MemoryError) is an error, never a wait."""
     import queue
 
     while True:
         try:
             return finished.get(timeout=SIGNAL_CHECK_INTERVAL)
         except queue.Empty:
-            continue
+            if workers.idle:
+                break
+    try:  # the last worker may have delivered just before it was seen idle
+        return finished.get_nowait()
+    except queue.Empty:
+        raise ApiError("a worker thread ended without its result: the machine is out of memory",
+                       hint=THREADS_HINT) from None
 
 
 # The API calls: each is a CallKind and the reader of its answer.
@@ -2128,12 +2892,60 @@ def usage_of(data: Any, what: str, body: Mapping[str, Any]) -> Usage:
 
 
 IAM_PROJECTS = CallKind("IAM project lookup", "GET", "iam", IAM_PROJECTS_PATH, project_id_of)
-SHOW_STATISTICS = CallKind("ShowStatistics", "POST", "maas", STATISTICS_PATH, usage_of)
+SHOW_STATISTICS = CallKind("ShowStatistics", "POST", "maas", STATISTICS_PATH, usage_of, not_found_hint=(
+    "the project id may not belong to the region: check that the one given (--project-id, HW_PROJECT_ID, "
+    "HUAWEICLOUD_SDK_PROJECT_ID or the profile's project_id) is --region's, or give none and IAM looks it up; "
+    "a MaaS endpoint (--endpoint) of another region also answers 404"))
 
 
 def lookup_project_id(client: Client, iam: Endpoint, region: str) -> str:
     """The id of the project named like the region, from IAM."""
     return IAM_PROJECTS.answer(client, iam, None, region, params=(("name", region),))[1]
+
+
+@dataclass(frozen=True)
+class MetricList:
+    """What one page of Cloud Eye's ListMetrics holds: its metrics and the model services they cover."""
+
+    metrics: int
+    models: frozenset[str]  # the distinct maas_api_id dimension values
+    total: int  # meta_data.total: more than ``metrics`` when further pages exist
+
+
+def metric_list_of(data: Any, what: str, params: Mapping[str, Any]) -> MetricList:
+    """ListMetrics' answer, checked against huaweicloudsdkces' ListMetricsResponse: ``metrics``
+    ``[{namespace, metric_name, dimensions: [{name, value}], unit}]`` and ``meta_data {count, marker, total}``."""
+    def malformed(why: str) -> MalformedResponse:
+        return MalformedResponse(f"malformed response from {what}: {why}")
+
+    def text(value: Any) -> bool:
+        return isinstance(value, str)
+
+    def count(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    metrics = data.get("metrics") if isinstance(data, dict) else None
+    meta = data.get("meta_data") if isinstance(data, dict) else None
+    if not isinstance(metrics, list):
+        raise malformed("no 'metrics' list")
+    if not isinstance(meta, dict) or not count(meta.get("count")) or not count(meta.get("total")) \
+            or not text(meta.get("marker", "")):
+        raise malformed("no 'meta_data' with a count, a total and a marker")
+    models = set()
+    for number, metric in enumerate(metrics, start=1):
+        dimensions = metric.get("dimensions") if isinstance(metric, dict) else None
+        if not (isinstance(dimensions, list) and text(metric.get("namespace")) and text(metric.get("metric_name"))
+                and text(metric.get("unit", ""))):
+            raise malformed(f"metric {number} lacks a namespace, a metric_name or a dimensions list")
+        for dimension in dimensions:
+            if not (isinstance(dimension, dict) and text(dimension.get("name")) and text(dimension.get("value"))):
+                raise malformed(f"metric {number} has a dimension without a name and a value")
+            if dimension["name"] == "maas_api_id":
+                models.add(dimension["value"])
+    return MetricList(len(metrics), frozenset(models), max(meta["total"], len(metrics)))
+
+
+LIST_METRICS = CallKind("Cloud Eye ListMetrics", "GET", "ces", LIST_METRICS_PATH, metric_list_of)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -2164,13 +2976,14 @@ class Usage:
     """Exact sums, one per metric of SUMS, in the API's units: counts as integers, tokens in
     thousands as Decimal. ``Usage(requests=3, tokens_k=Decimal("1.5"))``; a sum not given is 0."""
 
-    __slots__ = ("sums",)
+    __slots__ = ("sums", "missing")
 
-    def __init__(self, **sums: Any) -> None:
+    def __init__(self, missing: frozenset[str] = frozenset(), **sums: Any) -> None:
         unknown = set(sums) - {m.field for m in SUMS}
         if unknown:
             raise TypeError(f"Usage has no sum {sorted(unknown)}")
         self.sums = {m.field: sums.get(m.field, 0 if m.api_unit == 1 else ZERO) for m in SUMS}
+        self.missing = missing  # metric names the source does not have: shown as "-" (null), never 0
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -2214,7 +3027,8 @@ class Usage:
     def __add__(self, other: Usage) -> Usage:
         with localcontext() as context:
             context.prec = 60  # sums stay exact far beyond any real total
-            return Usage(**{name: value + other.sums[name] for name, value in self.sums.items()})
+            return Usage(self.missing | other.missing,
+                         **{name: value + other.sums[name] for name, value in self.sums.items()})
 
     def anomalies(self) -> list[str]:
         """The bounds of METRICS these exact sums break: ``total_errors 12 > total_requests 3``."""
@@ -2231,6 +3045,8 @@ class Usage:
             for metric in METRICS:
                 if metric.field is None:
                     values[metric.name] = metric.derive(values)
+                elif metric.name in self.missing:
+                    values[metric.name] = None
                 elif metric.api_unit == 1:
                     values[metric.name] = self.sums[metric.field]
                 else:
@@ -2263,13 +3079,19 @@ class Query:
     service_types: tuple[int, ...]
     api_keys: tuple[str, ...] | None
     ips: tuple[str, ...] | None
-    bucket: str | None  # hour, day, week, month or None
+    bucket: CalendarUnit | None  # the time unit rows are grouped by, if any
     by_key: bool
     previous: Period | None = None  # --compare: the period the report is compared with
+    by_model: bool = False
 
     @property
     def batch(self) -> bool:
         return self.infer_type == "batch"
+
+    @property
+    def cloud_eye(self) -> bool:
+        """Whether rows come from Cloud Eye: split by model, or by key without --api-keys."""
+        return self.by_model or (self.by_key and self.api_keys is None)
 
     @property
     def groupings(self) -> tuple[Grouping, ...]:
@@ -2302,21 +3124,28 @@ class Row:
     """One output row: a time bucket, a service type and (when split by key) one key."""
 
     period: Period  # the row's part of the range
-    service_type: int
+    service_type: int | None  # None for Cloud Eye rows: it does not tell preset from own services
     api_key: str | None
     bucket: Period | None = None  # the whole calendar hour, day, week or month of a time-bucket row
     stored: dict[date, Usage] = field(default_factory=dict)  # days read from the store
     windows: list[Window] = field(default_factory=list)  # the rest, fetched live
+    model_id: str | None = None  # Cloud Eye rows: maas_api_id, its name, and maas_key_id
+    model: str | None = None
+    api_key_id: str | None = None
+    cloud_eye: Usage | None = None  # Cloud Eye rows: the sum of their hours
 
     @property
     def total(self) -> Usage:
         unfetched = [w.label for w in self.windows if w.usage is None]
         if unfetched:
             raise ValueError(f"row total asked before its windows were fetched: {unfetched}")
-        return total_of([*self.stored.values(), *(w.usage for w in self.windows if w.usage is not None)])
+        return total_of([*self.stored.values(), *(w.usage for w in self.windows if w.usage is not None),
+                         *([self.cloud_eye] if self.cloud_eye is not None else [])])
 
     @property
     def source(self) -> str:
+        if self.cloud_eye is not None:  # a Cloud Eye row has an id; the row of what it did not list has none
+            return "cloud_eye" if self.model_id or self.api_key_id else "show_statistics"
         if self.stored:
             return "mixed" if self.windows else "store"
         return "live"
@@ -2342,10 +3171,12 @@ class Grouping:
     csv_columns: tuple[str, ...]
     csv: Callable[[Row, Query], list[Any]]  # the CSV line's values for csv_columns
     prometheus: Callable[[Row, Query], list[tuple[str, str]]]  # the labels of a row's samples
+    cloud_eye_only: bool = False  # its JSON fields and CSV columns appear in Cloud Eye runs only
 
 
 def _bucket_header(query: Query) -> str:
-    return {"hour": "Hour", "day": "Day", "week": "Week of", "month": "Month"}[query.bucket]
+    assert query.bucket is not None
+    return query.bucket.header
 
 
 def _row_bounds(row: Row, query: Query) -> list[str]:
@@ -2354,25 +3185,46 @@ def _row_bounds(row: Row, query: Query) -> list[str]:
 
 TIME_BUCKET = Grouping(
     "time bucket", split=lambda query: query.bucket is not None, header=_bucket_header,
-    label=lambda row, query: bucket_label(row, query),
+    label=lambda row, query: bucket_label(row, query) if row.bucket is not None else "whole period",
     json=lambda row, query: dict(zip(("start", "end"), _row_bounds(row, query))),
     csv_columns=("start", "end"), csv=_row_bounds,
     prometheus=lambda row, query: [])  # no time buckets in Prometheus: the collector has no timestamps
 SERVICE_TYPE = Grouping(
-    "service-type", split=lambda query: len(query.service_types) > 1, header=lambda query: "Service",
-    label=lambda row, query: SHORT_SERVICE_NAMES[row.service_type],
-    json=lambda row, query: {"service_type": row.service_type, "service_name": SERVICE_NAMES[row.service_type]},
-    csv_columns=("service_type",), csv=lambda row, query: [row.service_type],
+    "service-type", split=lambda query: len(query.service_types) > 1 and not query.cloud_eye,
+    header=lambda query: "Service", label=lambda row, query: SHORT_SERVICE_NAMES[row.service_type],
+    json=lambda row, query: {"service_type": row.service_type, "service_name": SERVICE_NAMES.get(row.service_type)},
+    csv_columns=("service_type",), csv=lambda row, query: ["" if row.service_type is None else row.service_type],
     # Every sample names its service and the inference type it ran as, split or not.
-    prometheus=lambda row, query: [("service_type", str(row.service_type)),
-                                   ("service", SERVICE_NAMES[row.service_type]), ("infer_type", query.infer_type)])
+    prometheus=lambda row, query: [*([("service_type", str(row.service_type)),
+                                      ("service", SERVICE_NAMES[row.service_type])]
+                                     if row.service_type is not None else []), ("infer_type", query.infer_type)])
 API_KEY = Grouping(
     "api-key", split=lambda query: query.by_key, header=lambda query: "API Key",
-    label=lambda row, query: printable(row.api_key or '""', KEY_LABEL_WIDTH),
+    label=lambda row, query: printable((row.api_key if row.api_key is not None else row.api_key_id) or '""',
+                                       KEY_LABEL_WIDTH),
     json=lambda row, query: {"api_key": row.api_key},
     csv_columns=("api_key",), csv=lambda row, query: ["" if row.api_key is None else row.api_key],
     prometheus=lambda row, query: [("api_key", row.api_key)] if query.by_key and row.api_key is not None else [])
-GROUPINGS = (TIME_BUCKET, SERVICE_TYPE, API_KEY)  # in the order of table columns, JSON fields and CSV columns
+MODEL = Grouping(
+    "model", split=lambda query: query.by_model, header=lambda query: "Model",
+    label=lambda row, query: printable(row.model or row.model_id or "", KEY_LABEL_WIDTH),
+    json=lambda row, query: {"model_id": row.model_id, "model": row.model},
+    csv_columns=("model_id", "model"), csv=lambda row, query: [row.model_id or "", row.model or ""],
+    prometheus=lambda row, query: [("model_id", row.model_id or ""), ("model", row.model or row.model_id or "")]
+    if query.by_model else [], cloud_eye_only=True)
+API_KEY_ID = Grouping(  # the key's Cloud Eye id: API_KEY's column shows the name, else this id
+    "api-key", split=lambda query: False, header=lambda query: "API Key Id", label=lambda row, query: "",
+    json=lambda row, query: {"api_key_id": row.api_key_id},
+    csv_columns=("api_key_id",), csv=lambda row, query: [row.api_key_id or ""],
+    prometheus=lambda row, query: [("api_key_id", row.api_key_id)] if row.api_key_id is not None else [],
+    cloud_eye_only=True)
+GROUPINGS = (TIME_BUCKET, SERVICE_TYPE, API_KEY, MODEL, API_KEY_ID)  # in the order of table columns, JSON fields
+# and CSV columns
+
+
+def output_groupings(query: Query) -> tuple[Grouping, ...]:
+    """The groupings whose fields a query's JSON rows, CSV lines and Prometheus samples carry."""
+    return tuple(grouping for grouping in GROUPINGS if query.cloud_eye or not grouping.cloud_eye_only)
 
 
 StoredDays = Callable[[Row, Sequence[tuple[date, Period]]], dict[date, Usage]]
@@ -2383,12 +3235,11 @@ def plan_rows(query: Query, now: datetime, stored_days: StoredDays | None = None
 
     ``stored_days(row, final_days)`` gives what a history store holds of a row's final days.
     """
-    keys: Sequence[str | None] = query.api_keys if query.by_key and query.api_keys is not None else (None,)
     rows = []
     for bucket in split_buckets(query.period, query.bucket, query.zone):
         whole = calendar_bucket(bucket.start, query.bucket, query.zone) if query.bucket else None
         for service_type in query.service_types:
-            for key in keys:
+            for key in row_keys(query):
                 row = Row(bucket, service_type, key, whole)
                 days = final_days(bucket, query.zone, now) if stored_days is not None else []
                 if stored_days is not None and days:
@@ -2396,6 +3247,11 @@ def plan_rows(query: Query, now: datetime, stored_days: StoredDays | None = None
                 row.windows = plan_windows(query, row, days)
                 rows.append(row)
     return rows
+
+
+def row_keys(query: Query) -> Sequence[str | None]:
+    """The key of each row per bucket and service type: each key label when split by key, else None."""
+    return query.api_keys if query.by_key and query.api_keys is not None else (None,)
 
 
 def plan_windows(query: Query, row: Row, days: Sequence[tuple[date, Period]]) -> list[Window]:
@@ -2460,6 +3316,15 @@ def windows_of(rows: Sequence[Row]) -> list[tuple[Row, Window]]:
     return [(row, window) for row in rows for window in row.windows]
 
 
+def request_count(query: Query) -> int:
+    """How many requests the plan of ``query`` and its previous period holds before any store,
+    counted without building it: ``len(windows_of(plan_rows(...)))`` for both, in no time and memory
+    however large."""
+    periods = [q for q in (query, query.previous_query()) if q is not None]
+    return len(query.service_types) * len(row_keys(query)) * sum(
+        window_count(q.period, q.bucket, q.zone) for q in periods)
+
+
 def unrecorded_days(query: Query, rows: Sequence[Row], now: datetime) -> list[str]:
     """Local dates of the live part that lie before MaaS's retention."""
     cutoff = now - RETENTION
@@ -2515,10 +3380,12 @@ def anomalies_of(query: Query, rows: Sequence[Row]) -> list[Anomaly]:
 
 
 def coverage_of(query: Query, rows: Sequence[Row], now: datetime) -> Coverage:
-    """The coverage of the rows' live windows; days read from a store are never missing."""
-    retained_from = now - RETENTION
-    old_parts = sorted((Period(w.period.start, min(w.period.end, retained_from))
-                        for _, w in windows_of(rows) if w.period.start < retained_from), key=lambda p: p.start)
+    """The coverage of the rows' live windows; days read from a store are never missing. Cloud Eye
+    rows cover the query's period, with Cloud Eye's retention."""
+    retained_from = now - (CES_RETENTION if query.cloud_eye else RETENTION)
+    spans = [query.period] if query.cloud_eye else [w.period for _, w in windows_of(rows)]
+    old_parts = sorted((Period(span.start, min(span.end, retained_from))
+                        for span in spans if span.start < retained_from), key=lambda p: p.start)
     missing: list[Period] = []
     for part in old_parts:
         if missing and part.start <= missing[-1].end:
@@ -2540,10 +3407,395 @@ class Report:
     coverage: Coverage
     store: dict | None = None  # the JSON "store" report, when a store was used
     previous: Report | None = None  # --compare: the same report over the previous period
+    reconciliation: Reconciliation | None = None  # Cloud Eye rows against ShowStatistics
 
     @property
     def total(self) -> Usage:
         return total_of(row.total for row in self.rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Cloud Eye: per model and per key
+# ----------------------------------------------------------------------------------------------
+
+CES_MODEL_DIMENSION, CES_KEY_DIMENSION = "maas_api_id", "maas_key_id"
+CES_PERIOD_MS = 3600 * 1000  # period "3600": hourly sums, each stamped with its hour's start (UTC ms)
+# Cloud Eye's SYS.MaaS metrics (cloudeye-exporter's table) that make each sum of a Usage, and the
+# actual units per Usage unit (tokens are per token in Cloud Eye, in thousands in a Usage).
+CES_SUMS = {"tokens_k": ("total_tokens",), "prompt_k": ("prompt_tokens",), "completion_k": ("completion_tokens",),
+            "requests": ("rpm",), "errors": ("req_count_4xx", "req_count_5xx")}
+CES_METRIC_NAMES = tuple(name for names in CES_SUMS.values() for name in names)
+CES_PERMISSION_HINT = ("the credentials lack a Cloud Eye permission: the IAM user needs ces:metrics:list and "
+                       "ces:metricData:list (CES ReadOnlyAccess)")
+Series = tuple[str, tuple[tuple[str, str], ...]]  # (metric name, ((dimension, value), ...))
+
+
+def ces_series_of(data: Any, what: str, params: Mapping[str, Any]) -> tuple[MetricList, list[Series]]:
+    """A ListMetrics page: the checked MetricList and its (metric, dimensions) entries in SYS.MaaS."""
+    listed = metric_list_of(data, what, params)
+    series = [(m["metric_name"], tuple((d["name"], d["value"]) for d in m["dimensions"]))
+              for m in data["metrics"] if m["namespace"] == CES_NAMESPACE]
+    return listed, series
+
+
+def datapoints_of(data: Any, what: str, body: Mapping[str, Any]) -> list[tuple[Series, list[tuple[int, Decimal]]]]:
+    """BatchListMetricData's answer (huaweicloudsdkces' BatchListMetricDataResponse): per series its
+    hourly sums in [from, to), exact on their decimal text."""
+    metrics = data.get("metrics") if isinstance(data, dict) else None
+    if not isinstance(metrics, list):
+        raise MalformedResponse(f"malformed response from {what}: no 'metrics' list")
+    answer = []
+    for number, metric in enumerate(metrics, start=1):
+        try:
+            series = (metric["metric_name"], tuple((d["name"], d["value"]) for d in metric["dimensions"]))
+            points = [(point["timestamp"], point[body["filter"]]) for point in metric.get("datapoints") or []]
+        except (KeyError, TypeError):
+            raise MalformedResponse(f"malformed response from {what}: metric {number} lacks a metric_name, "
+                                    "dimensions or datapoints with a timestamp and a sum") from None
+        for at, value in points:
+            if isinstance(at, bool) or not isinstance(at, int) or isinstance(value, bool) \
+                    or not isinstance(value, (int, Decimal)) or not Decimal(value).is_finite() or value < 0:
+                raise MalformedResponse(f"malformed response from {what}: metric {number} has a datapoint "
+                                        "that is not a timestamp and a number")
+        # A datapoint outside [from, to) belongs to another call (Cloud Eye may answer the hour of ``to``).
+        answer.append((series, [(at, Decimal(value)) for at, value in points if body["from"] <= at < body["to"]]))
+    return answer
+
+
+BATCH_METRIC_DATA = CallKind("Cloud Eye BatchListMetricData", "POST", "ces", BATCH_METRIC_DATA_PATH, datapoints_of)
+CES_LIST = dataclasses.replace(LIST_METRICS, read=ces_series_of)
+
+
+@dataclass(frozen=True)
+class Names:
+    """One page of the MaaS monitor's instances: model and key names by id, and how many pairs exist."""
+
+    models: dict[str, str]
+    keys: dict[str, str]
+    count: int
+    total: int
+
+
+def names_of(data: Any, what: str, body: Mapping[str, Any]) -> Names:
+    """``{"instances": [{"maas_api_id": {"id", "name"}, "maas_key_id": {"id", "name"}}], "total": N}``
+    (Huawei's cloudeye-exporter, collector/maas*.go)."""
+    instances = data.get("instances") if isinstance(data, dict) else None
+    total = data.get("total") if isinstance(data, dict) else None
+    if not isinstance(instances, list) or isinstance(total, bool) or not isinstance(total, int):
+        raise MalformedResponse(f"malformed response from {what}: no 'instances' list and 'total'")
+    names: dict[str, dict[str, str]] = {CES_MODEL_DIMENSION: {}, CES_KEY_DIMENSION: {}}
+    for instance in instances:
+        for dimension, found in names.items():
+            item = instance.get(dimension) if isinstance(instance, dict) else None
+            if isinstance(item, dict) and isinstance(item.get("id"), str) and isinstance(item.get("name"), str):
+                found[item["id"]] = item["name"]
+    return Names(names[CES_MODEL_DIMENSION], names[CES_KEY_DIMENSION], len(instances), total)
+
+
+MONITOR_INSTANCES = CallKind("MaaS monitor instances", "POST", "monitor", MONITOR_INSTANCES_PATH, names_of)
+
+
+def model_and_key_names(client: Client, endpoint: Endpoint | None, project_id: str,
+                        console: Console) -> tuple[dict[str, str], dict[str, str]]:
+    """Names by id, best effort: when the call fails in any way, a note says why and rows keep their ids."""
+    models: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    if endpoint is None:
+        return models, keys
+    start = 0
+    try:
+        while True:
+            body = {"namespace": CES_NAMESPACE, "start": start, "limit": MONITOR_PAGE,
+                    "query": [{"dim_name": CES_MODEL_DIMENSION}, {"dim_name": CES_KEY_DIMENSION}]}
+            page = MONITOR_INSTANCES.answer(client, endpoint, project_id, "model and key names", body)[1]
+            models.update(page.models)
+            keys.update(page.keys)
+            start += page.count
+            if not page.count or start >= page.total:
+                return models, keys
+    except ToolError as exc:
+        console.note(f"model and key names are not available ({exc}): rows show Cloud Eye's ids")
+        return {}, {}
+
+
+def whole_hours(period: Period) -> Period:
+    """The period widened to whole UTC hours (start down, end up): Cloud Eye sums whole hours."""
+    start_ms = period.start_ms - period.start_ms % CES_PERIOD_MS
+    end_ms = -(-period.end_ms // CES_PERIOD_MS) * CES_PERIOD_MS
+    return Period(from_epoch_ms(start_ms, timezone.utc), from_epoch_ms(end_ms, timezone.utc))
+
+
+def cloud_eye_query(query: Query, console: Console) -> Query:
+    """A Cloud Eye grouping's rules: what Cloud Eye cannot filter by is refused, the period widened
+    to whole hours (a note says so), the service types are the two Cloud Eye covers."""
+    if not query.cloud_eye:
+        return query
+    grouping = "--group-by model" if query.by_model else "--group-by api-key without --api-keys"
+    refusals = [(query.batch, "--infer-type batch"), (query.ips is not None, "--ips"),
+                (4 in query.service_types, "service type 4: it does not cover custom endpoints (--service-type 4 "
+                 "or all, or --group-by service-type, ask for them)"),
+                (query.previous is not None, "--compare")]
+    for refused, flag in refusals:
+        if refused:
+            raise UsageError(f"{grouping} reads Cloud Eye, which cannot apply {flag}",
+                             hint="leave it out, or group without model and key (ShowStatistics)")
+    period = whole_hours(query.period)
+    if query.bucket is not None:
+        for moment in (query.period.start, query.period.end):
+            if moment.astimezone(query.zone).utcoffset() % timedelta(hours=1):
+                raise UsageError(f"the time zone {query.zone_name} is not a whole number of hours from UTC: "
+                                 f"Cloud Eye's hourly sums cannot make its {query.bucket.name}s",
+                                 hint="use a zone a whole number of hours from UTC, or drop the time bucket")
+    if period != query.period:
+        start, end = (format_instant(moment.astimezone(query.zone)) for moment in (period.start, period.end))
+        console.note(f"Cloud Eye sums whole hours: the period is widened to {start} ~ {end}")
+    return dataclasses.replace(query, period=period, service_types=(1, 2))
+
+
+def ces_dimensions(query: Query) -> tuple[str, ...]:
+    """The dimension set of the series a query reads: per model, or per model and key."""
+    return (CES_MODEL_DIMENSION, CES_KEY_DIMENSION) if query.by_key else (CES_MODEL_DIMENSION,)
+
+
+def listed_series(client: Client, endpoint: Endpoint, project_id: str, query: Query) -> list[Series]:
+    """Every SYS.MaaS series ListMetrics lists with the query's dimension set and a metric it reads,
+    page after page (``start`` is the marker of the page before)."""
+    wanted, found, marker, seen = set(ces_dimensions(query)), [], "", 0
+    while True:
+        params = (("namespace", CES_NAMESPACE), ("limit", str(CES_LIST_LIMIT)),
+                  *((("start", marker),) if marker else ()))
+        data, (page, series) = CES_LIST.answer(client, endpoint, project_id, CES_NAMESPACE, params=params)
+        found += [s for s in series if s[0] in CES_METRIC_NAMES and {name for name, _ in s[1]} == wanted]
+        seen += page.metrics
+        marker = data["meta_data"].get("marker", "")
+        if not page.metrics or not marker or seen >= page.total:
+            return sorted(set(found))
+
+
+def ces_call_split(series: int, hours: int) -> tuple[int, int]:
+    """Hours and series per call within Cloud Eye's limits: at most 10 days, 500 series, and
+    series x hours <= 3000."""
+    hours_per_call = max(1, min(CES_MAX_HOURS, hours))
+    return hours_per_call, max(1, min(CES_MAX_SERIES, CES_MAX_DATAPOINTS // hours_per_call, series))
+
+
+def cloud_eye_calls_at_least(query: Query) -> int:
+    """Cloud Eye calls a run makes whatever ListMetrics answers: itself, and a data call per 10 days."""
+    return 1 + -(-(query.period.end_ms - query.period.start_ms) // (CES_MAX_HOURS * CES_PERIOD_MS))
+
+
+def ces_windows(query: Query, series: Sequence[Series]) -> list[Window]:
+    """The BatchListMetricData calls that cover every series over the (whole-hour) period."""
+    start_ms, end_ms = query.period.start_ms, query.period.end_ms
+    hours, per_call = ces_call_split(len(series), (end_ms - start_ms) // CES_PERIOD_MS)
+    windows = []
+    for lo in range(start_ms, end_ms, hours * CES_PERIOD_MS):
+        hi = min(end_ms, lo + hours * CES_PERIOD_MS)
+        for first in range(0, len(series), per_call):
+            batch = series[first:first + per_call]
+            body = {"metrics": [{"namespace": CES_NAMESPACE, "metric_name": name,
+                                 "dimensions": [{"name": n, "value": v} for n, v in dims]} for name, dims in batch],
+                    "from": lo, "to": hi, "period": "3600", "filter": "sum"}
+            start, end = (format_instant(from_epoch_ms(ms, query.zone)) for ms in (lo, hi))
+            label = f"{start} ~ {end} (series {first + 1}-{first + len(batch)} of {len(series)})"
+            windows.append(Window(Period(from_epoch_ms(lo, timezone.utc), from_epoch_ms(hi, timezone.utc)), body,
+                                  label, call=BATCH_METRIC_DATA))
+    return windows
+
+
+def row_key(query: Query, dims: tuple[tuple[str, str], ...]) -> tuple[str | None, str | None]:
+    """(model id, key id) of the row a series adds to: None where rows are not split that way."""
+    found = dict(dims)
+    return (found.get(CES_MODEL_DIMENSION) if query.by_model else None,
+            found.get(CES_KEY_DIMENSION) if query.by_key else None)
+
+
+def ces_usage(sums: Mapping[str, Decimal], missing: frozenset[str], what: str) -> Usage:
+    """A Usage from Cloud Eye's metric sums: tokens into thousands, exactly; counts whole."""
+    values: dict[str, Any] = {}
+    with localcontext() as context:
+        context.prec = 60
+        for metric in SUMS:
+            names = CES_SUMS.get(metric.field or "", ())
+            if not names:
+                continue
+            total = sum((sums.get(name, ZERO) for name in names), ZERO)
+            if metric.api_unit != 1:
+                values[metric.field] = total / metric.api_unit
+            elif total != total.to_integral_value():
+                raise MalformedResponse(f"malformed response from {what}: {' + '.join(names)} is not a whole number")
+            else:
+                values[metric.field] = int(total)
+    return Usage(missing, **values)
+
+
+def missing_metrics(series: Sequence[Series]) -> frozenset[str]:
+    """The report's metrics whose Cloud Eye metrics ListMetrics does not list."""
+    listed = {name for name, _ in series}
+    return frozenset(metric.name for metric in SUMS
+                     if any(name not in listed for name in CES_SUMS.get(metric.field or "", ())))
+
+
+def cloud_eye_plan(settings: Settings, project_id: str | None, console: Console) -> list[dict[str, Any]]:
+    """A dry run's Cloud Eye calls: ListMetrics' first page; the data calls depend on its answer."""
+    console.note("the Cloud Eye data calls (BatchListMetricData) depend on ListMetrics' answer: only it is planned")
+    params = (("namespace", CES_NAMESPACE), ("limit", str(CES_LIST_LIMIT)))
+    return [CES_LIST.planned(settings.ces, project_id, None, params)]
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """ShowStatistics (service types 1 and 2) over a Cloud Eye run's period, beside Cloud Eye's rows."""
+
+    statistics: Usage
+    cloud_eye: Usage
+
+    @property
+    def tokens_ratio(self) -> Decimal | None:
+        if not self.statistics.tokens_k:
+            return None
+        return (self.cloud_eye.tokens_k / self.statistics.tokens_k).quantize(Decimal("0.0001"), ROUND_HALF_UP)
+
+    def short(self) -> bool:
+        """Whether Cloud Eye's rows fall short by more than 1 % of tokens or of requests."""
+        return any(theirs - ours > theirs / 100 for theirs, ours in (
+            (self.statistics.tokens_k, self.cloud_eye.tokens_k),
+            (Decimal(self.statistics.requests), Decimal(self.cloud_eye.requests))))
+
+    def line(self) -> str:
+        statistics, cloud_eye = self.statistics.metrics(), self.cloud_eye.metrics()
+        ratio = self.tokens_ratio
+        return (f"ShowStatistics, same period, preset + my services: {format_tokens(statistics['total_tokens'])}, "
+                f"{statistics['total_requests']:,} requests; Cloud Eye rows: {format_tokens(cloud_eye['total_tokens'])}"
+                + (f" ({ratio * 100:.2f} %)" if ratio is not None else ""))
+
+    def json(self) -> dict[str, Any]:
+        ratio = self.tokens_ratio
+        return {"statistics": _json_metrics(self.statistics), "cloud_eye": _json_metrics(self.cloud_eye),
+                "tokens_ratio": None if ratio is None else float(ratio)}
+
+
+NOT_LISTED = "(not listed by Cloud Eye)"
+
+
+def statistics_rows(query: Query, now: datetime) -> list[Row]:
+    """ShowStatistics rows for what Cloud Eye covers (types 1 and 2, real time) over the same period,
+    when it lies inside MaaS's 30 days; else none."""
+    if query.period.start < now - RETENTION:
+        return []
+    return plan_rows(dataclasses.replace(query, by_model=False, by_key=False, bucket=None, service_types=(1, 2),
+                                         infer_type="real_time"), now)
+
+
+def not_listed_row(query: Query, reconciliation: Reconciliation) -> Row:
+    """What ShowStatistics counts beyond Cloud Eye's rows, so that the totals are never less."""
+    difference = Usage(reconciliation.cloud_eye.missing, **{
+        name: value - reconciliation.cloud_eye.sums[name] for name, value in reconciliation.statistics.sums.items()})
+    row = Row(query.period, None, NOT_LISTED if not query.by_model else None, None,
+              model=NOT_LISTED if query.by_model else None)
+    row.cloud_eye = difference
+    return row
+
+
+def check_cloud_eye_calls(count: int, limit: int, console: Console) -> None:
+    """--max-requests and the long-run note for the calls ListMetrics' answer makes necessary."""
+    if count > limit:
+        raise UsageError(f"Cloud Eye lists series that need {count:,} requests, more than --max-requests {limit}: "
+                         f"at {RATE_LIMIT} per minute that takes about {format_duration(pacing_seconds(count))}",
+                         hint="narrow it: a shorter range, or group by model or by key alone; or raise --max-requests")
+    note = long_run_note(count)
+    if note:
+        console.note(note)
+
+
+def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
+                      statistics: Sequence[Row], console: Console, max_requests: int) -> tuple[
+                          list[Series], dict[str, str], dict[str, str], list[Window]]:
+    """ListMetrics and the names in parallel (once a signed request has passed), then the data calls
+    and the reconciliation's ShowStatistics windows through ``fetch``: the series, the model and key
+    names, and the data windows filled."""
+    try:
+        found: dict[int, Any] = {}
+        client.fan_out([lambda: listed_series(client, endpoints["ces"], project_id, query),
+                        lambda: model_and_key_names(client, endpoints.get("monitor"), project_id, console)],
+                       found.__setitem__)
+        series, (models, key_names) = found[0], found[1]
+        windows = ces_windows(query, series)
+        check_cloud_eye_calls(len(windows) + len(windows_of(statistics)), max_requests, console)
+        if windows or statistics:
+            fetch(client, endpoints, project_id, [*((None, window) for window in windows), *windows_of(statistics)],
+                  console, save=None)
+    except AuthRejected as exc:
+        if not str(exc).startswith("Cloud Eye"):  # ShowStatistics' own refusal keeps its hint
+            raise
+        raise AuthRejected(str(exc), hint=CES_PERMISSION_HINT) from None
+    return series, models, key_names, windows
+
+
+def noted_missing(series: Sequence[Series], query: Query, console: Console) -> frozenset[str]:
+    """The metrics Cloud Eye does not list (none when it lists no series at all), each named in a note."""
+    if not series:
+        console.note(f"Cloud Eye lists no {CES_NAMESPACE} series with the dimensions {', '.join(ces_dimensions(query))}"
+                     ": no model service had calls it keeps")
+        return frozenset()
+    missing = missing_metrics(series)
+    if missing:
+        console.note("Cloud Eye lists no " + in_words(sorted(
+            name for metric in SUMS if metric.name in missing for name in CES_SUMS[metric.field or ""]))
+            + f": {in_words(sorted(missing))} show as -")
+    return missing
+
+
+RowKey = tuple[Optional[str], Optional[str]]  # (model id, key id) of a Cloud Eye row
+
+
+def bucket_sums(query: Query, buckets: Sequence[Period], windows: Sequence[Window]) -> dict[tuple[int, RowKey],
+                                                                                        dict[str, Decimal]]:
+    """Each metric's datapoints added up exactly per (bucket index, row key): an hour counts in the
+    bucket its start lies in."""
+    starts = [bucket.start_ms for bucket in buckets]
+    sums: dict[tuple[int, RowKey], dict[str, Decimal]] = {}
+    with localcontext() as context:
+        context.prec = 60
+        for window in windows:
+            for (name, dims), points in window.usage or ():
+                for at, value in points:
+                    index = bisect.bisect_right(starts, at) - 1
+                    if 0 <= index and at < buckets[index].end_ms:
+                        found = sums.setdefault((index, row_key(query, dims)), {})
+                        found[name] = found.get(name, ZERO) + value
+    return sums
+
+
+def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
+                   console: Console, now: datetime,
+                   max_requests: int = MAX_REQUESTS) -> tuple[list[Row], Reconciliation | None]:
+    """One row per bucket and listed model/key, summed from Cloud Eye's hours; with the reconciliation
+    (and the row of what Cloud Eye did not list) when the period lies inside MaaS's 30 days."""
+    statistics = statistics_rows(query, now)
+    series, models, key_names, windows = cloud_eye_answers(client, endpoints, project_id, query, statistics,
+                                                           console, max_requests)
+    missing = noted_missing(series, query, console)
+    buckets = split_buckets(query.period, query.bucket, query.zone)
+    sums = bucket_sums(query, buckets, windows)
+    keys = sorted({row_key(query, dims) for _, dims in series},
+                  key=lambda k: (models.get(k[0] or "", k[0] or ""), key_names.get(k[1] or "", k[1] or "")))
+    rows = []
+    for index, bucket in enumerate(buckets):
+        whole = calendar_bucket(bucket.start, query.bucket, query.zone) if query.bucket else None
+        for model_id, key_id in keys:
+            row = Row(bucket, None, key_names.get(key_id) if key_id else None, whole, model_id=model_id,
+                      model=models.get(model_id) if model_id else None, api_key_id=key_id)
+            row.cloud_eye = ces_usage(sums.get((index, (model_id, key_id)), {}), missing, BATCH_METRIC_DATA.name)
+            rows.append(row)
+    if not statistics:
+        return rows, None
+    reconciliation = Reconciliation(total_of(row.total for row in statistics), total_of(row.total for row in rows))
+    if reconciliation.short():
+        console.note(f"Cloud Eye's rows fall short of ShowStatistics by more than 1 %: the row {NOT_LISTED} "
+                     "carries the difference (a model or key idle for hours drops out of Cloud Eye's lists)")
+        rows.append(not_listed_row(query, reconciliation))
+    return rows, reconciliation
 
 
 # ----------------------------------------------------------------------------------------------
@@ -2607,6 +3859,13 @@ def _make_private_dirs(folder: str) -> None:
             pass
 
 
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for messages: "a directory", "a device" …"""
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a named pipe"),
+             (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "a device")
+
+
 def check_store_path(path: str) -> bool:
     """Whether the store exists; anything but a regular file (or nothing) is refused unopened:
     a symlink could create or touch a file elsewhere, and a FIFO or device would block."""
@@ -2618,10 +3877,7 @@ def check_store_path(path: str) -> bool:
         raise StoreError(f"cannot read the store {path}: {exc.strerror}") from None
     if stat.S_ISREG(mode):
         return True
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a named pipe"),
-             (stat.S_ISSOCK, "a socket"))
-    kind = next((name for test, name in kinds if test(mode)), "a device")
-    raise StoreRefused(f"the store {path} is {kind}, not a regular file; give the path of the file itself")
+    raise StoreRefused(f"the store {path} is {file_kind(mode)}, not a regular file; give the path of the file itself")
 
 
 def writable(path: str) -> bool:
@@ -2629,23 +3885,43 @@ def writable(path: str) -> bool:
     return os.access(path, os.W_OK) and os.access(os.path.dirname(os.path.abspath(path)), os.W_OK)
 
 
+def while_locked(db: Any, clock: Clock, seconds: float, action: Callable[[], Any]) -> Any:
+    """``action()`` on ``db``, tried again while another run holds the lock, ``seconds`` at most on
+    the run's clock; a failed try is rolled back. The connections' own busy timeout is 0: SQLite
+    would wait for the lock in C, off the run's clock."""
+    import sqlite3
+
+    deadline = clock.monotonic() + seconds
+    while True:
+        try:
+            return action()
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if not isinstance(exc, sqlite3.OperationalError) or "locked" not in str(exc) \
+                    or clock.monotonic() >= deadline:
+                raise
+        clock.sleep(POLL_INTERVAL)
+
+
 class Store:
     """An SQLite file of final daily totals; one transaction per saved day."""
 
-    def __init__(self, path: str, connection: Any) -> None:
+    def __init__(self, path: str, connection: Any, clock: Clock, lock_timeout: float) -> None:
         self.path = path
         self._db = connection
+        self._clock, self._lock_timeout = clock, lock_timeout
         self.days_read = 0
         self.days_saved = 0
         self.days_unstorable = 0
         self.write_failure: str | None = None
 
     @classmethod
-    def open(cls, path: str, lock_timeout: float, read_only: bool = False) -> Store | None:
+    def open(cls, path: str, lock_timeout: float, clock: Clock, read_only: bool = False) -> Store | None:
         """Open or create a store; refuse anything that is not one, without touching it.
 
         ``read_only`` (for --dry-run) creates nothing: a missing store is None. ``lock_timeout`` bounds
-        the wait for another run's lock.
+        the wait for another run's lock, on ``clock``.
         """
         import sqlite3  # imported here: only runs with a store pay for it
 
@@ -2653,7 +3929,7 @@ class Store:
         if read_only or (exists and not writable(path)):
             if not exists:
                 return None
-            return cls(path, cls._open_read_only(path, lock_timeout))
+            return cls(path, cls._open_read_only(path, clock, lock_timeout), clock, lock_timeout)
         if not exists:
             try:
                 _make_private_dirs(os.path.dirname(os.path.abspath(path)))
@@ -2663,18 +3939,18 @@ class Store:
             except OSError as exc:
                 raise StoreError(f"cannot create the store {path}: {exc.strerror}") from None
         try:
-            db = sqlite3.connect(path, timeout=lock_timeout, isolation_level=None)
+            db = sqlite3.connect(path, timeout=0, isolation_level=None)  # busy: see while_locked
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from None
         try:
-            cls._check(db, path, lock_timeout)
+            cls._check(db, path, clock, lock_timeout)
         except BaseException:
             db.close()
             raise
-        return cls(path, db)
+        return cls(path, db, clock, lock_timeout)
 
     @classmethod
-    def _open_read_only(cls, path: str, lock_timeout: float) -> Any:
+    def _open_read_only(cls, path: str, clock: Clock, lock_timeout: float) -> Any:
         """A read-only connection that never writes ``-wal``/``-shm``: where SQLite cannot create
         them (a read-only file system), the file is read as immutable (nobody can write it there)."""
         import sqlite3
@@ -2685,8 +3961,8 @@ class Store:
             try:
                 # A path's bytes as given (os.fsencode): a name that is not UTF-8 is still a name.
                 db = sqlite3.connect(f"file:{quote(os.fsencode(os.path.abspath(path)))}?{options}", uri=True,
-                                     timeout=lock_timeout, isolation_level=None)
-                cls._check(db, path, lock_timeout, create=False)
+                                     timeout=0, isolation_level=None)
+                cls._check(db, path, clock, lock_timeout, create=False)
                 return db
             except StoreError as exc:
                 failure = exc
@@ -2697,21 +3973,21 @@ class Store:
         raise StoreError(f"cannot read the store {path}: {failure}")
 
     @staticmethod
-    def _check(db: Any, path: str, lock_timeout: float, create: bool = True) -> None:
+    def _check(db: Any, path: str, clock: Clock, lock_timeout: float, create: bool = True) -> None:
         import sqlite3
 
         try:
             # One statement, one snapshot: another run may be creating this store right now.
-            app_id, version, tables = db.execute(
+            app_id, version, tables = while_locked(db, clock, lock_timeout, lambda: db.execute(
                 "SELECT (SELECT application_id FROM pragma_application_id()),"
-                " (SELECT user_version FROM pragma_user_version()), (SELECT count(*) FROM sqlite_master)").fetchone()
+                " (SELECT user_version FROM pragma_user_version()), (SELECT count(*) FROM sqlite_master)").fetchone())
         except sqlite3.OperationalError as exc:  # locked past the timeout, unreadable: not the file's fault
             raise StoreError(f"cannot read the store {path}: {exc}") from None
         except sqlite3.DatabaseError:
             raise StoreRefused(f"the store {path} is not an SQLite file; choose another path") from None
         if app_id == 0 and version == 0 and tables == 0:
             if create:
-                Store._create(db, path, lock_timeout)
+                Store._create(db, path, clock, lock_timeout)
         elif app_id != STORE_APPLICATION_ID:
             raise StoreRefused(f"the store {path} is another program's SQLite database; choose another path")
         elif version > STORE_SCHEMA_VERSION:
@@ -2721,40 +3997,36 @@ class Store:
             raise StoreRefused(f"the store {path} is incomplete (schema version {version})")
 
     @staticmethod
-    def _create(db: Any, path: str, lock_timeout: float) -> None:
+    def _create(db: Any, path: str, clock: Clock, lock_timeout: float) -> None:
         """Create the schema (once, whichever run is first) and switch to WAL.
 
         Two runs may find the same new file empty: the schema is re-checked under the write lock,
-        and SQLite's immediate "locked" answers while the other run initialises are retried.
+        and the "locked" answers while the other run initialises are retried.
         """
         import sqlite3
 
-        deadline = time.monotonic() + lock_timeout
-        while True:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
-                    db.execute(STORE_SCHEMA)
-                    db.execute(f"PRAGMA application_id={STORE_APPLICATION_ID}")
-                    db.execute(f"PRAGMA user_version={STORE_SCHEMA_VERSION}")
-                db.execute("COMMIT")
-                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a nightly writer
-                return
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                if not isinstance(exc, sqlite3.OperationalError) or time.monotonic() > deadline:
-                    raise StoreError(f"cannot initialise the store {path}: {exc}") from None
-                time.sleep(0.05)
+        def initialise() -> None:
+            db.execute("BEGIN IMMEDIATE")
+            if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                db.execute(STORE_SCHEMA)
+                db.execute(f"PRAGMA application_id={STORE_APPLICATION_ID}")
+                db.execute(f"PRAGMA user_version={STORE_SCHEMA_VERSION}")
+            db.execute("COMMIT")
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")  # readers never wait for a nightly writer
+
+        try:
+            while_locked(db, clock, lock_timeout, initialise)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot initialise the store {path}: {exc}") from None
 
     def close(self) -> None:
         self._db.close()
 
     @staticmethod
     def _key(query: Query, project_id: str, row: Row) -> tuple:
-        keys = [row.api_key] if row.api_key is not None else \
-            (sorted(query.api_keys) if query.api_keys is not None else None)
+        keys = ([row.api_key] if row.api_key is not None
+                else sorted(query.api_keys) if query.api_keys is not None else None)
         ips = sorted(query.ips) if query.ips is not None else None
         return (query.region, project_id, query.infer_type, row.service_type, json.dumps(keys),
                 json.dumps(ips), query.zone_name)
@@ -2768,11 +4040,11 @@ class Store:
             return {}
         wanted = {day.isoformat(): (day, period) for day, period in days}
         try:
-            rows = self._db.execute(
+            rows = while_locked(self._db, self._clock, self._lock_timeout, lambda: self._db.execute(
             f"SELECT day, start_ms, end_ms, {', '.join(m.name for m in SUMS)} FROM days WHERE region=?"
             " AND project_id=? AND infer_type=? AND service_type=? AND api_keys=? AND ips=? AND timezone=?"
             " AND day BETWEEN ? AND ?",
-            (*self._key(query, project_id, row), days[0][0].isoformat(), days[-1][0].isoformat())).fetchall()
+            (*self._key(query, project_id, row), days[0][0].isoformat(), days[-1][0].isoformat())).fetchall())
         except sqlite3.Error as exc:  # a damaged page or a lock held past the timeout
             raise StoreError(f"cannot read the store {self.path}: {exc}") from None
         found = {}
@@ -2804,6 +4076,27 @@ class Store:
                 raise damaged(f"{metric.name} is {printable(repr(value), 40)}, not a whole number from 0 to {most}")
         return Usage.from_units(dict(zip((m.name for m in SUMS), sums)))
 
+    def days_in_other_zones(self, query: Query, project_id: str, rows: Sequence[Row]) -> set[tuple]:
+        """The day rows (zone, service type, keys, date) of ``rows``' keys on the query's local dates
+        that the store holds under other time zones only: days are kept per zone, so these are
+        fetched live. Best effort: a store that cannot be read here answers none."""
+        import sqlite3
+
+        first = query.period.start.astimezone(query.zone).date().isoformat()
+        last = (query.period.end - timedelta(milliseconds=1)).astimezone(query.zone).date().isoformat()
+        found: set[tuple] = set()
+        for key in {self._key(query, project_id, row)[:-1] for row in rows}:  # the key without the zone
+            try:
+                held = while_locked(self._db, self._clock, self._lock_timeout, lambda: self._db.execute(
+                    "SELECT timezone, day FROM days WHERE region=? AND project_id=? AND infer_type=?"
+                    " AND service_type=? AND api_keys=? AND ips=? AND day BETWEEN ? AND ?",
+                    (*key, first, last)).fetchall())
+            except sqlite3.Error:
+                return set()
+            here = {day for zone, day in held if zone == query.zone_name}
+            found.update((zone, *key[3:6], day) for zone, day in held if day not in here)
+        return found
+
     def save(self, query: Query, project_id: str, row: Row, day: date, period: Period,
              usage: Usage, fetched_at: datetime) -> None:
         """Save one final day in its own transaction; a failure is kept in ``write_failure``."""
@@ -2815,7 +4108,8 @@ class Store:
         if values is None:
             self.days_unstorable += 1
             return
-        try:
+
+        def insert() -> None:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
                 columns = ["region", "project_id", "infer_type", "service_type", "api_keys", "ips", "timezone",
@@ -2824,6 +4118,9 @@ class Store:
                                  f"VALUES ({', '.join('?' * len(columns))})",
                                  (*self._key(query, project_id, row), day.isoformat(), period.start_ms,
                                   period.end_ms, *values.values(), fetched_at.isoformat(timespec="seconds")))
+
+        try:
+            while_locked(self._db, self._clock, self._lock_timeout, insert)
         except sqlite3.Error as exc:
             self.write_failure = f"cannot write to the store {self.path}: {exc}"
             return
@@ -2915,12 +4212,11 @@ def filters_line(query: Query) -> str | None:
 def bucket_label(row: Row, query: Query) -> str:
     """``YYYY-MM-DD HH:00``, a day's date, the week's Monday (even when the range clips the week),
     or YYYY-MM; a trailing ``*`` marks a partial bucket."""
-    assert row.bucket is not None
+    assert row.bucket is not None and query.bucket is not None
     start = row.bucket.start.astimezone(query.zone)
-    if query.bucket == "hour":
-        label = start.strftime("%Y-%m-%d %H:00") + (f" {_iso_offset(start)}" if _repeated(start) else "")
-    else:
-        label = start.strftime("%Y-%m") if query.bucket == "month" else start.date().isoformat()
+    label = start.strftime(query.bucket.label_format)
+    if query.bucket is HOUR and _repeated(start):
+        label += f" {_iso_offset(start)}"
     return label + ("*" if row.partial else "")
 
 
@@ -2939,7 +4235,7 @@ def footnotes(report: Report) -> list[str]:
     """The lines under the grouped table: what a ``*`` on a bucket label means, when one has it."""
     if not any(row.partial for row in report.rows):
         return []
-    return [f"* partial: the range starts or ends inside this {report.query.bucket}"]
+    return [f"* partial: the range starts or ends inside this {report.query.bucket.name}"]
 
 
 TABLE_WIDTH = 80  # a grouped table and the chart fit a terminal's 80 columns
@@ -2969,7 +4265,7 @@ def _table_style(name: str | None, narrow: bool = False) -> Any:
 
 def metric_text(metric: Metric, value: Any, compact: bool = False) -> str:
     """A metric's value as the tables show it; ``compact`` drops the `` tokens`` unit (grouped rows)."""
-    if metric.style == "percent":
+    if metric.style == "percent" or value is None:
         return format_rate(value)
     if metric.style == "tokens":
         return format_tokens(value, unit=not compact)
@@ -2984,7 +4280,8 @@ def metric_lines(usage: Usage, batch: bool, compact: bool = False) -> list[tuple
 def narrow_cells(usage: Usage, batch: bool) -> list[str]:
     """A grouped row's metrics in at most 6 characters each (the error rate as it is)."""
     values = usage.metrics()
-    return [format_rate(values[m.name]) if m.style == "percent" else format_compact(values[m.name])
+    return [format_rate(values[m.name]) if m.style == "percent" or values[m.name] is None
+            else format_compact(values[m.name])
             for m in shown_metrics(batch)]
 
 
@@ -3023,7 +4320,7 @@ def _grouped_table(report: Report, style: Any, narrow: bool) -> str:
     headers = [grouping.header(query) for grouping in query.groupings]
     label_columns = len(headers)
     # An hour's label is 6 to 13 characters wider than a day's: hour rows take the shortest headers.
-    layout = 2 if query.bucket == "hour" else 1 if narrow else 0
+    layout = 2 if query.bucket is HOUR else 1 if narrow else 0
     headers += [metric.headers[layout] for metric in shown_metrics(query.batch)]
 
     def cells(usage: Usage) -> list[str]:
@@ -3094,7 +4391,8 @@ def render_table(report: Report, table_format: str | None, raw: bool, chart: str
         parts.append(filters)
     if query.groupings:
         # A blank line after the table and its footnotes: markdown styles must not merge two tables.
-        parts += [grouped_table(report, table_format), *footnotes(report), ""]
+        parts += [grouped_table(report, table_format), *footnotes(report),
+                  *([report.reconciliation.line()] if report.reconciliation is not None else []), ""]
         if chart:
             parts += [*token_chart(report, chart), ""]
     if report.previous is None:
@@ -3102,9 +4400,12 @@ def render_table(report: Report, table_format: str | None, raw: bool, chart: str
                                        tablefmt=style, disable_numparse=True))
         parts.append(period_line(query))
     else:
-        parts.append(tabulate.tabulate(compared_lines(report.total, report.previous.total, query.batch),
+        known = comparable(report)
+        parts.append(tabulate.tabulate(compared_lines(report.total, report.previous.total, query.batch, known),
                                        headers=["Metric", "Value", "Previous", "Change"], tablefmt=style,
                                        disable_numparse=True, colalign=("left", "left", "left", "right")))
+        if not known:
+            parts.append(UNKNOWN_CHANGE_FOOTNOTE)
         parts.append(period_line(query))
         parts.append(period_line(report.previous.query).replace("Period:", "Previous:", 1))
     if raw:
@@ -3112,6 +4413,17 @@ def render_table(report: Report, table_format: str | None, raw: bool, chart: str
         parts += [f"{window.label}: {json.dumps(_exact_json(window.response))}"
                   for _, window in windows_of(report.rows)]
     return "\n".join(parts) + "\n"
+
+
+UNKNOWN_CHANGE_FOOTNOTE = ("n/a: the previous period lies (partly) before MaaS's 30-day retention; "
+                           "a history store (--store) keeps it")
+
+
+def comparable(report: Report) -> bool:
+    """--compare: whether a change can be told. Not when part of either period lies before MaaS's
+    retention and was fetched live: the API may answer it with zeros, and a change from them
+    (``new``, ``+900%``) would be made up."""
+    return report.coverage.complete and (report.previous is None or report.previous.coverage.complete)
 
 
 def metric_changes(current: Usage, previous: Usage) -> dict[str, Decimal | None]:
@@ -3141,11 +4453,13 @@ def change_text(metric: Metric, change: Decimal | None, value: Any) -> str:
     return f"{change:+.1f}%"
 
 
-def compared_lines(current: Usage, previous: Usage, batch: bool) -> list[tuple[str, str, str, str]]:
-    """The totals table with --compare: metric, value, previous value, change."""
+def compared_lines(current: Usage, previous: Usage, batch: bool,
+                   known: bool = True) -> list[tuple[str, str, str, str]]:
+    """The totals table with --compare: metric, value, previous value, change (``n/a`` unless ``known``)."""
     changes, now, before = metric_changes(current, previous), current.metrics(), previous.metrics()
     return [(metric.label, metric_text(metric, now[metric.name]), metric_text(metric, before[metric.name]),
-             change_text(metric, changes[metric.name], now[metric.name])) for metric in shown_metrics(batch)]
+             change_text(metric, changes[metric.name], now[metric.name]) if known else "n/a")
+            for metric in shown_metrics(batch)]
 
 
 def _json_metrics(usage: Usage) -> dict[str, Any]:
@@ -3212,10 +4526,12 @@ def render_json(report: Report, raw: bool) -> str:
         if query.groupings:
             document["previous"]["rows"] = [_json_row(row, query, with_source=report.store is not None)
                                             for row in before.rows]
-        document["change"] = {name: None if value is None else float(value)
+        document["change"] = {name: None if value is None or not comparable(report) else float(value)
                               for name, value in metric_changes(report.total, before.total).items()}
     if report.store is not None:
         document["store"] = report.store
+    if query.cloud_eye:
+        document["reconciliation"] = None if report.reconciliation is None else report.reconciliation.json()
     if raw:
         document["windows"] = [{"start_ms": window.period.start_ms, "end_ms": window.period.end_ms,
                                 "service_type": row.service_type, "api_key": row.api_key,
@@ -3224,9 +4540,10 @@ def render_json(report: Report, raw: bool) -> str:
 
 
 def _json_row(row: Row, query: Query, with_source: bool) -> dict[str, Any]:
-    document = {name: value for grouping in GROUPINGS for name, value in grouping.json(row, query).items()}
+    document = {name: value for grouping in output_groupings(query)
+                for name, value in grouping.json(row, query).items()}
     document.update(partial=row.partial, **_json_metrics(row.total))
-    if with_source:
+    if with_source or row.cloud_eye is not None:
         document["source"] = row.source
     return document
 
@@ -3243,11 +4560,11 @@ def render_csv(report: Report, header: bool) -> str:
         return out.getvalue()[:-2] + "\n"
 
     query = report.query
-    columns = [*(column for grouping in GROUPINGS for column in grouping.csv_columns), *METRIC_NAMES]
+    columns = [*(column for grouping in output_groupings(query) for column in grouping.csv_columns), *METRIC_NAMES]
     lines = [line(columns)] if header else []
     for row in report.rows + (report.previous.rows if report.previous is not None else []):
         metrics = row.total.metrics()
-        lines.append(line([*(value for grouping in GROUPINGS for value in grouping.csv(row, query)),
+        lines.append(line([*(value for grouping in output_groupings(query) for value in grouping.csv(row, query)),
                            *("" if value is None else f"{value:.2f}" if isinstance(value, Decimal) else value
                              for value in metrics.values())]))
     return "".join(lines)
@@ -3280,14 +4597,14 @@ def prometheus_seconds(ms: int) -> str:
 def _prometheus_labels(report: Report, row: Row) -> list[tuple[str, str]]:
     query = report.query
     return [("region", query.region), ("project_id", report.project_id or ""),
-            *(label for grouping in GROUPINGS for label in grouping.prometheus(row, query))]
+            *(label for grouping in output_groupings(query) for label in grouping.prometheus(row, query))]
 
 
 def _prometheus_samples(row: Row, batch: bool, complete: bool) -> list[tuple[str, str | None, str]]:
     """One row's samples: (family, its ``kind`` label or None, value)."""
     values = row.total.metrics()
     samples = [(metric.family, metric.kind, str(values[metric.name]))
-               for metric in shown_metrics(batch) if metric.family is not None]
+               for metric in shown_metrics(batch) if metric.family is not None and values[metric.name] is not None]
     return samples + [("maas_usage_period_start_timestamp_seconds", None, prometheus_seconds(row.period.start_ms)),
                       ("maas_usage_period_end_timestamp_seconds", None, prometheus_seconds(row.period.end_ms)),
                       ("maas_usage_complete", None, "1" if complete else "0")]
@@ -3310,10 +4627,12 @@ def render_prometheus(report: Report) -> str:
     return "\n".join(lines) + "\n"
 
 def render_plan(query: Query, project_id: str | None, endpoints: Mapping[str, Endpoint], rows: Sequence[Row],
-                coverage: Coverage, output_format: str, previous: Sequence[Row] = ()) -> str:
-    """The planned requests: the current period's, then (--compare) the previous period's."""
-    requests = [window.call.planned(endpoints[window.call.endpoint], project_id, window.body)
-                for _, window in windows_of([*rows, *previous])]
+                coverage: Coverage, output_format: str, previous: Sequence[Row] = (),
+                first: Sequence[dict[str, Any]] = ()) -> str:
+    """The planned requests: ``first`` (planned calls), the current period's, then (--compare) the previous
+    period's."""
+    requests = [*first, *(window.call.planned(endpoints[window.call.endpoint], project_id, window.body)
+                          for _, window in windows_of([*rows, *previous]))]
     if output_format == "json":
         document = {"schema_version": 1, "dry_run": True, **{k: v for k, v in _header(query, project_id).items()
                                                             if k in ("region", "project_id", "timezone", "period")},
@@ -3325,6 +4644,446 @@ def render_plan(query: Query, project_id: str | None, endpoints: Mapping[str, En
     return "".join(f"{request['method']} {request['url']}"
                    + ("" if request["body"] is None else " " + json_document(request["body"], separators=(",", ":")))
                    + "\n" for request in requests)
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """One --format: its renderer and the output options it takes (any other is a usage error)."""
+
+    name: str
+    render: Callable[[Report, Any], str]  # (report, OutputOptions) -> the text for stdout
+    options: tuple[str, ...]
+
+
+FORMATS = {output_format.name: output_format for output_format in (
+    OutputFormat("table", lambda report, out: render_table(report, out.table_format, out.raw, out.chart),
+                 ("--table-format", "--raw", "--chart")),
+    OutputFormat("json", lambda report, out: render_json(report, out.raw), ("--raw",)),
+    OutputFormat("csv", lambda report, out: render_csv(report, out.header), ("--no-header",)),
+    OutputFormat("prometheus", lambda report, out: render_prometheus(report), ()),
+)}
+
+
+def in_words(names: Sequence[str], last: str = "and") -> str:
+    """``hour, day, week and month``."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {last} {names[-1]}"
+
+
+# ----------------------------------------------------------------------------------------------
+# First contact: --check
+# ----------------------------------------------------------------------------------------------
+
+CLOCK_WARN = timedelta(minutes=1)  # signatures still pass, but a clock this far off is drifting
+CLOCK_LIMIT = timedelta(minutes=15)  # API Gateway rejects a signature whose X-Sdk-Date is further off
+ENDPOINT_STEPS = {"maas": "MaaS endpoint", "iam": "IAM endpoint", "ces": "Cloud Eye endpoint"}
+SIGNATURE_HINT = ("API Gateway rejected the signature: check that the AK and SK belong together and are active, "
+                  "that a temporary AK comes with its security token, and this machine's clock; the check signs "
+                  "nothing more (a key is locked for 5 minutes after more than 5 failed signatures)")
+NETWORK_HINT = "check the network, a firewall, HTTPS_PROXY/NO_PROXY, or raise --timeout"
+
+
+@dataclass(frozen=True)
+class CheckStep:
+    """One line of the checklist. A FAIL carries the exit code of its kind: 1 network or API,
+    3 credentials (missing, rejected by a 401 or 403, or a clock that makes every signature fail)."""
+
+    step: str
+    status: str  # "ok", "warn", "FAIL" or "skip" (its premise failed, or it is not needed)
+    detail: str
+    hint: str | None = None
+    exit_code: int = EXIT_OK
+
+    @property
+    def passed(self) -> bool:
+        return self.status in ("ok", "warn")
+
+
+class ChecklistFailed(ToolError):
+    """A step of --check failed: the checklist is still the result on stdout."""
+
+    def __init__(self, steps: Sequence[CheckStep], output: str) -> None:
+        failed = [step for step in steps if step.status == "FAIL"]
+        super().__init__(f"--check: {len(failed)} step(s) failed, the first: {failed[0].step}",
+                         hint="the checklist on stdout says what to do")
+        self.exit_code = failed[0].exit_code
+        self.output = output
+
+
+def check_account(settings: Settings, env: Mapping[str, str], clock: Clock, console: Console) -> str:
+    """--check: credentials, endpoints, clock, signature and project, permission, Cloud Eye. Each
+    step sends at most one request (no retries, no fan-out) and runs only when its premise holds;
+    nothing is signed after a 401. The checklist, or ChecklistFailed carrying it."""
+    timeout = settings.client.timeout
+    credentials_step, credentials = check_credentials(settings, env, clock)
+    if credentials is not None:
+        console.hide(credentials.secrets())
+    steps = [credentials_step]
+    given = settings.project_id or (credentials.project_id if credentials is not None else None)
+    endpoints = {"maas": settings.maas, "iam": None if given else settings.iam, "ces": settings.ces}
+    session = probe_session(env)
+    try:
+        probed: dict[str, CheckStep] = {}
+        checked = {name: check_endpoint(ENDPOINT_STEPS[name], endpoint, probed, session, env, timeout)
+                   for name, endpoint in endpoints.items()}
+        steps += checked.values()
+        reachable = {name: endpoints[name] is not None and step.passed for name, step in checked.items()}
+        # The host the first signature goes to: its clock is the one that judges it.
+        timed = next((endpoints[name] for name in ("iam", "maas", "ces") if reachable[name]), None)
+        clock_step, skew = check_clock(timed, session, env, timeout, clock)
+    finally:
+        session.close()
+    steps.append(clock_step)
+    blocked = ("no credentials (see the credentials step)" if credentials is None else
+               "this machine's clock is more than 15 minutes off: every signature would be rejected"
+               if skew is not None and abs(skew) > CLOCK_LIMIT else None)
+    steps += signed_checks(settings, credentials, reachable, blocked, env, clock, console)
+    output = render_checklist(steps, settings.output.format, credentials.secrets() if credentials is not None else ())
+    if any(step.status == "FAIL" for step in steps):
+        raise ChecklistFailed(steps, output)
+    return output
+
+
+def check_credentials(settings: Settings, env: Mapping[str, str],
+                      clock: Clock) -> tuple[CheckStep, Credentials | None]:
+    """Step 1: which source the keys come from (never a value) and, for a file, its permissions."""
+    try:
+        credentials = load_credentials(settings.credentials_file, env, clock)
+    except CredentialsError as exc:
+        return CheckStep("credentials", "FAIL", str(exc), exc.hint, exc.exit_code), None
+    detail = credentials.source
+    if credentials.path is not None and settings.credentials_file is None:
+        detail += f" (the SDK profile{', from ' + PROFILE_ENV if env.get(PROFILE_ENV) else ''})"
+    if credentials.security_token:
+        detail += ", with a security token"
+    if credentials.project_id:
+        detail += ", with a project_id"
+    if credentials.path is None:
+        return CheckStep("credentials", "ok", detail), credentials
+    try:
+        mode = os.stat(credentials.path).st_mode
+    except OSError:  # a pipe that is gone once read
+        return CheckStep("credentials", "ok", detail), credentials
+    detail += f", mode {stat.S_IMODE(mode):04o}" if stat.S_ISREG(mode) else ", a pipe"
+    warning = file_permission_warning(credentials.path) if stat.S_ISREG(mode) else None
+    if warning:
+        return CheckStep("credentials", "warn", f"{detail}: readable by other users",
+                         f"run: chmod 600 {credentials.path}"), credentials
+    return CheckStep("credentials", "ok", detail), credentials
+
+
+def probe_session(env: Mapping[str, str]) -> Any:
+    """A requests session for the unsigned probes, set up as the Client's: CA bundle and proxies
+    from ``env`` only, no ~/.netrc."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or True
+    session.headers["User-Agent"] = f"maas_rest_usage_stats/{__version__}"
+    return session
+
+
+def within(seconds: float, task: Callable[[], Any]) -> Any:
+    """``task()``, or TimeoutError after ``seconds``: name resolution has no timeout of its own, and
+    a handshake's per-read timeout does not bound it as a whole. The task runs in a daemon thread
+    (left behind on a timeout); the wait wakes often, so Ctrl-C still ends it."""
+    import queue
+
+    finished: queue.SimpleQueue[tuple[Any, BaseException | None]] = queue.SimpleQueue()
+
+    def work(ready: Callable[[], None]) -> None:
+        ready()
+        try:
+            finished.put((task(), None))
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            finished.put((None, exc))
+
+    try:
+        start_thread(work, "a probe thread")
+    except ApiError:  # no thread to be had: run it here, bounded by the socket timeouts only
+        return task()
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            value, failure = finished.get(timeout=min(SIGNAL_CHECK_INTERVAL, max(deadline - time.monotonic(), 0.001)))
+            break
+        except queue.Empty:
+            if time.monotonic() >= deadline:
+                raise TimeoutError from None
+    if failure is not None:
+        raise failure
+    return value
+
+
+def check_endpoint(step: str, endpoint: Endpoint | None, probed: dict[str, CheckStep], session: Any,
+                   env: Mapping[str, str], timeout: float) -> CheckStep:
+    """Step 2, for one endpoint: its URL and source, DNS and a verified TLS handshake (once a host)."""
+    if endpoint is None:
+        return CheckStep(step, "skip", "not used: the project id is given, so IAM is not asked")
+    where = f"{endpoint.url('')} ({endpoint.source})"
+    proxy = proxy_for(endpoint, env)
+    host = f"{endpoint.scheme}://{endpoint.netloc} {proxy}"
+    earlier = probed.get(host)
+    if earlier is not None:
+        return dataclasses.replace(earlier, step=step, detail=f"{where}: the same host as the {earlier.step}",
+                                   hint=earlier.hint and f"see the {earlier.step}")
+    phase = ["DNS"]
+    try:
+        found = within(timeout, lambda: probe_host(endpoint, proxy, session, timeout, phase))
+    except Exception as exc:  # every failure of a probe is reported, none raised
+        detail, hint = describe_probe_failure(exc, timeout, endpoint)
+        result = CheckStep(step, "FAIL", f"{where}: {phase[0]}: {detail}", hint, EXIT_API)
+    else:
+        result = CheckStep(step, "ok", f"{where}: {found}")
+    probed[host] = result
+    return result
+
+
+def probe_host(endpoint: Endpoint, proxy: str | None, session: Any, timeout: float, phase: list[str]) -> str:
+    """Resolve the host (unless a proxy does) and complete a verified TLS handshake, sending no
+    request; the connection is left in the session's pool for the clock step. ``phase[0]`` tells
+    which part a failure or a timeout happened in."""
+    import socket
+
+    import requests
+
+    if proxy is None:
+        port = int(endpoint.address.rsplit(":", 1)[1])
+        addresses = list(dict.fromkeys(info[4][0] for info in
+                                       socket.getaddrinfo(endpoint.host, port, type=socket.SOCK_STREAM)))
+        found = f"resolves to {', '.join(addresses[:3])}"
+    else:
+        found = f"through the proxy {urlsplit(proxy if '://' in proxy else 'http://' + proxy).hostname}"
+    if endpoint.scheme != "https":
+        return found + "; plain HTTP (a loopback host), no TLS"
+    phase[0] = "TLS"
+    prepared = requests.Request("GET", endpoint.url("/")).prepare()
+    pool = session.get_adapter(prepared.url).get_connection_with_tls_context(
+        prepared, session.verify, {"https": proxy} if proxy else {})
+    slots = pool_slots(pool)
+    if slots is None:
+        return found + "; TLS not tested (this urllib3 has no pool slots to open a connection with)"
+    get, put = slots
+    connection = get(timeout=timeout)
+    try:
+        connection.timeout = timeout
+        connection.connect()
+        version = getattr(connection.sock, "version", lambda: None)() or "TLS"
+    except BaseException:
+        connection.close()
+        raise
+    finally:
+        put(connection)
+    return f"{found}; {version}, certificate verified"
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        reason = getattr(exc, "reason", None)  # urllib3's MaxRetryError keeps the cause here
+        exc = exc.__cause__ or exc.__context__ or (reason if isinstance(reason, BaseException) else None)
+    return chain
+
+
+def describe_probe_failure(exc: BaseException, timeout: float, endpoint: Endpoint) -> tuple[str, str]:
+    """What went wrong below HTTP in a probe, and what to do."""
+    import socket
+    import ssl
+
+    import requests
+    import urllib3
+
+    chain = _exception_chain(exc)
+    for cause in chain:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (f"the certificate is not trusted ({printable(cause.verify_message or str(cause), 120)})",
+                    "the server's certificate does not verify: for a private CA set REQUESTS_CA_BUNDLE to its "
+                    "PEM file; a proxy that intercepts TLS needs its CA there too")
+        if isinstance(cause, ssl.SSLError):
+            return (f"the TLS handshake failed ({printable(cause.reason or str(cause), 120)})",
+                    "the host may not speak TLS on this port, or a middlebox interferes: check the URL")
+        if isinstance(cause, (socket.gaierror, urllib3.exceptions.NameResolutionError)):
+            return (f"{endpoint.host} cannot be resolved",
+                    f"check the host name ({endpoint.source}) and this machine's DNS")
+    for cause in chain:
+        if isinstance(cause, (TimeoutError, socket.timeout, urllib3.exceptions.TimeoutError,
+                              requests.exceptions.Timeout)):
+            return f"no answer within {timeout:g} s (--timeout)", NETWORK_HINT
+        if isinstance(cause, ConnectionRefusedError):
+            return f"connection to {endpoint.address} refused", f"check the port in the URL; {NETWORK_HINT}"
+    cause = chain[-1]
+    if isinstance(cause, OSError) and not cause.errno and "CA certificate bundle" in str(cause):
+        return printable(str(cause), 200), "check that REQUESTS_CA_BUNDLE names a readable PEM file"
+    reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else printable(str(cause), 200)
+    return f"cannot connect ({reason or type(cause).__name__})", NETWORK_HINT
+
+
+def check_clock(endpoint: Endpoint | None, session: Any, env: Mapping[str, str], timeout: float,
+                clock: Clock) -> tuple[CheckStep, timedelta | None]:
+    """Step 3: this machine's clock against the server's ``Date``, from one unsigned GET of the
+    endpoint's root (API Gateway answers it, 404 or not, before any authentication)."""
+    from email.utils import parsedate_to_datetime
+
+    if endpoint is None:
+        return CheckStep("clock", "skip", "no endpoint could be reached"), None
+    proxy = proxy_for(endpoint, env)
+
+    def ask() -> Any:
+        response = session.get(endpoint.url("/"), timeout=timeout, allow_redirects=False, stream=True,
+                               proxies={"https": proxy} if proxy else {})
+        response.close()
+        return response
+
+    sent = clock.wall()
+    try:
+        response = within(timeout, ask)
+    except Exception as exc:  # reported as the step's failure
+        detail, hint = describe_probe_failure(exc, timeout, endpoint)
+        return CheckStep("clock", "FAIL", f"GET {endpoint.url('/')}: {detail}", hint, EXIT_API), None
+    received = clock.wall()
+    try:
+        server = parsedate_to_datetime(response.headers.get("Date", ""))
+    except (TypeError, ValueError, IndexError):
+        server = None
+    if server is None or server.tzinfo is None:
+        return CheckStep("clock", "warn", f"{endpoint.host} sent no usable Date header: the skew is unknown",
+                         "make sure this machine's clock follows NTP"), None
+    # Date is whole seconds, cut down: its middle is half a second on; ours, the middle of the exchange.
+    skew = server + timedelta(seconds=0.5) - (sent + (received - sent) / 2)
+    seconds = round(abs(skew).total_seconds())
+    if seconds < 2:
+        return CheckStep("clock", "ok", f"in step with {endpoint.host}'s Date (within 2 s)"), skew
+    side = "behind" if skew > timedelta(0) else "ahead of"
+    detail = f"this machine is {format_duration(seconds)} {side} {endpoint.host}'s Date"
+    if abs(skew) > CLOCK_LIMIT:
+        return CheckStep("clock", "FAIL", f"{detail}: more than 15 minutes off, so every signature is rejected",
+                         "set the clock right (NTP: timedatectl set-ntp true); signed requests expire after "
+                         "15 minutes", EXIT_CREDENTIALS), skew
+    if abs(skew) > CLOCK_WARN:
+        return CheckStep("clock", "warn", f"{detail}: signatures still pass (up to 15 minutes)",
+                         "set the clock right (NTP: timedatectl set-ntp true) before it drifts further"), skew
+    return CheckStep("clock", "ok", detail), skew
+
+
+def signed_checks(settings: Settings, credentials: Credentials | None, reachable: Mapping[str, bool],
+                  blocked: str | None, env: Mapping[str, str], clock: Clock, console: Console) -> list[CheckStep]:
+    """Steps 4 to 6, in order, one signed request each at most; nothing is signed after a 401."""
+    later = (("permission", "maas", check_permission), ("Cloud Eye metrics", "ces", check_cloud_eye))
+    if credentials is None or blocked is not None:
+        names = ("signature and project", *(name for name, _, _ in later))
+        return [CheckStep(name, "skip", blocked or "no credentials") for name in names]
+    client = Client(credentials, dataclasses.replace(settings.client, retries=0), console, clock, env)
+    try:
+        step, project_id = check_project(settings, credentials, client, reachable["iam"])
+        steps = [step]
+        for name, endpoint, check in later:
+            premise = ("nothing more is signed after a rejected signature"
+                       if any(signature_rejected(earlier) for earlier in steps) else
+                       "no project id (see the signature and project step)" if project_id is None else
+                       f"the {ENDPOINT_STEPS[endpoint]} cannot be reached" if not reachable[endpoint] else None)
+            steps.append(CheckStep(name, "skip", premise) if premise else
+                         check(name, settings, client, project_id, clock))
+        return steps
+    finally:
+        client.close()
+
+
+def signature_rejected(step: CheckStep) -> bool:
+    return step.status == "FAIL" and step.hint == SIGNATURE_HINT
+
+
+def call_failure(step: str, exc: ToolError, hints: Mapping[int, str]) -> CheckStep:
+    """A failed call as a FAIL line: its message, and the hint for its HTTP status (a 401 is the
+    signature's, unless ``hints`` knows better), else the error's own."""
+    match = re.search(r" failed: HTTP (\d{3})\b", str(exc))  # the contract's "<call> failed: HTTP <status>"
+    status = int(match.group(1)) if match else None
+    hint = hints.get(status) if status in hints else SIGNATURE_HINT if status == 401 else exc.hint
+    return CheckStep(step, "FAIL", str(exc), hint or "run again with -v to log the exchange; its X-Request-Id "
+                                                     "helps Huawei Cloud support", exc.exit_code)
+
+
+def check_project(settings: Settings, credentials: Credentials, client: Client,
+                  iam_reachable: bool) -> tuple[CheckStep, str | None]:
+    """Step 4: the given project id, else the IAM lookup (the first signed request)."""
+    step, region = "signature and project", settings.query.region
+    try:
+        project_id = resolve_project_id(settings.project_id, credentials, None)
+    except CredentialsError as exc:
+        return CheckStep(step, "FAIL", str(exc), "correct project_id in the credentials file, or pass --project-id",
+                         exc.exit_code), None
+    if project_id is not None:
+        origin = "the credentials file's" if settings.project_id is None else "the given"
+        return CheckStep(step, "ok", f"{origin} project id {project_id}: IAM is not asked, so the next step "
+                                     "tests the signature"), project_id
+    if not iam_reachable:
+        return CheckStep(step, "skip", "the IAM endpoint cannot be reached"), None
+    try:
+        project_id = lookup_project_id(client, settings.iam, region)
+    except ToolError as exc:
+        return call_failure(step, exc, {403: "the key lacks iam:projects:get: grant it, or pass --project-id "
+                                             "(the console lists project ids under My Credentials)"}), None
+    return CheckStep(step, "ok", f"IAM accepted the signature; project {project_id} is named {region}"), project_id
+
+
+def check_permission(step: str, settings: Settings, client: Client, project_id: str, clock: Clock) -> CheckStep:
+    """Step 5: one ShowStatistics request for the last hour (preset services, real time)."""
+    end = clock.now
+    body = {"service_type": DEFAULT_SERVICE_TYPE, "start_time": to_epoch_ms(end - timedelta(hours=1)),
+            "end_time": to_epoch_ms(end), "timezone": settings.query.zone_name, "infer_type": "real_time"}
+    try:
+        usage = SHOW_STATISTICS.answer(client, settings.maas, project_id, "the last hour", body)[1]
+    except ToolError as exc:
+        return call_failure(step, exc, {
+            403: "the key lacks modelarts:monitoring:get: grant it to the IAM user (or its group)",
+            404: f"the project id may not belong to {settings.query.region}: check --region and the project id"})
+    metrics = usage.metrics()
+    return CheckStep(step, "ok", f"ShowStatistics for the last hour ({SERVICE_NAMES[DEFAULT_SERVICE_TYPE]}): "
+                                 f"{metrics['total_requests']:,} requests, {metrics['total_tokens']:,} tokens "
+                                 "(modelarts:monitoring:get)")
+
+
+def check_cloud_eye(step: str, settings: Settings, client: Client, project_id: str, clock: Clock) -> CheckStep:
+    """Step 6: one ListMetrics call for SYS.MaaS: the metrics and model services Cloud Eye lists."""
+    permission = ("the key lacks ces:metrics:list (CES ReadOnlyAccess has it): Cloud Eye's rows per model "
+                  "and per API key need it")
+    try:
+        found = LIST_METRICS.answer(client, settings.ces, project_id, CES_NAMESPACE,
+                                    params=(("namespace", CES_NAMESPACE), ("limit", "1000")))[1]
+    except ToolError as exc:
+        # After a signature that passed, a 401 from Cloud Eye is its permission rather than the key's.
+        return call_failure(step, exc, {403: permission, **({401: permission} if client.warm else {})})
+    if not found.metrics:
+        return CheckStep(step, "warn", f"ListMetrics lists no {CES_NAMESPACE} metrics yet: Cloud Eye lists a "
+                                       "model service once it has been called",
+                         "call a model (a preset service or one of My Services), then check again")
+    paged = found.total > found.metrics  # one page only: the model services on it, at least
+    shown = f"{found.metrics} of {found.total}" if paged else f"{found.metrics}"
+    return CheckStep(step, "ok", f"ListMetrics for {CES_NAMESPACE}: {shown} metrics, {'at least ' if paged else ''}"
+                                 f"{len(found.models)} model service(s) (ces:metrics:list)")
+
+
+def render_checklist(steps: Sequence[CheckStep], output_format: str, secrets: Iterable[str] = ()) -> str:
+    """The checklist: aligned lines (status, step, detail; a hint line under a step that has one), or JSON.
+    Details and hints hold outside text (server messages, paths, host names): masked and escaped here."""
+    secrets = tuple(secrets)
+
+    def shown(text: str) -> str:
+        return printable(redact(text, secrets), 1000)
+
+    if output_format == "json":
+        document = {"schema_version": 1,
+                    "check": [{"step": step.step, "status": step.status, "detail": shown(step.detail),
+                               "hint": None if step.hint is None else shown(step.hint)} for step in steps],
+                    "ok": not any(step.status == "FAIL" for step in steps)}
+        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    width = max(display_width(step.step) for step in steps)
+    lines = []
+    for step in steps:
+        lines.append(f"{step.status:<4}  {padded(step.step, width)}  {shown(step.detail)}".rstrip())
+        if step.hint:
+            lines.append(" " * (width + 8) + f"hint: {shown(step.hint)}")
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -3339,16 +5098,20 @@ examples:
   %(prog)s --this-month --group-by day --format csv
   %(prog)s --last-week --timezone Europe/Berlin       # the whole previous Monday-to-Monday week
   %(prog)s --yesterday --group-by hour                # a row per local clock hour (23 or 25 on DST days)
-  %(prog)s --from yesterday --to today --format csv --no-header >> usage.csv   # cron, after 03:00
+  %(prog)s --from yesterday --to today --timezone Asia/Shanghai --format csv --no-header >> usage.csv
   %(prog)s --from 2026-11-24T07:15:28+08:00 --format json  # from where the last JSON period ended
   %(prog)s --last 24h --timezone asia/shanghai       # zone names in any case; sent as Asia/Shanghai
   %(prog)s --last 7d --dry-run                        # show the requests, send nothing
-  %(prog)s --store ~/.local/share/maas/usage.db --record -q   # nightly, after 03:00
+  %(prog)s --check                                    # first contact: keys, endpoints, clock, permissions
+  %(prog)s --store ~/.local/share/maas/usage.db --record --timezone Asia/Shanghai -q   # nightly, after 03:00
   %(prog)s --last 24h --format prometheus --output /var/lib/node_exporter/textfile/maas.prom -q
 
-credentials: HW_ACCESS_KEY/HW_SECRET_KEY[/HW_SECURITY_TOKEN], HUAWEICLOUD_SDK_AK/SK, --credentials-file,
-  or ~/.huaweicloud/credentials. Keys are never accepted on the command line and never printed.
-exit codes: 0 success, 1 API or network failure, 2 usage error, 3 credentials missing or rejected.
+credentials, the first found: --credentials-file, HW_ACCESS_KEY/HW_SECRET_KEY[/HW_SECURITY_TOKEN],
+  HUAWEICLOUD_SDK_AK/SK[/SECURITY_TOKEN], the SDK profile (HUAWEICLOUD_SDK_CREDENTIALS_FILE or
+  ~/.huaweicloud/credentials). Keys are never accepted on the command line and never printed.
+exit codes: 0 success; 1 API or network failure, a malformed answer, or a result that could not be
+  written; 2 usage error (or a package this Python lacks); 3 credentials missing or rejected; 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
+  (each ends the run with stdout empty).
 """
 
 
@@ -3393,13 +5156,9 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--until", metavar="DATE", help="last day included (YYYY-MM-DD, YYYYMMDD, today, yesterday)")
     when.add_argument("--last", metavar="N{d,h}",
                       help=f"rolling window ending now: 7d, 30d, 24h … (at most {MAX_LAST_DAYS}d)")
-    presets = {"today": "local today 00:00 to now", "yesterday": "the whole of yesterday",
-               "this-week": "Monday 00:00 of this week to now",
-               "last-week": "the whole previous Monday-to-Monday week",
-               "this-month": "from the 1st of this month to now",
-               "last-month": "the whole previous calendar month (1st 00:00 to the 1st of this month)"}
-    for name, meaning in presets.items():  # one range at a time: settings_from refuses two
-        when.add_argument(f"--{name}", dest="presets", action="append_const", const=name, help=meaning)
+    for preset in PRESETS.values():  # one range at a time: FLAG_RULES refuses two
+        when.add_argument(f"--{preset.name}", dest="presets", action="append_const", const=preset.name,
+                          help=preset.help)
     when.add_argument("--compare", action="store_true",
                       help="also report the previous period (the unit before a preset, else the same length "
                            "just before) with the change")
@@ -3433,10 +5192,20 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--iam-endpoint", metavar="URL",
                       help="IAM base URL (env HW_IAM_ENDPOINT, else HUAWEICLOUD_SDK_REGION_IAM_{REGION}; "
                            "default https://iam.{region}.myhuaweicloud.com)")
+    what.add_argument("--ces-endpoint", metavar="URL",
+                      help="Cloud Eye base URL (env HW_CES_ENDPOINT, else HUAWEICLOUD_SDK_REGION_CES_{REGION}; "
+                           "default https://ces.{region}.myhuaweicloud.com)")
+    what.add_argument("--monitor-endpoint", metavar="URL",
+                      help="MaaS monitor base URL for model and key names (env HW_MAAS_MONITOR_ENDPOINT; "
+                           "default https://maas.{region}.myhuaweicloud.com)")
     what.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds for each attempt as a whole: connect, TLS, headers, body (default 30)")
-    what.add_argument("--retries", type=int, default=3, metavar="N", help="retries for 429/5xx/network (default 3)")
+    what.add_argument("--retries", type=int, default=3, metavar="N", help="retries after HTTP 429, 500, 502, 503, 504 and network errors (default 3)")
     what.add_argument("--concurrency", type=int, default=MAX_CONCURRENCY, metavar="N",
                       help=f"requests in flight, 1-{MAX_CONCURRENCY} (default {MAX_CONCURRENCY})")
+    what.add_argument("--max-requests", type=int, default=MAX_REQUESTS, metavar="N",
+                      help=f"refuse a query that needs more than N requests (default {MAX_REQUESTS}: about "
+                           f"{format_duration(pacing_seconds(MAX_REQUESTS))} at the API's {RATE_LIMIT}/min), "
+                           "dry runs included; counted before anything is sent")
 
     out = parser.add_argument_group("output")
     out.add_argument("--format", choices=tuple(FORMAT_OPTIONS), default="table",
@@ -3448,14 +5217,20 @@ def build_parser() -> argparse.ArgumentParser:
                           "and/or per service-type, api-key; repeatable")
     out.add_argument("--table-format", metavar="STYLE", help="a tabulate style (grid, github, plain …)")
     out.add_argument("--chart", action="store_true",
-                     help="tables with --group-by day, week or month: a bar chart of total tokens per row "
+                     help=f"tables with --group-by {in_words(list(UNITS), 'or')}: "
+                          "a bar chart of total tokens per row "
                           "after the grouped table (eighth blocks on UTF-8 output, else #)")
     out.add_argument("--no-header", action="store_true", help="CSV without its header line")
     out.add_argument("--raw", action="store_true", help="also show each window's raw API response")
     out.add_argument("--output", metavar="PATH",
                      help="write the result to PATH instead of stdout, atomically (a reader never sees half a "
-                          "file; a failed run leaves the old file); keeps the old file's mode")
+                          "file; a failed run leaves the old file); PATH is a regular file or absent, never a "
+                          "symlink, device or pipe; keeps the old file's mode, owner and group")
     out.add_argument("--dry-run", action="store_true", help="print the planned requests; send nothing")
+    out.add_argument("--check", action="store_true",
+                     help="first contact: test the credentials, endpoints (DNS, TLS), clock, signature and project, "
+                          "the ShowStatistics permission and Cloud Eye, one line per step (table or json); at most "
+                          "one request a step")
     out.add_argument("-v", "--verbose", action="store_true", help="log each HTTP exchange on stderr")
     out.add_argument("-q", "--quiet", action="store_true", help="no notes or progress on stderr")
     out.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -3507,16 +5282,16 @@ def parse_group_by(values: Sequence[str] | None,
     """The time bucket (or None), whether rows are split by key, and whether by service type."""
     if not values:
         return None, False, False
-    choices = (*BUCKET_UNITS, "service-type", "api-key")
-    words = [w.strip().lower() for value in values for w in value.split(",") if w.strip()]
+    choices = tuple(dict.fromkeys((*UNITS, *(grouping.name for grouping in GROUPINGS if grouping is not TIME_BUCKET))))
+    words = group_by_words(values)
     for word in words:
         if word not in choices:
             raise UsageError(f"--group-by: unknown grouping {word!r}", hint=f"choose from {', '.join(choices)}")
-    units = [w for w in dict.fromkeys(words) if w in BUCKET_UNITS]
+    units = [w for w in dict.fromkeys(words) if w in UNITS]
     if len(units) > 1:
-        raise UsageError(f"--group-by takes at most one of hour, day, week and month, not {' and '.join(units)}")
+        raise UsageError(f"--group-by takes at most one of {in_words(list(UNITS))}, not {' and '.join(units)}")
     by_key = "api-key" in words
-    if by_key and not api_keys:
+    if by_key and api_keys == ():  # without --api-keys: Cloud Eye's keys (cloud_eye_query)
         bare = "a bare --api-keys means all keys: " if api_keys == () else ""
         raise UsageError(f"{bare}--group-by api-key needs the keys to split by: --api-keys KEY [KEY …]")
     return (units[0] if units else None), by_key, "service-type" in words
@@ -3542,7 +5317,7 @@ def check_text_inputs(args: argparse.Namespace, env: Mapping[str, str]) -> None:
                              hint=f"set {name} in UTF-8, or unset it")
 
 
-def check_clock(now: datetime) -> None:
+def check_release_clock(now: datetime) -> None:
     """A system clock before this script's release cannot be right: say so, rather than let the range
     it gives (or the signatures, which the API rejects after 15 minutes of skew) take the blame."""
     if now < RELEASE_DATE:
@@ -3551,8 +5326,13 @@ def check_clock(now: datetime) -> None:
                          hint="set the system clock (for example with NTP: timedatectl set-ntp true), then run again")
 
 
+def group_by_words(values: Sequence[str] | None) -> list[str]:
+    """--group-by's words: ``day service-type`` and ``day,service-type`` alike, in any case."""
+    return [w.strip().lower() for value in values or () for w in value.split(",") if w.strip()]
+
+
 def check_table_format(name: str | None) -> None:
-    if name is None:
+    if name is None or lacking_packages(("tabulate",)):  # without tabulate, the run says so before a table
         return
     import tabulate  # only when a style is named
 
@@ -3562,31 +5342,172 @@ def check_table_format(name: str | None) -> None:
 
 
 # Which output options each format takes; any other combination is a usage error.
-FORMAT_OPTIONS = {"table": ("--table-format", "--raw", "--chart"), "json": ("--raw",), "csv": ("--no-header",),
-                  "prometheus": ()}
+FORMAT_OPTIONS = {name: output_format.options for name, output_format in FORMATS.items()}
 
 
-def check_format_options(output_format: str, given: Sequence[str]) -> None:
-    for option in given:
-        if option not in FORMAT_OPTIONS[output_format]:
-            formats = [name for name, options in FORMAT_OPTIONS.items() if option in options]
-            raise UsageError(f"{option} applies to --format {' and '.join(formats)} only, not {output_format}")
+@dataclass(frozen=True)
+class Excludes:
+    """``flag`` cannot be given with any of ``others``; the message may name the first one given as {other}."""
+
+    flag: str
+    others: tuple[str, ...]
+    message: str
+    hint: str | None = None
+
+    def broken_by(self, given: Sequence[str]) -> str | None:
+        others = [other for other in self.others if other in given]
+        return self.message.format(other=others[0]) if self.flag in given and others else None
 
 
-def check_prometheus_rows(output_format: str, query: Query, record: bool) -> None:
-    """Prometheus samples carry no timestamps here (the textfile collector has none), so a series
-    per time bucket would be wrong."""
-    if output_format == "prometheus" and query.bucket is not None:
-        what = "--record (its result is per day)" if record else f"--group-by {query.bucket}"
-        raise UsageError(f"--format prometheus cannot be combined with {what}: the textfile collector has "
-                         f"no timestamps, so a series per {query.bucket} would be wrong",
-                         hint="drop the time bucket, or use --format json or csv for rows per time bucket")
+@dataclass(frozen=True)
+class Needs:
+    """``flag`` needs one of ``others``."""
+
+    flag: str
+    others: tuple[str, ...]
+    message: str
+    hint: str | None = None
+
+    def broken_by(self, given: Sequence[str]) -> str | None:
+        return self.message if self.flag in given and not set(self.others) & set(given) else None
 
 
-def check_output_path(path: str | None, header: bool) -> None:
-    if path is not None and not header:
-        raise UsageError("--output always replaces its file: it cannot be combined with --no-header",
-                         hint="to append, leave out --output and use >> FILE")
+@dataclass(frozen=True)
+class AtMostOne:
+    """At most one of ``groups`` (the flags of a group count as one); the message names those given as {given}."""
+
+    groups: tuple[tuple[str, ...], ...]
+    message: str
+    hint: str | None = None
+
+    def broken_by(self, given: Sequence[str]) -> str | None:
+        group_of = {flag: "/".join(group) for group in self.groups for flag in group}
+        named = list(dict.fromkeys(group_of[flag] for flag in given if flag in group_of))
+        return self.message.format(given=" and ".join(named)) if len(named) > 1 else None
+
+
+def format_only_rules() -> list[Excludes]:
+    """FORMAT_OPTIONS as rules: an output option with a format that does not take it."""
+    options = dict.fromkeys(option for taken in FORMAT_OPTIONS.values() for option in taken)
+    rules = []
+    for option in options:
+        takers = " and ".join(name for name, taken in FORMAT_OPTIONS.items() if option in taken)
+        rules += [Excludes(option, (f"--format {name}",), f"{option} applies to --format {takers} only, not {name}")
+                  for name, taken in FORMAT_OPTIONS.items() if option not in taken]
+    return rules
+
+
+# Prometheus samples carry no timestamps here (the textfile collector has none), so a series per time
+# bucket would be wrong.
+PROMETHEUS_BUCKETS = ("--format prometheus cannot be combined with {what}: the textfile collector has no "
+                      "timestamps, so a series per {unit} would be wrong")
+PROMETHEUS_HINT = "drop the time bucket, or use --format json or csv for rows per time bucket"
+# Which flags exclude or need which, checked in this order before any value is read. Flags are named as
+# flags_given names them: "--format csv", "--group-by day", and "--store" for the flag or MAAS_USAGE_STORE.
+FLAG_RULES = (
+    # --check tests the account with requests of its own: what shapes a query or its output would be ignored.
+    Excludes("--check", ("--from", "--to", "--until", "--last", *(f"--{name}" for name in PRESETS), "--compare",
+                         "--service-type", "--api-keys", "--ips", "--group-by", "--table-format", "--chart",
+                         "--no-header", "--raw", "--output", "--dry-run", "--record",
+                         *(f"--format {name}" for name in FORMATS if name not in ("table", "json"))),
+             "--check cannot be combined with {other}",
+             hint="--check prints a checklist in the table or json format; run the query on its own"),
+    AtMostOne((("--from", "--to", "--until"), ("--last",), *((f"--{name}",) for name in PRESETS)),
+              "{given} cannot be combined: choose one way to give the range"),
+    Excludes("--to", ("--until",), "--to and --until cannot be combined (--to is exclusive, --until inclusive)"),
+    *format_only_rules(),
+    Excludes("--output", ("--no-header",), "--output always replaces its file: it cannot be combined with --no-header",
+             hint="to append, leave out --output and use >> FILE"),
+    Needs("--record", ("--store",), "--record needs a store: --store PATH or MAAS_USAGE_STORE"),
+    Excludes("--record", tuple(f"--group-by {name}" for name, unit in UNITS.items() if unit is not DAY),
+             "--record saves days: it cannot be combined with {other}"),
+    Excludes("--format prometheus", ("--record",),
+             PROMETHEUS_BUCKETS.format(what="--record (its result is per day)", unit="day"), PROMETHEUS_HINT),
+    *(Excludes("--format prometheus", (f"--group-by {name}",),
+               PROMETHEUS_BUCKETS.format(what=f"--group-by {name}", unit=name), PROMETHEUS_HINT) for name in UNITS),
+    Excludes("--compare", ("--record", "--format prometheus"), "--compare cannot be combined with {other}",
+             hint="compare in a table, JSON or CSV"),
+    # Cloud Eye files calls by model and key only; the other filters are refused by cloud_eye_query, which
+    # knows whether --group-by api-key reads Cloud Eye (it does without --api-keys).
+    Excludes("--group-by model", ("--api-keys",), "--group-by model reads Cloud Eye, which cannot apply --api-keys",
+             hint="group by model and api-key to see each key's share of each model"),
+    Needs("--chart", (*(f"--group-by {name}" for name in UNITS), "--record"),
+          "--chart draws a bar per time bucket: it needs --group-by " + " or ".join(UNITS)),
+)
+
+
+def flags_given(args: argparse.Namespace, env: Mapping[str, str]) -> list[str]:
+    """The flags given, as FLAG_RULES names them; the presets in command-line order."""
+    given = [flag for flag, value in (("--from", args.start), ("--to", args.to), ("--until", args.until),
+                                      ("--last", args.last)) if value]
+    given += [f"--{name}" for name in dict.fromkeys(args.presets or ())]
+    given += [flag for flag, value in (("--compare", args.compare), ("--record", args.record),
+                                       ("--store", store_path(args, env)), ("--output", args.output),
+                                       ("--table-format", args.table_format), ("--no-header", args.no_header),
+                                       ("--raw", args.raw), ("--chart", args.chart), ("--check", args.check),
+                                       ("--dry-run", args.dry_run), ("--service-type", args.service_type),
+                                       ("--api-keys", args.api_keys is not None), ("--ips", args.ips),
+                                       ("--group-by", args.group_by)) if value]
+    return [*given, f"--format {args.format}", *(f"--group-by {word}" for word in group_by_words(args.group_by))]
+
+
+def check_flag_rules(given: Sequence[str]) -> None:
+    """Refuse the first rule of FLAG_RULES that ``given`` breaks."""
+    for rule in FLAG_RULES:
+        message = rule.broken_by(given)
+        if message is not None:
+            raise UsageError(message, hint=rule.hint)
+
+
+def output_refusal(path: str) -> str | None:
+    """Why --output cannot replace ``path``, or None for a regular file or nothing. lstat: a symlink
+    is refused, never followed (as root, one planted in a shared folder would aim the rename anywhere)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:  # nothing there, or a folder that is missing or unreadable: the write names it
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    return f"--output {path} is {file_kind(mode)}, not a regular file"
+
+
+def protected_files(settings: Settings, env: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The files --output must never replace, each with what it is: the store with its -wal and
+    -shm, the credentials file (--credentials-file, else the SDK profile: named, never read here)
+    and this script."""
+    files = []
+    if settings.store is not None:
+        files += [(settings.store.path + suffix, f"the store's {suffix} file" if suffix else "the store")
+                  for suffix in ("", "-wal", "-shm")]
+    files += [(path, "the credentials file") for path in (settings.credentials_file, profile_path(env)) if path]
+    return files + [(os.path.abspath(__file__), "this script")]
+
+
+def check_output_target(settings: Settings, env: Mapping[str, str]) -> None:
+    """--output's path, before anything is opened or sent: a regular file or nothing, and none of
+    the run's own files (the same file by device and inode, or by path when it does not exist yet)."""
+    path = settings.output.path
+    if path is None:
+        return
+    refusal = output_refusal(path)
+    if refusal is not None:
+        raise UsageError(refusal, hint="--output replaces a regular file or creates one; for anything else "
+                                       "leave out --output and redirect stdout")
+    try:
+        found = os.lstat(path)
+        target: tuple[int, int] | None = (found.st_dev, found.st_ino)
+    except OSError:
+        target = None
+    resolved = os.path.realpath(path)
+    for other, what in protected_files(settings, env):
+        try:
+            found = os.stat(other)
+            same = (found.st_dev, found.st_ino) == target
+        except (OSError, ValueError):
+            same = False
+        if same or os.path.realpath(other) == resolved:
+            raise UsageError(f"--output {path} is {what} ({other}): the result would destroy it",
+                             hint="choose another path for --output")
 
 
 @dataclass(frozen=True)
@@ -3610,20 +5531,25 @@ class StoreOptions:
 class Settings:
     """The whole validated command line; nothing reads the parsed arguments after this."""
 
-    mode: str  # "query", "record" or "dry-run"
+    mode: str  # "query", "record", "dry-run" or "check"
     query: Query
     project_id: str | None  # --project-id, else HW_PROJECT_ID / HUAWEICLOUD_SDK_PROJECT_ID
     credentials_file: str | None
     maas: Endpoint
     iam: Endpoint
+    ces: Endpoint
     client: ClientOptions
     output: OutputOptions
     store: StoreOptions | None
+    packages: tuple[str, ...] = ()  # the packages a run that sends requests needs
+    monitor: Endpoint | None = None  # the MaaS monitor (Cloud Eye's model and key names)
+    max_requests: int = MAX_REQUESTS  # checked for Cloud Eye runs once ListMetrics has answered
 
     @property
     def endpoints(self) -> dict[str, Endpoint]:
         """Every endpoint by the name a CallKind goes to."""
-        return {"maas": self.maas, "iam": self.iam}
+        return {"maas": self.maas, "iam": self.iam, "ces": self.ces,
+                **({"monitor": self.monitor} if self.monitor is not None else {})}
 
 
 def flag_or_env(flag_value: str | None, flag: str, env: Mapping[str, str], *names: str) -> tuple[str | None, str]:
@@ -3643,8 +5569,9 @@ def parse_endpoint_setting(flag_value: str | None, flag: str, env: Mapping[str, 
     sdk_env = SDK_REGION_ENV.format(service=sdk_service, region=region.upper().replace("-", "_"))
     url, source = flag_or_env(flag_value, flag, env, env_name, sdk_env)
     if url is None:
-        url, source = default, "the default endpoint"
-    elif source == sdk_env:
+        url, source = default, f"the default endpoint for {region}"
+        return parse_endpoint(url, source, source)
+    if source == sdk_env:
         url = url.split(",")[0]  # the SDK takes a list of endpoints and uses the first
     return parse_endpoint(url, source)
 
@@ -3682,97 +5609,161 @@ def resolve_project_id(given: str | None, credentials: Credentials | None,
     return lookup() if lookup is not None else None
 
 
-def record_query(query: Query, now: datetime) -> Query:
-    """--record: the range's whole final days, one row per day."""
-    if query.bucket in ("hour", "week", "month"):
-        raise UsageError(f"--record saves days: it cannot be combined with --group-by {query.bucket}")
-    days = final_days(query.period, query.zone, now)
+def check_request_count(query: Query, limit: int) -> None:
+    """--max-requests: refuse a plan larger than ``limit``, saying how long it would take and how to
+    narrow it. Counted, not built: a plan of millions of requests is refused at once."""
+    if limit < 1:
+        raise UsageError("--max-requests must be at least 1")
+    needed = request_count(query)
+    if needed <= limit:
+        return
+    ways = ["a shorter range"]
+    units = list(UNITS.values())  # finest first
+    if query.bucket is not None and query.bucket is not units[-1]:
+        coarser = units[units.index(query.bucket) + 1]
+        ways.insert(0, f"a coarser bucket (--group-by {coarser.name} instead of {query.bucket.name})")
+    if query.by_key:
+        ways.append("fewer --api-keys")
+    if len(query.service_types) > 1:
+        ways.append("fewer service types")
+    raise UsageError(f"this query needs {needed:,} requests, more than --max-requests {limit}: at the API's "
+                     f"{RATE_LIMIT} per minute that takes about {format_duration(pacing_seconds(needed))}",
+                     hint=f"narrow it: {', '.join(ways)}; or raise --max-requests")
+
+
+def record_period(period: Period, zone: tzinfo, now: datetime) -> Period:
+    """--record: the range's whole final days (its rows are days)."""
+    days = final_days(period, zone, now)
     if not days:
         raise UsageError("the range holds no whole final day to record (a day is final 3 hours after "
                          "its local midnight)", hint="try --from yesterday, or the default last 30 days")
-    return dataclasses.replace(query, period=Period(days[0][1].start, days[-1][1].end), bucket="day")
+    return Period(days[0][1].start, days[-1][1].end)
 
 
 def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetime,
                   console: Console, stdout_encoding: str | None = None) -> Settings:
-    """Validate every flag and env var; raises UsageError before anything is read or sent.
-    ``stdout_encoding`` picks the chart's bar characters."""
+    """Validate every flag and env var, one concern a step; raises UsageError before anything is read
+    or sent. ``stdout_encoding`` picks the chart's bar characters."""
     check_text_inputs(args, env)
-    check_clock(now)
-    for flag in ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file",
-                 "endpoint", "iam_endpoint", "store", "table_format", "output"):
+    check_release_clock(now)
+    check_no_empty_values(args)
+    check_flag_rules(flags_given(args, env))
+    query = cloud_eye_query(_query_filters(args, *_range_and_zone(args, env, now, console), console), console)
+    if not args.check and not query.cloud_eye:  # the check plans no query; Cloud Eye's calls need its list
+        check_request_count(query, args.max_requests)
+    project_id, maas, iam, ces = _endpoints(args, env)
+    client = _client_options(args)
+    mode = "check" if args.check else "dry-run" if args.dry_run else "record" if args.record else "query"
+    os_zone = args.timezone is None and not tz_name_from_env(env.get("TZ"))  # the zone comes from tzlocal
+    return Settings(mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file,
+                    maas=maas, iam=iam, ces=ces, client=client, output=_output_options(args, env, stdout_encoding),
+                    store=_store_options(args, env), packages=needed_packages(args.format, os_zone=os_zone),
+                    monitor=monitor_endpoint(args, env), max_requests=args.max_requests)
+
+
+TEXT_FLAGS = ("from", "to", "until", "last", "timezone", "region", "project_id", "credentials_file", "endpoint",
+              "iam_endpoint", "ces_endpoint", "monitor_endpoint", "store", "table_format", "output")
+
+
+def check_no_empty_values(args: argparse.Namespace) -> None:
+    """An empty value (``--store ""``, often an unset shell variable) is refused, never read as not given."""
+    for flag in TEXT_FLAGS:
         value = getattr(args, "start" if flag == "from" else flag)
         if value is not None and not value.strip():
             raise UsageError(f"--{flag.replace('_', '-')} was given an empty value")
-    presets = list(dict.fromkeys(args.presets or ()))
-    ranges = [name for name, given in (("--from/--to/--until", args.start or args.to or args.until),
-                                       ("--last", args.last)) if given] + [f"--{name}" for name in presets]
-    if len(ranges) > 1:
-        raise UsageError(f"{' and '.join(ranges)} cannot be combined: choose one way to give the range")
-    if args.to and args.until:
-        raise UsageError("--to and --until cannot be combined (--to is exclusive, --until inclusive)")
+
+
+def _range_and_zone(args: argparse.Namespace, env: Mapping[str, str], now: datetime,
+                    console: Console) -> tuple[str, tzinfo, Period, Period | None]:
+    """The zone's name and zone, the period, and with --compare the period before it."""
+    zone_name, zone = zone_setting(args.timezone, env, now, console)
+    preset = args.presets[0] if args.presets else None  # FLAG_RULES refused two different ones
+    given = args.start or args.to or args.until or args.last or preset
+    last = args.last or ("30d" if args.record and not given else None)  # --record defaults to 30 days
+    request = RangeRequest(args.start, args.to, args.until, last, preset)
+    period = resolve_period(request, zone, now)
+    if args.record:
+        period = record_period(period, zone, now)
+    return zone_name, zone, period, previous_period(request, period, zone) if args.compare else None
+
+
+def _query_filters(args: argparse.Namespace, zone_name: str, zone: tzinfo, period: Period,
+                   previous: Period | None, console: Console) -> Query:
+    """What is asked and how rows are split: --region, --group-by, --service-type, --infer-type,
+    --api-keys, --ips."""
     if not REGION_RE.fullmatch(args.region):
         raise UsageError(f"--region {args.region!r} is not a region id like cn-southwest-2")
     note = region_note(args.region)
     if note:
         console.note(note)
+    given_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
+    unit, by_key, by_type = parse_group_by(args.group_by, given_keys)
+    bucket = UNITS[unit] if unit else None
+    if args.record:  # --record saves (and shows) days
+        bucket = DAY
+    return Query(region=args.region, zone_name=zone_name, zone=zone, period=period, infer_type=args.infer_type,
+                 service_types=parse_service_types(args.service_type, by_type),
+                 api_keys=given_keys or None,  # a bare --api-keys means all keys, as the original skill script took it
+                 ips=parse_ips(args.ips), bucket=bucket, by_key=by_key, previous=previous,
+                 by_model="model" in group_by_words(args.group_by))
+
+
+def _endpoints(args: argparse.Namespace,
+               env: Mapping[str, str]) -> tuple[str | None, Endpoint, Endpoint, Endpoint]:
+    """The project id, and the MaaS, IAM and Cloud Eye base URLs of the (checked) region."""
     project_id, _ = flag_or_env(args.project_id, "--project-id", env, *PROJECT_ENVS)
     if project_id is not None and not PROJECT_ID_RE.fullmatch(project_id):
         raise UsageError("the project id must be 32 lowercase letters and digits",
                          hint="find it in the console under My Credentials > API Credentials")
+    maas = parse_endpoint_setting(args.endpoint, "--endpoint", env, "HW_MAAS_ENDPOINT", "MODELARTS", args.region,
+                                  MAAS_ENDPOINT_EXCEPTIONS.get(args.region,
+                                                               MAAS_ENDPOINT_TEMPLATE.format(region=args.region)))
+    iam = parse_endpoint_setting(args.iam_endpoint, "--iam-endpoint", env, "HW_IAM_ENDPOINT", "IAM", args.region,
+                                 IAM_ENDPOINT_TEMPLATE.format(region=args.region))
+    ces = parse_endpoint_setting(args.ces_endpoint, "--ces-endpoint", env, "HW_CES_ENDPOINT", "CES", args.region,
+                                 CES_ENDPOINT_TEMPLATE.format(region=args.region))
+    return project_id, maas, iam, ces
+
+
+def monitor_endpoint(args: argparse.Namespace, env: Mapping[str, str]) -> Endpoint:
+    """The MaaS monitor's base URL: --monitor-endpoint, else HW_MAAS_MONITOR_ENDPOINT, else the default."""
+    url, source = flag_or_env(args.monitor_endpoint, "--monitor-endpoint", env, "HW_MAAS_MONITOR_ENDPOINT")
+    if url is None:
+        source = f"the default monitor endpoint for {args.region}"
+        return parse_endpoint(MONITOR_ENDPOINT_TEMPLATE.format(region=args.region), source, source)
+    return parse_endpoint(url, source)
+
+
+def _client_options(args: argparse.Namespace) -> ClientOptions:
+    """--timeout, --retries and --concurrency."""
     if not 0 < args.timeout <= 3600:
         raise UsageError("--timeout must be a number of seconds above 0 (at most 3600)")
     if not 0 <= args.retries <= 10:
         raise UsageError("--retries must be between 0 and 10")
     if not 1 <= args.concurrency <= MAX_CONCURRENCY:
         raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
-    check_format_options(args.format, [name for name, given in (("--table-format", args.table_format),
-                                                                ("--no-header", args.no_header),
-                                                                ("--raw", args.raw),
-                                                                ("--chart", args.chart)) if given])
-    check_output_path(args.output, not args.no_header)
-    store_path, _ = flag_or_env(args.store, "--store", env, "MAAS_USAGE_STORE")
-    if args.record and not store_path:
-        raise UsageError("--record needs a store: --store PATH or MAAS_USAGE_STORE")
+    return ClientOptions(args.timeout, args.retries, args.concurrency)
+
+
+def _output_options(args: argparse.Namespace, env: Mapping[str, str], stdout_encoding: str | None) -> OutputOptions:
     check_table_format(args.table_format)
+    # a file written by --output is UTF-8 whatever the terminal
+    chart = bar_characters("utf-8" if args.output else stdout_encoding) if args.chart else None
+    return OutputOptions(args.format, args.table_format, not args.no_header, args.raw,
+                         None if args.output is None else expand_home(args.output, env), chart)
 
-    zone_name, zone = zone_setting(args.timezone, env, now, console)
-    last = args.last or ("30d" if args.record and not ranges else None)  # --record defaults to 30 days
-    preset = presets[0] if presets else None
-    request = RangeRequest(args.start, args.to, args.until, last, preset)
-    period = resolve_period(request, zone, now)
 
-    given_keys = None if args.api_keys is None else tuple(dict.fromkeys(args.api_keys))
-    bucket, by_key, by_type = parse_group_by(args.group_by, given_keys)
-    api_keys = given_keys or None  # a bare --api-keys means all keys, as the original skill script took it
-    query = Query(region=args.region, zone_name=zone_name, zone=zone, period=period, infer_type=args.infer_type,
-                  service_types=parse_service_types(args.service_type, by_type), api_keys=api_keys,
-                  ips=parse_ips(args.ips), bucket=bucket, by_key=by_key)
-    maas = parse_endpoint_setting(args.endpoint, "--endpoint", env, "HW_MAAS_ENDPOINT", "MODELARTS", args.region,
-                                  MAAS_ENDPOINT_EXCEPTIONS.get(args.region,
-                                                               MAAS_ENDPOINT_TEMPLATE.format(region=args.region)))
-    iam = parse_endpoint_setting(args.iam_endpoint, "--iam-endpoint", env, "HW_IAM_ENDPOINT", "IAM", args.region,
-                                 IAM_ENDPOINT_TEMPLATE.format(region=args.region))
-    if args.record:
-        query = record_query(query, now)
-    check_prometheus_rows(args.format, query, args.record)
-    if args.compare:
-        if args.record or args.format == "prometheus":
-            raise UsageError(f"--compare cannot be combined with {'--record' if args.record else '--format prometheus'}",
-                             hint="compare in a table, JSON or CSV")
-        query = dataclasses.replace(query, previous=previous_period(request, query.period, zone))
-    if args.chart and not query.bucket:
-        raise UsageError("--chart draws a bar per time bucket: it needs --group-by "
-                         + " or ".join(BUCKET_UNITS))
-    mode = "dry-run" if args.dry_run else "record" if args.record else "query"
-    return Settings(
-        mode=mode, query=query, project_id=project_id, credentials_file=args.credentials_file, maas=maas, iam=iam,
-        client=ClientOptions(args.timeout, args.retries, args.concurrency),
-        output=OutputOptions(args.format, args.table_format, not args.no_header, args.raw,
-                             None if args.output is None else expand_home(args.output, env),
-                             # a file written by --output is UTF-8 whatever the terminal
-                             bar_characters("utf-8" if args.output else stdout_encoding) if args.chart else None),
-        store=StoreOptions(expand_home(store_path, env), mode == "record", STORE_BUSY_TIMEOUT) if store_path else None)
+def store_path(args: argparse.Namespace, env: Mapping[str, str]) -> str | None:
+    return flag_or_env(args.store, "--store", env, "MAAS_USAGE_STORE")[0]
+
+
+def _store_options(args: argparse.Namespace, env: Mapping[str, str]) -> StoreOptions | None:
+    """The history store: --store, else MAAS_USAGE_STORE; --record (not a dry run) must be able to use it."""
+    path = store_path(args, env)
+    if not path:
+        return None
+    return StoreOptions(expand_home(path, env), strict=args.record and not args.dry_run,
+                        lock_timeout=STORE_BUSY_TIMEOUT)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -3782,7 +5773,13 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
 
 def run(settings: Settings, env: Mapping[str, str], clock: Clock, console: Console) -> str:
     """One run after validation; returns the text for stdout."""
-    store = open_store(settings.store, console, read_only=settings.mode == "dry-run")
+    check_packages(settings, console)
+    if settings.mode == "check":  # first contact: its own requests, no store
+        return check_account(settings, env, clock, console)
+    if settings.query.cloud_eye and settings.store is not None:
+        console.note("the store keeps ShowStatistics days, not Cloud Eye rows: it is not used for this run")
+    store = open_store(None if settings.query.cloud_eye else settings.store, console, clock,
+                       read_only=settings.mode == "dry-run")
     try:
         if settings.mode == "dry-run":
             return dry_run(settings, store, console, clock.now)
@@ -3792,12 +5789,24 @@ def run(settings: Settings, env: Mapping[str, str], clock: Clock, console: Conso
             store.close()
 
 
-def open_store(options: StoreOptions | None, console: Console, read_only: bool) -> Store | None:
+def check_packages(settings: Settings, console: Console) -> None:
+    """A run that sends requests ends here when this Python lacks a package it needs; a dry run,
+    which needs none, notes what a real run would lack."""
+    lacking = lacking_packages(settings.packages)
+    if not lacking:
+        return
+    error = missing_packages_error(lacking)
+    if settings.mode != "dry-run":
+        raise error
+    console.note(f"a real run would fail: {error}; {error.hint}")
+
+
+def open_store(options: StoreOptions | None, console: Console, clock: Clock, read_only: bool) -> Store | None:
     """Open the store; one that cannot be opened fails --record but only costs a note otherwise."""
     if options is None:
         return None
     try:
-        store = Store.open(options.path, options.lock_timeout, read_only=read_only)
+        store = Store.open(options.path, options.lock_timeout, clock, read_only=read_only)
     except StoreError as exc:
         if options.strict:
             raise
@@ -3817,7 +5826,7 @@ def plan(settings: Settings, store: Store | None, project_id: str | None, consol
 
     A store that cannot be read fails --record; a plain query notes it and plans the whole range live.
     """
-    if query is None:
+    if query is None or query.cloud_eye:  # Cloud Eye rows are planned from ListMetrics' answer
         return []
     if store is None or project_id is None:
         return plan_rows(query, now)
@@ -3839,14 +5848,17 @@ def dry_run(settings: Settings, store: Store | None, console: Console, now: date
     rows = plan(settings, store, project_id, console, now, query)
     previous = plan(settings, store, project_id, console, now, query.previous_query())
     warn_about_retention(query, unrecorded_days(query, rows + previous, now) if store else None, console, now)
+    if store is not None and project_id is not None:
+        other_zone_counts(store, project_id, [(query, rows), (query.previous_query(), previous)], console)
     coverage = coverage_of(query, rows, now)
-    return render_plan(query, project_id, settings.endpoints, rows, coverage, settings.output.format, previous)
+    first = cloud_eye_plan(settings, project_id, console) if query.cloud_eye else []
+    return render_plan(query, project_id, settings.endpoints, rows, coverage, settings.output.format, previous, first)
 
 
 def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str], clock: Clock,
                 console: Console) -> str:
     query, now = settings.query, clock.now
-    credentials = load_credentials(settings.credentials_file, env)
+    credentials = load_credentials(settings.credentials_file, env, clock)
     console.hide(credentials.secrets())
     warning = file_permission_warning(credentials.path) if credentials.path else None
     if warning:
@@ -3862,9 +5874,11 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
     previous_query = query.previous_query()
 
     def looked_up() -> str:
-        if store is None:  # while IAM answers, open the MaaS connections the windows will need
-            planned = sum(len(windows_of(plan_rows(q, now))) for q in (query, previous_query) if q is not None)
-            connected().preopen(settings.maas, min(planned, settings.client.concurrency))
+        if store is None:  # while IAM answers, open the MaaS (or Cloud Eye) connections the windows will need
+            planned = cloud_eye_calls_at_least(query) if query.cloud_eye else sum(
+                len(windows_of(plan_rows(q, now))) for q in (query, previous_query) if q is not None)
+            connected().preopen(settings.ces if query.cloud_eye else settings.maas,
+                                min(planned, settings.client.concurrency))
         return lookup_project_id(connected(), settings.iam, query.region)
 
     try:
@@ -3874,16 +5888,25 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
         previous_rows = plan(settings, store, project_id, console, now, previous_query)
         unrecorded = unrecorded_days(query, rows + previous_rows, now) if store else None
         warn_about_retention(query, unrecorded, console, now)
+        other_zones = other_zone_counts(store, project_id, [(query, rows), (previous_query, previous_rows)],
+                                        console) if store else {}
         windows = windows_of(rows + previous_rows)  # the previous period's after the current ones
+        note = long_run_note(len(windows))
+        if note:
+            console.note(note)
         if windows:
             fetch(connected(), settings.endpoints, project_id, windows, console,
                   save=None if store is None else lambda row, window: save_day(store, query, project_id, row,
                                                                                 window, now))
+        reconciliation = None
+        if query.cloud_eye:
+            rows, reconciliation = cloud_eye_rows(connected(), settings.endpoints, project_id, query, console, now,
+                                                  settings.max_requests)
     finally:
         if client is not None:
             client.close()
     shown = printed_labels(query, rows, credentials.secrets())
-    report = Report(shown, project_id, rows, coverage_of(shown, rows, now))
+    report = Report(shown, project_id, rows, coverage_of(shown, rows, now), reconciliation=reconciliation)
     if previous_query is not None:
         shown = printed_labels(previous_query, previous_rows, credentials.secrets())
         report.previous = Report(shown, project_id, previous_rows, coverage_of(shown, previous_rows, now))
@@ -3899,12 +5922,31 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
                 raise StoreError(store.write_failure)
             console.note(f"{store.write_failure}; the result is complete all the same")
         report.store = {"path": store.path, "days_read": store.days_read, "days_saved": store.days_saved,
-                        "days_unrecorded": unrecorded}
+                        "days_unrecorded": unrecorded, "days_other_zones": other_zones}
     return render(report, settings.output)
 
 
-def fetch(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, windows: Sequence[tuple[Row, Window]],
-          console: Console, save: Callable[[Row, Window], None] | None) -> None:
+def other_zone_counts(store: Store, project_id: str, planned: Sequence[tuple[Query | None, list[Row]]],
+                      console: Console) -> dict[str, int]:
+    """Day rows of the planned rows' keys that the store holds under other time zones only, by
+    zone; a note for each says how to read them."""
+    found: set[tuple] = set()
+    for query, rows in planned:
+        if query is not None:
+            found |= store.days_in_other_zones(query, project_id, rows)
+    counts: dict[str, int] = {}
+    for zone, *_ in sorted(found):
+        counts[zone] = counts.get(zone, 0) + 1
+    for zone, count in counts.items():
+        console.note(f"the store holds {count} day{'s' if count > 1 else ''} of this query recorded in "
+                     f"{printable(zone)}; days are kept per zone, so these are fetched live "
+                     f"(--timezone {printable(zone)} reads them)")
+    return counts
+
+
+def fetch(client: Client, endpoints: Mapping[str, Endpoint], project_id: str,
+          windows: Sequence[tuple[Row | None, Window]], console: Console,
+          save: Callable[[Row, Window], None] | None) -> None:
     """Fill every window with its call's answer; ``save`` keeps each whole final day as it arrives."""
     def task(window: Window) -> Callable[[], tuple[Any, Any]]:
         endpoint = endpoints[window.call.endpoint]
@@ -3918,7 +5960,7 @@ def fetch(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, wi
         nonlocal done
         row, window = windows[index]
         window.response, window.usage = answer
-        if save is not None:
+        if save is not None and row is not None:
             save(row, window)
         done += 1
         console.progress(done, len(windows))
@@ -3945,20 +5987,15 @@ def printed_labels(query: Query, rows: Sequence[Row], secrets: tuple[str, ...]) 
 
 
 def render(report: Report, output: OutputOptions) -> str:
-    if output.format == "json":
-        return render_json(report, output.raw)
-    if output.format == "csv":
-        return render_csv(report, output.header)
-    if output.format == "prometheus":
-        return render_prometheus(report)
-    return render_table(report, output.table_format, output.raw, output.chart)
+    return FORMATS[output.format].render(report, output)
 
 
-def retention_note(period: Period, now: datetime, zone: tzinfo) -> str | None:
-    oldest = now - RETENTION
+def retention_note(period: Period, now: datetime, zone: tzinfo, cloud_eye: bool = False) -> str | None:
+    oldest = now - (CES_RETENTION if cloud_eye else RETENTION)
     if period.start >= oldest:
         return None
-    return (f"MaaS keeps statistics for 30 days only: the part of the range before "
+    keeper = "Cloud Eye keeps hourly sums for 155 days" if cloud_eye else "MaaS keeps statistics for 30 days"
+    return (f"{keeper} only: the part of the range before "
             f"{format_instant(oldest.astimezone(zone))} may come back empty")
 
 
@@ -3969,7 +6006,7 @@ def warn_about_retention(query: Query, unrecorded: Sequence[str] | None, console
     """
     if unrecorded is None:
         start = query.period.start if query.previous is None else query.previous.start
-        note = retention_note(Period(start, query.period.end), now, query.zone)
+        note = retention_note(Period(start, query.period.end), now, query.zone, query.cloud_eye)
         if note:
             console.note(note)
     elif unrecorded:
@@ -3977,90 +6014,183 @@ def warn_about_retention(query: Query, unrecorded: Sequence[str] | None, console
                      f"the store ({unrecorded[0]} … {unrecorded[-1]}): their live answers may be empty")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: the run ends as with Ctrl-C, with the exit code 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+class Signals:
+    """SIGINT, SIGTERM and SIGHUP while main runs: each ends the run by an exception in the main
+    thread (KeyboardInterrupt, or Terminated), so every ``finally`` on the way runs: the store's
+    transaction rolls back, --output's temporary file goes. Inside ``held()`` a signal waits for
+    the block's end. A signal ignored from the start (nohup, a background job) stays ignored."""
+
+    def __init__(self) -> None:
+        self._previous: dict[int, Any] = {}
+        self._holding = False
+        self._pending: int | None = None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers: a caller's thread keeps the caller's
+        for signum in ENDING_SIGNALS:
+            previous = signal.getsignal(signum)
+            if previous is not None and previous != signal.SIG_IGN:  # None: a handler set outside Python
+                self._previous[signum] = previous
+                signal.signal(signum, self._interrupt)
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            signum, self._pending = self._pending, None
+            if signum is not None:
+                self._interrupt(signum, None)
+
+    def _interrupt(self, signum: int, frame: object) -> None:
+        if self._holding:
+            self._pending = self._pending or signum
+            return
+        raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+
+
 def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None,
-         now: datetime | None = None, stdout: Any = None, stderr: Any = None) -> int:
-    """Run the command line ``argv`` with the given environment, clock and streams; the exit code."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C is KeyboardInterrupt from here on
+         now: datetime | None = None, clock: Any = None, stdout: Any = None, stderr: Any = None) -> int:
+    """Run the command line ``argv`` with the given environment, clock and streams; the exit code.
+
+    ``clock`` has ``now()`` (an aware datetime), ``monotonic()`` and ``sleep(seconds)``: every read
+    of the time and every wait of the run goes through it. ``now`` is the machine's clock set to
+    read that instant at the start.
+    """
+    if now is not None and clock is not None:
+        raise TypeError("main() takes now= or clock=, not both")
+    signals = Signals()
+    signals.install()  # from here on SIGINT, SIGTERM and SIGHUP end the run as Ctrl-C does
     env = os.environ if env is None else env
     stdout = sys.stdout if stdout is None else stdout
     console = Console(sys.stderr if stderr is None else stderr)
-    clock = Clock(datetime.now(timezone.utc) if now is None else now)
+    clock = Clock(SystemClock(now) if clock is None else clock)  # the run's clock reads the one given
     try:
         args = build_parser().parse_args(argv)
         console.quiet, console.verbose = args.quiet, args.verbose  # notes made while validating obey -q too
         settings = settings_from(args, env, clock.now, console, getattr(stdout, "encoding", None))
+        check_output_target(settings, env)
         output = run(settings, env, clock, console)
-        if settings.output.path is not None:
-            replace_file(settings.output.path, output)
-            return EXIT_OK
+        if settings.output.path is None:
+            return write_result(stdout, output, console)
+        replace_file(settings.output.path, output, signals)
+        return EXIT_OK
     except ParserExit as printed:  # --help and --version
         return write_result(stdout, printed.text, console) if printed.status == 0 else printed.status
     except ToolError as exc:
         console.error(str(exc), exc.hint)
+        if isinstance(exc, ChecklistFailed):  # a failed check still prints its checklist
+            return write_result(stdout, exc.output, console) or exc.exit_code
         return exc.exit_code
-    except KeyboardInterrupt:
-        console.error("interrupted")
-        return EXIT_INTERRUPTED
-    return write_result(stdout, output, console)
+    except MemoryError:
+        console.error("out of memory", hint="raise the memory limit (ulimit -v, systemd LimitAS=)")
+        return EXIT_API
+    except KeyboardInterrupt as exc:  # Ctrl-C, or Terminated (SIGTERM, SIGHUP)
+        console.error(f"interrupted by {exc}" if isinstance(exc, Terminated) else "interrupted")
+        return exc.exit_code if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+    finally:
+        signals.restore()
 
 
 class OutputFileError(ToolError):
     exit_code = EXIT_API
 
 
-def replace_file(path: str, output: str) -> None:
-    """Replace ``path`` with ``output`` (UTF-8) atomically: a temporary file in the same folder,
-    then a rename, so that a reader sees the old file or the new one, never half of one. Whatever
-    goes wrong (a full disk, Ctrl-C), the old file stays and the temporary file goes.
+def replace_file(path: str, output: str, signals: Signals) -> None:
+    """Replace ``path`` with ``output`` (UTF-8) by a rename in its folder: a reader sees the old
+    file or the new one, never half of one. Whatever goes wrong (a full disk, a signal), the old
+    file stays and the temporary file goes: signals are held while it is created or removed.
 
-    The new file keeps the mode of the one it replaces, else gets 0666 & ~umask as from ``>``.
-    A symlink is followed: its target is replaced, as a shell redirect writes through it.
+    ``path`` must still be a regular file or nothing (checked again: a symlink planted since the
+    run began is refused too). The new file keeps the old one's mode, and its owner and group where
+    the process may set them; a new file gets 0666 & ~umask, as from ``>``.
     """
-    target = os.path.realpath(path)
-    folder, name = os.path.split(target)
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)
-    except FileNotFoundError:
-        mode = None
-    except OSError as exc:
-        raise OutputFileError(f"cannot write {path}: {exc.strerror or exc}") from None
+    refusal = output_refusal(path)
+    if refusal is not None:
+        raise OutputFileError(refusal)
+    folder, name = os.path.split(path)
     temporary = None
     try:
+        try:
+            old: os.stat_result | None = os.lstat(path)
+        except FileNotFoundError:
+            old = None
         while temporary is None:
-            candidate = os.path.join(folder, f".{name}.{os.urandom(4).hex()}.tmp")
-            try:  # the kernel applies the umask to 0666, exactly as for a shell redirect
-                fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-            except FileExistsError:
-                continue
-            temporary = candidate
-        if mode is not None:
-            os.chmod(temporary, mode)
-        with open(fd, "wb") as file:
+            candidate = os.path.join(folder, f".{name[:200]}.{os.urandom(4).hex()}.tmp")
+            with signals.held():
+                try:  # the kernel applies the umask to 0666, exactly as for a shell redirect
+                    fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+                                 | getattr(os, "O_CLOEXEC", 0), 0o666)
+                except FileExistsError:
+                    continue
+                temporary = candidate
+                file = open(fd, "wb")
+        with file:
+            if old is not None:
+                keep_owner_and_mode(file.fileno(), temporary, old)
             file.write(output.encode("utf-8"))
             file.flush()
             os.fsync(file.fileno())  # the rename must never publish data still only in the page cache
-        os.replace(temporary, target)
+        os.replace(temporary, path)
         temporary = None
     except OSError as exc:
         raise OutputFileError(f"cannot write {path}: {exc.strerror or exc}",
                               hint="check that the folder exists, is writable and has space") from None
     finally:
         if temporary is not None:
+            with signals.held():
+                try:
+                    os.unlink(temporary)
+                except OSError:
+                    pass
+
+
+def keep_owner_and_mode(fd: int, path: str, old: os.stat_result) -> None:
+    """Give the file open as ``fd`` (at ``path``) the owner, group and mode of ``old``: as root all
+    three, as a user the mode and any group of theirs (a root cron job or a chgrp'd file must not
+    take a collector's read access away). The mode comes last: a chown clears set-id bits."""
+    if hasattr(os, "fchown"):
+        for uid in (old.st_uid, -1):
             try:
-                os.unlink(temporary)
-            except OSError:
-                pass
+                os.fchown(fd, uid, old.st_gid)
+                break
+            except OSError:  # not allowed to give it away: keep what the process may
+                continue
+    if hasattr(os, "fchmod"):
+        os.fchmod(fd, stat.S_IMODE(old.st_mode))
+    else:
+        os.chmod(path, stat.S_IMODE(old.st_mode))
 
 
 def write_result(stdout: Any, output: str, console: Console) -> int:
-    """Write the result (UTF-8 whatever the locale: key labels may be any text). Every failure
-    to write it (a closed stdout, a full disk, a reader gone away) is exit 1 with an error line."""
+    """Write the result (UTF-8 whatever the locale: key labels may be any text), all of it. Every
+    failure to write it (a closed stdout, a full disk, a reader gone away or stuck) is exit 1 with
+    an error line."""
     try:
         if stdout is None:  # Python's stdout when the process was started with fd 1 closed
             raise OSError(errno.EBADF, "stdout is closed")
+        fd = _descriptor(stdout)
         buffer = getattr(stdout, "buffer", None)
-        if buffer is not None:
+        if fd is not None:
+            stdout.flush()
+            write_all(fd, output.encode("utf-8"))
+        elif buffer is not None:
             stdout.flush()
             buffer.write(output.encode("utf-8"))
             buffer.flush()
@@ -4079,8 +6209,35 @@ def write_result(stdout: Any, output: str, console: Console) -> int:
     return EXIT_OK
 
 
+def _descriptor(stream: Any) -> int | None:
+    """The POSIX file descriptor under ``stream``; None for an in-memory stream (or elsewhere)."""
+    if os.name != "posix":
+        return None
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError):  # io.UnsupportedOperation is an OSError; a closed file's ValueError is not
+        return None
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, also when it is non-blocking (left so by Node's child_process,
+    make -j, agent runtimes): a full pipe is waited for, as a blocking write would wait, as long as
+    its reader takes something every STDOUT_STALL seconds."""
+    import select
+
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            if not poller.poll(STDOUT_STALL * 1000):
+                raise OSError(errno.ETIMEDOUT, f"its reader took nothing for {STDOUT_STALL:g} s") from None
+
+
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except KeyboardInterrupt:  # Ctrl-C before main's own handler is in place, or after it
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as interrupted:  # a signal before main's own handlers are in place, or after
+        sys.exit(interrupted.exit_code if isinstance(interrupted, Terminated) else EXIT_INTERRUPTED)

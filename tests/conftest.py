@@ -3,6 +3,9 @@
 ``cli`` runs ``main(argv, env=..., stdout=..., stderr=...)`` in this process: the same code as the
 command line, without a Python start-up per run. ``cli_process`` runs the script as a subprocess,
 for what needs a real process (signals, streams, the encoding of stdout, start-up imports).
+``FakeClock`` (the ``fake_clock`` fixture, which the fake cloud follows too) is a clock for
+``main(clock=...)`` whose waits return at once: a test of a wait reads it off the clock instead of
+sitting it out.
 Every run through either is checked for the promises that hold on every path: no secret (AK, SK,
 security token) in stdout or stderr, no Python traceback, an exit code of the contract.
 """
@@ -14,9 +17,11 @@ import json
 import math
 import os
 import subprocess
+import threading
 import traceback
 import sys
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
@@ -44,6 +49,42 @@ SECRET_PIECES = frozenset(
     form(secret[start:start + 8]) for secret in SECRETS for start in range(len(secret) - 7)
     for form in (str, lambda t: "".join(f"\\u{ord(c):04x}" for c in t),
                  lambda t: "".join(f"%{ord(c):02X}" for c in t)))
+
+
+class FakeClock:
+    """A clock for ``main(clock=...)`` whose time moves only when it is told to: ``sleep`` returns at
+    once, moves ``now()`` and ``monotonic()`` on by the seconds asked and records them in ``sleeps``;
+    ``advance`` moves time on without a sleep (work, or a gap between arrivals). Thread-safe."""
+
+    def __init__(self, start: datetime | None = None, monotonic: float = 0.0) -> None:
+        self.start = datetime.now(timezone.utc) if start is None else start
+        self._origin = self._monotonic = monotonic
+        self.sleeps: list[float] = []
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self.start + timedelta(seconds=self._monotonic - self._origin)
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._monotonic
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds >= 0, f"a sleep of {seconds} s"
+        with self._lock:
+            self.sleeps.append(seconds)
+            self._monotonic += seconds
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._monotonic += seconds
+
+    @property
+    def slept(self) -> float:
+        """Seconds slept in all."""
+        with self._lock:
+            return sum(self.sleeps)
 
 
 @dataclass
@@ -107,11 +148,11 @@ def hourly_index(start_ms: int, end_ms: int) -> fakecloud.UsageIndex:
     return fakecloud.build_index(tuple(fakecloud.hourly_events(start_ms, end_ms)))
 
 
-def run_main(args: list[str], env: dict[str, str], now=None) -> Run:
+def run_main(args: list[str], env: dict[str, str], now=None, clock=None) -> Run:
     """The script's ``main`` in this process, with its own environment, clock and streams."""
     stdout, stderr = io.StringIO(), io.StringIO()
     try:
-        code = maas_rest_usage_stats.main(list(args), env=env, now=now, stdout=stdout, stderr=stderr)
+        code = maas_rest_usage_stats.main(list(args), env=env, now=now, clock=clock, stdout=stdout, stderr=stderr)
     except BaseException:  # what would be a traceback on the command line
         stderr.write(traceback.format_exc())
         code = -1
@@ -134,11 +175,21 @@ def cloud() -> Iterator[fakecloud.FakeCloud]:
 
 
 @pytest.fixture
+def fake_clock(cloud: fakecloud.FakeCloud) -> FakeClock:
+    """A FakeClock that the fake cloud follows too (its signature checks and the ``at`` of its log):
+    pass it to ``cli(..., clock=fake_clock)``."""
+    clock = FakeClock()
+    cloud.clock = clock
+    return clock
+
+
+@pytest.fixture
 def cloud_env(cloud: fakecloud.FakeCloud, home: Path) -> dict[str, str]:
     """Demo keys and endpoints pointing at the fake cloud, its CA trusted."""
     env = base_env(home)
     env.update({"HW_ACCESS_KEY": fakecloud.DEMO_AK, "HW_SECRET_KEY": fakecloud.DEMO_SK,
                 "HW_MAAS_ENDPOINT": cloud.url, "HW_IAM_ENDPOINT": cloud.url,
+                "HW_CES_ENDPOINT": cloud.url, "HW_MAAS_MONITOR_ENDPOINT": cloud.url,
                 "REQUESTS_CA_BUNDLE": str(cloud.ca_pem_path)})
     return env
 
@@ -156,9 +207,10 @@ def _merged(base: dict[str, str], changes: dict[str, str | None] | None) -> dict
 @pytest.fixture
 def cli(cloud_env: dict[str, str]):
     """Run the script in-process against the fake cloud; keyword ``env`` adds or (with None) removes
-    vars, ``now`` sets the run's clock."""
-    def run(*args: str, env: dict[str, str | None] | None = None, now=None) -> Run:
-        return run_main(list(args), _merged(cloud_env, env), now)
+    vars, ``now`` sets the run's (real) clock to start at that instant, ``clock`` gives it another
+    clock (``fake_clock``)."""
+    def run(*args: str, env: dict[str, str | None] | None = None, now=None, clock=None) -> Run:
+        return run_main(list(args), _merged(cloud_env, env), now, clock)
     return run
 
 

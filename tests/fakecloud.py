@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A fake Huawei Cloud (IAM + MaaS ShowStatistics) HTTP(S) server.
+"""A fake Huawei Cloud (IAM + MaaS ShowStatistics + Cloud Eye SYS.MaaS) HTTP(S) server.
 
 Two uses:
 
@@ -22,8 +22,9 @@ Sections:
   4. JSON rendering (exact Decimals)
   5. SDK-HMAC-SHA256 signing / verification
   6. ShowStatistics request validation
-  7. HTTP server: request log, faults, handler, FakeCloud
-  8. Standalone command line
+  7. Cloud Eye (SYS.MaaS per model and API key) and the MaaS monitor's names
+  8. HTTP server: request log, faults, handler, FakeCloud
+  9. Standalone command line
 """
 
 from __future__ import annotations
@@ -52,13 +53,13 @@ import traceback
 import uuid
 import zlib
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
+from decimal import ROUND_HALF_UP, Context, Decimal, Inexact, InvalidOperation, localcontext
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from zoneinfo import ZoneInfo
@@ -131,7 +132,11 @@ def default_projects() -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+# slots=True (Python 3.10+) halves the size of a year of events; 3.9 builds plain ones.
+_SLOTS: dict[str, bool] = {"slots": True} if sys.version_info >= (3, 10) else {}
+
+
+@dataclass(frozen=True, **_SLOTS)
 class Event:
     """Usage that happened at one instant.
 
@@ -139,6 +144,12 @@ class Event:
     total for any [start, end) window exact and additive, however the client
     splits its date range.  Token fields are in thousands of tokens (the API's
     unit), normally with 3 decimals.
+
+    ``model_id``/``model_name`` (Cloud Eye's ``maas_api_id``) and ``key_id``
+    (its ``maas_key_id``; the key's name is ``api_key``) say which model
+    service and API key Cloud Eye files the call under.  Left empty on a
+    service type 1 or 2 event, they default to the type's first model in
+    CES_MODELS and to ces_key_id(api_key) (see cloud_eye_identity).
     """
 
     at_ms: int
@@ -153,6 +164,9 @@ class Event:
     completion_token: Decimal = Decimal(0)
     completion_tasks: int = 0
     infer_count: int = 0
+    model_id: str = ""
+    model_name: str = ""
+    key_id: str = ""
 
 
 # (event attribute, response key, is a token/Decimal field)
@@ -219,6 +233,8 @@ class UsageIndex:
 
     def __init__(self, events: Iterable[Event]) -> None:
         self.events: tuple[Event, ...] = tuple(events)
+        self._cloud_eye: CloudEyeIndex | None = None
+        self._cloud_eye_lock = threading.Lock()
         grouped: dict[tuple[int, str, str, str], list[Event]] = {}
         # Nested by (service_type, infer_type) first: every query fixes both.
         self._series: dict[tuple[int, str], dict[tuple[str, str], _Series]] = {}
@@ -231,6 +247,15 @@ class UsageIndex:
 
     def __len__(self) -> int:
         return len(self.events)
+
+    @property
+    def cloud_eye(self) -> CloudEyeIndex:
+        """The same events as Cloud Eye holds them (built on first use: ShowStatistics tests never
+        pay for it)."""
+        with self._cloud_eye_lock:
+            if self._cloud_eye is None:
+                self._cloud_eye = CloudEyeIndex(self.events)
+            return self._cloud_eye
 
     def query(
         self,
@@ -317,6 +342,29 @@ def expected_usage(
 _CST = timezone(timedelta(hours=8))  # Asia/Shanghai has had no DST since 1991
 
 
+def _ces_id(kind: str, name: str) -> str:
+    """A stable 32-hex id (Cloud Eye's real id formats are not documented)."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"fakecloud:{kind}:{name}").hex
+
+
+def ces_key_id(api_key: str) -> str:
+    """Cloud Eye's ``maas_key_id`` of the API key whose name (the ShowStatistics label) is ``api_key``."""
+    return _ces_id("key", api_key)
+
+
+# The model services Cloud Eye files calls under (maas_api_id, name), per service type: preset models
+# for 2, the user's own deployed services for 1 (one named in Chinese, as users do: 2 columns a character).
+CES_MODELS: dict[int, tuple[tuple[str, str], ...]] = {
+    2: tuple((_ces_id("model", name), name) for name in ("DeepSeek-V3", "DeepSeek-R1", "Qwen3-32B")),
+    1: tuple((_ces_id("model", name), name) for name in ("客服助手-qwen2.5-7b", "my-glm-4-9b")),
+}
+
+
+def _model(service_type: int, n: int) -> dict[str, str]:
+    model_id, name = CES_MODELS[service_type][n]
+    return {"model_id": model_id, "model_name": name}
+
+
 def _cst_ms(month: int, day: int, hour: int, minute: int = 0) -> int:
     return int(datetime(2026, month, day, hour, minute, tzinfo=_CST).timestamp() * 1000)
 
@@ -329,11 +377,11 @@ def _seed_events() -> tuple[Event, ...]:
         # Kept well inside the range (and away from its edges in UTC too) so
         # that any sensible day-splitting of --from/--to counts them once.
         Event(_cst_ms(5, 9, 10), 2, "real_time", "key-alpha", ip,
-              30000, 3500, d("1100000.123"), d("1088000.111"), d("11000.012")),
+              30000, 3500, d("1100000.123"), d("1088000.111"), d("11000.012"), **_model(2, 0)),
         Event(_cst_ms(5, 13, 15, 30), 2, "real_time", "key-beta", ip,
-              25000, 3002, d("900000.457"), d("890000.250"), d("9000.500")),
+              25000, 3002, d("900000.457"), d("890000.250"), d("9000.500"), **_model(2, 1)),
         Event(_cst_ms(5, 19, 21), 2, "real_time", "key-alpha", ip,
-              12188, 1500, d("482084.400"), d("478504.001"), d("4872.416")),
+              12188, 1500, d("482084.400"), d("478504.001"), d("4872.416"), **_model(2, 0)),
         # --- service_type 2, real_time, far outside the range (must not count)
         Event(_cst_ms(4, 20, 12), 2, "real_time", "key-alpha", ip,
               5000, 100, d("150000.789"), d("149000.456"), d("1000.333")),
@@ -346,9 +394,9 @@ def _seed_events() -> tuple[Event, ...]:
               800, 4, d("43000.007"), d("40000.003"), d("3000.004"), 5, 790),
         # --- service_type 1 and 4 --------------------------------------------
         Event(_cst_ms(5, 11, 9), 1, "real_time", "key-alpha", ip,
-              4321, 21, d("12345.678"), d("12000.001"), d("345.677")),
+              4321, 21, d("12345.678"), d("12000.001"), d("345.677"), **_model(1, 0)),
         Event(_cst_ms(5, 17, 18), 1, "real_time", "", "198.51.100.7",
-              999, 9, d("2222.222"), d("2000.111"), d("222.111")),
+              999, 9, d("2222.222"), d("2000.111"), d("222.111"), **_model(1, 1)),
         Event(_cst_ms(5, 12, 14), 4, "real_time", "key-beta", ip,
               321, 3, d("654.321"), d("600.300"), d("54.021")),
         Event(_cst_ms(5, 18, 6), 4, "batch", "key-beta", ip,
@@ -377,11 +425,20 @@ _COMPLETION_POOL: tuple[Decimal, ...] = tuple(
 )
 
 
+# Per combination: the model services its calls may go to (by hour) and its key's id; custom
+# endpoints (type 4) are not in Cloud Eye.
+_HOURLY_IDENTITIES: tuple[tuple[tuple[tuple[str, str], ...], str], ...] = tuple(
+    (CES_MODELS.get(service_type, (("", ""),)), ces_key_id(api_key) if service_type in CES_MODELS else "")
+    for service_type, _, api_key, _ in _HOURLY_COMBOS
+)
+
+
 def hourly_events(start_ms: int, end_ms: int) -> list[Event]:
     """Deterministic synthetic usage: one event per UTC hour boundary in
     [start_ms, end_ms) for every combination of service type (1, 2, 4),
     infer type, api key ("key-alpha", "key-beta", "") and ip; values are a
-    pure function of the hour and the combination (no randomness)."""
+    pure function of the hour and the combination (no randomness).  A type 1
+    or 2 event goes to one of its type's CES_MODELS, chosen by the hour."""
     events: list[Event] = []
     append = events.append
     n_prompt, n_completion = len(_PROMPT_POOL), len(_COMPLETION_POOL)
@@ -405,8 +462,10 @@ def hourly_events(start_ms: int, end_ms: int) -> list[Event]:
                     infer = tasks * (3 + (x >> 24) % 50)
                 else:
                     tasks = infer = 0
+                models, key_id = _HOURLY_IDENTITIES[c]
+                model_id, model_name = models[(x >> 27) % len(models)]
                 append(Event(at, service_type, infer_type, api_key, ip, requests, errors,
-                             prompt + completion, prompt, completion, tasks, infer))
+                             prompt + completion, prompt, completion, tasks, infer, model_id, model_name, key_id))
     return events
 
 
@@ -764,10 +823,415 @@ def parse_statistics_request(body: Any) -> StatisticsQuery:
 
 
 # ---------------------------------------------------------------------------
-# 7. HTTP server
+# 7. Cloud Eye (SYS.MaaS) and the MaaS monitor's names
+# ---------------------------------------------------------------------------
+#
+# Shapes and limits from huaweicloudsdkces 3.1.x (v1 ListMetrics, BatchListMetricData) and Cloud Eye's
+# API reference (ces_03_0034) and FAQ (ces_faq_0010); the monitor's instances call from Huawei's
+# cloudeye-exporter (collector/maas.go).  Where they are silent, the fake's choice is said where made.
+
+CES_NAMESPACE = "SYS.MaaS"
+CES_MODEL_DIM = "maas_api_id"
+CES_KEY_DIM = "maas_key_id"
+_CES_DIM_ORDER = (CES_MODEL_DIM, CES_KEY_DIM)
+# Cloud Eye counts calls to preset services and My Services, not custom endpoints (MaaS user guide
+# usermanual_maas_0068); batch inference is taken to be absent (the CLI's contract refuses it there).
+CES_INFER_TYPE = "real_time"
+CES_MAX_METRICS = 500  # BatchListMetricData: "包含的指标数据对象个数为[1,500]"; more is a 400
+CES_MAX_DATAPOINTS = 3000  # "指标数量*(to-from)/监控周期<=3000", else from moves forward, silently
+CES_LIST_LIMIT = 1000  # ListMetrics: limit in [1, 1000], default 1000
+CES_TIME_RANGE = (1111111111111, 9999999999999)  # from and to, epoch ms
+CES_FILTERS = ("average", "variance", "min", "max", "sum")
+CES_RETENTION_DAYS = 155  # hourly sums (FAQ "How Long Is Metric Data Retained?")
+MONITOR_LIMIT = 100  # what cloudeye-exporter asks for: the largest page the fake gives, whatever limit asks
+# The IAM actions that `FakeCloud.denied` understands for Cloud Eye.
+CES_METRICS_ACTION = "ces:metrics:list"
+CES_DATA_ACTION = "ces:metricData:list"
+
+
+@dataclass(frozen=True)
+class CesPeriod:
+    ms: int  # "1" is raw (1-minute) data: 60 000 ms, says the API reference
+    max_span: int  # a longer to - from moves from to to - max_span (the SDK's docstring of from)
+    retention: int  # older datapoints are gone (FAQ)
+
+
+CES_PERIODS: dict[str, CesPeriod] = {
+    "1": CesPeriod(60_000, 4 * HOUR_MS, 2 * DAY_MS),
+    "60": CesPeriod(60_000, 4 * HOUR_MS, 2 * DAY_MS),  # in the SDK's enum, not in the reference: as "1"
+    "300": CesPeriod(300_000, DAY_MS, 10 * DAY_MS),
+    "1200": CesPeriod(1_200_000, 3 * DAY_MS, 20 * DAY_MS),
+    "3600": CesPeriod(HOUR_MS, 10 * DAY_MS, CES_RETENTION_DAYS * DAY_MS),
+    "14400": CesPeriod(4 * HOUR_MS, 30 * DAY_MS, 300 * DAY_MS),
+    "86400": CesPeriod(DAY_MS, 180 * DAY_MS, 5 * 365 * DAY_MS),
+}
+
+_THOUSAND = Decimal(1000)
+# (metric, unit, its value for one event).  Cloud Eye has them per minute, so an hourly sum is the
+# hour's amount.  Names from cloudeye-exporter's SYS.MaaS table; units are not documented.  Errors are
+# split as 5xx = a quarter (rounded down), 4xx = the rest, so 4xx + 5xx is ShowStatistics' count.
+# req_count_2xx is listed too: Cloud Eye has more SYS.MaaS metrics than the CLI reads.
+CES_METRICS: tuple[tuple[str, str, Callable[[Event], Any]], ...] = (
+    ("total_tokens", "count", lambda e: e.total_token * _THOUSAND),
+    ("prompt_tokens", "count", lambda e: e.prompt_token * _THOUSAND),
+    ("completion_tokens", "count", lambda e: e.completion_token * _THOUSAND),
+    ("rpm", "count/min", attrgetter("request_count")),
+    ("req_count_4xx", "count", lambda e: e.error_count - e.error_count // 4),
+    ("req_count_5xx", "count", lambda e: e.error_count // 4),
+    ("req_count_2xx", "count", lambda e: e.request_count - e.error_count),
+)
+CES_METRIC_NAMES: tuple[str, ...] = tuple(name for name, _, _ in CES_METRICS)
+_CES_UNITS = {name: unit for name, unit, _ in CES_METRICS}
+
+Dims = tuple[tuple[str, str], ...]  # a series: ((maas_api_id, id),) or with (maas_key_id, id)
+
+
+def cloud_eye_identity(e: Event) -> tuple[str, str, str, str] | None:
+    """(maas_api_id, model name, maas_key_id, key name) that Cloud Eye files an event under; None
+    for what it does not count (custom endpoints, batch inference)."""
+    if e.service_type not in CES_MODELS or e.infer_type != CES_INFER_TYPE:
+        return None
+    model_id, model_name = (e.model_id, e.model_name) if e.model_id else CES_MODELS[e.service_type][0]
+    return model_id, model_name, e.key_id or ces_key_id(e.api_key), e.api_key
+
+
+def cloud_eye_usage(events: Iterable[Event], start_ms: int, end_ms: int, *, model_id: str | None = None,
+                    key_id: str | None = None) -> dict[str, Decimal]:
+    """Each CES_METRICS metric summed over the events Cloud Eye counts with start_ms <= at < end_ms
+    (of one model and/or key when given), exact: a plain restatement, for tests to compare with."""
+    totals = dict.fromkeys(CES_METRIC_NAMES, Decimal(0))
+    with localcontext(_EXACT):
+        for e in events:
+            identity = cloud_eye_identity(e)
+            if (identity is None or not start_ms <= e.at_ms < end_ms or model_id not in (None, identity[0])
+                    or key_id not in (None, identity[2])):
+                continue
+            for name, _, value in CES_METRICS:
+                totals[name] += value(e)
+    return totals
+
+
+_CES_ROUNDING = Context(prec=60, rounding=ROUND_HALF_UP)
+_CENT = Decimal("0.01")
+
+
+def _ces_number(value: Decimal) -> Decimal:
+    """Rounded half up to 2 decimals and written the way a double prints (123.0, 12.5, 12.35):
+    Cloud Eye's values are doubles (the SDK types them float)."""
+    rounded = value.quantize(_CENT, context=_CES_ROUNDING)
+    if rounded == rounded.to_integral_value(context=_CES_ROUNDING):
+        return rounded.quantize(Decimal("0.1"), context=_CES_ROUNDING)
+    return rounded.normalize(_CES_ROUNDING)
+
+
+def _rollup(per_minute: list[Decimal], how: str) -> Decimal:
+    """A period's value from the minutes that had calls (minutes without any report nothing)."""
+    with localcontext(_CES_ROUNDING):
+        total = sum(per_minute, Decimal(0))
+        if how == "sum":
+            result = total
+        elif how == "max":
+            result = max(per_minute)
+        elif how == "min":
+            result = min(per_minute)
+        else:
+            mean = total / len(per_minute)
+            result = mean if how == "average" else sum((v - mean) ** 2 for v in per_minute) / len(per_minute)
+    return _ces_number(result)
+
+
+class CloudEyeIndex:
+    """The events as Cloud Eye holds them: for each series (a model service alone, and a model
+    service with an API key), the events' times in order and their CES_METRICS values; and the
+    names of every model and key."""
+
+    def __init__(self, events: Iterable[Event]) -> None:
+        grouped: dict[Dims, list[tuple[int, tuple[Any, ...]]]] = {}
+        # (model id, key id) -> (model name, key name)
+        self.instances: dict[tuple[str, str], tuple[str, str]] = {}
+        with _gc_paused(), localcontext(_EXACT):
+            for e in events:
+                identity = cloud_eye_identity(e)
+                if identity is None:
+                    continue
+                model_id, model_name, key_id, key_name = identity
+                row = (e.at_ms, tuple(value(e) for _, _, value in CES_METRICS))
+                grouped.setdefault(((CES_MODEL_DIM, model_id),), []).append(row)
+                grouped.setdefault(((CES_MODEL_DIM, model_id), (CES_KEY_DIM, key_id)), []).append(row)
+                self.instances.setdefault((model_id, key_id), (model_name, key_name))
+        self.series: dict[Dims, tuple[list[int], list[tuple[Any, ...]]]] = {}
+        for dims, rows in grouped.items():
+            rows.sort(key=itemgetter(0))
+            self.series[dims] = ([at for at, _ in rows], [values for _, values in rows])
+
+    def newest(self, dims: Dims) -> int:
+        """When the series last had a call (epoch ms)."""
+        return self.series[dims][0][-1]
+
+    def datapoints(self, dims: Dims, metric: str, start_ms: int, end_ms: int, period_ms: int,
+                   how: str) -> list[tuple[int, Decimal]]:
+        """(period start, value) of every period with calls at start_ms <= at < end_ms, in order."""
+        found = self.series.get(dims)
+        if found is None:
+            return []
+        times, values = found
+        column = CES_METRIC_NAMES.index(metric)
+        periods: dict[int, dict[int, Any]] = {}
+        with localcontext(_EXACT):
+            for i in range(bisect_left(times, start_ms), bisect_left(times, end_ms)):
+                at = times[i]
+                minutes = periods.setdefault(at - at % period_ms, {})
+                minute = at - at % 60_000
+                minutes[minute] = minutes.get(minute, 0) + values[i][column]
+        return [(start, _rollup([Decimal(v) for v in minutes.values()], how))
+                for start, minutes in sorted(periods.items())]
+
+
+@dataclass
+class CloudEyeSettings:
+    """What the fake Cloud Eye does; ``FakeCloud.reset()`` restores the defaults (``retention``
+    from the constructor)."""
+
+    retention: bool = False  # each period's documented retention (hourly: 155 days before the clock)
+    # Metrics that ListMetrics never lists and whose data calls answer no datapoints.
+    missing_metrics: set[str] = field(default_factory=set)
+    # maas_api_id / maas_key_id values whose series ListMetrics leaves out (data calls still answer).
+    unlisted: set[str] = field(default_factory=set)
+    # ListMetrics leaves out series without a call in the last idle_hours hours, as Cloud Eye drops
+    # idle series; with retention, series without a call in the 155 days are left out anyway.
+    idle_hours: float | None = None
+    page_limit: int | None = None  # ListMetrics pages hold at most this many, whatever limit asks
+    # Also answer the datapoint stamped exactly at `to` (real Cloud Eye's choice is not documented).
+    to_inclusive: bool = False
+    # maas_api_id / maas_key_id values the monitor's instances call does not name (deleted services).
+    nameless: set[str] = field(default_factory=set)
+
+    def listed_since(self, now_ms: int) -> int | None:
+        cutoffs = []
+        if self.retention:
+            cutoffs.append(now_ms - CES_PERIODS["3600"].retention)
+        if self.idle_hours is not None:
+            cutoffs.append(now_ms - int(self.idle_hours * HOUR_MS))
+        return max(cutoffs) if cutoffs else None
+
+
+_CES_NAMESPACE_RE = re.compile(r"[A-Za-z]\w*\.[A-Za-z]\w*", re.ASCII)
+_CES_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+
+
+@dataclass(frozen=True)
+class ListMetricsQuery:
+    namespace: str | None = None
+    metric_name: str | None = None
+    dims: tuple[tuple[str, str], ...] = ()
+    start: str = ""
+    limit: int = CES_LIST_LIMIT
+    order: str = "asc"
+
+
+def parse_list_metrics_query(query: Mapping[str, str]) -> ListMetricsQuery:
+    """Validate ListMetrics' query parameters (ValueError(message) if invalid)."""
+    namespace, metric_name = query.get("namespace"), query.get("metric_name")
+    if namespace is not None and not (3 <= len(namespace) <= 32 and _CES_NAMESPACE_RE.fullmatch(namespace)):
+        raise ValueError(f"namespace {namespace!r} must look like service.item")
+    if metric_name is not None and not (len(metric_name) <= 96 and _CES_NAME_RE.fullmatch(metric_name)):
+        raise ValueError(f"metric_name {metric_name!r} is invalid")
+    dims = []
+    for i in range(4):
+        raw = query.get(f"dim.{i}")
+        if raw is None:
+            continue
+        name, comma, value = raw.partition(",")
+        if not comma or not (len(name) <= 32 and _CES_NAME_RE.fullmatch(name)) or not 1 <= len(value) <= 256:
+            raise ValueError(f"dim.{i} must be key,value")
+        dims.append((name, value))
+    limit_text = query.get("limit")
+    if limit_text is not None and not (limit_text.isascii() and limit_text.isdigit()
+                                       and 1 <= int(limit_text) <= CES_LIST_LIMIT):
+        raise ValueError(f"limit must be an integer from 1 to {CES_LIST_LIMIT}")
+    order = query.get("order", "asc")
+    if order not in ("asc", "desc"):
+        raise ValueError("order must be asc or desc")
+    return ListMetricsQuery(namespace, metric_name, tuple(dims), query.get("start", ""),
+                            int(limit_text) if limit_text is not None else CES_LIST_LIMIT, order)
+
+
+def _ces_marker(metric: str, dims: Dims) -> str:
+    # The reference's example: start=SYS.ECS.cpu_util.instance_id:d9112af5-...; two dimensions are
+    # joined with "," here (not documented).
+    return f"{CES_NAMESPACE}.{metric}." + ",".join(f"{name}:{value}" for name, value in dims)
+
+
+def _ces_dimensions(dims: Iterable[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"name": name, "value": value} for name, value in dims]
+
+
+def ces_list_metrics(index: CloudEyeIndex, q: ListMetricsQuery, settings: CloudEyeSettings,
+                     now_ms: int) -> dict[str, Any]:
+    """ListMetrics' answer: one entry per metric and series that has had calls (see settings),
+    sorted by marker, paged after ``start``."""
+    since = settings.listed_since(now_ms)
+    entries: list[tuple[str, str, Dims]] = []
+    for dims in index.series if q.namespace in (None, CES_NAMESPACE) else ():
+        present = dict(dims)
+        if ((since is not None and index.newest(dims) < since) or any(v in settings.unlisted for _, v in dims)
+                or any(present.get(name) != value and not (value == "*" and name in present)
+                       for name, value in q.dims)):
+            continue
+        entries += [(_ces_marker(metric, dims), metric, dims) for metric in CES_METRIC_NAMES
+                    if metric not in settings.missing_metrics and q.metric_name in (None, metric)]
+    descending = q.order == "desc"
+    entries.sort(reverse=descending)
+    after = [e for e in entries if not q.start or (e[0] < q.start if descending else e[0] > q.start)]
+    page = after[:min(q.limit, settings.page_limit or CES_LIST_LIMIT)]
+    return {
+        "metrics": [{"namespace": CES_NAMESPACE, "metric_name": metric, "dimensions": _ces_dimensions(dims),
+                     "unit": _CES_UNITS[metric]} for _, metric, dims in page],
+        "meta_data": {"count": len(page), "marker": page[-1][0] if page else "", "total": len(entries)},
+    }
+
+
+@dataclass(frozen=True)
+class BatchQuery:
+    metrics: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...]  # namespace, metric, dimensions
+    from_ms: int
+    to_ms: int
+    period: str
+    filter: str
+
+
+def _ces_string(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string")
+    return value
+
+
+def parse_batch_query(body: Any) -> BatchQuery:
+    """Validate a BatchListMetricData body (ValueError(message) if invalid).  Unknown fields are
+    ignored."""
+    if not isinstance(body, dict):
+        raise ValueError("the request body must be a JSON object")
+    for name in ("metrics", "from", "to", "period", "filter"):
+        if body.get(name) is None:
+            raise ValueError(f"missing required field: {name}")
+    metrics = body["metrics"]
+    if not isinstance(metrics, list) or not 1 <= len(metrics) <= CES_MAX_METRICS:
+        count = len(metrics) if isinstance(metrics, list) else _json_type(metrics)
+        raise ValueError(f"metrics must be an array of 1 to {CES_MAX_METRICS} metrics, got {count}")
+    parsed = []
+    for i, metric in enumerate(metrics):
+        if not isinstance(metric, dict):
+            raise ValueError(f"metrics[{i}] must be an object")
+        dims = metric.get("dimensions")
+        if not isinstance(dims, list) or not 1 <= len(dims) <= 4 or not all(isinstance(d, dict) for d in dims):
+            raise ValueError(f"metrics[{i}].dimensions must be an array of 1 to 4 objects")
+        parsed.append((_ces_string(metric.get("namespace"), f"metrics[{i}].namespace"),
+                       _ces_string(metric.get("metric_name"), f"metrics[{i}].metric_name"),
+                       tuple((_ces_string(d.get("name"), f"metrics[{i}].dimensions[{j}].name"),
+                              _ces_string(d.get("value"), f"metrics[{i}].dimensions[{j}].value"))
+                             for j, d in enumerate(dims))))
+    from_ms, to_ms = _int_field(body, "from"), _int_field(body, "to")
+    for name, value in (("from", from_ms), ("to", to_ms)):
+        if not CES_TIME_RANGE[0] <= value <= CES_TIME_RANGE[1]:
+            raise ValueError(f"{name} must be an epoch time in ms from {CES_TIME_RANGE[0]} to {CES_TIME_RANGE[1]}")
+    if from_ms >= to_ms:
+        raise ValueError("from must be less than to")
+    if body["period"] not in CES_PERIODS:  # a string: "3600", not 3600
+        raise ValueError(f"period must be one of {', '.join(map(repr, CES_PERIODS))}, got {render_json(body['period'])}")
+    if body["filter"] not in CES_FILTERS:
+        raise ValueError(f"filter must be one of {', '.join(CES_FILTERS)}, got {render_json(body['filter'])}")
+    return BatchQuery(tuple(parsed), from_ms, to_ms, body["period"], body["filter"])
+
+
+def ces_window(q: BatchQuery, to_inclusive: bool = False) -> tuple[int, int]:
+    """[start, end) of the period starts Cloud Eye answers for: from rounded down to the period
+    (the reference: 云监控会根据所选择的聚合粒度向前取整from参数), then moved forward, silently, as far as
+    the period's longest span and the 3000-datapoint rule need (a moved from lands on a period
+    boundary, so the answer never exceeds 3000 datapoints)."""
+    p = CES_PERIODS[q.period].ms
+    count = len(q.metrics)
+    end = (q.to_ms // p + 1) * p if to_inclusive else -(-q.to_ms // p) * p
+    span = min(CES_PERIODS[q.period].max_span, CES_MAX_DATAPOINTS * p // count)
+    if q.to_ms - q.from_ms > span:
+        start = -(-(q.to_ms - span) // p) * p
+    else:
+        start = q.from_ms - q.from_ms % p
+    return max(start, end - (CES_MAX_DATAPOINTS // count) * p), end
+
+
+def ces_batch_answer(index: CloudEyeIndex, q: BatchQuery, settings: CloudEyeSettings,
+                     now_ms: int) -> dict[str, Any]:
+    """BatchListMetricData's answer: per requested metric, in order, the datapoints of its series
+    within ces_window (and the retention); none for a series or metric Cloud Eye does not have."""
+    period = CES_PERIODS[q.period]
+    start, end = ces_window(q, settings.to_inclusive)
+    if settings.retention:
+        start = max(start, -(-(now_ms - period.retention) // period.ms) * period.ms)
+    answer = []
+    for namespace, metric, dims in q.metrics:
+        names = [name for name, _ in dims]
+        known = (namespace == CES_NAMESPACE and metric in CES_METRIC_NAMES and metric not in settings.missing_metrics
+                 and len(set(names)) == len(names) and set(names) <= set(_CES_DIM_ORDER))
+        series = tuple(sorted(dims, key=lambda d: _CES_DIM_ORDER.index(d[0]))) if known else ()
+        points = index.datapoints(series, metric, start, end, period.ms, q.filter) if known else []
+        answer.append({"namespace": namespace, "metric_name": metric, "dimensions": _ces_dimensions(dims),
+                       "datapoints": [{q.filter: value, "timestamp": at} for at, value in points],
+                       "unit": _CES_UNITS[metric] if known else ""})
+    return {"metrics": answer}
+
+
+@dataclass(frozen=True)
+class InstancesQuery:
+    namespace: str
+    start: int
+    limit: int
+    dims: tuple[str, ...]
+
+
+def parse_instances_request(body: Any) -> InstancesQuery:
+    """Validate the monitor's instances body (ValueError(message) if invalid).  ``start`` and
+    ``limit`` may be absent (Go's omitempty drops a 0 start): 0 and 100."""
+    if not isinstance(body, dict):
+        raise ValueError("the request body must be a JSON object")
+    namespace = _ces_string(body.get("namespace"), "namespace")
+    start = 0 if body.get("start") is None else _int_field(body, "start")
+    limit = MONITOR_LIMIT if body.get("limit") is None else _int_field(body, "limit")
+    if start < 0 or not 1 <= limit <= CES_LIST_LIMIT:
+        raise ValueError(f"start must be >= 0 and limit from 1 to {CES_LIST_LIMIT}")
+    query = body.get("query")
+    if not isinstance(query, list) or not all(isinstance(q, dict) for q in query):
+        raise ValueError("query must be an array of {\"dim_name\": ...} objects")
+    dims = tuple(q.get("dim_name") for q in query)
+    if dims not in (_CES_DIM_ORDER[:1], _CES_DIM_ORDER):
+        raise ValueError("query must name maas_api_id, or maas_api_id and maas_key_id")
+    return InstancesQuery(namespace, start, limit, dims)
+
+
+def monitor_instances(index: CloudEyeIndex, q: InstancesQuery, nameless: set[str]) -> dict[str, Any]:
+    """The names of every model (or model and key) that had calls, sorted by name, paged by start."""
+    rows: dict[tuple[str, ...], dict[str, Any]] = {}
+    for (model_id, key_id), (model_name, key_name) in index.instances.items() if q.namespace == CES_NAMESPACE else ():
+        if model_id in nameless or (len(q.dims) == 2 and key_id in nameless):
+            continue
+        item = {CES_MODEL_DIM: {"id": model_id, "name": model_name}}
+        if len(q.dims) == 2:
+            item[CES_KEY_DIM] = {"id": key_id, "name": key_name}
+        rows[(model_name, model_id) + ((key_name, key_id) if len(q.dims) == 2 else ())] = item
+    ordered = [rows[k] for k in sorted(rows)]
+    return {"instances": ordered[q.start:q.start + min(q.limit, MONITOR_LIMIT)], "total": len(ordered)}
+
+
+# ---------------------------------------------------------------------------
+# 8. HTTP server
 # ---------------------------------------------------------------------------
 
 _MAAS_PATH_RE = re.compile(r"/v1/([^/]+)/maas/monitoring/show-statistics")
+# Cloud Eye and the MaaS monitor are told apart from IAM and MaaS by path, on the same port.
+_CES_METRICS_PATH_RE = re.compile(r"/V1\.0/([^/]+)/metrics")
+_CES_DATA_PATH_RE = re.compile(r"/V1\.0/([^/]+)/batch-query-metric-data")
+_MONITOR_PATH_RE = re.compile(r"/v1/([^/]+)/maas/monitor/instances")
+_PATH_KINDS = (("maas", _MAAS_PATH_RE), ("ces_metrics", _CES_METRICS_PATH_RE), ("ces_data", _CES_DATA_PATH_RE),
+               ("monitor", _MONITOR_PATH_RE))
 _IAM_PROJECTS_PATH = "/v3/projects"
 _JSON_TYPE = "application/json;charset=UTF-8"
 # Error codes are modelled on the real ones; the ModelArts numbers are invented.
@@ -810,14 +1274,15 @@ class LoggedRequest:
     headers: Headers
     body: bytes
     json: Any  # parsed body (floats as Decimal) or None
-    kind: str  # "iam" | "maas" | "other"
-    at: float  # time.monotonic() when the request was fully received
+    kind: str  # "iam" | "maas" | "ces_metrics" | "ces_data" | "monitor" | "other"
+    at: float  # the server's monotonic time (FakeCloud.monotonic) when the request was fully received
     request_id: str
     raw_target: str = ""  # the request target as sent (path?query)
     status: int | None = None  # None: no response (reset / hang faults)
     fault: str | None = None  # kind of the injected fault that answered it
     auth_error: str | None = None
     canonical_request: str | None = None  # the server's, when a signature was checked
+    ces_from: int | None = None  # BatchListMetricData: the from Cloud Eye used (rounded down, maybe moved)
 
 
 FAULT_KINDS = (
@@ -825,7 +1290,9 @@ FAULT_KINDS = (
     # hostile answers: slow, endless, huge, or echoing the secret key
     "trickle_headers", "trickle_body", "endless_chunked", "oversized", "gzip_bomb", "echo_secret",
 )
-FAULT_PATHS = ("maas", "iam", "any")
+# "ces" is either Cloud Eye call; "ces_metrics" ListMetrics, "ces_data" BatchListMetricData;
+# "monitor" the MaaS monitor's instances call (names).
+FAULT_PATHS = ("maas", "iam", "ces", "ces_metrics", "ces_data", "monitor", "any")
 _FAULT_PARAMS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (required, optional)
     "status": ({"status"}, {"body", "retry_after", "error_code", "error_msg"}),
     "html": (set(), {"status", "body"}),
@@ -889,6 +1356,13 @@ _FAULT_STATUS_ERRORS: dict[int, tuple[str, str]] = {
     503: ("APIGW.0201", "Request error. Backend service unavailable"),
     504: ("APIGW.0203", "Backend timeout"),
 }
+# ... and for Cloud Eye's own answers (not API Gateway's: 401, 429 and 502-504 stay as above).
+_CES_FAULT_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("ces.0014", "Some content in message body is not correct."),
+    403: ("403", "Policy doesn't allow [ces:metricData:list] to be performed"),
+    404: ("ces.0016", "The requested resource does not exist."),
+    500: ("ces.0007", "Internal service error."),
+}
 _HTML_PAGE = (
     "<html>\r\n<head><title>{code} {phrase}</title></head>\r\n<body>\r\n"
     "<center><h1>{code} {phrase}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
@@ -944,12 +1418,12 @@ def _phrase(status: int) -> str:
 @dataclass
 class Fault:
     kind: str
-    path: str  # "maas" | "iam" | "any"
+    path: str  # one of FAULT_PATHS
     params: dict[str, Any]
     remaining: int
 
     def matches(self, kind: str) -> bool:
-        return self.path == "any" or self.path == kind
+        return self.path in ("any", kind) or (self.path == "ces" and kind.startswith("ces_"))
 
 
 class _Server(ThreadingHTTPServer):
@@ -1028,6 +1502,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def version_string(self) -> str:
         return self.server_version
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header reads the server clock, which ``server_time_offset`` moves like the
+        # signature check's: a skewed fake shows its skew where a client can measure it.
+        return super().date_time_string(self.server.cloud.server_now() if timestamp is None else timestamp)
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.cloud.verbose:
@@ -1148,20 +1627,20 @@ class _Handler(BaseHTTPRequestHandler):
             parsed = None
         if path.startswith("/v3/"):
             kind = "iam"
-        elif _MAAS_PATH_RE.fullmatch(path):
-            kind = "maas"
         else:
-            kind = "other"
+            kind = next((name for name, pattern in _PATH_KINDS if pattern.fullmatch(path)), "other")
         headers = Headers()
         for name, value in self.headers.items():
             headers.setdefault(name.lower(), _received_value(value))
         entry = LoggedRequest(
             method=self.command, path=path, query=dict(parse_qsl(raw_query, keep_blank_values=True)),
-            headers=headers, body=body, json=parsed, kind=kind, at=time.monotonic(),
+            headers=headers, body=body, json=parsed, kind=kind, at=cloud.monotonic(),
             request_id=self.request_id, raw_target=self.path,
         )
         self.entry = entry
         cloud._record(entry)
+        if kind == "maas":
+            cloud._wait_at_gate()
 
         if cloud.latency > 0:
             cloud._stop_event.wait(cloud.latency)
@@ -1182,6 +1661,12 @@ class _Handler(BaseHTTPRequestHandler):
             route = self._iam_projects
         elif kind == "maas" and self.command == "POST":
             route = self._maas_show_statistics
+        elif kind == "ces_metrics" and self.command in ("GET", "HEAD"):
+            route = self._ces_list_metrics
+        elif kind == "ces_data" and self.command == "POST":
+            route = self._ces_batch_data
+        elif kind == "monitor" and self.command == "POST":
+            route = self._monitor_instances
         if route is None:
             self._error(404, _APIGW_NO_API,
                         "The API does not exist or has not been published in the environment",
@@ -1241,6 +1726,60 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send_json(200, cloud.answer(q))
 
+    def _ces_error(self, status: int, code: str, details: str) -> None:
+        # Cloud Eye's v1 APIs answer errors in their own shape (API reference, "Error Codes"),
+        # not API Gateway's error_code/error_msg: a client reading only those finds nothing.
+        self._send_json(status, {"http_code": str(status), "message": {"details": details, "code": code}})
+
+    def _ces_checked(self, cloud: FakeCloud, entry: LoggedRequest, pattern: re.Pattern[str],
+                     action: str) -> bool:
+        """False (after answering) when the project or the permission is wrong."""
+        match = pattern.fullmatch(entry.path)
+        assert match is not None
+        if unquote(match.group(1)) not in {p["id"] for p in cloud.projects}:
+            self._ces_error(400, "ces.0003", "The tenant ID is left blank or incorrect.")
+            return False
+        if action in cloud.denied:
+            self._ces_error(403, "403", f"Policy doesn't allow [{action}] to be performed")
+            return False
+        return True
+
+    def _ces_list_metrics(self, cloud: FakeCloud, entry: LoggedRequest) -> None:
+        if not self._ces_checked(cloud, entry, _CES_METRICS_PATH_RE, CES_METRICS_ACTION):
+            return
+        try:
+            q = parse_list_metrics_query(entry.query)
+        except ValueError as exc:
+            self._ces_error(400, "ces.0013", f"The URL parameter is invalid or does not exist: {exc}")
+            return
+        self._send_json(200, ces_list_metrics(cloud.index.cloud_eye, q, cloud.ces, int(cloud.server_now() * 1000)))
+
+    def _ces_batch_data(self, cloud: FakeCloud, entry: LoggedRequest) -> None:
+        if not self._ces_checked(cloud, entry, _CES_DATA_PATH_RE, CES_DATA_ACTION):
+            return
+        try:
+            q = parse_batch_query(entry.json)
+        except ValueError as exc:
+            self._ces_error(400, "ces.0014", f"Some content in message body is not correct: {exc}")
+            return
+        entry.ces_from = ces_window(q, cloud.ces.to_inclusive)[0]
+        self._send_json(200, ces_batch_answer(cloud.index.cloud_eye, q, cloud.ces, int(cloud.server_now() * 1000)))
+
+    def _monitor_instances(self, cloud: FakeCloud, entry: LoggedRequest) -> None:
+        match = _MONITOR_PATH_RE.fullmatch(entry.path)
+        assert match is not None
+        project_id = unquote(match.group(1))
+        if project_id not in {p["id"] for p in cloud.projects}:
+            self._error(404, _MAAS_NO_PROJECT,
+                        f"Project {project_id} does not exist or is not accessible with this access key.")
+            return
+        try:
+            q = parse_instances_request(entry.json)
+        except ValueError as exc:
+            self._error(400, _MAAS_BAD_PARAM, f"Invalid parameter: {exc}")
+            return
+        self._send_json(200, monitor_instances(cloud.index.cloud_eye, q, cloud.ces.nameless))
+
     def _apply_fault(self, fault: Fault, cloud: FakeCloud) -> bool:
         """Answer (or not) as the fault says; False means "carry on normally"."""
         p = fault.params
@@ -1257,7 +1796,14 @@ class _Handler(BaseHTTPRequestHandler):
             status = int(p["status"])
             body = p.get("body")
             headers = {"Retry-After": str(p["retry_after"])} if p.get("retry_after") is not None else {}
-            if body is None:
+            kind = self.entry.kind if self.entry is not None else "other"
+            if body is None and kind.startswith("ces_") and status in _CES_FAULT_ERRORS:
+                code, msg = _CES_FAULT_ERRORS[status]
+                if status == 403 and kind == "ces_metrics":
+                    msg = msg.replace(CES_DATA_ACTION, CES_METRICS_ACTION)
+                body = {"http_code": str(status),
+                        "message": {"details": p.get("error_msg", msg), "code": p.get("error_code", code)}}
+            elif body is None:
                 code, msg = _FAULT_STATUS_ERRORS.get(status, (_MAAS_INTERNAL, "Injected fault."))
                 body = {"error_code": p.get("error_code", code), "error_msg": p.get("error_msg", msg),
                         "request_id": self.request_id}
@@ -1411,16 +1957,25 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class FakeCloud:
-    """Fake IAM + MaaS endpoint on one port (both services are told apart by
-    path).  Settable at any time: ``latency``, ``fail_all``, ``denied``,
-    ``events``, ``credentials``, ``projects``, ``server_time_offset``,
-    ``clock_skew_limit``, ``retention_days``.
+    """Fake IAM + MaaS + Cloud Eye + MaaS monitor endpoint on one port (the
+    services are told apart by path, so ``url`` is every endpoint).  Settable
+    at any time: ``latency``, ``fail_all``, ``denied``, ``events``,
+    ``credentials``, ``projects``, ``server_time_offset``, ``clock_skew_limit``,
+    ``retention_days``, ``clock``, and ``ces`` (a CloudEyeSettings: retention,
+    missing metrics, unlisted or idle series, ListMetrics page size, nameless
+    ids).
+
+    ``clock`` (an object with ``now()`` and ``monotonic()``, such as the
+    tests' FakeClock; None: the machine's) is the server's time: its
+    signature checks, its retention and the ``at`` of its log.
 
     ``retention_days`` models MaaS's retention: events older than that many
     days before the server clock are no longer counted (a window wholly
     before it answers zeros).  None (the default in the suite, so that tests
     can query fixed historical dates) keeps every event; the standalone
-    server keeps RETENTION_DAYS unless started with --no-retention."""
+    server keeps RETENTION_DAYS unless started with --no-retention.
+    ``ces_retention`` likewise turns on Cloud Eye's (155 days of hourly
+    sums; off in the suite, on in the standalone server)."""
 
     def __init__(
         self,
@@ -1434,6 +1989,7 @@ class FakeCloud:
         latency: float = 0.0,
         verbose: bool = False,
         retention_days: int | None = None,
+        ces_retention: bool = False,
     ) -> None:
         self.tls = tls
         self.host = host
@@ -1451,8 +2007,13 @@ class FakeCloud:
         self.verbose = verbose
         self.clock_skew_limit: float = CLOCK_SKEW_LIMIT_S
         self.server_time_offset: float = 0.0  # seconds added to the server clock
+        self.clock: Any = None
+        self._gate: dict[str, Any] | None = None
+        self._gate_changed = threading.Condition()
         self.retention_days = retention_days
         self._default_retention_days = retention_days
+        self.ces = CloudEyeSettings(retention=ces_retention)
+        self._default_ces_retention = ces_retention
         self._index = build_index(SEED_EVENTS if events is None else events)
         self._lock = threading.Lock()
         self._log: list[LoggedRequest] = []
@@ -1492,6 +2053,8 @@ class FakeCloud:
         if server is None:
             return
         self._stop_event.set()  # releases "hang" faults and latency sleeps
+        with self._gate_changed:  # and requests held at the gate
+            self._gate_changed.notify_all()
         server.shutdown()
         with self._lock:
             connections = list(self._connections)
@@ -1536,7 +2099,7 @@ class FakeCloud:
 
     @property
     def url(self) -> str:
-        """Base URL of both IAM and MaaS (no trailing slash)."""
+        """Base URL of IAM, MaaS, Cloud Eye and the MaaS monitor (no trailing slash)."""
         if self.tls:
             # The certificate names localhost, 127.0.0.1 and ::1; "localhost"
             # is what a user would type.
@@ -1562,6 +2125,8 @@ class FakeCloud:
             "HW_SECRET_KEY": secret_key,
             "HW_IAM_ENDPOINT": self.url,
             "HW_MAAS_ENDPOINT": self.url,
+            "HW_CES_ENDPOINT": self.url,
+            "HW_MAAS_MONITOR_ENDPOINT": self.url,
         }
         if token is not None:
             env["HW_SECURITY_TOKEN"] = token
@@ -1599,11 +2164,28 @@ class FakeCloud:
     def answer(self, q: StatisticsQuery) -> dict[str, int | Decimal]:
         return self.expected_usage(q.start_time, q.end_time, q.service_type, q.infer_type, q.api_keys, q.ips)
 
+    def cloud_eye_usage(self, start_ms: int, end_ms: int, *, model_id: str | None = None,
+                        key_id: str | None = None) -> dict[str, Decimal]:
+        """Every Cloud Eye metric summed over the calls at start_ms <= at < end_ms (of one model
+        and/or key), exact, from the events themselves (not through the served datapoints);
+        ``total_tokens`` etc. are tokens, not thousands.  No retention: what a client should get
+        from whole hours that Cloud Eye still keeps."""
+        return cloud_eye_usage(self.events, start_ms, end_ms, model_id=model_id, key_id=key_id)
+
+    def cloud_eye_instances(self) -> dict[tuple[str, str], tuple[str, str]]:
+        """(maas_api_id, maas_key_id) -> (model name, key name) of every pair that had calls."""
+        return dict(self._index.cloud_eye.instances)
+
     # -- clock ---------------------------------------------------------------
 
     def server_now(self) -> float:
         """The server clock, epoch seconds."""
-        return time.time() + self.server_time_offset
+        wall = time.time() if self.clock is None else self.clock.now().timestamp()
+        return wall + self.server_time_offset
+
+    def monotonic(self) -> float:
+        """The server's monotonic time (seconds), as the log's ``at`` reads it."""
+        return time.monotonic() if self.clock is None else self.clock.monotonic()
 
     def retained_from_ms(self) -> int:
         """The oldest instant still counted (epoch ms); 0 without a retention."""
@@ -1626,6 +2208,10 @@ class FakeCloud:
         """Parsed bodies of all ShowStatistics calls, whatever their status
         (None for a body that was not JSON)."""
         return [e.json for e in self.requests_of("maas")]
+
+    def ces_requests(self) -> list[LoggedRequest]:
+        """The Cloud Eye calls (ListMetrics and BatchListMetricData) received so far, in order."""
+        return [e for e in self.log if e.kind.startswith("ces_")]
 
     def clear_log(self) -> None:
         with self._lock:
@@ -1650,6 +2236,27 @@ class FakeCloud:
     def reset_max_in_flight(self) -> None:
         with self._lock:
             self._max_in_flight = self._in_flight
+
+    def hold_statistics(self, count: int, *, after: int = 0, timeout: float = 30.0) -> None:
+        """Hold ShowStatistics requests until ``count`` of them are in the server at once (the first
+        ``after`` pass straight through), so a test sees a client's concurrency without racing it.
+        ``timeout`` (real seconds) is only a safety net: a client that never sends that many at
+        once gets its answers late, and ``max_in_flight`` tells."""
+        with self._gate_changed:
+            self._gate = {"count": count, "after": after, "timeout": timeout, "seen": 0, "held": 0}
+
+    def _wait_at_gate(self) -> None:
+        with self._gate_changed:
+            gate = self._gate
+            if gate is None:
+                return
+            gate["seen"] += 1
+            if gate["seen"] <= gate["after"]:
+                return
+            gate["held"] += 1
+            self._gate_changed.notify_all()
+            self._gate_changed.wait_for(lambda: gate["held"] >= gate["count"] or self._stop_event.is_set(),
+                                        gate["timeout"])
 
     @property
     def connection_count(self) -> int:
@@ -1684,11 +2291,15 @@ class FakeCloud:
     # -- faults --------------------------------------------------------------
 
     def add_fault(self, kind: str, *, times: int = 1, path: str = "maas", **params: Any) -> Fault:
-        """Queue a fault for the next ``times`` requests to ``path`` ("maas",
-        "iam" or "any").  Faults apply after the request is logged, before
-        authentication.  Kinds and params:
+        """Queue a fault for the next ``times`` requests to ``path`` (one of
+        FAULT_PATHS: "maas", "iam", "ces" (either Cloud Eye call),
+        "ces_metrics" (ListMetrics), "ces_data" (BatchListMetricData),
+        "monitor" (the instances call) or "any").  Faults apply after the
+        request is logged, before authentication.  Kinds and params:
 
         status(status, body=None, retry_after=None, error_code=None, error_msg=None)
+            (on a Cloud Eye path, 400/403/404/500 answer in Cloud Eye's v1
+            error shape: {"http_code", "message": {"details", "code"}})
         html(status=502, body=None)   invalid_json(status=200)   json(body, status=200)
         reset()   hang(seconds=None: until stop)   redirect(location, status=302)
         delay(seconds=1.0: then answer normally)
@@ -1752,15 +2363,22 @@ class FakeCloud:
 
     def reset(self) -> None:
         """Back to the constructor's settings for faults, log, denied,
-        fail_all, latency, clock and retention (events, credentials and
-        projects are kept): for a server shared between tests."""
+        fail_all, latency, clock, gate, retention and ``ces`` (events,
+        credentials and projects are kept): for a server shared between tests."""
         self.clear_faults()
         self.clear_log()
         self.denied.clear()
         self.fail_all = False
         self.latency = self._default_latency
         self.server_time_offset = 0.0
+        self.clock = None
+        with self._gate_changed:
+            if self._gate is not None:
+                self._gate["count"] = 0  # lets anything held go
+            self._gate = None
+            self._gate_changed.notify_all()
         self.retention_days = self._default_retention_days
+        self.ces = CloudEyeSettings(retention=self._default_ces_retention)
         self.clock_skew_limit = CLOCK_SKEW_LIMIT_S
         self.reset_max_in_flight()
 
@@ -1785,7 +2403,7 @@ def _tls_material() -> tuple[Any, Any]:
 
 
 # ---------------------------------------------------------------------------
-# 8. Standalone command line
+# 9. Standalone command line
 # ---------------------------------------------------------------------------
 
 
@@ -1797,13 +2415,21 @@ def _retention_line(cloud: FakeCloud) -> str:
             "Asia/Shanghai counts; --no-retention turns it off)")
 
 
+def _cloud_eye_line(cloud: FakeCloud) -> str:
+    if not cloud.ces.retention:
+        return f"  Cloud Eye {CES_NAMESPACE}: retention off (every hourly sum is kept)"
+    return (f"  Cloud Eye {CES_NAMESPACE}: hourly sums kept {CES_RETENTION_DAYS} days, like Cloud Eye; per model "
+            "service and API key for preset services and My Services")
+
+
 def _print_instructions(cloud: FakeCloud, dataset: str, dataset_days: int) -> None:
     env = cloud.client_env()
     lines = [
-        f"Fake Huawei Cloud (IAM + MaaS ShowStatistics) listening on {cloud.url}",
+        f"Fake Huawei Cloud (IAM + MaaS ShowStatistics + Cloud Eye) listening on {cloud.url}",
         f"  dataset: {dataset} ({len(cloud.events)} events); latency: {cloud.latency} s",
         f"  region {DEMO_REGION} -> project id {DEMO_PROJECT_ID}",
         _retention_line(cloud),
+        _cloud_eye_line(cloud),
     ]
     if cloud.tls:
         lines.append(f"  CA certificate (trust it via REQUESTS_CA_BUNDLE): {cloud.ca_pem_path}")
@@ -1837,7 +2463,7 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Fake Huawei Cloud IAM + MaaS ShowStatistics server for trying the CLI offline.")
+        description="Fake Huawei Cloud IAM + MaaS ShowStatistics + Cloud Eye server for trying the CLI offline.")
     parser.add_argument("--port", type=int, default=8443, help="port to listen on (0: any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS")
@@ -1848,7 +2474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="days of hourly data before now (with --dataset hourly)")
     parser.add_argument("--no-retention", action="store_true",
                         help=f"count every event; by default, like MaaS, nothing older than {RETENTION_DAYS} "
-                             "days before now is counted")
+                             f"days before now is counted, and like Cloud Eye, no hourly sum older than "
+                             f"{CES_RETENTION_DAYS} days")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
 
@@ -1864,7 +2491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             events = SEED_EVENTS
         cloud = FakeCloud(tls=not args.http, host=args.host, port=args.port, events=events,
                           latency=args.latency, verbose=args.verbose,
-                          retention_days=None if args.no_retention else RETENTION_DAYS)
+                          retention_days=None if args.no_retention else RETENTION_DAYS,
+                          ces_retention=not args.no_retention)
         try:
             cloud.start()
         except (OSError, RuntimeError) as exc:

@@ -126,7 +126,7 @@ def test_api_keys_and_ips_filters_are_sent_and_applied(cli, cloud):
 
 
 def test_year_query_sends_its_windows_concurrently(cli, cloud):
-    cloud.latency = 0.3
+    cloud.hold_statistics(13)  # no answer until 13 are in flight: counted without racing the client
     run = cli("--last", "365d", "--timezone", "UTC", "--format", "json")
     assert run.code == 0, run.stderr
     assert len(cloud.maas_requests()) == 13
@@ -135,6 +135,7 @@ def test_year_query_sends_its_windows_concurrently(cli, cloud):
 
 def test_given_project_id_sends_one_request_alone_before_fanning_out(cli, cloud):
     cloud.latency = 0.2
+    cloud.hold_statistics(3, after=1)  # the other three are counted in flight without racing the client
     run = cli("--last", "100d", "--timezone", "UTC", "--project-id", fakecloud.DEMO_PROJECT_ID)
     assert run.code == 0, run.stderr
     log = [entry for entry in cloud.log if entry.kind == "maas"]
@@ -385,24 +386,25 @@ def test_iam_permission_denied_suggests_project_id(cli, cloud):
     assert run.code == 3 and "--project-id" in run.stderr
 
 
-def test_transient_5xx_is_retried_and_totals_stay_exact(cli, cloud):
+def test_transient_5xx_is_retried_and_totals_stay_exact(cli, cloud, fake_clock):
     cloud.add_fault("status", status=503, times=2)
-    run = cli(*SEED_RANGE)
+    run = cli(*SEED_RANGE, clock=fake_clock)
     assert run.code == 0, run.stderr
     assert run.stdout == SEED_TABLE
+    assert len(fake_clock.sleeps) == 2  # two backoffs, on the run's clock
 
 
-def test_429_retry_after_is_honoured(cli, cloud):
+def test_429_retry_after_is_honoured(cli, cloud, fake_clock):
     cloud.add_fault("status", status=429, retry_after="1")
-    run = cli(*SEED_RANGE, "--format", "json")
+    run = cli(*SEED_RANGE, "--format", "json", clock=fake_clock)
     assert run.code == 0, run.stderr
     maas = [e for e in cloud.log if e.kind == "maas"]
     assert len(maas) == 2 and maas[1].at - maas[0].at >= 0.95
 
 
-def test_persistent_5xx_fails_with_status_and_request_id(cli, cloud):
+def test_persistent_5xx_fails_with_status_and_request_id(cli, cloud, fake_clock):
     cloud.add_fault("status", status=500, times=10)
-    run = cli(*SEED_RANGE, "--retries", "1")
+    run = cli(*SEED_RANGE, "--retries", "1", clock=fake_clock)
     assert run.code == 1
     assert "HTTP 500" in run.stderr and "X-Request-Id" in run.stderr and "2 attempts" in run.stderr
     assert len([e for e in cloud.log if e.kind == "maas"]) == 2
@@ -434,9 +436,9 @@ def test_redirects_are_not_followed(cli, cloud):
     assert len([e for e in cloud.log if e.kind == "maas"]) == 1
 
 
-def test_connection_reset_is_retried(cli, cloud):
+def test_connection_reset_is_retried(cli, cloud, fake_clock):
     cloud.add_fault("reset")
-    run = cli(*SEED_RANGE)
+    run = cli(*SEED_RANGE, clock=fake_clock)
     assert run.code == 0, run.stderr
     assert run.stdout == SEED_TABLE
 

@@ -115,10 +115,11 @@ def test_new_and_dash_when_the_previous_value_is_zero(cli, cloud):
 
 def test_grouped_rows_of_the_previous_period_in_json_and_csv(cli, hourly):
     args = ("--last", "3d", "--timezone", "UTC", "--project-id", PROJECT, "--group-by", "day", "--compare")
-    doc = cli(*args, "--format", "json").json()
+    now = datetime.now(timezone.utc)  # both runs end at the same instant, however long the first one takes
+    doc = cli(*args, "--format", "json", now=now).json()
     assert len(doc["previous"]["rows"]) == len(doc["rows"]) == 4  # the first and last days are partial
     assert set(doc["change"]) == set(m.METRIC_NAMES)
-    rows = list(csv.DictReader(io.StringIO(cli(*args, "--format", "csv").stdout)))
+    rows = list(csv.DictReader(io.StringIO(cli(*args, "--format", "csv", now=now).stdout)))
     assert [r["start"] for r in rows] == [r["start"] for r in doc["rows"] + doc["previous"]["rows"]]
 
 

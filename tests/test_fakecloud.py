@@ -371,6 +371,14 @@ def test_server_clock_skew_is_simulated(client: Client) -> None:
     assert client.maas(SEED_BODY).status_code == 200
 
 
+def test_the_date_header_reads_the_server_clock(client: Client) -> None:
+    from email.utils import parsedate_to_datetime
+
+    client.cloud.server_time_offset = -20 * 60  # a client can measure the skew it is judged by
+    served = parsedate_to_datetime(client.maas(SEED_BODY).headers["Date"])
+    assert abs((served - datetime.now(timezone.utc)).total_seconds() + 20 * 60) < 5
+
+
 # ---------------------------------------------------------------------------
 # MaaS and IAM behaviour
 # ---------------------------------------------------------------------------
@@ -602,7 +610,7 @@ def recv_for(sock: ssl.SSLSocket, seconds: float) -> bytes:
         sock.settimeout(left)
         try:
             piece = sock.recv(65536)
-        except TimeoutError:
+        except socket.timeout:  # TimeoutError itself only from Python 3.10
             break
         if not piece:
             break

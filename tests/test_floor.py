@@ -15,7 +15,7 @@ import pytest
 
 import fakecloud
 import maas_rest_usage_stats as m
-from conftest import oracle_metrics
+from conftest import FakeClock, oracle_metrics
 
 PROJECT = fakecloud.DEMO_PROJECT_ID
 YEAR = ["--from", "2025-11-01", "--to", "2026-11-01", "--timezone", "UTC", "--format", "json"]  # 13 windows
@@ -74,16 +74,6 @@ def test_pool_slots_are_found_on_urllib3_pools_and_absent_elsewhere():
 
 # -- pacing where the API counts: arrivals -------------------------------------------------------------
 
-class FakeClock(m.Clock):
-    def __init__(self) -> None:
-        super().__init__(m.datetime.now(m.timezone.utc), monotonic=lambda: self.now)
-        self.now = 0.0
-
-    def wait(self, seconds: float, cancel: threading.Event) -> bool:
-        self.now += seconds
-        return cancel.is_set()
-
-
 def most_in_any_window(times: list[float], window: float = 60.0) -> int:
     times = sorted(times)
     best, low = 0, 0
@@ -98,13 +88,13 @@ def arrivals(period: float, rtt: float, requests: int = 365, concurrency: int = 
     """When the API sees each request of a run paced over ``period``: the first wave waits for its
     connections (2.5 round trips), later requests on warm connections 0.5 round trips."""
     clock = FakeClock()
-    limiter = m.RateLimiter(m.RATE_LIMIT, period, clock)
+    limiter = m.RateLimiter(m.RATE_LIMIT, period, m.Clock(clock))
     never = threading.Event()
     seen = []
     for index in range(requests):
         assert limiter.acquire(never)
-        seen.append(clock.now + (2.5 if index < concurrency else 0.5) * rtt)
-        clock.now += 0.5 * rtt / concurrency  # the next start, once a worker is free
+        seen.append(clock.monotonic() + (2.5 if index < concurrency else 0.5) * rtt)
+        clock.advance(0.5 * rtt / concurrency)  # the next start, once a worker is free
     return seen
 
 
@@ -115,3 +105,16 @@ def test_the_clients_pacing_keeps_200_arrivals_in_any_60_seconds(rtt):
 
 def test_pacing_by_starts_alone_would_let_more_than_200_arrive():
     assert most_in_any_window(arrivals(m.RATE_PERIOD, 1.0)) > 200  # why the margin exists
+
+
+def test_a_run_of_216_requests_keeps_200_arrivals_in_any_60_seconds_on_its_clock(cli, cloud, fake_clock):
+    """Nine days by the hour: 200 go out at once, the other 16 wait for the API's minute, on the run's
+    clock (the fake one: the suite sleeps for none of it)."""
+    run = cli("--from", "2026-05-01", "--to", "2026-05-10", "--timezone", "UTC", "--group-by", "hour",
+              "--project-id", PROJECT, "--format", "json", clock=fake_clock)
+    assert run.code == 0, run.stderr
+    arrivals = [entry.at for entry in statistics_log(cloud)]
+    assert len(arrivals) == 216
+    assert most_in_any_window(arrivals) <= 200
+    assert max(arrivals) - min(arrivals) >= m.RATE_PERIOD  # the last ones did wait for the minute
+    assert fake_clock.sleeps and min(fake_clock.sleeps) > 0

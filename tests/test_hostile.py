@@ -48,10 +48,10 @@ def limited(args: list[str], env: dict[str, str], timeout: float = 60) -> Run:
 # -- time: --timeout bounds the attempt, not each read -----------------------------------------------
 
 @pytest.mark.parametrize("kind", ["trickle_headers", "trickle_body"])
-def test_a_trickling_server_ends_the_attempt_after_the_timeout(cli, cloud, kind):
+def test_a_trickling_server_ends_the_attempt_after_the_timeout(cli, cloud, fake_clock, kind):
     cloud.add_fault(kind, interval=0.2, times=5)
-    started = time.monotonic()
-    run = cli(*DAY, "--timeout", "1", "--retries", "1")
+    started = time.monotonic()  # the --timeout is real time: it bounds real socket reads
+    run = cli(*DAY, "--timeout", "1", "--retries", "1", clock=fake_clock)
     assert run.code == 1 and run.stdout == ""
     assert "no answer within 1 s (--timeout)" in run.stderr and "after 2 attempts" in run.stderr
     assert len(cloud.maas_requests()) == 2
@@ -273,12 +273,14 @@ def test_a_read_only_store_still_serves_queries_and_dry_runs(cli, cloud, recorde
 
 # -- credentials paths ---------------------------------------------------------------------------------
 
-def test_a_credentials_pipe_without_a_writer_is_exit_3_within_the_bound(cli, tmp_path, monkeypatch):
+def test_a_credentials_pipe_without_a_writer_is_exit_3_within_the_bound(cli, tmp_path, monkeypatch, fake_clock):
     monkeypatch.setattr(m, "CREDENTIALS_PIPE_WAIT", 0.5)
     fifo = tmp_path / "keys"
     os.mkfifo(fifo)
-    run = cli(*DAY, "--credentials-file", str(fifo), env={"HW_ACCESS_KEY": None, "HW_SECRET_KEY": None})
+    run = cli(*DAY, "--credentials-file", str(fifo), env={"HW_ACCESS_KEY": None, "HW_SECRET_KEY": None},
+              clock=fake_clock)
     assert run.code == 3 and "pipe" in run.stderr and "0.5 s" in run.stderr
+    assert fake_clock.monotonic() >= 0.5 and fake_clock.slept < 0.5 + m.POLL_INTERVAL  # the bound, on the run's clock
 
 
 def test_process_substitution_passes_keys_without_a_file(cloud_env, cloud):

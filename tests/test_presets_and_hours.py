@@ -194,7 +194,7 @@ def test_hour_with_record_or_another_time_bucket_is_a_usage_error(cli, cloud, fl
        span=st.integers(min_value=1, max_value=10 * 24 * HOUR_MS))
 def test_hour_buckets_cover_the_period_and_start_on_local_clock_hours(zone, start, span):
     period = m.Period(m.EPOCH + timedelta(milliseconds=start), m.EPOCH + timedelta(milliseconds=start + span))
-    buckets = m.split_buckets(period, "hour", zone)
+    buckets = m.split_buckets(period, m.HOUR, zone)
     assert (buckets[0].start, buckets[-1].end) == (period.start, period.end)
     assert all(left.end == right.start for left, right in zip(buckets, buckets[1:]))
     for bucket in buckets[1:]:
@@ -234,27 +234,28 @@ def test_time_left_counts_the_minutes_of_later_batches():
 
 
 def test_the_limiter_reports_its_wait_and_its_end_to_the_console():
-    from test_render import FakeClock
+    from test_render import LimiterClock
 
     terminal = Terminal()
     console = m.Console(terminal)
-    clock = FakeClock()
+    clock = LimiterClock()
     lines: list[str] = []
 
     def on_wait(seconds: float | None) -> None:
         console.rate_wait(seconds)
         lines.append(last_line(terminal))
 
-    limiter = m.RateLimiter(m.RATE_LIMIT, m.RATE_PERIOD, clock, on_wait=on_wait)
+    limiter = m.RateLimiter(m.RATE_LIMIT, m.RATE_PERIOD, m.Clock(clock), on_wait=on_wait)
     never = threading.Event()
     for _ in range(200):
         assert limiter.acquire(never)
-    clock.now = 5.0
+    clock.advance(5.0)
     console.progress(199, 216)  # a 9-day hour report is 216 requests
     assert lines == []
     assert limiter.acquire(never)
-    assert lines == ["199/216 requests, waiting for the API limit (200/min), about 55 s left", "199/216 requests"]
-    assert clock.now == 60.0
+    assert lines == [f"199/216 requests, waiting for the API limit (200/min), about {left} s left"
+                     for left in range(55, 0, -1)] + ["199/216 requests"]  # counting down each second
+    assert clock.monotonic() == 60.0
 
 
 def test_no_wait_line_off_a_terminal_or_when_quiet():

@@ -267,14 +267,14 @@ def test_new_output_file_gets_the_mode_of_a_shell_redirect(cli, out, umask, mode
     assert stat.S_IMODE(target.stat().st_mode) == mode
 
 
-def test_output_through_a_symlink_replaces_its_target(cli, out):
+def test_output_through_a_symlink_is_a_usage_error_that_touches_nothing(cli, cloud, out):
     real = out / "real.prom"
     real.write_text("old\n")
     link = out / "maas.prom"
     link.symlink_to(real)
     run = cli(*SEED_RANGE, "--format", "prometheus", "--output", str(link))
-    assert run.code == 0, run.stderr
-    assert link.is_symlink() and real.read_text().startswith("# HELP")
+    assert run.code == 2 and "is a symbolic link, not a regular file" in run.stderr
+    assert link.is_symlink() and real.read_text() == "old\n" and cloud.log == []
 
 
 def test_output_into_a_missing_folder_is_exit_1_naming_the_path(cli, out):
@@ -299,13 +299,13 @@ def test_output_into_an_unwritable_folder_is_exit_1(cli, out):
     assert (folder / "maas.prom").read_text() == "old\n"
 
 
-def test_output_onto_a_folder_is_exit_1(cli, out):
+def test_output_onto_a_folder_is_a_usage_error_before_any_request(cli, cloud, out):
     folder = out / "maas.prom"
     folder.mkdir()
     run = cli(*SEED_RANGE, "--output", str(folder))
-    assert run.code == 1
-    assert str(folder) in run.stderr
-    assert leftovers(out, folder.name) == []
+    assert run.code == 2
+    assert f"--output {folder} is a directory, not a regular file" in run.stderr
+    assert leftovers(out, folder.name) == [] and cloud.log == []
 
 
 def test_output_with_no_header_is_a_usage_error(cli, cloud, out):

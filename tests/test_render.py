@@ -23,6 +23,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import maas_rest_usage_stats as m  # noqa: E402
+from conftest import FakeClock  # noqa: E402
 
 UTC = timezone.utc
 NOW = datetime(2026, 11, 24, 5, 0, tzinfo=UTC)
@@ -156,7 +157,7 @@ def test_batch_fields_are_validated_when_present_in_real_time_answers(bad):
 
 
 def test_malformed_answer_stops_the_report_before_any_sum():
-    query = make_query(bucket="day", start=date(2026, 5, 8), end=date(2026, 5, 10))
+    query = make_query(bucket=m.DAY, start=date(2026, 5, 8), end=date(2026, 5, 10))
     answers = iter([answer(), answer(total_error_count="1")])
     with pytest.raises(m.MalformedResponse):
         make_result(query, lambda window: next(answers))
@@ -257,7 +258,7 @@ def test_error_rate_is_percent_rounded_half_up_to_two_decimals(errors, requests,
 
 
 def test_totals_round_from_their_exact_sum_not_from_rounded_rows():
-    query = make_query(bucket="day", start=date(2026, 5, 8), end=date(2026, 5, 10))
+    query = make_query(bucket=m.DAY, start=date(2026, 5, 8), end=date(2026, 5, 10))
     text = SEED_TEXT.replace("2482084.98", "0.0004")
     result = make_result(query, lambda call: m.parse_json_text(text, "x"))
     rows = [row.total.metrics()["total_tokens"] for row in result.rows]
@@ -369,7 +370,7 @@ def test_parse_group_by(values, keys, expected):
 
 
 @pytest.mark.parametrize("values, keys", [
-    (["day", "week"], None), (["day,month"], None), (["hour", "day"], None), (["api-key"], None), (["api-key"], ()),
+    (["day", "week"], None), (["day,month"], None), (["hour", "day"], None), (["api-key"], ()),
     (["days"], None),
 ])
 def test_parse_group_by_rejects(values, keys):
@@ -417,29 +418,59 @@ def test_parse_endpoint_error_names_the_option():
 
 
 # ----------------------------------------------------------------------------------------------
+# The run's clock
+# ----------------------------------------------------------------------------------------------
+
+
+def test_the_runs_now_is_its_clocks_now_in_whole_seconds():
+    assert m.Clock(FakeClock(NOW + timedelta(microseconds=999_999))).now == NOW
+
+
+def test_a_wait_on_a_given_clock_sleeps_on_it_and_not_once_cancelled():
+    clock = FakeClock(NOW)
+    run_clock, cancel = m.Clock(clock), threading.Event()
+    assert run_clock.wait(2.5, cancel) is False
+    assert clock.sleeps == [2.5] and run_clock.monotonic() == 2.5
+    assert run_clock.wall() == NOW + timedelta(seconds=2.5)
+    cancel.set()
+    assert run_clock.wait(2.5, cancel) is True
+    assert clock.sleeps == [2.5]
+
+
+def test_main_takes_now_or_a_clock_not_both():
+    with pytest.raises(TypeError):
+        m.main(["--version"], env={}, now=NOW, clock=FakeClock(NOW))
+
+
+def test_backoff_jitter_keeps_its_range_differs_between_requests_and_repeats_for_the_same_one():
+    for attempt in range(6):
+        ceiling = min(m.BACKOFF_CAP, m.BACKOFF_BASE * 2 ** attempt)
+        delays = [m.backoff_delay(attempt, f"run start, request {n}") for n in range(200)]
+        assert all(ceiling / 2 <= delay <= ceiling for delay in delays)
+        assert len(set(delays)) > 190
+        assert delays == [m.backoff_delay(attempt, f"run start, request {n}") for n in range(200)]
+
+
+# ----------------------------------------------------------------------------------------------
 # RateLimiter with a fake clock
 # ----------------------------------------------------------------------------------------------
 
 
-class FakeClock(m.Clock):
-    """A run's clock whose monotonic time moves only when the run waits."""
+class LimiterClock(FakeClock):
+    """A fake clock whose monotonic time moves only when the limiter waits, and never for nothing."""
 
-    def __init__(self, now: float = 0.0) -> None:
-        super().__init__(NOW, monotonic=lambda: self.now)
-        self.now = now
-        self.sleeps: list[float] = []
+    def __init__(self) -> None:
+        super().__init__(NOW)
 
-    def wait(self, seconds: float, cancel: threading.Event) -> bool:
+    def sleep(self, seconds: float) -> None:
         assert seconds > 0, "the limiter must never spin on a zero or negative sleep"
         assert len(self.sleeps) < 10_000, "the limiter keeps sleeping"
-        self.sleeps.append(seconds)
-        self.now += seconds
-        return cancel.is_set()
+        super().sleep(seconds)
 
 
 class Pacer:
     def __init__(self, clock: FakeClock) -> None:
-        self._limiter = m.RateLimiter(m.RATE_LIMIT, m.RATE_PERIOD, clock)
+        self._limiter = m.RateLimiter(m.RATE_LIMIT, m.RATE_PERIOD, m.Clock(clock))
         self._never = threading.Event()
 
     def acquire(self) -> None:
@@ -455,35 +486,35 @@ def test_rate_limit_constants_match_the_api():
 
 
 def test_200_starts_pass_immediately():
-    clock = FakeClock()
+    clock = LimiterClock()
     pacer = limiter(clock)
     for _ in range(200):
         pacer.acquire()
     assert clock.sleeps == []
-    assert clock.now == 0
+    assert clock.monotonic() == 0
 
 
 def test_the_201st_start_waits_until_the_first_is_60_seconds_old():
-    clock = FakeClock()
+    clock = LimiterClock()
     pacer = limiter(clock)
     pacer.acquire()              # t = 0
-    clock.now = 10.0
+    clock.advance(10.0)
     for _ in range(199):         # t = 10
         pacer.acquire()
     assert clock.sleeps == []
-    pacer.acquire()              # the 201st: waits until t = 60
-    assert clock.now == 60.0
-    assert clock.sleeps == [50.0]
+    pacer.acquire()              # the 201st: waits until t = 60, in steps the progress line counts down
+    assert clock.monotonic() == 60.0
+    assert clock.sleeps == [m.RATE_WAIT_STEP] * 50
     pacer.acquire()              # the 202nd: the other 199 started at t = 10, so it waits until t = 70
-    assert clock.now == 70.0
+    assert clock.monotonic() == 70.0
 
 
 def test_starts_older_than_the_period_free_their_slots():
-    clock = FakeClock()
+    clock = LimiterClock()
     pacer = limiter(clock)
     for _ in range(200):
         pacer.acquire()
-    clock.now = 60.0
+    clock.advance(60.0)
     for _ in range(200):
         pacer.acquire()
     assert clock.sleeps == []
@@ -496,15 +527,15 @@ GAPS = st.lists(st.integers(min_value=0, max_value=120).map(lambda q: q / 4), mi
 @settings(deadline=None, max_examples=100)
 @given(gaps=GAPS)
 def test_never_more_than_200_starts_in_any_60_seconds_and_no_needless_wait(gaps):
-    clock = FakeClock()
+    clock = LimiterClock()
     pacer = limiter(clock)
     starts: list[float] = []
     arrival = 0.0
     for gap in gaps:
         arrival += gap
-        clock.now = max(clock.now, arrival)
+        clock.advance(max(0.0, arrival - clock.monotonic()))
         pacer.acquire()
-        starts.append(clock.now)
+        starts.append(clock.monotonic())
     assert starts == sorted(starts)
     for i, first in enumerate(starts):
         in_window = sum(1 for s in starts[i:i + 201] if s < first + 60)
@@ -662,7 +693,7 @@ def test_csv_without_header_has_only_data_lines():
 
 def test_csv_rows_per_day_service_and_key_with_awkward_labels():
     keys = ("plain", "", 'comma, "quote"', "new\nline")
-    query = make_query(bucket="day", start=date(2026, 5, 8), end=date(2026, 5, 10), service_types=(2, 4),
+    query = make_query(bucket=m.DAY, start=date(2026, 5, 8), end=date(2026, 5, 10), service_types=(2, 4),
                        api_keys=keys, by_key=True)
     rows = parse_csv(m.render_csv(make_result(query), True))
     assert len(rows) == 2 * 2 * len(keys)
@@ -734,7 +765,7 @@ def test_json_rows_api_key_is_null_when_rows_are_not_split_by_key():
 
 
 def test_json_day_rows_follow_local_midnights():
-    query = make_query(zone=NEW_YORK, zone_name="America/New_York", bucket="day",
+    query = make_query(zone=NEW_YORK, zone_name="America/New_York", bucket=m.DAY,
                        start=date(2026, 3, 7), end=date(2026, 3, 10))
     document = json.loads(m.render_json(make_result(query), False))
     assert [(r["start"], r["end"]) for r in document["rows"]] == [

@@ -180,9 +180,11 @@ def test_only_final_days_are_recorded(cli, hourly, store):
 
 
 def test_record_defaults_to_the_last_30_days(cli, hourly, store):
-    run = cli("--timezone", "UTC", "--store", str(store), "--record", "--dry-run", "--project-id", PID)
-    assert run.code == 0, run.stderr
-    assert len(run.stdout.splitlines()) in (29, 30)  # whole final days of the last 30 x 24 h
+    for hour, days in ((2, 28), (3, 29), (12, 29)):  # a day is final FINAL_AFTER (3 h) after it ends
+        now = datetime(2026, 6, 20, hour, 30, tzinfo=timezone.utc)
+        run = cli("--timezone", "UTC", "--store", str(store), "--record", "--dry-run", "--project-id", PID, now=now)
+        assert run.code == 0, run.stderr
+        assert len(run.stdout.splitlines()) == days, hour  # whole final days of the last 30 x 24 h
 
 
 def test_dry_run_with_a_store_plans_only_the_live_part(cli, hourly, store):
@@ -348,16 +350,18 @@ def test_a_damaged_store_fails_record_but_a_query_still_answers_live(cli, hourly
     assert record.code == 1 and record.stdout == "" and str(store) in record.stderr
 
 
-def test_a_store_locked_past_the_timeout_fails_record_but_not_a_query(cli, hourly, store, monkeypatch):
-    monkeypatch.setattr(m, "STORE_BUSY_TIMEOUT", 0.5)  # the wait is bounded; the test need not sit out 15 s
+def test_a_store_locked_past_the_timeout_fails_record_but_not_a_query(cli, hourly, store, fake_clock):
     args = ("--from", D(3), "--to", D(5), *SHANGHAI, "--store", str(store))
     assert cli(*args, "--record").code == 0
     with sqlite3.connect(store, isolation_level=None) as holder:
         holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock for longer than the busy timeout
         holder.execute("DELETE FROM days WHERE day = ?", (D(4),))
-        record_run = cli(*args, "--record", "--from", D(1))
-        query_run = cli(*args, "--group-by", "day", "--from", D(1))
+        # The wait is bounded; on the fake clock the test need not sit out the 15 s.
+        record_run = cli(*args, "--record", "--from", D(1), clock=fake_clock)
+        waited = fake_clock.monotonic()
+        query_run = cli(*args, "--group-by", "day", "--from", D(1), clock=fake_clock)
         holder.execute("ROLLBACK")
+    assert m.STORE_BUSY_TIMEOUT <= waited < m.STORE_BUSY_TIMEOUT + 1  # waited for the lock, once
     assert record_run.code == 1 and "locked" in record_run.stderr and record_run.stdout == ""
     assert query_run.code == 0 and "cannot write to the store" in query_run.stderr
     assert f"| {D(1)} " in query_run.stdout and "| Total " in query_run.stdout

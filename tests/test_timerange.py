@@ -565,7 +565,7 @@ def test_windows_respect_any_limit(start, case):
 
 
 def _days(zone, first: date, last_exclusive: date):
-    return m.split_buckets(m.Period(m.day_start(first, zone), m.day_start(last_exclusive, zone)), "day", zone)
+    return m.split_buckets(m.Period(m.day_start(first, zone), m.day_start(last_exclusive, zone)), m.DAY, zone)
 
 
 def test_day_bucket_on_spring_forward_is_23_hours():
@@ -592,7 +592,7 @@ def test_lord_howe_days_are_23_5_and_24_5_hours_on_half_hour_dst_changes():
 
 def test_weeks_start_on_monday_and_clip_at_both_ends():
     period = m.Period(local(SHANGHAI, 2026, 5, 1, 12, 0), local(SHANGHAI, 2026, 5, 27, 6, 0))  # Fri .. Wed
-    buckets = m.split_buckets(period, "week", SHANGHAI)
+    buckets = m.split_buckets(period, m.WEEK, SHANGHAI)
     starts = [b.start for b in buckets]
     assert starts == [period.start, local(SHANGHAI, 2026, 5, 4), local(SHANGHAI, 2026, 5, 11),
                       local(SHANGHAI, 2026, 5, 18), local(SHANGHAI, 2026, 5, 25)]
@@ -602,7 +602,7 @@ def test_weeks_start_on_monday_and_clip_at_both_ends():
 
 def test_month_buckets_clip_at_both_ends():
     period = m.Period(local(NEW_YORK, 2026, 1, 15, 12, 0), local(NEW_YORK, 2026, 4, 10, 6, 0))
-    buckets = m.split_buckets(period, "month", NEW_YORK)
+    buckets = m.split_buckets(period, m.MONTH, NEW_YORK)
     assert [(b.start, b.end) for b in buckets] == [
         (period.start, local(NEW_YORK, 2026, 2, 1)),
         (local(NEW_YORK, 2026, 2, 1), local(NEW_YORK, 2026, 3, 1)),
@@ -613,7 +613,7 @@ def test_month_buckets_clip_at_both_ends():
 
 def test_month_buckets_across_a_year_end():
     period = m.Period(local(SHANGHAI, 2025, 12, 1), local(SHANGHAI, 2026, 2, 1))
-    buckets = m.split_buckets(period, "month", SHANGHAI)
+    buckets = m.split_buckets(period, m.MONTH, SHANGHAI)
     assert [b.start for b in buckets] == [local(SHANGHAI, 2025, 12, 1), local(SHANGHAI, 2026, 1, 1)]
 
 
@@ -624,7 +624,7 @@ def test_no_unit_is_one_bucket_for_the_whole_period():
 
 def test_a_period_inside_one_day_is_one_clipped_bucket():
     period = m.Period(local(SHANGHAI, 2026, 5, 8, 10), local(SHANGHAI, 2026, 5, 8, 11))
-    assert m.split_buckets(period, "day", SHANGHAI) == [period]
+    assert m.split_buckets(period, m.DAY, SHANGHAI) == [period]
 
 
 MS_2000 = m.to_epoch_ms(datetime(2000, 1, 1, tzinfo=UTC))
@@ -647,7 +647,7 @@ def bucket_cases(draw):
 @given(case=bucket_cases())
 def test_buckets_cover_the_period_and_follow_local_calendar_boundaries(case):
     zone, unit, period = case
-    buckets = m.split_buckets(period, unit, zone)
+    buckets = m.split_buckets(period, m.UNITS[unit], zone)
     assert buckets[0].start == period.start
     assert buckets[-1].end == period.end
     for left, right in zip(buckets, buckets[1:]):

@@ -1,0 +1,355 @@
+"""Per model and per API key from Cloud Eye (SYS.MaaS), end to end against the fake Cloud Eye:
+rows exact against the fake's own sums, the calls within Cloud Eye's limits, whole hours, the
+filters Cloud Eye cannot apply, permissions and missing metrics."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from fractions import Fraction
+from zoneinfo import ZoneInfo
+
+import pytest
+
+import fakecloud as fc
+from conftest import hourly_index, oracle_metrics
+
+HOUR = fc.HOUR_MS
+DAY = fc.DAY_MS
+LIMIT_SERIES, LIMIT_DATAPOINTS, LIMIT_SPAN = 500, 3000, 10 * DAY
+
+
+def ms(text: str, zone: str = "Asia/Shanghai") -> int:
+    local = datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone))
+    return int(local.astimezone(timezone.utc).timestamp()) * 1000
+
+
+@pytest.fixture
+def hourly(cloud):
+    cloud.events = hourly_index(ms("2026-04-01T00:00", "UTC"), ms("2026-06-01T00:00", "UTC"))
+    return cloud
+
+
+def half_up(value: Fraction) -> int:
+    return math.floor(value + Fraction(1, 2))
+
+
+def oracle(sums: dict) -> dict:
+    """The contract's METRICS from Cloud Eye's metric sums (tokens are tokens), with rationals."""
+    requests, errors = int(sums["rpm"]), int(sums["req_count_4xx"] + sums["req_count_5xx"])
+    return {"total_tokens": half_up(Fraction(str(sums["total_tokens"]))),
+            "prompt_tokens": half_up(Fraction(str(sums["prompt_tokens"]))),
+            "completion_tokens": half_up(Fraction(str(sums["completion_tokens"]))),
+            "total_requests": requests, "total_errors": errors,
+            "error_rate": None if not requests else half_up(Fraction(errors * 10000, requests)) / 100,
+            "total_completion_tasks": 0, "total_infer_count": 0}
+
+
+def statistics_of_types_1_and_2(cloud, start: int, end: int) -> dict:
+    parts = [cloud.expected_usage(start, end, t, "real_time") for t in (1, 2)]
+    return oracle_metrics({key: sum((Decimal(p[key]) for p in parts), Decimal(0)) for key in parts[0]})
+
+
+def metrics_of(row: dict) -> dict:
+    return {name: row[name] for name in oracle({"rpm": 0, "req_count_4xx": 0, "req_count_5xx": 0,
+                                                "total_tokens": 0, "prompt_tokens": 0, "completion_tokens": 0})}
+
+
+def data_calls(cloud) -> list:
+    return [e.json for e in cloud.requests_of("ces_data")]
+
+
+def test_daily_rows_per_model_are_cloud_eyes_exact_sums(cli, hourly):
+    run = cli("--from", "2026-05-08", "--to", "2026-05-11", "--timezone", "Asia/Shanghai",
+              "--group-by", "day", "model", "--format", "json")
+    assert run.code == 0, run.stderr
+    document = run.json()
+    models = {model for model, _ in hourly.cloud_eye_instances()}
+    assert len(document["rows"]) == 3 * len(models)
+    for row in document["rows"]:
+        assert row["source"] == "cloud_eye" and row["api_key"] is None and row["api_key_id"] is None
+        start = ms(row["start"][:16])
+        assert metrics_of(row) == oracle(hourly.cloud_eye_usage(start, start + DAY, model_id=row["model_id"]))
+    assert document["totals"] == statistics_of_types_1_and_2(hourly, ms("2026-05-08T00:00"), ms("2026-05-11T00:00"))
+    assert document["service_types"] == [1, 2]
+
+
+def test_key_rows_without_api_keys_sum_each_key_over_models(cli, hourly):
+    run = cli("--from", "2026-05-08", "--to", "2026-05-10", "--timezone", "UTC", "--group-by", "api-key",
+              "--format", "json")
+    assert run.code == 0, run.stderr
+    rows = run.json()["rows"]
+    keys = {key for _, key in hourly.cloud_eye_instances()}
+    assert {row["api_key_id"] for row in rows} == keys
+    for row in rows:
+        assert row["model_id"] is None
+        assert metrics_of(row) == oracle(hourly.cloud_eye_usage(ms("2026-05-08T00:00", "UTC"),
+                                                                ms("2026-05-10T00:00", "UTC"), key_id=row["api_key_id"]))
+
+
+def test_model_and_key_rows_by_hour_in_csv(cli, hourly):
+    run = cli("--from", "2026-05-08 10:00", "--to", "2026-05-08 13:00", "--timezone", "Asia/Shanghai",
+              "--group-by", "hour", "model", "api-key", "--format", "csv")
+    assert run.code == 0, run.stderr
+    lines = list(csv.DictReader(io.StringIO(run.stdout)))
+    assert list(lines[0])[:7] == ["start", "end", "service_type", "api_key", "model_id", "model", "api_key_id"]
+    pairs = hourly.cloud_eye_instances()
+    assert len(lines) == 3 * len(pairs)
+    for line in lines:
+        start = ms(line["start"][:16])
+        expected = oracle(hourly.cloud_eye_usage(start, start + HOUR, model_id=line["model_id"],
+                                                 key_id=line["api_key_id"]))
+        assert int(line["total_tokens"]) == expected["total_tokens"]
+        assert int(line["total_requests"]) == expected["total_requests"]
+
+
+def test_thirty_days_of_24_series_take_6_calls_within_cloud_eyes_limits(cli, hourly):
+    """The fake moves `from` forward, silently, when a call is too big: exact sums prove none was."""
+    start, end = ms("2026-04-20T00:00", "UTC"), ms("2026-05-20T00:00", "UTC")
+    models = {model for model, _ in hourly.cloud_eye_instances()}
+    hourly.ces.missing_metrics = {"req_count_5xx", "completion_tokens"}  # 4 metrics x models
+    run = cli("--from", "2026-04-20", "--to", "2026-05-20", "--timezone", "UTC", "--group-by", "model",
+              "--format", "json")
+    assert run.code == 0, run.stderr
+    calls = data_calls(hourly)
+    series = 4 * len(models)
+    hours_per_call = 240
+    per_call = min(500, 3000 // hours_per_call)
+    assert len(calls) == 3 * -(-series // per_call)
+    for body in calls:
+        assert len(body["metrics"]) <= LIMIT_SERIES and body["to"] - body["from"] <= LIMIT_SPAN
+        assert len(body["metrics"]) * (body["to"] - body["from"]) // HOUR <= LIMIT_DATAPOINTS
+        assert body["period"] == "3600" and body["filter"] == "sum"
+    for row in run.json()["rows"]:
+        expected = oracle(hourly.cloud_eye_usage(start, end, model_id=row["model_id"]))
+        assert row["total_tokens"] == expected["total_tokens"]
+        assert row["total_requests"] == expected["total_requests"]
+
+
+def test_the_call_split_is_240_hours_and_12_series_a_call():
+    import maas_rest_usage_stats as m
+
+    assert m.ces_call_split(24, 30 * 24) == (240, 12)
+    assert m.ces_call_split(2000, 5) == (5, 500)
+    assert m.ces_call_split(3, 2) == (2, 3)
+
+
+def test_a_metric_cloud_eye_does_not_list_is_null_never_0(cli, hourly):
+    hourly.ces.missing_metrics = {"req_count_5xx"}
+    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model",
+              "--format", "json")
+    assert run.code == 0, run.stderr
+    document = run.json()
+    assert document["totals"]["total_errors"] is None and document["totals"]["error_rate"] is None
+    assert all(row["total_errors"] is None for row in document["rows"])
+    assert "req_count_5xx" in run.stderr
+    table = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model")
+    assert table.code == 0 and "| Total Errors      | -" in table.stdout
+
+
+def test_the_period_is_widened_to_whole_hours_with_a_note(cli, hourly):
+    run = cli("--from", "2026-05-08 00:30", "--to", "2026-05-08 05:10", "--timezone", "UTC", "--group-by", "model",
+              "--format", "json")
+    assert run.code == 0, run.stderr
+    period = run.json()["period"]
+    assert (period["start_ms"], period["end_ms"]) == (ms("2026-05-08T00:00", "UTC"), ms("2026-05-08T06:00", "UTC"))
+    assert "widened to 2026-05-08 00:00:00 ~ 2026-05-08 06:00:00" in run.stderr
+
+
+def test_kolkata_days_are_not_whole_hours_of_cloud_eye(cli, hourly):
+    run = cli("--from", "2026-05-08", "--to", "2026-05-10", "--timezone", "Asia/Kolkata", "--group-by", "day", "model")
+    assert run.code == 2 and "Asia/Kolkata" in run.stderr
+    assert hourly.ces_requests() == []
+    assert cli("--from", "2026-05-08", "--to", "2026-05-10", "--timezone", "Asia/Kolkata",
+               "--group-by", "model").code == 0
+
+
+@pytest.mark.parametrize("args", [
+    ("--group-by", "model", "--infer-type", "batch"),
+    ("--group-by", "model", "--ips", "192.0.2.10"),
+    ("--group-by", "api-key", "--ips", "192.0.2.10"),
+    ("--group-by", "model", "--service-type", "4"),
+    ("--group-by", "api-key", "--service-type", "all"),
+    ("--group-by", "model", "--api-keys", "key-alpha"),
+    ("--group-by", "api-key", "--infer-type", "batch"),
+])
+def test_filters_cloud_eye_cannot_apply_are_usage_errors(cli, cloud, args):
+    run = cli("--last", "2d", *args)
+    assert run.code == 2, run.stderr
+    assert cloud.log == []
+
+
+def test_group_by_api_key_with_api_keys_keeps_its_show_statistics_meaning(cli, hourly):
+    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "api-key",
+              "--api-keys", "key-alpha", "--format", "json")
+    assert run.code == 0, run.stderr
+    assert hourly.ces_requests() == [] and [r["api_key"] for r in run.json()["rows"]] == ["key-alpha"]
+    assert "model_id" not in run.json()["rows"][0]
+
+
+def test_a_403_from_cloud_eye_names_its_permissions(cli, hourly):
+    hourly.denied.add(fc.CES_DATA_ACTION)
+    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--group-by", "model")
+    assert run.code == 3
+    assert "ces:metrics:list" in run.stderr and "ces:metricData:list" in run.stderr
+
+
+def test_the_dry_run_plans_list_metrics_and_says_the_data_calls_depend_on_it(cli, cloud):
+    run = cli("--last", "2d", "--group-by", "model", "--dry-run", "--project-id", fc.DEMO_PROJECT_ID)
+    assert run.code == 0, run.stderr
+    assert run.stdout.startswith(f"GET {cloud.url}/V1.0/{fc.DEMO_PROJECT_ID}/metrics?namespace=SYS.MaaS&limit=1000")
+    assert "depend on ListMetrics" in run.stderr and cloud.log == []
+
+
+def test_coverage_uses_cloud_eyes_155_days(cli, hourly):
+    now = datetime(2026, 10, 1, tzinfo=timezone.utc)
+    hourly.server_time_offset = (now - datetime.now(timezone.utc)).total_seconds()
+    run = cli("--from", "2026-04-20", "--to", "2026-05-20", "--timezone", "UTC", "--group-by", "model",
+              "--format", "json", now=now)
+    assert run.code == 0, run.stderr
+    coverage = run.json()["coverage"]
+    assert coverage["retained_from_ms"] == int((now - timedelta(days=155)).timestamp() * 1000)
+    assert coverage["complete"] is False and "155 days" in run.stderr
+
+
+def test_rows_carry_the_monitors_model_and_key_names(cli, hourly):
+    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model", "api-key",
+              "--format", "json")
+    assert run.code == 0, run.stderr
+    names = hourly.cloud_eye_instances()
+    rows = run.json()["rows"]
+    assert {(r["model_id"], r["api_key_id"]): (r["model"], r["api_key"]) for r in rows} == names
+    assert [(r["model"], r["api_key"]) for r in rows] == sorted((r["model"], r["api_key"]) for r in rows)
+    table = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model")
+    assert "DeepSeek-V3" in table.stdout
+
+
+def test_names_failing_leave_ids_and_a_note_and_the_run_succeeds(cli, hourly):
+    hourly.add_fault("status", path="monitor", status=500, times=10)
+    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model",
+              "--format", "json", "--retries", "0")
+    assert run.code == 0, run.stderr
+    assert all(row["model"] is None and row["model_id"] for row in run.json()["rows"])
+    assert "names are not available" in run.stderr
+    table = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model",
+                env={"HW_MAAS_MONITOR_ENDPOINT": "https://127.0.0.1:9"}, )
+    assert table.code == 0, table.stderr
+    assert sorted({model for model, _ in hourly.cloud_eye_instances()})[0][:15] in table.stdout
+
+
+@pytest.fixture
+def late_may(hourly):
+    """Runs on 2026-05-25 (the fake's clock too, so signatures match): May 8-21 lies within MaaS's 30 days."""
+    now = datetime(2026, 5, 25, tzinfo=timezone.utc)
+    hourly.server_time_offset = (now - datetime.now(timezone.utc)).total_seconds()
+    return now
+
+
+def test_reconciliation_with_show_statistics_of_types_1_and_2(cli, hourly, late_may):
+    run = cli("--from", "2026-05-08", "--to", "2026-05-15", "--timezone", "Asia/Shanghai", "--group-by", "model",
+              "--format", "json", now=late_may)
+    assert run.code == 0, run.stderr
+    document = run.json()
+    statistics = statistics_of_types_1_and_2(hourly, ms("2026-05-08T00:00"), ms("2026-05-15T00:00"))
+    assert document["reconciliation"] == {"statistics": statistics, "cloud_eye": document["totals"],
+                                          "tokens_ratio": 1.0}
+    assert sorted(b["service_type"] for b in hourly.maas_requests()) == [1, 2]
+    assert all(b["infer_type"] == "real_time" for b in hourly.maas_requests())
+    table = cli("--from", "2026-05-08", "--to", "2026-05-15", "--timezone", "Asia/Shanghai", "--group-by", "model",
+                now=late_may)
+    assert "ShowStatistics, same period, preset + my services: " in table.stdout
+    assert "Cloud Eye rows: " in table.stdout and "(100.00 %)" in table.stdout
+
+
+def test_a_model_cloud_eye_does_not_list_becomes_the_not_listed_row(cli, hourly, late_may):
+    gone = fc.CES_MODELS[2][1][0]
+    hourly.ces.unlisted = {gone}
+    run = cli("--from", "2026-05-08", "--to", "2026-05-15", "--timezone", "Asia/Shanghai", "--group-by", "model",
+              "--format", "json", now=late_may)
+    assert run.code == 0, run.stderr
+    document = run.json()
+    start, end = ms("2026-05-08T00:00"), ms("2026-05-15T00:00")
+    statistics = statistics_of_types_1_and_2(hourly, start, end)
+    assert document["totals"] == statistics
+    (extra,) = [row for row in document["rows"] if row["model"] == "(not listed by Cloud Eye)"]
+    assert metrics_of(extra) == oracle(hourly.cloud_eye_usage(start, end, model_id=gone))
+    assert extra["source"] == "show_statistics" and "(not listed by Cloud Eye)" in run.stderr
+    assert document["reconciliation"]["tokens_ratio"] < 0.99
+
+
+def test_no_reconciliation_past_maas_30_days(cli, hourly):
+    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model",
+              "--format", "json")
+    assert run.code == 0, run.stderr
+    assert run.json()["reconciliation"] is None and hourly.maas_requests() == []
+
+
+def test_prometheus_labels_name_the_model_and_key(cli, hourly):
+    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model", "api-key",
+              "--format", "prometheus")
+    assert run.code == 0, run.stderr
+    samples = [line for line in run.stdout.splitlines() if line.startswith("maas_usage_requests{")]
+    assert len(samples) == len(hourly.cloud_eye_instances())
+    for (model_id, key_id), (model, key) in hourly.cloud_eye_instances().items():
+        assert any(f'model_id="{model_id}"' in line and f'model="{model}"' in line and f'api_key_id="{key_id}"' in line
+                   and f'api_key="{key}"' in line for line in samples)
+
+
+def test_list_metrics_pages_are_followed(cli, hourly):
+    hourly.ces.page_limit = 7
+    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model",
+              "--format", "json")
+    assert run.code == 0, run.stderr
+    assert len(hourly.requests_of("ces_metrics")) > 2
+    assert len(run.json()["rows"]) == len({model for model, _ in hourly.cloud_eye_instances()})
+
+
+def test_the_json_dry_run_plans_list_metrics(cli, cloud):
+    run = cli("--last", "2d", "--group-by", "api-key", "--dry-run", "--format", "json")
+    assert run.code == 0, run.stderr
+    (request,) = run.json()["requests"]
+    assert request["method"] == "GET" and request["body"] is None
+    assert request["url"].endswith("/V1.0/{project_id}/metrics?namespace=SYS.MaaS&limit=1000")
+
+
+def test_nothing_listed_is_zero_rows_and_a_note(cli, cloud):
+    cloud.events = []
+    run = cli("--last", "2d", "--group-by", "model", "--format", "json")
+    assert run.code == 0, run.stderr
+    assert run.json()["rows"] == [] and run.json()["totals"]["total_tokens"] == 0
+    assert "lists no SYS.MaaS series" in run.stderr
+
+
+def test_a_chart_of_days_per_model(cli, hourly):
+    run = cli("--from", "2026-05-08", "--to", "2026-05-10", "--timezone", "UTC", "--group-by", "day", "model",
+              "--chart")
+    assert run.code == 0, run.stderr
+    assert "Total Tokens\n" in run.stdout and "DeepSeek-V3" in run.stdout
+
+
+def test_max_requests_counts_the_calls_listmetrics_makes_necessary(cli, hourly):
+    run = cli("--from", "2026-04-20", "--to", "2026-05-20", "--timezone", "UTC", "--group-by", "model",
+              "--max-requests", "2")
+    assert run.code == 2 and "--max-requests 2" in run.stderr
+    assert hourly.requests_of("ces_data") == [] and len(hourly.requests_of("ces_metrics")) >= 1
+
+
+
+def test_sums_stay_exact_when_cloud_eye_also_answers_the_hour_of_to_and_calls_are_retried(cli, hourly):
+    hourly.ces.to_inclusive = True
+    hourly.add_fault("status", path="ces_data", status=500, times=2)
+    run = cli("--from", "2026-04-20", "--to", "2026-05-20", "--timezone", "UTC", "--group-by", "model",
+              "--format", "json")
+    assert run.code == 0, run.stderr
+    start, end = ms("2026-04-20T00:00", "UTC"), ms("2026-05-20T00:00", "UTC")
+    for row in run.json()["rows"]:
+        assert metrics_of(row) == oracle(hourly.cloud_eye_usage(start, end, model_id=row["model_id"]))
+
+
+def test_a_401_from_cloud_eye_is_exit_3(cli, hourly):
+    hourly.add_fault("status", path="ces_metrics", status=401)
+    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--group-by", "api-key")
+    assert run.code == 3 and "ces:metrics:list" in run.stderr
