@@ -2122,6 +2122,20 @@ def parse_json_text(text: str, what: str) -> Any:
         raise MalformedResponse(f"malformed response from {what}: not valid JSON ({snippet!r})") from None
 
 
+def _error_parts(data: dict) -> tuple[Any, Any]:
+    """An error body's code and message, in each shape the APIs document: API Gateway and MaaS
+    ``{"error_code", "error_msg"}``; IAM ``{"error": {"code", "message"}}``; Cloud Eye v1
+    ``{"http_code", "message": {"details", "code"}}`` and its older ``{"code", "message",
+    "details": {"details", "code"}}`` (Cloud Eye API reference, "Error Codes")."""
+    if data.get("error_code") is not None or data.get("error_msg") is not None:
+        return data.get("error_code"), data.get("error_msg")
+    for nested, message in (("error", "message"), ("message", "details"), ("details", "details")):
+        inner = data.get(nested)
+        if isinstance(inner, dict):
+            return inner.get("code"), inner.get(message)
+    return None, None
+
+
 def api_failure_message(what: str, reply: Reply) -> str:
     """``<what> failed: HTTP <status>: <error_code>: <error_msg> (X-Request-Id: …)``."""
     message = f"{what} failed: HTTP {reply.status}"
@@ -2131,10 +2145,7 @@ def api_failure_message(what: str, reply: Reply) -> str:
     except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict):
-        code, msg = data.get("error_code"), data.get("error_msg")
-        nested = data.get("error")
-        if code is None and msg is None and isinstance(nested, dict):  # IAM: {"error": {"code", "message"}}
-            code, msg = nested.get("code"), nested.get("message")
+        code, msg = _error_parts(data)
         detail = ": ".join(printable(str(part), 200) for part in (code, msg)
                            if isinstance(part, (str, int)) and not isinstance(part, bool) and str(part))
     elif reply.text.lstrip()[:1] == "<":
@@ -3096,7 +3107,7 @@ class Query:
     @property
     def groupings(self) -> tuple[Grouping, ...]:
         """The dimensions this query's rows are split by."""
-        return tuple(grouping for grouping in GROUPINGS if grouping.split(self))
+        return tuple(sorted((grouping for grouping in GROUPINGS if grouping.split(self)), key=lambda g: g.column))
 
     def previous_query(self) -> Query | None:
         """The same query over the previous period (--compare), else None."""
@@ -3171,6 +3182,7 @@ class Grouping:
     csv_columns: tuple[str, ...]
     csv: Callable[[Row, Query], list[Any]]  # the CSV line's values for csv_columns
     prometheus: Callable[[Row, Query], list[tuple[str, str]]]  # the labels of a row's samples
+    column: int  # its place among the grouped table's columns (JSON and CSV keep GROUPINGS' order)
     cloud_eye_only: bool = False  # its JSON fields and CSV columns appear in Cloud Eye runs only
 
 
@@ -3188,7 +3200,7 @@ TIME_BUCKET = Grouping(
     label=lambda row, query: bucket_label(row, query) if row.bucket is not None else "whole period",
     json=lambda row, query: dict(zip(("start", "end"), _row_bounds(row, query))),
     csv_columns=("start", "end"), csv=_row_bounds,
-    prometheus=lambda row, query: [])  # no time buckets in Prometheus: the collector has no timestamps
+    prometheus=lambda row, query: [], column=0)  # no time buckets in Prometheus: the collector has no timestamps
 SERVICE_TYPE = Grouping(
     "service-type", split=lambda query: len(query.service_types) > 1 and not query.cloud_eye,
     header=lambda query: "Service", label=lambda row, query: SHORT_SERVICE_NAMES[row.service_type],
@@ -3197,29 +3209,30 @@ SERVICE_TYPE = Grouping(
     # Every sample names its service and the inference type it ran as, split or not.
     prometheus=lambda row, query: [*([("service_type", str(row.service_type)),
                                       ("service", SERVICE_NAMES[row.service_type])]
-                                     if row.service_type is not None else []), ("infer_type", query.infer_type)])
+                                     if row.service_type is not None else []), ("infer_type", query.infer_type)],
+    column=1)
 API_KEY = Grouping(
     "api-key", split=lambda query: query.by_key, header=lambda query: "API Key",
     label=lambda row, query: printable((row.api_key if row.api_key is not None else row.api_key_id) or '""',
                                        KEY_LABEL_WIDTH),
     json=lambda row, query: {"api_key": row.api_key},
     csv_columns=("api_key",), csv=lambda row, query: ["" if row.api_key is None else row.api_key],
-    prometheus=lambda row, query: [("api_key", row.api_key)] if query.by_key and row.api_key is not None else [])
+    prometheus=lambda row, query: [("api_key", row.api_key)] if query.by_key and row.api_key is not None else [],
+    column=3)  # after the model: a model's keys read as its breakdown
 MODEL = Grouping(
     "model", split=lambda query: query.by_model, header=lambda query: "Model",
     label=lambda row, query: printable(row.model or row.model_id or "", KEY_LABEL_WIDTH),
     json=lambda row, query: {"model_id": row.model_id, "model": row.model},
     csv_columns=("model_id", "model"), csv=lambda row, query: [row.model_id or "", row.model or ""],
     prometheus=lambda row, query: [("model_id", row.model_id or ""), ("model", row.model or row.model_id or "")]
-    if query.by_model else [], cloud_eye_only=True)
+    if query.by_model else [], column=2, cloud_eye_only=True)
 API_KEY_ID = Grouping(  # the key's Cloud Eye id: API_KEY's column shows the name, else this id
     "api-key", split=lambda query: False, header=lambda query: "API Key Id", label=lambda row, query: "",
     json=lambda row, query: {"api_key_id": row.api_key_id},
     csv_columns=("api_key_id",), csv=lambda row, query: [row.api_key_id or ""],
     prometheus=lambda row, query: [("api_key_id", row.api_key_id)] if row.api_key_id is not None else [],
-    cloud_eye_only=True)
-GROUPINGS = (TIME_BUCKET, SERVICE_TYPE, API_KEY, MODEL, API_KEY_ID)  # in the order of table columns, JSON fields
-# and CSV columns
+    column=4, cloud_eye_only=True)
+GROUPINGS = (TIME_BUCKET, SERVICE_TYPE, API_KEY, MODEL, API_KEY_ID)  # in the order of JSON fields and CSV columns
 
 
 def output_groupings(query: Query) -> tuple[Grouping, ...]:
@@ -3408,10 +3421,15 @@ class Report:
     store: dict | None = None  # the JSON "store" report, when a store was used
     previous: Report | None = None  # --compare: the same report over the previous period
     reconciliation: Reconciliation | None = None  # Cloud Eye rows against ShowStatistics
+    answers: list[Window] = field(default_factory=list)  # Cloud Eye runs: the data calls and reconciliation's
 
     @property
     def total(self) -> Usage:
         return total_of(row.total for row in self.rows)
+
+    def raw_windows(self) -> list[tuple[Row | None, Window]]:
+        """--raw: every window answered, the rows' own (ShowStatistics) first, then a Cloud Eye run's."""
+        return [*windows_of(self.rows), *((None, window) for window in self.answers)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -3769,9 +3787,10 @@ def bucket_sums(query: Query, buckets: Sequence[Period], windows: Sequence[Windo
 
 def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
                    console: Console, now: datetime,
-                   max_requests: int = MAX_REQUESTS) -> tuple[list[Row], Reconciliation | None]:
+                   max_requests: int = MAX_REQUESTS) -> tuple[list[Row], Reconciliation | None, list[Window]]:
     """One row per bucket and listed model/key, summed from Cloud Eye's hours; with the reconciliation
-    (and the row of what Cloud Eye did not list) when the period lies inside MaaS's 30 days."""
+    (and the row of what Cloud Eye did not list) when the period lies inside MaaS's 30 days, and every
+    window answered (for --raw)."""
     statistics = statistics_rows(query, now)
     series, models, key_names, windows = cloud_eye_answers(client, endpoints, project_id, query, statistics,
                                                            console, max_requests)
@@ -3788,14 +3807,15 @@ def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id
                       model=models.get(model_id) if model_id else None, api_key_id=key_id)
             row.cloud_eye = ces_usage(sums.get((index, (model_id, key_id)), {}), missing, BATCH_METRIC_DATA.name)
             rows.append(row)
+    answers = [*windows, *(window for _, window in windows_of(statistics))]
     if not statistics:
-        return rows, None
+        return rows, None, answers
     reconciliation = Reconciliation(total_of(row.total for row in statistics), total_of(row.total for row in rows))
     if reconciliation.short():
         console.note(f"Cloud Eye's rows fall short of ShowStatistics by more than 1 %: the row {NOT_LISTED} "
                      "carries the difference (a model or key idle for hours drops out of Cloud Eye's lists)")
         rows.append(not_listed_row(query, reconciliation))
-    return rows, reconciliation
+    return rows, reconciliation, answers
 
 
 # ----------------------------------------------------------------------------------------------
@@ -4410,8 +4430,8 @@ def render_table(report: Report, table_format: str | None, raw: bool, chart: str
         parts.append(period_line(report.previous.query).replace("Period:", "Previous:", 1))
     if raw:
         parts.append("Raw responses:")
-        parts += [f"{window.label}: {json.dumps(_exact_json(window.response))}"
-                  for _, window in windows_of(report.rows)]
+        parts += [f"{window.label if row else f'{window.call.name} for {window.label}'}: "
+                  f"{json.dumps(_exact_json(window.response))}" for row, window in report.raw_windows()]
     return "\n".join(parts) + "\n"
 
 
@@ -4533,10 +4553,19 @@ def render_json(report: Report, raw: bool) -> str:
     if query.cloud_eye:
         document["reconciliation"] = None if report.reconciliation is None else report.reconciliation.json()
     if raw:
-        document["windows"] = [{"start_ms": window.period.start_ms, "end_ms": window.period.end_ms,
-                                "service_type": row.service_type, "api_key": row.api_key,
-                                "response": _exact_json(window.response)} for row, window in windows_of(report.rows)]
+        document["windows"] = [_json_window(row, window) for row, window in report.raw_windows()]
     return json_document(document, indent=2) + "\n"
+
+
+def _json_window(row: Row | None, window: Window) -> dict[str, Any]:
+    """--raw: one answered window. A Cloud Eye run's windows (no row of their own) name their call."""
+    document = {"start_ms": window.period.start_ms, "end_ms": window.period.end_ms,
+                "service_type": row.service_type if row else window.body.get("service_type"),
+                "api_key": row.api_key if row else None}
+    if row is None:
+        document["call"] = window.call.name
+    document["response"] = _exact_json(window.response)
+    return document
 
 
 def _json_row(row: Row, query: Query, with_source: bool) -> dict[str, Any]:
@@ -4579,7 +4608,8 @@ PROMETHEUS_HELP = {
     "maas_usage_inference_count": "Batch inferences in the period.",
     "maas_usage_period_start_timestamp_seconds": "Start of the period (Unix time).",
     "maas_usage_period_end_timestamp_seconds": "End of the period, exclusive (Unix time).",
-    "maas_usage_complete": "1 when no part of the period lies before MaaS's 30-day retention, else 0.",
+    "maas_usage_complete": "1 when no part of the period lies before its source's retention (MaaS 30 days, "
+                           "Cloud Eye 155 days for model and key rows), else 0.",
 }
 
 
@@ -5898,15 +5928,16 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
             fetch(connected(), settings.endpoints, project_id, windows, console,
                   save=None if store is None else lambda row, window: save_day(store, query, project_id, row,
                                                                                 window, now))
-        reconciliation = None
+        reconciliation, answers = None, []
         if query.cloud_eye:
-            rows, reconciliation = cloud_eye_rows(connected(), settings.endpoints, project_id, query, console, now,
+            rows, reconciliation, answers = cloud_eye_rows(connected(), settings.endpoints, project_id, query, console, now,
                                                   settings.max_requests)
     finally:
         if client is not None:
             client.close()
     shown = printed_labels(query, rows, credentials.secrets())
-    report = Report(shown, project_id, rows, coverage_of(shown, rows, now), reconciliation=reconciliation)
+    report = Report(shown, project_id, rows, coverage_of(shown, rows, now), reconciliation=reconciliation,
+                    answers=answers)
     if previous_query is not None:
         shown = printed_labels(previous_query, previous_rows, credentials.secrets())
         report.previous = Report(shown, project_id, previous_rows, coverage_of(shown, previous_rows, now))

@@ -195,6 +195,8 @@ def test_a_403_from_cloud_eye_names_its_permissions(cli, hourly):
     run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--group-by", "model")
     assert run.code == 3
     assert "ces:metrics:list" in run.stderr and "ces:metricData:list" in run.stderr
+    # Cloud Eye's own error shape {"http_code", "message": {"details", "code"}} is read, not dropped
+    assert "HTTP 403: 403: Policy doesn't allow" in run.stderr, run.stderr
 
 
 def test_the_dry_run_plans_list_metrics_and_says_the_data_calls_depend_on_it(cli, cloud):
@@ -225,6 +227,11 @@ def test_rows_carry_the_monitors_model_and_key_names(cli, hourly):
     assert [(r["model"], r["api_key"]) for r in rows] == sorted((r["model"], r["api_key"]) for r in rows)
     table = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model")
     assert "DeepSeek-V3" in table.stdout
+    # a model's keys read as its breakdown: the Model column comes first, whatever order the flags name
+    for order in (("model", "api-key"), ("api-key", "model")):
+        both = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", *order, "-q")
+        header = next(line for line in both.stdout.splitlines() if "Model" in line)
+        assert header.index("Model") < header.index("API Key"), header
 
 
 def test_names_failing_leave_ids_and_a_note_and_the_run_succeeds(cli, hourly):
@@ -353,3 +360,55 @@ def test_a_401_from_cloud_eye_is_exit_3(cli, hourly):
     hourly.add_fault("status", path="ces_metrics", status=401)
     run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--group-by", "api-key")
     assert run.code == 3 and "ces:metrics:list" in run.stderr
+
+
+def test_raw_shows_every_answer_a_cloud_eye_run_read(cli, hourly, late_may):
+    """--raw: Cloud Eye's data answers (which the rows are summed from) and the reconciliation's
+    ShowStatistics answers, each naming its call; the JSON windows as the answers came."""
+    args = ("--from", "2026-05-08", "--to", "2026-05-15", "--timezone", "Asia/Shanghai", "--group-by", "model",
+            "--raw")
+    run = cli(*args, "--format", "json", now=late_may)
+    assert run.code == 0, run.stderr
+    windows = run.json()["windows"]
+    data = [w for w in windows if w.get("call") == "Cloud Eye BatchListMetricData"]
+    statistics = [w for w in windows if w.get("call", "").startswith("ShowStatistics")]
+    assert len(data) == len(hourly.requests_of("ces_data")) >= 1 and len(data) + len(statistics) == len(windows)
+    assert sorted(w["service_type"] for w in statistics) == [1, 2]
+    sent = {(m["metric_name"], tuple((d["name"], d["value"]) for d in m["dimensions"]))
+            for w in data for m in w["response"]["metrics"]}
+    assert sent == {(m["metric_name"], tuple((d["name"], d["value"]) for d in m["dimensions"]))
+                    for body in data_calls(hourly) for m in body["metrics"]}
+    table = cli(*args, now=late_may)
+    raw = table.stdout.split("Raw responses:\n", 1)[1].splitlines()
+    assert len(raw) == len(windows)
+    assert sum(line.startswith("Cloud Eye BatchListMetricData for ") for line in raw) == len(data)
+
+
+def test_prometheus_complete_is_about_cloud_eyes_155_days(cli, hourly):
+    now = datetime(2026, 6, 20, tzinfo=timezone.utc)
+    hourly.server_time_offset = (now - datetime.now(timezone.utc)).total_seconds()
+    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model",
+              "--format", "prometheus", now=now)
+    assert run.code == 0, run.stderr
+    assert "Cloud Eye 155 days" in run.stdout
+    complete = [line for line in run.stdout.splitlines() if line.startswith("maas_usage_complete{")]
+    assert complete and all(line.endswith(" 1") for line in complete)  # 43 days back: inside 155, past 30
+
+
+@pytest.mark.parametrize("body, detail", [
+    ({"http_code": "400", "message": {"details": "Some content in message body is not correct", "code": "ces.0014"}},
+     "ces.0014: Some content in message body is not correct"),  # Cloud Eye v1
+    ({"code": 400, "element": "Bad Request", "message": "The system received a request which cannot be recognized",
+      "details": {"details": "Some content in message body is not correct", "code": "ces.0014"}},
+     "ces.0014: Some content in message body is not correct"),  # Cloud Eye's older v1 shape
+    ({"error_code": "ces.0001", "error_msg": "The content must be specified."},
+     "ces.0001: The content must be specified."),  # Cloud Eye v2 and API Gateway
+    ({"error": {"code": "1101", "message": "project not found"}}, "1101: project not found"),  # IAM
+])
+def test_each_documented_error_shape_is_read(body, detail):
+    import json
+
+    import maas_rest_usage_stats as script
+
+    reply = script.Reply(400, json.dumps(body), "", {})
+    assert script.api_failure_message("Cloud Eye ListMetrics", reply) == f"Cloud Eye ListMetrics failed: HTTP 400: {detail}"
