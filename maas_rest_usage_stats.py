@@ -3046,6 +3046,7 @@ class Usage:
         values = self.metrics()
         return [f"{metric.name} {values[metric.name]} > {metric.at_most} {values[metric.at_most]}"
                 for metric in SUMS if metric.at_most is not None
+                and not {metric.name, metric.at_most} & self.missing  # a metric not sent bounds nothing
                 and self.sums[metric.field] > self.sums[METRICS_BY_NAME[metric.at_most].field]]
 
     def metrics(self) -> dict[str, Any]:
@@ -3389,7 +3390,20 @@ def anomalies_of(query: Query, rows: Sequence[Row]) -> list[Anomaly]:
             period = Period(day_start(day, query.zone), day_start(day + timedelta(days=1), query.zone))
             found += [Anomaly(period, f"{day} ({row_scope(row)}) in the store", broken, row_scope(row))
                       for broken in usage.anomalies()]
+    for row in rows:  # Cloud Eye's hours of a row, summed; not the row of what it did not list (a difference)
+        if row.cloud_eye is not None and row.source == "cloud_eye":
+            scope = cloud_eye_scope(row)
+            source = (f"Cloud Eye's hours {format_instant(row.period.start.astimezone(query.zone))} ~ "
+                      f"{format_instant(row.period.end.astimezone(query.zone))} ({scope})")
+            found += [Anomaly(row.period, source, broken, scope) for broken in row.cloud_eye.anomalies()]
     return sorted(found, key=lambda anomaly: anomaly.period.start)
+
+
+def cloud_eye_scope(row: Row) -> str:
+    """What a Cloud Eye row is about besides its time: ``Cloud Eye, model 'glm-5', key 'ops'``."""
+    parts = [f"model {row.model or row.model_id!r}" if row.model_id else "",
+             f"key {row.api_key or row.api_key_id!r}" if row.api_key_id else ""]
+    return ", ".join(["Cloud Eye", *filter(None, parts)])
 
 
 def coverage_of(query: Query, rows: Sequence[Row], now: datetime) -> Coverage:
@@ -3443,6 +3457,7 @@ CES_PERIOD_MS = 3600 * 1000  # period "3600": hourly sums, each stamped with its
 CES_SUMS = {"tokens_k": ("total_tokens",), "prompt_k": ("prompt_tokens",), "completion_k": ("completion_tokens",),
             "requests": ("rpm",), "errors": ("req_count_4xx", "req_count_5xx")}
 CES_METRIC_NAMES = tuple(name for names in CES_SUMS.values() for name in names)
+CES_PLAUSIBLE_MAX = _PLAUSIBLE_MAX * max(metric.api_unit for metric in SUMS)  # tokens are tokens in Cloud Eye
 CES_PERMISSION_HINT = ("the credentials lack a Cloud Eye permission: the IAM user needs ces:metrics:list and "
                        "ces:metricData:list (CES ReadOnlyAccess)")
 Series = tuple[str, tuple[tuple[str, str], ...]]  # (metric name, ((dimension, value), ...))
@@ -3475,6 +3490,9 @@ def datapoints_of(data: Any, what: str, body: Mapping[str, Any]) -> list[tuple[S
                     or not isinstance(value, (int, Decimal)) or not Decimal(value).is_finite() or value < 0:
                 raise MalformedResponse(f"malformed response from {what}: metric {number} has a datapoint "
                                         "that is not a timestamp and a number")
+            if value > CES_PLAUSIBLE_MAX:  # the bound of ShowStatistics' fields, in Cloud Eye's units
+                raise MalformedResponse(f"malformed response from {what}: metric {number} has a datapoint "
+                                        "out of range")
         # A datapoint outside [from, to) belongs to another call (Cloud Eye may answer the hour of ``to``).
         answer.append((series, [(at, Decimal(value)) for at, value in points if body["from"] <= at < body["to"]]))
     return answer
