@@ -1716,7 +1716,10 @@ class SystemClock:
 class Clock:
     """The run's time, all of it read from one clock (``main``'s ``clock``, else the machine's):
     ``now`` (whole seconds), the instant every plan is made from; ``wall()`` for signatures and
-    Retry-After dates; ``monotonic()`` for pacing and deadlines; and every wait of the run."""
+    Retry-After dates; ``monotonic()`` for pacing and deadlines; and every wait of the run. Only the
+    bounds on real I/O stay on the machine's monotonic time (an attempt's deadline in DeadlineTimer,
+    the name lookup's in Resolver, --check's probes, the main thread's wait for a worker's answer):
+    they time sockets, which a fake clock cannot hurry."""
 
     def __init__(self, source: Any = None) -> None:
         self.source = SystemClock() if source is None else source
@@ -2000,7 +2003,24 @@ def raised_in(exc: BaseException, function: str) -> bool:
 
 def describe_network_error(exc: Exception, timeout: float, expired: bool = False) -> NetworkProblem:
     """A short, secret-free description of a failure below HTTP, and whether to try again."""
-    import http.client
+    chain = exception_chain(exc)
+    handshake = any(raised_in(e, "do_handshake") for e in chain)  # ssl's (and urllib3's, for TLS in TLS)
+    problem = setup_problem(chain, timeout, expired, handshake) or connection_problem(chain, handshake)
+    if problem is not None:
+        return problem
+    cause = next((e for e in chain if isinstance(e, OSError) and e.strerror), None)
+    if cause is not None:
+        return NetworkProblem(f"network error: {printable(cause.strerror, 80)}")
+    return NetworkProblem(f"network error ({type(exc).__name__})")
+
+
+def _first(chain: Sequence[BaseException], *kinds: type) -> Any:
+    return next((e for e in chain if isinstance(e, kinds)), None)
+
+
+def setup_problem(chain: Sequence[BaseException], timeout: float, expired: bool,
+                  handshake: bool) -> NetworkProblem | None:
+    """Failures of getting there: the certificate, the name, the time allowed, TLS."""
     import socket
     import ssl
 
@@ -2008,52 +2028,46 @@ def describe_network_error(exc: Exception, timeout: float, expired: bool = False
     import urllib3
     from urllib3.util.ssl_match_hostname import CertificateError
 
-    chain = exception_chain(exc)
-
-    def first(*kinds: type) -> Any:
-        return next((e for e in chain if isinstance(e, kinds)), None)
-
-    # ssl's do_handshake (and urllib3's, for TLS in TLS); around it, urllib3's ssl_wrap_socket
-    handshake = any(raised_in(e, "do_handshake") for e in chain)
-    tls_setup = any(raised_in(e, "ssl_wrap_socket") for e in chain)
-    certificate = first(ssl.SSLCertVerificationError, CertificateError)
+    certificate = _first(chain, ssl.SSLCertVerificationError, CertificateError)
     if certificate is not None:
         reason = getattr(certificate, "verify_message", None) or str(certificate.args[-1] if certificate.args else "")
         reason = printable(str(reason), 120).rstrip(".")
         return NetworkProblem("TLS certificate verification failed" + (f": {reason}" if reason else ""),
                               retry=False, hint=CA_HINT)
-    if first(NameNotResolvedInTime):
+    if _first(chain, NameNotResolvedInTime):
         return NetworkProblem(f"the host name was not resolved within {timeout:g} s (--timeout)")
     timeouts = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, socket.timeout, TimeoutError)
     if expired or any(isinstance(e, timeouts) and not isinstance(e, urllib3.exceptions.NewConnectionError)
                       for e in chain):
         return NetworkProblem(f"no answer within {timeout:g} s (--timeout)")
-    if first(socket.gaierror):
+    if _first(chain, socket.gaierror):
         return NetworkProblem("the host name cannot be resolved")
-    tls = first(ssl.SSLError)
-    if tls is not None and tls_setup and not handshake:  # this client's own TLS set-up: the CA bundle
+    tls = _first(chain, ssl.SSLError)
+    if tls is None:
+        return None
+    if any(raised_in(e, "ssl_wrap_socket") for e in chain) and not handshake:  # this client's own TLS set-up
         return NetworkProblem(f"cannot load the TLS certificates to trust ({printable(str(tls), 120)})",
                               retry=False, hint="check that REQUESTS_CA_BUNDLE names a readable PEM file "
                                                 "of CA certificates")
-    if tls is not None:
-        return tls_problem(tls, handshake)
-    if first(AnswerCutShort):
-        return NetworkProblem("the connection closed in the middle of the answer's status line or headers")
-    if first(http.client.RemoteDisconnected):
-        return NetworkProblem("the server closed the connection without answering")
-    if first(ConnectionResetError):
-        return NetworkProblem("the connection was reset during the TLS handshake" if handshake
-                              else "connection reset by the server")
-    if first(ConnectionRefusedError):
-        return NetworkProblem("connection refused")
-    if first(http.client.IncompleteRead, urllib3.exceptions.IncompleteRead):
-        return NetworkProblem("the connection closed in the middle of the answer")
-    if first(http.client.BadStatusLine):
-        return NetworkProblem("the answer did not start with an HTTP status line")
-    cause = next((e for e in chain if isinstance(e, OSError) and e.strerror), None)
-    if cause is not None:
-        return NetworkProblem(f"network error: {printable(cause.strerror, 80)}")
-    return NetworkProblem(f"network error ({type(exc).__name__})")
+    return tls_problem(tls, handshake)
+
+
+def connection_problem(chain: Sequence[BaseException], handshake: bool) -> NetworkProblem | None:
+    """Failures of a connection that was made: closed, reset, refused, or an answer cut short; the
+    first kind in this order that the chain holds (all may mend on another attempt)."""
+    import http.client
+
+    import urllib3
+
+    kinds = [((AnswerCutShort,), "the connection closed in the middle of the answer's status line or headers"),
+             ((http.client.RemoteDisconnected,), "the server closed the connection without answering"),
+             ((ConnectionResetError,), "the connection was reset during the TLS handshake" if handshake
+              else "connection reset by the server"),
+             ((ConnectionRefusedError,), "connection refused"),
+             ((http.client.IncompleteRead, urllib3.exceptions.IncompleteRead),
+              "the connection closed in the middle of the answer"),
+             ((http.client.BadStatusLine,), "the answer did not start with an HTTP status line")]
+    return next((NetworkProblem(text) for found, text in kinds if _first(chain, *found)), None)
 
 
 def tls_problem(error: Any, handshake: bool) -> NetworkProblem:

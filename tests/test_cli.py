@@ -564,3 +564,13 @@ def test_readme_shows_the_seed_table_exactly(cli):
     assert command in readme
     shown = readme.split(command, 1)[1].split("```", 1)[0]
     assert shown == SEED_TABLE
+
+
+def test_the_readme_is_for_users_first_and_at_most_450_lines():
+    """The first-contact issue's bound: what a user needs, at most 450 lines; development material
+    lives in tests/README.md; nothing is left marked as still to be written."""
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 450
+    assert "<!-- pending" not in readme and "tests/README.md" in readme

@@ -412,3 +412,22 @@ def test_each_documented_error_shape_is_read(body, detail):
 
     reply = script.Reply(400, json.dumps(body), "", {})
     assert script.api_failure_message("Cloud Eye ListMetrics", reply) == f"Cloud Eye ListMetrics failed: HTTP 400: {detail}"
+
+
+def test_the_readme_shows_the_hourly_fakes_model_rows_and_reconciliation(cli, cloud):
+    """The README's "Per model and per key" example is what the hourly fake answers (run within
+    MaaS's 30 days, so the reconciliation line is there)."""
+    from conftest import ROOT
+
+    cloud.events = hourly_index(ms("2026-11-01T00:00", "UTC"), ms("2026-12-01T00:00", "UTC"))
+    now = datetime(2026, 12, 2, 12, tzinfo=timezone.utc)
+    cloud.server_time_offset = (now - datetime.now(timezone.utc)).total_seconds()
+    args = ("--from", "2026-11-23", "--to", "2026-11-30", "--timezone", "Asia/Shanghai", "--group-by", "model")
+    run = cli(*args, "-q", now=now)
+    assert run.code == 0, run.stderr
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = "$ python3 maas_rest_usage_stats.py " + " ".join(args) + "\n"
+    shown = readme.split(command, 1)[1].split("…", 1)[0]
+    lines = run.stdout.splitlines(keepends=True)
+    reconciliation = next(i for i, line in enumerate(lines) if line.startswith("ShowStatistics, same period"))
+    assert shown == "".join(lines[:reconciliation + 1])

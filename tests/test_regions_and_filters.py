@@ -193,4 +193,6 @@ def test_readme_shows_the_filters_line_as_the_fake_cloud_prints_it(cli):
     assert "--infer-type batch --api-keys key-alpha \"\" --ips 192.0.2.10\n" in readme
     run = cli(*SEED_RANGE, "--infer-type", "batch", "--api-keys", "key-alpha", "", "--ips", "192.0.2.10")
     assert run.code == 0, run.stderr
-    assert "\n" + run.stdout + "```\n" in readme
+    title_and_filters = "".join(run.stdout.splitlines(keepends=True)[:2])
+    assert "\n" + title_and_filters + "…   (then the table, with Completed Tasks 12 and Inference Count 1,188" in readme
+    assert "| Completed Tasks   | 12 " in run.stdout and "| Inference Count   | 1,188 " in run.stdout
