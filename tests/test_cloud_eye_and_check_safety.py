@@ -256,7 +256,7 @@ def test_cloud_eye_sums_that_break_a_bound_are_summed_as_sent_and_flagged(cli, h
     assert anomalies and all(a["what"].startswith(f"{broken} ") and "(Cloud Eye, model '" in a["what"]
                              for a in anomalies)
     assert len(anomalies) == len({a["what"] for a in anomalies})
-    assert f"the answer for Cloud Eye's hours 2026-05-08 00:00:00 ~ 2026-05-11 00:00:00 (Cloud Eye, model '" \
+    assert "the answer for Cloud Eye's hours 2026-05-08 00:00:00 ~ 2026-05-11 00:00:00 (Cloud Eye, model '" \
         in run.stderr and "it is summed as sent" in run.stderr
     assert run.json()["totals"][broken] > sound["totals"][broken]  # as sent: nothing dropped or capped
     assert all(run.json()["totals"][name] == sound["totals"][name] for name in ("total_tokens", "total_requests")
