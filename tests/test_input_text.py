@@ -146,6 +146,41 @@ def test_the_chart_pads_cjk_labels_by_display_columns(cli, cloud):
     assert len(chart) == 9 and {m.display_width(line) for line in chart} == {80}, chart
 
 
+COMBINING_KEYS = ("cafe\u0301-prod-cle\u0301", "Zoe\u0308-\u0915\u093f-key-\U0001f511-ops-x", "plain-key")  # 14, 19, 9
+
+
+@pytest.mark.parametrize("table_format", [None, "github"])
+def test_a_grouped_table_with_combining_mark_key_labels_aligns_by_display_columns(cli, cloud, table_format):
+    from test_chart_and_columns import MAY, renamed_keys_index
+
+    cloud.events = renamed_keys_index(COMBINING_KEYS)
+    run = cli(*MAY, "--group-by", "day", "api-key", "--api-keys", *COMBINING_KEYS,
+              *(("--table-format", table_format) if table_format else ()))
+    assert run.code == 0, run.stderr
+    lines = grouped_lines(run.stdout)
+    assert len(lines) == 31 * 3 + 1
+    assert len({m.display_width(line) for line in lines}) == 1, lines[:4]
+    header = next(line for line in run.stdout.splitlines() if "API Key" in line)
+    assert m.display_width(header) == m.display_width(lines[0])
+    if table_format is None:
+        assert m.display_width(lines[0]) <= 80
+        labels = {re.split(r"\s{2,}|\s\|\s", line.strip("| "))[1] for line in lines[:3]}
+        # combining marks take no column (a spacing one, Devanagari's vowel sign, one), the key emoji
+        # two: the second label is cut at 16 columns
+        assert labels == {"cafe\u0301-prod-cle\u0301", "Zoe\u0308-\u0915\u093f-key-\U0001f511-o…", "plain-key"}, labels
+
+
+def test_the_chart_pads_combining_mark_labels_by_display_columns(cli, cloud):
+    from test_chart_and_columns import MAY, renamed_keys_index
+
+    cloud.events = renamed_keys_index(COMBINING_KEYS)
+    run = cli(*MAY[:2], "--to", "2026-05-04", *MAY[4:], "--group-by", "day", "api-key", "--api-keys",
+              *COMBINING_KEYS, "--chart")
+    assert run.code == 0, run.stderr
+    chart = run.stdout.split("Total Tokens\n")[-1].split("\n\n")[0].splitlines()
+    assert len(chart) == 9 and {m.display_width(line) for line in chart} == {80}, chart
+
+
 @pytest.mark.parametrize("text, width, cut", [
     ("key-0123456789abcdef", 16, "key-0123456789a…"), ("生产环境-主密钥x", 16, "生产环境-主密钥x"),
     ("生产环境-主密钥xy", 16, "生产环境-主密钥…"), ("a生产环境主密钥钥", 16, "a生产环境主密钥…"),
