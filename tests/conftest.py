@@ -220,3 +220,10 @@ def cli_process(cloud_env: dict[str, str]):
     def run(*args: str, env: dict[str, str | None] | None = None, timeout: float = 120) -> Run:
         return run_script(list(args), _merged(cloud_env, env), timeout)
     return run
+
+
+def serve_at(cloud: fakecloud.FakeCloud, now: datetime) -> datetime:
+    """Set the fake cloud's clock to read ``now`` as a run started at ``now`` does (its signature
+    check allows 15 minutes of skew), and return ``now``."""
+    cloud.server_time_offset = (now - datetime.now(timezone.utc)).total_seconds()
+    return now

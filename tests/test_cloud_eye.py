@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import fakecloud as fc
-from conftest import hourly_index, oracle_metrics
+from conftest import hourly_index, oracle_metrics, serve_at
 
 HOUR = fc.HOUR_MS
 DAY = fc.DAY_MS
@@ -208,7 +208,7 @@ def test_the_dry_run_plans_list_metrics_and_says_the_data_calls_depend_on_it(cli
 
 def test_coverage_uses_cloud_eyes_155_days(cli, hourly):
     now = datetime(2026, 10, 1, tzinfo=timezone.utc)
-    hourly.server_time_offset = (now - datetime.now(timezone.utc)).total_seconds()
+    serve_at(hourly, now)
     run = cli("--from", "2026-04-20", "--to", "2026-05-20", "--timezone", "UTC", "--group-by", "model",
               "--format", "json", now=now)
     assert run.code == 0, run.stderr
@@ -251,7 +251,7 @@ def test_names_failing_leave_ids_and_a_note_and_the_run_succeeds(cli, hourly):
 def late_may(hourly):
     """Runs on 2026-05-25 (the fake's clock too, so signatures match): May 8-21 lies within MaaS's 30 days."""
     now = datetime(2026, 5, 25, tzinfo=timezone.utc)
-    hourly.server_time_offset = (now - datetime.now(timezone.utc)).total_seconds()
+    serve_at(hourly, now)
     return now
 
 
@@ -386,7 +386,7 @@ def test_raw_shows_every_answer_a_cloud_eye_run_read(cli, hourly, late_may):
 
 def test_prometheus_complete_is_about_cloud_eyes_155_days(cli, hourly):
     now = datetime(2026, 6, 20, tzinfo=timezone.utc)
-    hourly.server_time_offset = (now - datetime.now(timezone.utc)).total_seconds()
+    serve_at(hourly, now)
     run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model",
               "--format", "prometheus", now=now)
     assert run.code == 0, run.stderr
@@ -421,7 +421,7 @@ def test_the_readme_shows_the_hourly_fakes_model_rows_and_reconciliation(cli, cl
 
     cloud.events = hourly_index(ms("2026-11-01T00:00", "UTC"), ms("2026-12-01T00:00", "UTC"))
     now = datetime(2026, 12, 2, 12, tzinfo=timezone.utc)
-    cloud.server_time_offset = (now - datetime.now(timezone.utc)).total_seconds()
+    serve_at(cloud, now)
     args = ("--from", "2026-11-23", "--to", "2026-11-30", "--timezone", "Asia/Shanghai", "--group-by", "model")
     run = cli(*args, "-q", now=now)
     assert run.code == 0, run.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import fakecloud
-from conftest import Run, hourly_index
+from conftest import Run, hourly_index, serve_at
 
 PID = fakecloud.DEMO_PROJECT_ID
 NOW = datetime(2026, 11, 30, 23, 15, 33, tzinfo=timezone.utc)  # 2026-12-01 07:15:33 in Asia/Shanghai
@@ -26,7 +26,7 @@ def span(start: str, end: str) -> dict:
 
 
 def signing_at(cloud: fakecloud.FakeCloud, now: datetime) -> None:
-    cloud.server_time_offset = (now - datetime.now(timezone.utc)).total_seconds()  # the run signs at its now
+    serve_at(cloud, now)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 
 import fakecloud
 import maas_rest_usage_stats as m
-from conftest import hourly_index
+from conftest import hourly_index, serve_at
 from test_cli import expected_metrics
 from test_groups import metrics_of, ms
 from test_timerange import ZONE_NAMES
@@ -87,7 +87,7 @@ HOUR_MS = 3_600_000
 
 def at_now(cloud, now: datetime) -> datetime:
     """Run at ``now``: the fake cloud's clock follows, so signatures are fresh and data retained."""
-    cloud.server_time_offset = (now - datetime.now(timezone.utc)).total_seconds()
+    serve_at(cloud, now)
     cloud.events = hourly_index(int(now.timestamp() * 1000) - 20 * 24 * HOUR_MS, int(now.timestamp() * 1000))
     return now
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import stat
+import sys
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -319,3 +321,40 @@ def test_output_expands_the_home_folder(cli, home):
     run = cli(*SEED_RANGE, "--format", "json", "--output", "~/maas.json")
     assert run.code == 0, run.stderr
     assert (home / "maas.json").read_text().startswith("{")
+
+
+def test_a_new_format_is_one_record_of_formats(tmp_path, cloud_env, cloud, monkeypatch):
+    """The shape issue's traced change: ``--format markdown`` is one OutputFormat row in FORMATS.
+    The script with only that line added takes the flag, checks its options and renders."""
+    import importlib.util
+    import io
+
+    from conftest import SCRIPT, hourly_index
+
+    text = SCRIPT.read_text(encoding="utf-8")
+    anchor = '    OutputFormat("prometheus", lambda report, out: render_prometheus(report), ()),\n'
+    assert text.count(anchor) == 1
+    row = ('    OutputFormat("markdown", lambda report, out: render_table(report, "github", out.raw, out.chart),'
+           ' ("--raw", "--chart")),\n')
+    copy = tmp_path / "with_markdown.py"
+    copy.write_text(text.replace(anchor, anchor + row), encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("with_markdown", copy)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "with_markdown", module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+
+    cloud.events = hourly_index(1779926400000, 1780531200000)  # 2026-05-28 .. 2026-06-04 UTC
+    def run(*args):
+        out, err = io.StringIO(), io.StringIO()
+        code = module.main(["--from", "2026-05-28", "--to", "2026-06-04", "--timezone", "UTC", *args],
+                           env=cloud_env, stdout=out, stderr=err)
+        return code, out.getvalue(), err.getvalue()
+
+    code, out, err = run("--format", "markdown", "--group-by", "day", "--chart", "-q")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert any(line.startswith("| Day ") for line in lines) and "+===" not in out  # markdown, not grid
+    assert sum(bool(re.fullmatch(r"\|[-:|]+\|", line)) for line in lines) == 2  # the two tables' rules
+    assert "Total Tokens" in out
+    code, out, err = run("--format", "markdown", "--no-header")
+    assert code == 2 and "--no-header" in err and out == ""

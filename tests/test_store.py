@@ -17,7 +17,7 @@ import pytest
 
 import fakecloud
 import maas_rest_usage_stats as m
-from conftest import SCRIPT, SECRETS, Run, assert_clean, hourly_index
+from conftest import SCRIPT, SECRETS, Run, assert_clean, hourly_index, serve_at
 from test_cli import expected_metrics
 from test_groups import ms
 
@@ -116,7 +116,7 @@ def test_group_by_day_saves_its_final_days_and_reuses_them(cli, hourly, store):
                                             ("Europe/Berlin", date(2026, 3, 29))])  # 23 hours
 def test_dst_week_is_stored_day_by_local_day(cli, cloud, store, zone, dst_day):
     now = datetime.combine(dst_day + timedelta(days=9), datetime.min.time(), tzinfo=timezone.utc)
-    cloud.server_time_offset = (now - datetime.now(timezone.utc)).total_seconds()  # the run signs at its now
+    serve_at(cloud, now)
     cloud.events = hourly_index(at(dst_day.isoformat(), "UTC") - 10 * DAY_MS, at(dst_day.isoformat(), "UTC") + 10 * DAY_MS)
     first, last = dst_day - timedelta(days=3), dst_day + timedelta(days=3)
     args = ("--from", first.isoformat(), "--to", last.isoformat(), "--timezone", zone, "--project-id", PID,
