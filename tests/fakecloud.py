@@ -2409,6 +2409,12 @@ class FakeCloud:
             encoding "json_escaped" (every SK character a \\uXXXX escape in the
             raw JSON), "url_encoded" (every character %XX) or "cut" (400
             characters, the SK's first 14 at offset 190).
+
+        Answers that parse but cannot be trusted: the request is answered as
+        usual (authentication included), then its 2xx JSON answer reshaped
+        (see reshaped_answer): duplicate_key(key=first key, value=0),
+        deep_nesting(levels=65), implausible(what="errors"|"prompt"|"completion";
+        ShowStatistics and BatchListMetricData), echo_in_numbers() (ShowStatistics).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
