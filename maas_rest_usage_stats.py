@@ -3395,10 +3395,13 @@ class Coverage:
         return not self.missing
 
 
-def anomalies_of(query: Query, rows: Sequence[Row]) -> list[Anomaly]:
-    """The fetched windows and stored days whose figures break a bound, in time order."""
+def anomalies_of(query: Query, rows: Sequence[Row], answers: Sequence[Window] = ()) -> list[Anomaly]:
+    """The fetched windows and stored days whose figures break a bound, in time order; ``answers``:
+    a Cloud Eye run's other windows (the reconciliation's ShowStatistics ones are checked)."""
     found = [Anomaly(window.period, window.label, broken, row_scope(row))
              for row, window in windows_of(rows) if window.usage is not None for broken in window.usage.anomalies()]
+    found += [Anomaly(window.period, window.label, broken, SERVICE_NAMES[window.body["service_type"]])
+              for window in answers if isinstance(window.usage, Usage) for broken in window.usage.anomalies()]
     for row in rows:
         for day, usage in row.stored.items():
             period = Period(day_start(day, query.zone), day_start(day + timedelta(days=1), query.zone))
@@ -3420,7 +3423,7 @@ def cloud_eye_scope(row: Row) -> str:
     return ", ".join(["Cloud Eye", *filter(None, parts)])
 
 
-def coverage_of(query: Query, rows: Sequence[Row], now: datetime) -> Coverage:
+def coverage_of(query: Query, rows: Sequence[Row], now: datetime, answers: Sequence[Window] = ()) -> Coverage:
     """The coverage of the rows' live windows; days read from a store are never missing. Cloud Eye
     rows cover the query's period, with Cloud Eye's retention."""
     retained_from = now - (CES_RETENTION if query.cloud_eye else RETENTION)
@@ -3435,7 +3438,7 @@ def coverage_of(query: Query, rows: Sequence[Row], now: datetime) -> Coverage:
             missing.append(part)
     settling_from = now - FINAL_AFTER
     provisional = max(settling_from, query.period.start) if query.period.end > settling_from else None
-    return Coverage(retained_from, tuple(missing), provisional, tuple(anomalies_of(query, rows)))
+    return Coverage(retained_from, tuple(missing), provisional, tuple(anomalies_of(query, rows, answers)))
 
 
 @dataclass
@@ -5968,7 +5971,7 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
         if client is not None:
             client.close()
     shown = printed_labels(query, rows, credentials.secrets())
-    report = Report(shown, project_id, rows, coverage_of(shown, rows, now), reconciliation=reconciliation,
+    report = Report(shown, project_id, rows, coverage_of(shown, rows, now, answers), reconciliation=reconciliation,
                     answers=answers)
     if previous_query is not None:
         shown = printed_labels(previous_query, previous_rows, credentials.secrets())

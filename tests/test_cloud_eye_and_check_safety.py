@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -19,6 +19,7 @@ import pytest
 
 import fakecloud as fc
 import maas_rest_usage_stats as m
+from conftest import serve_at
 from test_check import check  # noqa: F401 (a fixture)
 from test_input_text import UNSAFE, assert_no_unsafe, grouped_lines
 from test_plausibility import DIGIT_SK, SEED_RANGE, digit_keys  # noqa: F401 (a fixture)
@@ -261,6 +262,17 @@ def test_cloud_eye_sums_that_break_a_bound_are_summed_as_sent_and_flagged(cli, h
     assert run.json()["totals"][broken] > sound["totals"][broken]  # as sent: nothing dropped or capped
     assert all(run.json()["totals"][name] == sound["totals"][name] for name in ("total_tokens", "total_requests")
                if name != broken)
+
+
+def test_the_reconciliations_show_statistics_answers_are_held_to_the_bounds_too(cli, hourly):
+    now = serve_at(hourly, datetime(2026, 5, 25, tzinfo=timezone.utc))  # May 8-11 within MaaS's 30 days
+    hourly.add_fault("implausible", path="maas", what="errors")
+    run = cli(*DAYS, "--group-by", "model", "--format", "json", now=now)
+    assert run.code == 0, run.stderr
+    assert run.json()["reconciliation"] is not None
+    (anomaly,) = run.json()["coverage"]["anomalies"]
+    assert re.fullmatch(r"total_errors (\d+) > total_requests (\d+) \((Preset|My) Service\)", anomaly["what"])
+    assert "the answer for 2026-05-08 00:00:00 ~ 2026-05-11 00:00:00 (" in run.stderr
 
 
 def test_a_metric_cloud_eye_does_not_list_bounds_nothing(cli, hourly):
