@@ -60,6 +60,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 from urllib.parse import quote, urlsplit  # noqa: E402
 
 __version__ = "1.0.0"
+RELEASE_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)  # this version is newer: a clock before it is wrong
 
 # requirements.txt's lines, here too: the script is often copied without that file, and a Python
 # that lacks a package must be told the exact command that installs it.
@@ -157,7 +158,8 @@ class Metric:
     ``api_field`` is the ShowStatistics answer field it is read from and ``api_unit`` the actual units
     per unit of that field (the token fields are in thousands). ``name`` is the JSON key, the CSV column
     and the store's column; ``label`` the totals table's line; ``headers`` the grouped table's column as
-    (full, narrow, with hour rows). ``style`` picks the formatting: tokens, count or percent.
+    (full, narrow, with hour rows). ``style`` picks the formatting: tokens, count or percent. ``at_most``
+    names the metric it can never exceed: an answer that breaks the bound is summed as sent but flagged.
     """
 
     name: str
@@ -171,6 +173,7 @@ class Metric:
     kind: str | None = None
     batch_only: bool = False  # shown for --infer-type batch only; real-time answers may omit it
     derive: Callable[[Mapping[str, Any]], Any] | None = None
+    at_most: str | None = None
 
 
 def _error_rate(values: Mapping[str, Any]) -> Decimal | None:
@@ -182,17 +185,18 @@ def _error_rate(values: Mapping[str, Any]) -> Decimal | None:
 
 
 # ShowStatistics' answer fields (API reference, ShowStatistics response), in the contract's METRICS order.
+# The bounds: prompt and completion tokens are parts of the total, errors are requests that failed.
 METRICS = (
     Metric("total_tokens", "tokens_k", "total_token", 1000, "Total Tokens", ("Tokens",) * 3, "tokens",
            "maas_usage_tokens", "total"),
     Metric("prompt_tokens", "prompt_k", "total_prompt_token", 1000, "Prompt Tokens", ("Prompt",) * 3, "tokens",
-           "maas_usage_tokens", "prompt"),
+           "maas_usage_tokens", "prompt", at_most="total_tokens"),
     Metric("completion_tokens", "completion_k", "total_completion_token", 1000, "Completion Tokens",
-           ("Completion", "Compl.", "Compl."), "tokens", "maas_usage_tokens", "completion"),
+           ("Completion", "Compl.", "Compl."), "tokens", "maas_usage_tokens", "completion", at_most="total_tokens"),
     Metric("total_requests", "requests", "total_request_count", 1, "Total Requests", ("Requests", "Reqs", "Reqs"),
            "count", "maas_usage_requests"),
     Metric("total_errors", "errors", "total_error_count", 1, "Total Errors", ("Errors", "Errors", "Errs"),
-           "count", "maas_usage_errors"),
+           "count", "maas_usage_errors", at_most="total_requests"),
     Metric("error_rate", None, None, 1, "Error Rate", ("Err %",) * 3, "percent", derive=_error_rate),
     Metric("total_completion_tasks", "completion_tasks", "total_completion_tasks", 1, "Completed Tasks",
            ("Tasks",) * 3, "count", "maas_usage_completed_tasks", batch_only=True),
@@ -200,6 +204,7 @@ METRICS = (
            "count", "maas_usage_inference_count", batch_only=True),
 )
 METRIC_NAMES = tuple(metric.name for metric in METRICS)
+METRICS_BY_NAME = {metric.name: metric for metric in METRICS}
 SUMS = tuple(metric for metric in METRICS if metric.field)  # the metrics a Usage holds exact sums of
 TOKEN_FIELDS = tuple(m.api_field for m in SUMS if m.style == "tokens")
 COUNT_FIELDS = tuple(m.api_field for m in SUMS if m.style == "count" and not m.batch_only)
@@ -1374,54 +1379,202 @@ def window_count(period: Period, unit: CalendarUnit | None, zone: tzinfo) -> int
 
 
 # ----------------------------------------------------------------------------------------------
-# Console: every line for stderr goes through here, with secrets redacted
+# Console: every line for stderr goes through here, with secrets redacted and outside text escaped
 # ----------------------------------------------------------------------------------------------
 
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# What outside text (server messages, labels, paths) must not bring to a terminal: C0 and C1 controls
+# and DEL, bidirectional overrides, isolates and marks (U+202E turns a line around), line and paragraph
+# separators, and lone surrogates (an undecodable byte in an argument or path, a \ud800 in an answer).
+_UNSAFE_BEYOND_C0 = r"\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_UNSAFE = re.compile(rf"[\x00-\x1f{_UNSAFE_BEYOND_C0}]")
+_UNSAFE_IN_JSON = re.compile(f"[{_UNSAFE_BEYOND_C0}]")  # json.dumps escapes the C0 controls in strings itself
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 SECRET_PIECE = 8  # no run of this many characters of a secret may appear in any output
-# The forms a server may echo a secret in: as is, JSON-escaped (\u0073) and URL-encoded (%73).
-_SECRET_FORMS: tuple[Callable[[str], str], ...] = (
-    lambda text: text,
-    lambda text: "".join(f"\\u{ord(c):04x}" for c in text),
-    lambda text: "".join(f"\\u{ord(c):04X}" for c in text),
-    lambda text: "".join(f"%{ord(c):02X}" for c in text),
-    lambda text: "".join(f"%{ord(c):02x}" for c in text),
-)
+# Every piece of SECRET_PIECE characters holds a whole block of this many characters that starts at a
+# multiple of it (SECRET_PIECE >= 2 * _BLOCK - 1): one look-up per block finds where pieces may start.
+_BLOCK = 4
+_BLOCKS = re.compile(".{" + str(_BLOCK) + "}", re.DOTALL)
+_BLOCK_CHUNK = 64 * 1024  # text looked at per pass: bounded memory for any body
+# The escaped forms a server may echo a secret in, every character JSON-escaped (\u0073) or URL-encoded
+# (%73), in either case: one escape, its width and where its hex digits start.
+_ESCAPES = ((r"\\u[0-9A-Fa-f]{4}", 6, 2), (r"%[0-9A-Fa-f]{2}", 3, 1))
+
+
+@dataclass(frozen=True)
+class SecretPieces:
+    """What the redactor looks for: every piece of SECRET_PIECE characters of the secrets, every block
+    of _BLOCK characters inside them, and the secrets too short to have a piece (masked whole)."""
+
+    pieces: frozenset[str]
+    blocks: frozenset[str]
+    spreads: frozenset[str]  # SECRET_PIECE + _BLOCK characters: every piece around a block, one look-up
+    short: tuple[str, ...]
+    escaped_runs: tuple[tuple[re.Pattern, int, int], ...]  # runs of escapes long enough to hold one
+
+
+@lru_cache(maxsize=8)
+def secret_pieces(secrets: tuple[str, ...]) -> SecretPieces:
+    def substrings(length: int) -> frozenset[str]:
+        return frozenset(s[i:i + length] for s in secrets for i in range(len(s) - length + 1))
+
+    short = tuple(secret for secret in secrets if 0 < len(secret) < SECRET_PIECE)
+    shortest = min(map(len, short), default=SECRET_PIECE)
+    return SecretPieces(substrings(SECRET_PIECE), substrings(_BLOCK), substrings(SECRET_PIECE + _BLOCK), short,
+                        tuple((re.compile(f"(?:{escape}){{{shortest},}}"), width, digits)
+                              for escape, width, digits in _ESCAPES))
+
+
+def _merged_into(spans: list[tuple[int, int]], start: int, end: int) -> None:
+    """Add a span to spans ordered by start, merging it with the last one when they touch."""
+    if spans and start <= spans[-1][1]:
+        spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+    else:
+        spans.append((start, end))
+
+
+def _plain_spans(text: str, wanted: SecretPieces) -> list[tuple[int, int]]:
+    """Where pieces (and short secrets) occur as they are: pieces are looked for only around the
+    blocks that belong to a secret, one set look-up per block of the text."""
+    spans: list[tuple[int, int]] = []
+    unchecked = 0
+    for base in range(0, len(text), _BLOCK_CHUNK) if wanted.pieces else ():
+        blocks = _BLOCKS.findall(text, base, base + _BLOCK_CHUNK)
+        if wanted.blocks.isdisjoint(blocks):
+            continue
+        for index, block in enumerate(blocks):
+            if block not in wanted.blocks:
+                continue
+            at = base + index * _BLOCK
+            first = at + _BLOCK - SECRET_PIECE  # the pieces that hold this block start here to ``at``
+            if first >= 0 and text[first:at + SECRET_PIECE] in wanted.spreads:
+                _merged_into(spans, first, at + SECRET_PIECE)
+            else:
+                for start in range(max(first, unchecked), at + 1):
+                    if text[start:start + SECRET_PIECE] in wanted.pieces:
+                        _merged_into(spans, start, start + SECRET_PIECE)
+            unchecked = at + 1
+    for secret in wanted.short:
+        at = text.find(secret)
+        while at >= 0:
+            spans.append((at, at + len(secret)))
+            at = text.find(secret, at + 1)
+    return spans
+
+
+def secret_spans(text: str, secrets: Iterable[str]) -> list[tuple[int, int]]:
+    """The ordered, merged spans of ``text`` that hold a piece of a secret, as is or escaped."""
+    wanted = secret_pieces(tuple(secrets))
+    spans = _plain_spans(text, wanted)
+    for pattern, width, digits in wanted.escaped_runs if "\\u" in text or "%" in text else ():
+        # In pieces of the text (overlapping by a piece's length): the regex engine keeps state for
+        # every repetition of a run, so a body of nothing but escapes would cost tens of MB at once.
+        runs = (run for base in range(0, len(text), _BLOCK_CHUNK)
+                for run in pattern.finditer(text, base, base + _BLOCK_CHUNK + width * SECRET_PIECE))
+        for run in runs:
+            escapes = run.group()
+            decoded = "".join(chr(int(escapes[i + digits:i + width], 16)) for i in range(0, len(escapes), width))
+            spans += [(run.start() + start * width, run.start() + end * width)
+                      for start, end in _plain_spans(decoded, wanted)]
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        _merged_into(merged, start, end)
+    return merged
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every piece of SECRET_PIECE or more characters of a secret, in any of its
-    forms, replaced by ``***``: a message cut short or an escaped echo leaks no part either."""
-    pieces: dict[int, set[str]] = {}
-    for secret in secrets:
-        for form in _SECRET_FORMS:
-            for start in range(max(1, len(secret) - SECRET_PIECE + 1)):
-                piece = form(secret[start:start + SECRET_PIECE])
-                if piece:
-                    pieces.setdefault(len(piece), set()).add(piece)
-    hidden = [False] * len(text)
-    for length, wanted in pieces.items():
-        for start in range(len(text) - length + 1):
-            if text[start:start + length] in wanted:
-                hidden[start:start + length] = [True] * length
-    if not any(hidden):
+    """``text`` with every piece of SECRET_PIECE or more characters of a secret, as is or escaped,
+    replaced by ``***``: a message cut short or an escaped echo leaks no part either. Linear: one set
+    look-up per block of the text, a few more where a block belongs to a secret."""
+    spans = secret_spans(text, secrets)
+    if not spans:
         return text
-    out, previous = [], False
-    for char, masked in zip(text, hidden):
-        if not masked:
-            out.append(char)
-        elif not previous:
-            out.append("***")
-        previous = masked
-    return "".join(out)
+    parts, cursor = [], 0
+    for start, end in spans:
+        parts += [text[cursor:start], "***"]
+        cursor = end
+    return "".join(parts) + text[cursor:]
+
+
+def redact_data(data: Any, secrets: Iterable[str]) -> Any:
+    """Parsed JSON with every piece of a secret masked in its strings, keys included. Numbers are never
+    touched: masking the text instead could turn a total that holds 8 digits of a key into ``***``."""
+    secrets = tuple(secrets)
+    strings: list[str] = []
+    _strings_of(data, strings)
+    if not secret_spans("\n".join(strings), secrets):  # one pass for the whole answer: usually nothing
+        return data
+    return _masked(data, secrets)
+
+
+def _strings_of(value: Any, strings: list[str]) -> None:
+    if isinstance(value, str):
+        strings.append(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            strings.append(key)
+            _strings_of(item, strings)
+    elif isinstance(value, list):
+        for item in value:
+            _strings_of(item, strings)
+
+
+def _masked(value: Any, secrets: tuple[str, ...]) -> Any:
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {redact(key, secrets): _masked(item, secrets) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item, secrets) for item in value]
+    return value
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:  # Python's stand-in for an undecodable byte: shown as that byte
+        return f"\\x{code - 0xDC00:02x}"
+    return _NAMED_ESCAPES.get(char) or (f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
+
+
+def escaped(text: str) -> str:
+    """Outside text safe for a terminal: controls, bidi overrides and undecodable bytes written as
+    escapes (``\\x1b``, ``\\u202e``, ``\\xff``), everything else (CJK, accents, emoji) as it is."""
+    return _UNSAFE.sub(_escape, text)
 
 
 def printable(text: str, limit: int = 300) -> str:
-    """Server-supplied text made safe for a terminal: no control characters, bounded length."""
-    text = _UNPRINTABLE.sub("?", str(text)).replace("\n", " ").strip()
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """Outside text escaped for a terminal (``escaped``) and cut to at most ``limit`` columns."""
+    return cut_to_width(escaped(str(text).strip()), limit)
+
+
+def display_width(text: str) -> int:
+    """The columns a terminal gives ``text``: East Asian wide and fullwidth characters (CJK) take two,
+    combining marks and format characters none."""
+    if text.isascii():
+        return len(text)
+    import unicodedata  # only for text that is not ASCII
+
+    return sum(0 if unicodedata.category(c) in ("Mn", "Me", "Cf") else 2 if unicodedata.east_asian_width(c) in "WF"
+               else 1 for c in text)
+
+
+def cut_to_width(text: str, width: int) -> str:
+    """``text`` if it fits in ``width`` columns, else its start and ``…`` in that many."""
+    if display_width(text) <= width:
+        return text
+    used = 0
+    for end, char in enumerate(text):
+        used += display_width(char)
+        if used > width - 1:
+            return text[:end] + "…"
+    return text
+
+
+def padded(text: str, width: int) -> str:
+    """``text`` and spaces to fill ``width`` columns (ljust counts characters, not columns)."""
+    return text + " " * (width - display_width(text))
 
 
 def seconds_left(wait: float, remaining: int) -> float:
@@ -1483,7 +1636,7 @@ class Console:
             if self._progress_shown:
                 self._emit("\r\x1b[K")
                 self._progress_shown = False
-            self._emit(self.redact(line) + "\n")
+            self._emit(escaped(self.redact(line)) + "\n")
 
     def _emit(self, text: str) -> None:
         """Write to stderr; a closed or broken stderr changes nothing else in the run."""
@@ -1939,13 +2092,46 @@ def tls_problem(error: Any, handshake: bool) -> NetworkProblem:
                           retry=not handshake)
 
 
+MAX_JSON_DEPTH = 64  # an answer is an object of numbers: nesting this deep is no answer (and json recurses)
+_JSON_SKIPPED = re.compile(r'"[^"]*"|[^\[\]{}"]+')  # strings (their escapes gone) and all but brackets
+
+
+def json_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests arrays and objects deeper than ``limit``, found without parsing it:
+    strings and everything but brackets dropped, then the innermost pairs peeled, a level a pass."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    # In JSON text a backslash always starts a pair, so without the escaped backslashes every \" left
+    # is an escaped quote: what remains between quotes is a string.
+    unescaped = text.replace("\\\\", "").replace('\\"', "")
+    brackets = _JSON_SKIPPED.sub("", unescaped).replace("{", "[").replace("}", "]")
+    for _ in range(limit):
+        peeled = brackets.replace("[]", "")
+        if peeled == brackets:  # empty, or not balanced (the parser says so)
+            return False
+        brackets = peeled
+    return bool(brackets)
+
+
 def parse_json_text(text: str, what: str) -> Any:
-    """Parse a response body with exact decimals; NaN and Infinity are malformed."""
+    """Parse a response body with exact decimals. NaN and Infinity, a key twice in one object (which
+    value would count?) and nesting deeper than MAX_JSON_DEPTH are malformed."""
     def reject(constant: str) -> Any:
         raise ValueError(constant)
 
+    def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        data = dict(pairs)
+        if len(data) < len(pairs):
+            seen: set[str] = set()
+            twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+            raise MalformedResponse(f'malformed response from {what}: the key "{printable(twice, 60)}" '
+                                    "appears twice in one object")
+        return data
+
+    if json_too_deep(text):
+        raise MalformedResponse(f"malformed response from {what}: nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(text, parse_float=Decimal, parse_constant=reject)
+        return json.loads(text, parse_float=Decimal, parse_constant=reject, object_pairs_hook=unique_keys)
     except (ValueError, RecursionError):
         snippet = printable(text, 80)
         raise MalformedResponse(f"malformed response from {what}: not valid JSON ({snippet!r})") from None
@@ -2519,7 +2705,8 @@ class Client:
             if 200 <= outcome.status < 300:
                 self.warm = True
             if outcome.status not in RETRY_STATUSES:
-                return checked_data(outcome, call.what, call.not_found_hint)
+                return redact_data(checked_data(outcome, call.what, call.not_found_hint),
+                                   self._credentials.secrets())
             failure = api_failure_message(call.what, outcome)
             retry_after = parse_retry_after(outcome.headers.get("Retry-After"), self.clock.wall())
         raise ApiError(failure + (f" (after {retries + 1} attempts)" if retries else ""),
@@ -2552,8 +2739,11 @@ class Client:
             failure = self._network_failure(call, exc, deadline.expired)
             self.console.debug(f"{where} -> {failure}")
             return failure
-        # Server text reaches messages and --raw: hide any echoed key before it is cut short.
-        text = self._redact(body.decode("utf-8", errors="replace"))
+        # An error body only feeds messages: hide any echoed key before it is cut short. A success is
+        # parsed first and its strings masked (send): masking its text could change a number.
+        text = body.decode("utf-8", errors="replace")
+        if not 200 <= response.status_code < 300:
+            text = self._redact(text)
         request_id = printable(self._redact(response.headers.get("X-Request-Id", "")), 80)
         elapsed_ms = (self.clock.monotonic() - started) * 1000
         self.console.debug(f"{where} -> HTTP {response.status_code} in {elapsed_ms:.0f} ms "
@@ -2866,6 +3056,14 @@ class Usage:
             return Usage(self.missing | other.missing,
                          **{name: value + other.sums[name] for name, value in self.sums.items()})
 
+    def anomalies(self) -> list[str]:
+        """The bounds of METRICS these exact sums break: ``total_errors 12 > total_requests 3``."""
+        values = self.metrics()
+        return [f"{metric.name} {values[metric.name]} > {metric.at_most} {values[metric.at_most]}"
+                for metric in SUMS if metric.at_most is not None
+                and not {metric.name, metric.at_most} & self.missing  # a metric not sent bounds nothing
+                and self.sums[metric.field] > self.sums[METRICS_BY_NAME[metric.at_most].field]]
+
     def metrics(self) -> dict[str, Any]:
         """The contract's METRICS: actual units as integers (tokens rounded half up), the derived ones."""
         with localcontext() as context:
@@ -3092,13 +3290,16 @@ def plan_windows(query: Query, row: Row, days: Sequence[tuple[date, Period]]) ->
     for span in live_spans(row.period, days, row.stored):
         for start_ms, end_ms in split_windows(span.start_ms, span.end_ms):
             label = (f"{format_instant(from_epoch_ms(start_ms, query.zone))} ~ "
-                     f"{format_instant(from_epoch_ms(end_ms, query.zone))} "
-                     f"({SERVICE_NAMES[row.service_type]}"
-                     + (f", key {row.api_key!r}" if row.api_key is not None else "") + ")")
+                     f"{format_instant(from_epoch_ms(end_ms, query.zone))} ({row_scope(row)})")
             period = Period(from_epoch_ms(start_ms, timezone.utc), from_epoch_ms(end_ms, timezone.utc))
             windows.append(Window(period, request_body(query, row, start_ms, end_ms), label,
                                   day=whole_days.get((start_ms, end_ms))))
     return windows
+
+
+def row_scope(row: Row) -> str:
+    """What a row's windows are about besides their time: ``Preset Service, key 'k'``."""
+    return SERVICE_NAMES[row.service_type] + (f", key {row.api_key!r}" if row.api_key is not None else "")
 
 
 def request_body(query: Query, row: Row, start_ms: int, end_ms: int) -> dict:
@@ -3166,20 +3367,64 @@ def unrecorded_days(query: Query, rows: Sequence[Row], now: datetime) -> list[st
 
 
 @dataclass(frozen=True)
+class Anomaly:
+    """Figures of one answer or stored day that break a bound of METRICS, summed as sent all the same."""
+
+    period: Period
+    source: str  # the window or stored day, as the note names it
+    broken: str  # the bound: "total_errors 12 > total_requests 3"
+    scope: str  # the row's service type and key: "Preset Service"
+
+    @property
+    def what(self) -> str:
+        return f"{self.broken} ({self.scope})"
+
+
+@dataclass(frozen=True)
 class Coverage:
     """How far a result can be trusted: the live parts older than MaaS's retention (the API may
-    have answered them with zeros) and the newest part, whose call data may still arrive."""
+    have answered them with zeros), the newest part, whose call data may still arrive, and the
+    answers whose figures cannot be right."""
 
     retained_from: datetime
     missing: tuple[Period, ...]
     provisional_from: datetime | None
+    anomalies: tuple[Anomaly, ...] = ()
 
     @property
     def complete(self) -> bool:
         return not self.missing
 
 
-def coverage_of(query: Query, rows: Sequence[Row], now: datetime) -> Coverage:
+def anomalies_of(query: Query, rows: Sequence[Row], answers: Sequence[Window] = ()) -> list[Anomaly]:
+    """The fetched windows and stored days whose figures break a bound, in time order; ``answers``:
+    a Cloud Eye run's other windows (the reconciliation's ShowStatistics ones are checked)."""
+    found = [Anomaly(window.period, window.label, broken, row_scope(row))
+             for row, window in windows_of(rows) if window.usage is not None for broken in window.usage.anomalies()]
+    found += [Anomaly(window.period, window.label, broken, SERVICE_NAMES[window.body["service_type"]])
+              for window in answers if isinstance(window.usage, Usage) for broken in window.usage.anomalies()]
+    for row in rows:
+        for day, usage in row.stored.items():
+            period = Period(day_start(day, query.zone), day_start(day + timedelta(days=1), query.zone))
+            found += [Anomaly(period, f"{day} ({row_scope(row)}) in the store", broken, row_scope(row))
+                      for broken in usage.anomalies()]
+    for row in rows:  # Cloud Eye's hours of a row, summed; not the row of what it did not list (a difference)
+        if row.cloud_eye is not None and row.source == "cloud_eye":
+            scope = cloud_eye_scope(row)
+            source = (f"Cloud Eye's hours {format_instant(row.period.start.astimezone(query.zone))} ~ "
+                      f"{format_instant(row.period.end.astimezone(query.zone))} ({scope})")
+            found += [Anomaly(row.period, source, broken, scope) for broken in row.cloud_eye.anomalies()]
+    return sorted(found, key=lambda anomaly: anomaly.period.start)
+
+
+def cloud_eye_scope(row: Row) -> str:
+    """What a Cloud Eye row is about besides its time: ``Cloud Eye, model 'glm-5', key 'ops'``."""
+    parts = [f"model {row.model or row.model_id!r}" if row.model_id else "",
+             f"key {row.api_key or row.api_key_id!r}" if row.api_key_id else ""]
+    return ", ".join(["Cloud Eye", *filter(None, parts)])
+
+
+def coverage_of(query: Query, rows: Sequence[Row], now: datetime, answers: Sequence[Window] = ()) -> Coverage:
     """The coverage of the rows' live windows; days read from a store are never missing. Cloud Eye
     rows cover the query's period, with Cloud Eye's retention."""
     retained_from = now - (CES_RETENTION if query.cloud_eye else RETENTION)
@@ -3194,7 +3439,7 @@ def coverage_of(query: Query, rows: Sequence[Row], now: datetime) -> Coverage:
             missing.append(part)
     settling_from = now - FINAL_AFTER
     provisional = max(settling_from, query.period.start) if query.period.end > settling_from else None
-    return Coverage(retained_from, tuple(missing), provisional)
+    return Coverage(retained_from, tuple(missing), provisional, tuple(anomalies_of(query, rows, answers)))
 
 
 @dataclass
@@ -3232,6 +3477,7 @@ CES_PERIOD_MS = 3600 * 1000  # period "3600": hourly sums, each stamped with its
 CES_SUMS = {"tokens_k": ("total_tokens",), "prompt_k": ("prompt_tokens",), "completion_k": ("completion_tokens",),
             "requests": ("rpm",), "errors": ("req_count_4xx", "req_count_5xx")}
 CES_METRIC_NAMES = tuple(name for names in CES_SUMS.values() for name in names)
+CES_PLAUSIBLE_MAX = _PLAUSIBLE_MAX * max(metric.api_unit for metric in SUMS)  # tokens are tokens in Cloud Eye
 CES_PERMISSION_HINT = ("the credentials lack a Cloud Eye permission: the IAM user needs ces:metrics:list and "
                        "ces:metricData:list (CES ReadOnlyAccess)")
 Series = tuple[str, tuple[tuple[str, str], ...]]  # (metric name, ((dimension, value), ...))
@@ -3264,6 +3510,9 @@ def datapoints_of(data: Any, what: str, body: Mapping[str, Any]) -> list[tuple[S
                     or not isinstance(value, (int, Decimal)) or not Decimal(value).is_finite() or value < 0:
                 raise MalformedResponse(f"malformed response from {what}: metric {number} has a datapoint "
                                         "that is not a timestamp and a number")
+            if value > CES_PLAUSIBLE_MAX:  # the bound of ShowStatistics' fields, in Cloud Eye's units
+                raise MalformedResponse(f"malformed response from {what}: metric {number} has a datapoint "
+                                        "out of range")
         # A datapoint outside [from, to) belongs to another call (Cloud Eye may answer the hour of ``to``).
         answer.append((series, [(at, Decimal(value)) for at, value in points if body["from"] <= at < body["to"]]))
     return answer
@@ -3649,6 +3898,12 @@ class StoreError(ToolError):
     exit_code = EXIT_API
 
 
+class StoreDamaged(ToolError):
+    """A stored row that cannot be right: the run fails (a plain query too), as for a malformed answer."""
+
+    exit_code = EXIT_API
+
+
 def _make_private_dirs(folder: str) -> None:
     """Create missing folders with mode 0700 (os.makedirs gives the mode to the last one only)."""
     missing = []
@@ -3762,7 +4017,8 @@ class Store:
         for options in ("mode=ro", "mode=ro&immutable=1"):
             db = None
             try:
-                db = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?{options}", uri=True,
+                # A path's bytes as given (os.fsencode): a name that is not UTF-8 is still a name.
+                db = sqlite3.connect(f"file:{quote(os.fsencode(os.path.abspath(path)))}?{options}", uri=True,
                                      timeout=0, isolation_level=None)
                 cls._check(db, path, clock, lock_timeout, create=False)
                 return db
@@ -3851,10 +4107,32 @@ class Store:
             raise StoreError(f"cannot read the store {self.path}: {exc}") from None
         found = {}
         for day, start_ms, end_ms, *sums in rows:
-            if day in wanted and (start_ms, end_ms) == (wanted[day][1].start_ms, wanted[day][1].end_ms):
-                found[wanted[day][0]] = Usage.from_units(dict(zip((m.name for m in SUMS), sums)))
+            if day not in wanted:
+                continue
+            usage = self._checked(day, start_ms, end_ms, sums)
+            # Bounds that no longer match the day's: the zone's rules changed since, so the day is fetched again.
+            if (start_ms, end_ms) == (wanted[day][1].start_ms, wanted[day][1].end_ms):
+                found[wanted[day][0]] = usage
         self.days_read += len(found)
         return found
+
+    def _checked(self, day: str, start_ms: Any, end_ms: Any, sums: Sequence[Any]) -> Usage:
+        """A stored day's usage, validated like an answer (its key is the one it was looked up by):
+        whole sums from 0 to the answers' bound, a start before the end. SQLite keeps any value in any
+        column, so a damaged or hand-edited file may hold text, fractions or negative numbers."""
+        def damaged(what: str) -> StoreDamaged:
+            return StoreDamaged(f"the store {self.path} holds a damaged row for {day}: {what}",
+                                hint="delete that row (or the store) and record the day again while MaaS still "
+                                     "keeps it (30 days), or restore the store from a backup")
+
+        if type(start_ms) is not int or type(end_ms) is not int or not start_ms < end_ms:
+            raise damaged(f"its start ({printable(repr(start_ms), 40)}) is not a time before its end "
+                          f"({printable(repr(end_ms), 40)})")
+        for metric, value in zip(SUMS, sums):
+            most = _PLAUSIBLE_MAX * metric.api_unit
+            if type(value) is not int or not 0 <= value <= most:
+                raise damaged(f"{metric.name} is {printable(repr(value), 40)}, not a whole number from 0 to {most}")
+        return Usage.from_units(dict(zip((m.name for m in SUMS), sums)))
 
     def days_in_other_zones(self, query: Query, project_id: str, rows: Sequence[Row]) -> set[tuple]:
         """The day rows (zone, service type, keys, date) of ``rows``' keys on the query's local dates
@@ -4325,6 +4603,14 @@ def period_line(query: Query) -> str:
     return f"Period: {format_instant(start)} ~ {format_instant(end)} ({'/'.join(names)})"
 
 
+def json_document(document: Any, **options: Any) -> str:
+    """JSON text with every character kept as it is (CJK labels read as labels) except those a
+    terminal must not get, written as \\u escapes: the same document, and any UTF-8 writer takes it
+    (a lone surrogate included)."""
+    text = json.dumps(document, ensure_ascii=False, **options)
+    return _UNSAFE_IN_JSON.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+
+
 def json_quoted(text: str) -> str:
     """``text`` as a JSON string literal whose every character prints (the others \\u-escaped)."""
     return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in json.dumps(text, ensure_ascii=False))
@@ -4425,7 +4711,7 @@ def row_labels(row: Row, query: Query) -> list[str]:
 
 
 def widest_line(text: str) -> int:
-    return max(map(len, text.splitlines()), default=0)
+    return max(map(display_width, text.splitlines()), default=0)
 
 
 def grouped_table(report: Report, table_format: str | None) -> str:
@@ -4439,6 +4725,12 @@ def grouped_table(report: Report, table_format: str | None) -> str:
         if widest_line(text) <= TABLE_WIDTH:
             break
     return text
+
+
+class _TabulateWidths:
+    """What tabulate uses of the wcwidth package: the width of a cell's text in columns."""
+
+    wcswidth = staticmethod(display_width)
 
 
 def _grouped_table(report: Report, style: Any, narrow: bool) -> str:
@@ -4464,12 +4756,15 @@ def _grouped_table(report: Report, style: Any, narrow: bool) -> str:
             line.append(format_cost(cost).replace(",", "") if narrow else format_cost(cost))
     align = ["left"] * label_columns + ["right"] * (len(headers) - label_columns)
     # tabulate widens every column by MIN_PADDING beyond its header; a month of days must fit
-    # in 80 columns, so the grouped table is drawn without that extra space.
-    padding, tabulate.MIN_PADDING = tabulate.MIN_PADDING, 0
+    # in 80 columns, so the grouped table is drawn without that extra space. It counts characters,
+    # not columns, unless the optional wcwidth package is there: our widths stand in for it, so that
+    # CJK labels (two columns a character) keep the frame aligned.
+    saved = tabulate.MIN_PADDING, tabulate.WIDE_CHARS_MODE, tabulate.wcwidth
+    tabulate.MIN_PADDING, tabulate.WIDE_CHARS_MODE, tabulate.wcwidth = 0, True, _TabulateWidths
     try:
         return tabulate.tabulate(rows, headers=headers, tablefmt=style, colalign=align, disable_numparse=True)
     finally:
-        tabulate.MIN_PADDING = padding
+        tabulate.MIN_PADDING, tabulate.WIDE_CHARS_MODE, tabulate.wcwidth = saved
 
 
 def bar_characters(encoding: str | None) -> str:
@@ -4498,13 +4793,13 @@ def bar(tokens: int, most: int, width: int, blocks: str) -> str:
 def token_chart(report: Report, blocks: str) -> list[str]:
     """Total tokens per grouped row as bars in 80 columns (label, bar, value), the largest row's full."""
     parts = [row_labels(row, report.query) for row in report.rows]
-    widths = [max(map(len, column)) for column in zip(*parts)]
-    labels = [" ".join(part.ljust(width) for part, width in zip(row, widths)).rstrip() for row in parts]
+    widths = [max(map(display_width, column)) for column in zip(*parts)]
+    labels = [" ".join(padded(part, width) for part, width in zip(row, widths)).rstrip() for row in parts]
     tokens = [row.total.metrics()["total_tokens"] for row in report.rows]
     values = [format_tokens(count, unit=False) for count in tokens]
-    label_width, value_width = max(map(len, labels)), max(map(len, values))
+    label_width, value_width = max(map(display_width, labels)), max(map(len, values))
     width = TABLE_WIDTH - label_width - value_width - 2
-    return ["Total Tokens"] + [f"{label:<{label_width}} {bar(count, max(tokens), width, blocks):<{width}} "
+    return ["Total Tokens"] + [f"{padded(label, label_width)} {bar(count, max(tokens), width, blocks):<{width}} "
                                f"{value:>{value_width}}" for label, count, value in zip(labels, tokens, values)]
 
 
@@ -4620,9 +4915,13 @@ def _json_instant(moment: datetime | None, zone: tzinfo, name: str) -> dict[str,
 
 
 def _json_coverage(coverage: Coverage, zone: tzinfo) -> dict[str, Any]:
-    return {"complete": coverage.complete, **_json_instant(coverage.retained_from, zone, "retained_from"),
-            "missing": [_json_period(part, zone) for part in coverage.missing],
-            **_json_instant(coverage.provisional_from, zone, "provisional_from")}
+    document = {"complete": coverage.complete, **_json_instant(coverage.retained_from, zone, "retained_from"),
+                "missing": [_json_period(part, zone) for part in coverage.missing],
+                **_json_instant(coverage.provisional_from, zone, "provisional_from")}
+    if coverage.anomalies:  # only when there are any: the coverage of a sound answer reads as it always did
+        document["anomalies"] = [{**_json_period(anomaly.period, zone, with_ms=False), "what": anomaly.what}
+                                 for anomaly in coverage.anomalies]
+    return document
 
 
 def _header(query: Query, project_id: str | None) -> dict[str, Any]:
@@ -4672,7 +4971,7 @@ def render_json(report: Report, raw: bool) -> str:
         document["reconciliation"] = None if report.reconciliation is None else report.reconciliation.json()
     if raw:
         document["windows"] = [_json_window(row, window) for row, window in report.raw_windows()]
-    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return json_document(document, indent=2) + "\n"
 
 
 def _json_window(row: Row | None, window: Window) -> dict[str, Any]:
@@ -4718,16 +5017,21 @@ def render_csv(report: Report, header: bool) -> str:
     import csv
     import io
 
+    def line(values: list[Any]) -> str:
+        # The csv module quotes a field holding a character of its line terminator: with "\r\n" a lone
+        # CR in a key label is quoted too (with "\n" it would split the row); lines still end in "\n".
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\r\n").writerow(values)
+        return out.getvalue()[:-2] + "\n"
+
     query = report.query
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    if header:
-        writer.writerow([*(column for grouping in output_groupings(query) for column in grouping.csv_columns),
-                         *METRIC_NAMES, *(CSV_COST_COLUMNS if report.costs is not None else ())])
+    columns = [*(column for grouping in output_groupings(query) for column in grouping.csv_columns), *METRIC_NAMES,
+               *(CSV_COST_COLUMNS if report.costs is not None else ())]
+    lines = [line(columns)] if header else []
     for part in (report, report.previous):
         if part is not None:
-            writer.writerows(_csv_lines(part, query))
-    return out.getvalue()
+            lines += [line(values) for values in _csv_lines(part, query)]
+    return "".join(lines)
 
 
 def _csv_lines(report: Report, query: Query) -> list[list[Any]]:
@@ -4851,11 +5155,10 @@ def render_plan(query: Query, project_id: str | None, endpoints: Mapping[str, En
         if query.previous is not None:
             document["previous"] = {"period": _json_period(query.previous, query.zone)}
         document["requests"] = requests
-        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+        return json_document(document, indent=2) + "\n"
     return "".join(f"{request['method']} {request['url']}"
-                   + ("" if request["body"] is None else
-                      " " + json.dumps(request["body"], separators=(",", ":"), ensure_ascii=False)) + "\n"
-                   for request in requests)
+                   + ("" if request["body"] is None else " " + json_document(request["body"], separators=(",", ":")))
+                   + "\n" for request in requests)
 
 
 @dataclass(frozen=True)
@@ -4949,7 +5252,7 @@ def check_account(settings: Settings, env: Mapping[str, str], clock: Clock, cons
                "this machine's clock is more than 15 minutes off: every signature would be rejected"
                if skew is not None and abs(skew) > CLOCK_LIMIT else None)
     steps += signed_checks(settings, credentials, reachable, blocked, env, clock, console)
-    output = render_checklist(steps, settings.output.format)
+    output = render_checklist(steps, settings.output.format, credentials.secrets() if credentials is not None else ())
     if any(step.status == "FAIL" for step in steps):
         raise ChecklistFailed(steps, output)
     return output
@@ -5275,20 +5578,26 @@ def check_cloud_eye(step: str, settings: Settings, client: Client, project_id: s
                                  f"{len(found.models)} model service(s) (ces:metrics:list)")
 
 
-def render_checklist(steps: Sequence[CheckStep], output_format: str) -> str:
-    """The checklist: aligned lines (status, step, detail; a hint line under a step that has one), or JSON."""
+def render_checklist(steps: Sequence[CheckStep], output_format: str, secrets: Iterable[str] = ()) -> str:
+    """The checklist: aligned lines (status, step, detail; a hint line under a step that has one), or JSON.
+    Details and hints hold outside text (server messages, paths, host names): masked and escaped here."""
+    secrets = tuple(secrets)
+
+    def shown(text: str) -> str:
+        return printable(redact(text, secrets), 1000)
+
     if output_format == "json":
         document = {"schema_version": 1,
-                    "check": [{"step": step.step, "status": step.status, "detail": printable(step.detail, 1000),
-                               "hint": None if step.hint is None else printable(step.hint, 1000)} for step in steps],
+                    "check": [{"step": step.step, "status": step.status, "detail": shown(step.detail),
+                               "hint": None if step.hint is None else shown(step.hint)} for step in steps],
                     "ok": not any(step.status == "FAIL" for step in steps)}
         return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    width = max(len(step.step) for step in steps)
+    width = max(display_width(step.step) for step in steps)
     lines = []
     for step in steps:
-        lines.append(f"{step.status:<4}  {step.step:<{width}}  {printable(step.detail, 1000)}".rstrip())
+        lines.append(f"{step.status:<4}  {padded(step.step, width)}  {shown(step.detail)}".rstrip())
         if step.hint:
-            lines.append(" " * (width + 8) + f"hint: {printable(step.hint, 1000)}")
+            lines.append(" " * (width + 8) + f"hint: {shown(step.hint)}")
     return "\n".join(lines) + "\n"
 
 
@@ -5381,13 +5690,16 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--region", default=DEFAULT_REGION,
                       help=f"region id (default {DEFAULT_REGION}); ShowStatistics is documented in "
                            + " and ".join(STATISTICS_REGIONS) + ", others get a note")
-    what.add_argument("--service-type", nargs="+", metavar="T",
-                      help="1/my, 2/preset (default), 4/custom, or all (default with --group-by service-type)")
+    # List flags add up when repeated (--api-keys a --api-keys b): argparse's default keeps the last only.
+    what.add_argument("--service-type", nargs="+", action="extend", metavar="T",
+                      help="1/my, 2/preset (default), 4/custom, or all (default with --group-by service-type); "
+                           "repeatable")
     what.add_argument("--infer-type", choices=INFER_TYPES, default="real_time", help="default real_time")
-    what.add_argument("--api-keys", nargs="*", metavar="KEY",
+    what.add_argument("--api-keys", nargs="*", action="extend", metavar="KEY",
                       help='API-key labels to filter by; "" means online-experience calls; '
-                           'no KEY at all means all keys')
-    what.add_argument("--ips", nargs="+", metavar="IP", help="caller IP addresses to filter by")
+                           'no KEY at all means all keys; repeatable')
+    what.add_argument("--ips", nargs="+", action="extend", metavar="IP",
+                      help="caller IP addresses to filter by; repeatable")
     what.add_argument("--project-id", metavar="ID",
                       help="project id (default: HW_PROJECT_ID or HUAWEICLOUD_SDK_PROJECT_ID, the credentials "
                            "file's project_id, else looked up in IAM)")
@@ -5418,9 +5730,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="table (default; a Filters: line names the key, IP and batch filters in effect), "
                           "json for scripts and agents, csv for spreadsheets and cron, prometheus for "
                           "node_exporter's textfile collector (no time buckets)")
-    out.add_argument("--group-by", nargs="+", metavar="BY",
+    out.add_argument("--group-by", nargs="+", action="extend", metavar="BY",
                      help="rows per hour (local clock hours, always fetched live), day, week or month, "
-                          "and/or per service-type, api-key")
+                          "and/or per service-type, api-key; repeatable")
     out.add_argument("--table-format", metavar="STYLE", help="a tabulate style (grid, github, plain …)")
     out.add_argument("--chart", action="store_true",
                      help=f"tables with --group-by {in_words(list(UNITS), 'or')}: "
@@ -5512,6 +5824,35 @@ def parse_group_by(values: Sequence[str] | None,
         bare = "a bare --api-keys means all keys: " if api_keys == () else ""
         raise UsageError(f"{bare}--group-by api-key needs the keys to split by: --api-keys KEY [KEY …]")
     return (units[0] if units else None), by_key, "service-type" in words
+
+
+PATH_OPTIONS = ("credentials_file", "store", "output")  # opened as given, whatever bytes name them
+PROXY_ENVS = ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY")
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # how Python hands over bytes that are not UTF-8 (surrogateescape)
+
+
+def check_text_inputs(args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """Bytes that are not UTF-8 in an option or in an environment value read as text are a usage error
+    naming it: such text could neither be sent nor printed. Paths are opened as given (a TZ that is no
+    zone is ignored with a note; keys are the credentials loader's to refuse, without showing them)."""
+    for dest, value in vars(args).items():
+        for text in value if isinstance(value, list) else [value]:
+            if dest not in PATH_OPTIONS and isinstance(text, str) and _UNDECODABLE.search(text):
+                option = "--from" if dest == "start" else "--" + dest.replace("_", "-")
+                raise UsageError(f"{option}: {printable(text, 60)} is not UTF-8 text", hint="give it in UTF-8")
+    for name in (*(PROJECT_ENVS if args.project_id is None else ()), *PROXY_ENVS):
+        if _UNDECODABLE.search(env.get(name, "")):
+            raise UsageError(f"the environment variable {name} is not UTF-8 text: {printable(env[name], 60)}",
+                             hint=f"set {name} in UTF-8, or unset it")
+
+
+def check_release_clock(now: datetime) -> None:
+    """A system clock before this script's release cannot be right: say so, rather than let the range
+    it gives (or the signatures, which the API rejects after 15 minutes of skew) take the blame."""
+    if now < RELEASE_DATE:
+        raise UsageError(f"the system clock says {format_instant(now.astimezone(timezone.utc))} UTC, before this "
+                         f"script was released ({RELEASE_DATE.date()}): it cannot be right",
+                         hint="set the system clock (for example with NTP: timedatectl set-ntp true), then run again")
 
 
 def group_by_words(values: Sequence[str] | None) -> list[str]:
@@ -5838,6 +6179,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
                   console: Console, stdout_encoding: str | None = None) -> Settings:
     """Validate every flag and env var, one concern a step; raises UsageError before anything is read
     or sent. ``stdout_encoding`` picks the chart's bar characters."""
+    check_text_inputs(args, env)
+    check_release_clock(now)
     check_no_empty_values(args)
     check_flag_rules(flags_given(args, env))
     query = cloud_eye_query(_query_filters(args, *_range_and_zone(args, env, now, console), console), console)
@@ -6111,11 +6454,15 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
     finally:
         if client is not None:
             client.close()
-    report = Report(query, project_id, rows, coverage_of(query, rows, now), reconciliation=reconciliation,
+    shown = printed_labels(query, rows, credentials.secrets())
+    report = Report(shown, project_id, rows, coverage_of(shown, rows, now, answers), reconciliation=reconciliation,
                     answers=answers)
     if previous_query is not None:
-        report.previous = Report(previous_query, project_id, previous_rows,
-                                 coverage_of(previous_query, previous_rows, now))
+        shown = printed_labels(previous_query, previous_rows, credentials.secrets())
+        report.previous = Report(shown, project_id, previous_rows, coverage_of(shown, previous_rows, now))
+    for anomaly in report.coverage.anomalies + (report.previous.coverage.anomalies if report.previous else ()):
+        console.note(f"the answer for {anomaly.source} cannot be right ({anomaly.broken}); "
+                     "it is summed as sent (JSON: coverage.anomalies)")
     if store is not None:
         if store.days_unstorable:
             console.note(f"{store.days_unstorable} day(s) not saved: the API answered with finer than whole "
@@ -6203,6 +6550,17 @@ def save_day(store: Store, query: Query, project_id: str, row: Row, window: Wind
     back empty: saving it would keep those zeros for good, so only days inside it are saved."""
     if window.day is not None and window.usage is not None and window.period.start >= now - RETENTION:
         store.save(query, project_id, row, window.day, window.period, window.usage, now)
+
+
+def printed_labels(query: Query, rows: Sequence[Row], secrets: tuple[str, ...]) -> Query:
+    """The query and its rows as printed, once their requests are done: a key label holding a piece
+    of a key (an AK given to --api-keys by mistake) is masked like server text; nothing else is."""
+    for row in rows:
+        if row.api_key is not None:
+            row.api_key = redact(row.api_key, secrets)
+    if query.api_keys is None:
+        return query
+    return dataclasses.replace(query, api_keys=tuple(redact(key, secrets) for key in query.api_keys))
 
 
 def render(report: Report, output: OutputOptions) -> str:
@@ -6305,8 +6663,7 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
         console.quiet, console.verbose = args.quiet, args.verbose  # notes made while validating obey -q too
         settings = settings_from(args, env, clock.now, console, getattr(stdout, "encoding", None))
         check_output_target(settings, env)
-        text, alarm = run(settings, env, clock, console)
-        output = console.redact(text)
+        output, alarm = run(settings, env, clock, console)
         if settings.output.path is None:
             code = write_result(stdout, output, console)
         else:
@@ -6321,7 +6678,7 @@ def main(argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = N
     except ToolError as exc:
         console.error(str(exc), exc.hint)
         if isinstance(exc, ChecklistFailed):  # a failed check still prints its checklist
-            return write_result(stdout, console.redact(exc.output), console) or exc.exit_code
+            return write_result(stdout, exc.output, console) or exc.exit_code
         return exc.exit_code
     except MemoryError:
         console.error("out of memory", hint="raise the memory limit (ulimit -v, systemd LimitAS=)")

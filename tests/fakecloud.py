@@ -1289,7 +1289,12 @@ FAULT_KINDS = (
     "status", "html", "invalid_json", "json", "reset", "hang", "redirect", "delay",
     # hostile answers: slow, endless, huge, or echoing the secret key
     "trickle_headers", "trickle_body", "endless_chunked", "oversized", "gzip_bomb", "echo_secret",
+    # answers that parse but cannot be trusted: the normal answer, reshaped
+    "duplicate_key", "deep_nesting", "implausible", "echo_in_numbers",
 )
+# The kinds that let the request be answered as usual, then reshape its 2xx JSON answer.
+RESHAPING_FAULTS = ("duplicate_key", "deep_nesting", "implausible", "echo_in_numbers")
+IMPLAUSIBLE_WHAT = ("errors", "prompt", "completion")
 # "ces" is either Cloud Eye call; "ces_metrics" ListMetrics, "ces_data" BatchListMetricData;
 # "monitor" the MaaS monitor's instances call (names).
 FAULT_PATHS = ("maas", "iam", "ces", "ces_metrics", "ces_data", "monitor", "any")
@@ -1308,6 +1313,10 @@ _FAULT_PARAMS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (required, op
     "oversized": (set(), {"size", "status"}),
     "gzip_bomb": (set(), {"inflated"}),
     "echo_secret": ({"encoding"}, {"status"}),
+    "duplicate_key": (set(), {"key", "value"}),
+    "deep_nesting": (set(), {"levels"}),
+    "implausible": (set(), {"what"}),
+    "echo_in_numbers": (set(), set()),
 }
 ECHO_SECRET_ENCODINGS = ("json_escaped", "url_encoded", "cut")
 # "cut": where the secret key's first characters sit in the ~400-character
@@ -1342,6 +1351,12 @@ def _check_fault_values(kind: str, params: Mapping[str, Any]) -> None:
                   f"an integer >= {_MIN_PADDED_BODY}")
     if "encoding" in params:
         check("encoding", params["encoding"] in ECHO_SECRET_ENCODINGS, f"one of {ECHO_SECRET_ENCODINGS}")
+    if "levels" in params:
+        check("levels", integer(params["levels"]) and params["levels"] >= 1, "an integer >= 1")
+    if "what" in params:
+        check("what", params["what"] in IMPLAUSIBLE_WHAT, f"one of {IMPLAUSIBLE_WHAT}")
+    if "key" in params:
+        check("key", isinstance(params["key"], str), "a string")
 
 
 # Default error bodies for "status" faults, modelled on API Gateway / ModelArts.
@@ -1482,6 +1497,65 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+# -- answers that parse but cannot be trusted (the reshaping faults) -----------
+
+# implausible: how far above its bound a part is pushed (more than any total the fake makes).
+_IMPLAUSIBLE_MAAS = {"errors": ("total_error_count", "total_request_count", 1),
+                     "prompt": ("total_prompt_token", "total_token", Decimal("0.001")),
+                     "completion": ("total_completion_token", "total_token", Decimal("0.001"))}
+_IMPLAUSIBLE_CES = {"errors": "req_count_4xx", "prompt": "prompt_tokens", "completion": "completion_tokens"}
+_IMPLAUSIBLE_CES_EXTRA = {"errors": 10**9, "prompt": 10**12, "completion": 10**12}
+
+
+def reshaped_answer(fault: Fault, payload: dict, kind: str, signing_secret: Callable[[], str]) -> str:
+    """The JSON text of a 2xx answer as a reshaping fault leaves it.
+
+    duplicate_key(key=first key, value=0): the object ends with ``key`` once more.
+    deep_nesting(levels=65): an ``extra`` field makes the answer ``levels`` deep
+        (the answer object itself is level 1).
+    implausible(what="errors"): ShowStatistics: the errors one above the requests,
+        or the prompt or completion tokens one token above the total; Cloud Eye data:
+        every req_count_4xx (prompt_tokens, completion_tokens) datapoint raised far
+        above any rpm (total_tokens) the fake makes.
+    echo_in_numbers(): ShowStatistics: the requests and the (thousands of) total
+        and prompt tokens are the longest run of digits of the request's SK
+        (8 or more, else an answer naming what is missing), errors and completion
+        0: a sound answer whose numbers hold a piece of the key.
+    """
+    p = fault.params
+    if fault.kind == "duplicate_key":
+        key = p.get("key") or next(iter(payload), "total_request_count")
+        text = render_json(payload)
+        again = f"{json.dumps(key, ensure_ascii=False)}: {render_json(p.get('value', 0))}"
+        return text[:-1] + (", " if payload else "") + again + "}"
+    if fault.kind == "deep_nesting":
+        levels = int(p.get("levels", 65))
+        extra = "[" * (levels - 1) + "]" * (levels - 1) if levels > 1 else "null"
+        return "{" + f'"extra": {extra}' + (", " + render_json(payload)[1:] if payload else "}")
+    answer = json.loads(render_json(payload), parse_float=Decimal)
+    if fault.kind == "implausible":
+        what = p.get("what", "errors")
+        if kind == "maas":
+            part, bound, step = _IMPLAUSIBLE_MAAS[what]
+            answer[part] = Decimal(str(answer[bound])) + step  # one request, or one token, too many
+        for metric in answer.get("metrics", ()) if kind == "ces_data" else ():
+            if metric.get("metric_name") == _IMPLAUSIBLE_CES[what]:
+                for point in metric.get("datapoints") or ():
+                    for name, value in point.items():
+                        if name != "timestamp":
+                            point[name] = value + _IMPLAUSIBLE_CES_EXTRA[what]
+        return render_json(answer)
+    # echo_in_numbers
+    runs = sorted(re.findall(r"[0-9]{8,}", signing_secret()), key=len)
+    if kind != "maas" or not runs:
+        return render_json({"error": "echo_in_numbers needs a ShowStatistics call signed with an SK that holds "
+                                     "8 or more digits in a row"})
+    digits = runs[-1]
+    answer.update(total_request_count=int(digits), total_error_count=0, total_token=Decimal(digits),
+                  total_prompt_token=Decimal(digits), total_completion_token=Decimal(0))
+    return render_json(answer)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive; every response has Content-Length
     server_version = "FakeHuaweiCloud/1.0"
@@ -1540,7 +1614,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _send_json(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
-        self._send(status, render_json(payload).encode("utf-8"), _JSON_TYPE, headers)
+        fault, self.reshape = getattr(self, "reshape", None), None
+        if fault is not None and 200 <= status < 300 and isinstance(payload, dict):
+            text = reshaped_answer(fault, payload, self.entry.kind if self.entry else "other",
+                                   lambda: self._signing_secret(self.server.cloud))
+        else:
+            text = render_json(payload)
+        self._send(status, text.encode("utf-8"), _JSON_TYPE, headers)
 
     def _error(self, status: int, code: str, msg: str, *, request_id: bool = False) -> None:
         payload: dict[str, Any] = {"error_code": code, "error_msg": msg}
@@ -1645,6 +1725,7 @@ class _Handler(BaseHTTPRequestHandler):
         if cloud.latency > 0:
             cloud._stop_event.wait(cloud.latency)
 
+        self.reshape = None  # one connection may carry many requests
         fault = cloud._take_fault(kind)
         if fault is not None:
             entry.fault = fault.kind
@@ -1783,6 +1864,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _apply_fault(self, fault: Fault, cloud: FakeCloud) -> bool:
         """Answer (or not) as the fault says; False means "carry on normally"."""
         p = fault.params
+        if fault.kind in RESHAPING_FAULTS:  # answered as usual, then reshaped (_send_json)
+            self.reshape = fault
+            return False
         if fault.kind == "delay":
             cloud._stop_event.wait(float(p.get("seconds", 1.0)))
             return False
@@ -2325,6 +2409,12 @@ class FakeCloud:
             encoding "json_escaped" (every SK character a \\uXXXX escape in the
             raw JSON), "url_encoded" (every character %XX) or "cut" (400
             characters, the SK's first 14 at offset 190).
+
+        Answers that parse but cannot be trusted: the request is answered as
+        usual (authentication included), then its 2xx JSON answer reshaped
+        (see reshaped_answer): duplicate_key(key=first key, value=0),
+        deep_nesting(levels=65), implausible(what="errors"|"prompt"|"completion";
+        ShowStatistics and BatchListMetricData), echo_in_numbers() (ShowStatistics).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
