@@ -51,6 +51,7 @@ import threading  # noqa: E402
 import time  # noqa: E402
 from abc import ABC, abstractmethod  # noqa: E402
 from collections import deque  # noqa: E402
+import contextlib  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import date, datetime, timedelta, timezone, tzinfo  # noqa: E402
@@ -144,6 +145,8 @@ SIGNAL_CHECK_INTERVAL = 0.2  # seconds between the main thread's checks for Ctrl
 POLL_INTERVAL = 0.05  # seconds between looks at a busy store, or at a silent pipe on a clock not the machine's
 FINAL_AFTER = timedelta(hours=3)  # call data lags 1-2 hours; a day is final 3 hours after it ends
 MAX_BODY_BYTES = 1024 * 1024  # an answer is a few hundred bytes; more is malformed (and bounds memory)
+LARGE_ANSWER = 64 * 1024  # characters of answer text above which answers are parsed one at a time
+LARGE_ANSWERS = threading.Lock()
 MAX_CREDENTIALS_BYTES = 64 * 1024  # a credentials file is a few hundred bytes; refuse a huge one
 CREDENTIALS_PIPE_WAIT = 30.0  # seconds for a credentials pipe's writer: time to type a passphrase
 STDOUT_STALL = 120.0  # seconds a non-blocking stdout may stay full before its reader counts as stuck
@@ -1936,11 +1939,12 @@ class CallKind:
         return {"method": self.method, "url": url + (f"?{urlencode(params)}" if params else ""), "body": body}
 
     def answer(self, client: Client, endpoint: Endpoint, project_id: str | None, label: str,
-               body: Mapping[str, Any] | None = None, params: tuple[tuple[str, str], ...] = ()) -> tuple[Any, Any]:
-        """Send one call: its raw JSON answer and what its reader makes of it."""
+               body: Mapping[str, Any] | None = None, params: tuple[tuple[str, str], ...] = (),
+               keep: bool = True) -> tuple[Any, Any]:
+        """Send one call: its raw JSON answer (None unless ``keep``) and what its reader makes of it."""
         call = self.request(endpoint, project_id, label, body, params)
-        data = client.send(call)
-        return data, self.read(data, call.what, body if body is not None else dict(params))
+        return client.send(call, lambda data: self.read(data, call.what, body if body is not None else dict(params)),
+                           keep)
 
 
 @dataclass(frozen=True)
@@ -1956,6 +1960,7 @@ class ClientOptions:
     timeout: float
     retries: int
     concurrency: int
+    keep_answers: bool = True  # each window keeps its parsed answer (--raw prints them); else only what it read
 
 
 @dataclass(frozen=True)
@@ -2686,8 +2691,9 @@ class Client:
     def _cancelled_error(self, call: ApiCall) -> ApiError:
         return ApiError(f"{call.what}: cancelled after another request failed")
 
-    def send(self, call: ApiCall) -> Any:
-        """The JSON data of the call's answer: paced, signed afresh and retried per attempt."""
+    def send(self, call: ApiCall, read: Callable[[Any], Any] | None = None, keep: bool = True) -> Any:
+        """The JSON data of the call's answer: paced, signed afresh and retried per attempt. With
+        ``read``: (the data, or None unless ``keep``; what ``read`` makes of it)."""
         retries = self.options.retries
         failure, retry_after = "", None
         for attempt in range(retries + 1):
@@ -2705,13 +2711,24 @@ class Client:
             if 200 <= outcome.status < 300:
                 self.warm = True
             if outcome.status not in RETRY_STATUSES:
-                return redact_data(checked_data(outcome, call.what, call.not_found_hint),
-                                   self._credentials.secrets())
+                return self._parsed(outcome, call, read, keep)
             failure = api_failure_message(call.what, outcome)
             retry_after = parse_retry_after(outcome.headers.get("Retry-After"), self.clock.wall())
         raise ApiError(failure + (f" (after {retries + 1} attempts)" if retries else ""),
                        hint="the service may be overloaded or unreachable; try again later, "
                             "or raise --retries/--timeout")
+
+    def _parsed(self, reply: Reply, call: ApiCall, read: Callable[[Any], Any] | None, keep: bool) -> Any:
+        """A final reply's data, its strings masked, and what ``read`` makes of it. Large answers are
+        parsed and read one at a time, and their data let go unless kept: sixteen parsed 1 MiB
+        answers of tiny objects at once would take hundreds of MB, and parsing (CPU, under the GIL)
+        gains nothing from threads."""
+        with LARGE_ANSWERS if len(reply.text) > LARGE_ANSWER else contextlib.nullcontext():
+            data = redact_data(checked_data(reply, call.what, call.not_found_hint), self._credentials.secrets())
+            if read is None:
+                return data
+            value = read(data)
+            return (data if keep else None), value
 
     def _attempt(self, call: ApiCall) -> Reply | str:
         """One signed exchange within --timeout as a whole: the reply, or a retryable failure."""
@@ -6289,7 +6306,7 @@ def _client_options(args: argparse.Namespace) -> ClientOptions:
         raise UsageError("--retries must be between 0 and 10")
     if not 1 <= args.concurrency <= MAX_CONCURRENCY:
         raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
-    return ClientOptions(args.timeout, args.retries, args.concurrency)
+    return ClientOptions(args.timeout, args.retries, args.concurrency, keep_answers=args.raw)
 
 
 def _output_options(args: argparse.Namespace, env: Mapping[str, str], stdout_encoding: str | None) -> OutputOptions:
@@ -6527,7 +6544,8 @@ def fetch(client: Client, endpoints: Mapping[str, Endpoint], project_id: str,
     """Fill every window with its call's answer; ``save`` keeps each whole final day as it arrives."""
     def task(window: Window) -> Callable[[], tuple[Any, Any]]:
         endpoint = endpoints[window.call.endpoint]
-        return lambda: window.call.answer(client, endpoint, project_id, window.label, window.body)
+        return lambda: window.call.answer(client, endpoint, project_id, window.label, window.body,
+                                          keep=client.options.keep_answers)
 
     if not client.warm and windows:  # the first window goes alone: open the connections for the rest meanwhile
         client.preopen(endpoints[windows[0][1].call.endpoint], min(len(windows), client.options.concurrency) - 1)

@@ -289,7 +289,22 @@ HOSTILE_FAULTS: list[tuple[str, dict]] = [
     ("oversized", {"size": 64 * 1024 * 1024}),
     ("gzip_bomb", {"inflated": 2_500_000_000}),
     ("echo_secret", {"encoding": "cut"}),
+    # Valid answers of 1 MiB (MAX_BODY_BYTES) in each shape: parsing them must stay within the bound too.
+    ("1 MiB answers: one long string", {"kind": "json", "body": None, "shape": "string"}),
+    ("1 MiB answers: numbers", {"kind": "json", "body": None, "shape": "numbers"}),
+    ("1 MiB answers: tiny objects", {"kind": "json", "body": None, "shape": "objects"}),
 ]
+
+
+def mib_answer(shape: str) -> str:
+    """A valid ShowStatistics answer of about 1 MiB whose extra field is one string, numbers or
+    empty objects (the costliest shape to parse)."""
+    head = ('{"total_request_count": 10, "total_error_count": 1, "total_token": 12.5, "total_prompt_token": 10.0,'
+            ' "total_completion_token": 2.5, "total_completion_tasks": 0, "total_infer_count": 0, "extra": ')
+    room = 1024 * 1024 - len(head) - 2
+    filler = {"string": '"' + "x" * (room - 2) + '"', "numbers": "[" + ",".join(["0"] * (room // 2)) + "]",
+              "objects": "[" + ",".join(["{}"] * (room // 3)) + "]"}[shape]
+    return head + filler + "}"
 HOSTILE_ARGV = ["--last", "365d", "--timezone", "UTC", "--format", "json", "--timeout", "3", "--retries", "1"]
 
 
@@ -330,8 +345,12 @@ def hostile(markdown: bool) -> int:
                **cloud.client_env()}
         for label, params in HOSTILE_FAULTS:
             cloud.reset()
+            params = dict(params)
+            kind = params.pop("kind", label)
+            if "shape" in params:
+                params["body"] = mib_answer(params.pop("shape"))
             if params or label != HOSTILE_FAULTS[0][0]:
-                cloud.add_fault(label, times=1000, **params)
+                cloud.add_fault(kind, times=1000, **params)
             code, wall, peak_mb, stderr = run_measured([sys.executable, str(SCRIPT), *HOSTILE_ARGV], env, home)
             last = (stderr.strip().splitlines() or [""])[-1]
             rows.append((label, code, wall, peak_mb, last[:70]))
