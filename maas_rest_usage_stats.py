@@ -2402,6 +2402,11 @@ class Workers:
         return self._threads
 
     @property
+    def threads(self) -> int:
+        """The threads started so far (``run``'s ``threads`` counts them all, not only new ones)."""
+        return self._threads
+
+    @property
     def idle(self) -> bool:
         """Whether nothing more will be done: no job left, or no thread left to do it."""
         with self._lock:
@@ -2615,7 +2620,9 @@ class Client:
                 connection.close()
             put(connection)
 
-        self._workers.run([open_one] * count, count)  # a thread that cannot start costs only the saving
+        # A thread each, beside those an earlier preopen (another host) still occupies; a thread that
+        # cannot start costs only the saving.
+        self._workers.run([open_one] * count, self._workers.threads + count)
 
     def fan_out(self, tasks: Sequence[Callable[[], Any]], on_result: Callable[[int, Any], None]) -> None:
         """Run every task, concurrently once one signed request of this run has succeeded.

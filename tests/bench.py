@@ -424,7 +424,7 @@ def ces_memory(markdown: bool, python: str, grid: tuple[int, int], days: int, pa
     if markdown:
         print()
     print(render_table(["memory (no lab)", "peak RSS (VmHWM)", "wall", "requests", "exit"],
-                       [["`" + " ".join(argv[:6]) + "`" + f" ({models} models x {keys} keys, every hour)",
+                       [["`" + " ".join(argv[:5]) + "`" + f" ({models} models x {keys} keys, every hour)",
                          f"{peak_mb:.1f} MB", f"{wall:.1f} s", f"{sum(counts.values()):,} ({requests_text})",
                          str(code)]], markdown, "lrrrr"))
     return 0 if code == 0 else 1
