@@ -726,7 +726,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: peak memory and time of a 365-day run against each hostile server")
     parser.add_argument("--rtt", action="store_true",
                         help="instead: wall time and fitted round trips across a real delay line (rtt-lab; "
-                             "root, Linux), arrivals of a paced run, peak RSS of a 365-day day-grouped run")
+                             "root, Linux), arrivals of a paced run, the Cloud Eye runs' timelines from the packet log, "
+                             "peak RSS of a 365-day day-grouped run")
     parser.add_argument("--rtt-lab", default=str(RTT_LAB_DEFAULT), help=f"with --rtt: the tool (default {RTT_LAB_DEFAULT})")
     parser.add_argument("--python", default=sys.executable,
                         help="with --rtt: the interpreter for the script and the fakes (default: this one)")
