@@ -131,6 +131,9 @@ RATE_WAIT_STEP = 1.0  # seconds: a wait for the rate limit is told to the progre
 # "200 arrivals in any 60 s" true for any round trip up to 1 s.
 ARRIVAL_MARGIN = 2.0
 MAX_CONCURRENCY = 16
+# Connection pools kept at once, one per host a run can use (MaaS, IAM, Cloud Eye, the MaaS monitor):
+# with fewer, urllib3 drops the least recently used host's pool, and the connections opened early in it.
+HOST_POOLS = 4
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_AFTER_CAP = 60.0
 BACKOFF_BASE = 0.5
@@ -2559,7 +2562,7 @@ def watched_adapter() -> Any:
             manager.pool_classes_by_scheme = pools
             return manager
 
-    return Adapter(pool_connections=2, pool_maxsize=MAX_CONCURRENCY, max_retries=0)
+    return Adapter(pool_connections=HOST_POOLS, pool_maxsize=MAX_CONCURRENCY, max_retries=0)
 
 
 def read_body(raw: Any, content_encoding: str | None, what: str) -> bytes:
@@ -2613,6 +2616,11 @@ class Workers:
             except ApiError:
                 break
             self._threads += 1
+        return self._threads
+
+    @property
+    def threads(self) -> int:
+        """The threads started so far (``run``'s ``threads`` counts them all, not only new ones)."""
         return self._threads
 
     @property
@@ -2845,7 +2853,9 @@ class Client:
                 connection.close()
             put(connection)
 
-        self._workers.run([open_one] * count, count)  # a thread that cannot start costs only the saving
+        # A thread each, beside those an earlier preopen (another host) still occupies; a thread that
+        # cannot start costs only the saving.
+        self._workers.run([open_one] * count, self._workers.threads + count)
 
     def fan_out(self, tasks: Sequence[Callable[[], Any]], on_result: Callable[[int, Any], None]) -> None:
         """Run every task, concurrently once one signed request of this run has succeeded.
@@ -6440,11 +6450,21 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
     previous_query = query.previous_query()
 
     def looked_up() -> str:
-        if store is None:  # while IAM answers, open the MaaS (or Cloud Eye) connections the windows will need
-            planned = cloud_eye_calls_at_least(query) if query.cloud_eye else sum(
-                len(windows_of(plan_rows(q, now))) for q in (query, previous_query) if q is not None)
-            connected().preopen(settings.ces if query.cloud_eye else settings.maas,
-                                min(planned, settings.client.concurrency))
+        concurrency = settings.client.concurrency
+        if query.cloud_eye:  # while IAM answers, open the connections of the calls that follow it: the
+            # names beside ListMetrics, then the reconciliation's windows beside the data calls (per host:
+            # in a pool of its own, or one they share)
+            wanted: dict[tuple[str, str], tuple[Endpoint, int]] = {}
+            for endpoint, count in ((settings.monitor, 1), (settings.maas, len(windows_of(statistics_rows(query, now)))),
+                                    (settings.ces, cloud_eye_calls_at_least(query))):
+                if endpoint is not None and count:
+                    host = (endpoint.scheme, endpoint.netloc)
+                    wanted[host] = (endpoint, wanted.get(host, (endpoint, 0))[1] + count)
+            for endpoint, count in wanted.values():
+                connected().preopen(endpoint, min(count, concurrency))
+        elif store is None:  # while IAM answers, open the MaaS connections the windows will need
+            planned = sum(len(windows_of(plan_rows(q, now))) for q in (query, previous_query) if q is not None)
+            connected().preopen(settings.maas, min(planned, concurrency))
         return lookup_project_id(connected(), settings.iam, query.region)
 
     try:

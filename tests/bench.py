@@ -4,6 +4,7 @@
     python3 tests/bench.py [--latency 0.3] [--runs 5] [--markdown]
     python3 tests/bench.py --hostile [--markdown]   # peak memory against each hostile server
     sudo python3 tests/bench.py --rtt [--markdown]  # round trips across a real delay line (rtt-lab)
+    python3 tests/bench.py --ces-memory [--grid 50x20] [--days 150] [--markdown]  # Cloud Eye peak memory
 
 Not part of the pytest suite (no ``test_`` names).  It starts ``FakeCloud``
 in-process (HTTPS on 127.0.0.1, ``--latency`` seconds of injected delay per
@@ -321,11 +322,18 @@ def high_water_kb(pid: int) -> int:
     return 0
 
 
-def run_measured(cmd: list[str], env: dict[str, str], cwd: str) -> tuple[int, float, float, str]:
-    """(exit code, wall seconds, peak RSS in MB sampled every 10 ms, stderr) of one run of ``cmd``."""
+def run_measured(cmd: list[str], env: dict[str, str], cwd: str, address_space: int | None = None
+                 ) -> tuple[int, float, float, str]:
+    """(exit code, wall seconds, peak RSS in MB sampled every 10 ms, stderr) of one run of ``cmd``;
+    ``address_space``: its RLIMIT_AS in bytes (a run that would take the machine's memory fails instead)."""
+    def limit() -> None:
+        import resource
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err, text=True)
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err, text=True,
+                                preexec_fn=limit if address_space else None)
         peak_kb = 0
         while proc.poll() is None:
             peak_kb = max(peak_kb, high_water_kb(proc.pid))
@@ -365,6 +373,83 @@ def hostile(markdown: bool) -> int:
 
 
 # ---------------------------------------------------------------------------
+# --ces-memory: peak memory of a Cloud Eye run per model and key (issue 20)
+# ---------------------------------------------------------------------------
+
+CES_MEMORY_GRID = (50, 20)  # model services, API keys per model service
+CES_MEMORY_DAYS = 150
+CES_MEMORY_CAP_GB = 12.0  # the run's RLIMIT_AS: above it the run fails rather than take the machine's memory
+# The script run through main() with a clock whose waits return at once and move its monotonic time
+# on by their length: pacing (200 requests a minute) costs no wall time. Nothing else changes: the
+# requests, their order within each wave of 16, the answers and what the run keeps of them.
+NO_WAIT_MAIN = """
+import sys, threading, time
+from datetime import datetime, timezone
+sys.path.insert(0, sys.argv[1])
+import maas_rest_usage_stats as script
+
+class NoWaitClock:
+    def __init__(self):
+        self.skipped, self.lock = 0.0, threading.Lock()
+    def now(self):
+        return datetime.now(timezone.utc)
+    def monotonic(self):
+        with self.lock:
+            return time.monotonic() + self.skipped
+    def sleep(self, seconds):
+        with self.lock:
+            self.skipped += max(0.0, seconds)
+
+sys.exit(script.main(sys.argv[2:], clock=NoWaitClock()))
+"""
+
+
+def ces_memory(markdown: bool, python: str, grid: tuple[int, int], days: int, paced: bool, cap_gb: float) -> int:
+    """Peak RSS (VmHWM) of ``--last DAYSd --group-by model api-key`` against the in-process fake with
+    the grid dataset: every model service called with every key in every hour, so that Cloud Eye has a
+    datapoint in every hour of every series (the most such a run can receive)."""
+    def progress(text: str) -> None:
+        print(f"bench: {text}", file=sys.stderr, flush=True)
+
+    models, keys = grid
+    argv = ["--last", f"{days}d", "--group-by", "model", "api-key", "--timezone", "UTC", "--format", "json", "-q",
+            "--max-requests", "100000"]
+    now_ms = int(time.time() * 1000)
+    end_ms = (now_ms // fakecloud.HOUR_MS + 2) * fakecloud.HOUR_MS
+    progress(f"building {days + 2} days of the grid dataset ({models} models x {keys} keys, every hour) ...")
+    events = tuple(fakecloud.grid_events(end_ms - (days + 2) * fakecloud.DAY_MS, end_ms, models, keys))
+    with tempfile.TemporaryDirectory(prefix="maas-bench-home-") as home, \
+            fakecloud.FakeCloud(tls=True, events=events) as cloud:
+        progress(f"{len(events):,} events; indexing them as Cloud Eye holds them ...")
+        series = len(cloud.index.cloud_eye.series)  # built now, not in the first request's handler
+        del events
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "LANG": "C.UTF-8",
+               **cloud.client_env()}
+        cmd = [python, str(SCRIPT), *argv] if paced else [python, "-c", NO_WAIT_MAIN, str(SCRIPT.parent), *argv]
+        progress(f"{series:,} series; running {' '.join(argv)} ({'paced' if paced else 'waits skipped'}, "
+                 f"RLIMIT_AS {cap_gb:g} GB)")
+        cloud.clear_log()
+        code, wall, peak_mb, stderr = run_measured(cmd, env, home, int(cap_gb * 1024 ** 3))
+        log = cloud.log
+    counts: dict[str, int] = {}
+    for entry in log:
+        counts[entry.kind] = counts.get(entry.kind, 0) + 1
+    if code != 0:
+        print(f"bench: the run failed (exit {code}):\n{stderr[-3000:]}", file=sys.stderr)
+    requests_text = ", ".join(f"{kind} {n:,}" for kind, n in sorted(counts.items()))
+    print(f"Machine: {platform.platform()}; {os.cpu_count()} CPUs; Python {platform.python_version()}. "
+          f"In-process fake on loopback (no lab), grid dataset {models} x {keys}, "
+          + ("paced as usual." if paced else "pacing waits skipped (NoWaitClock)."))
+    if markdown:
+        print()
+    print(render_table(["memory (no lab)", "peak RSS (VmHWM)", "wall", "requests", "exit"],
+                       [["`" + " ".join(argv[:5]) + "`" + f" ({models} models x {keys} keys, every hour)",
+                         f"{peak_mb:.1f} MB", f"{wall:.1f} s", f"{sum(counts.values()):,} ({requests_text})",
+                         str(code)]], markdown, "lrrrr"))
+    return 0 if code == 0 else 1
+
+
+# ---------------------------------------------------------------------------
 # --rtt: real round trips through ../shared/tools/rtt-lab (root, Linux)
 # ---------------------------------------------------------------------------
 
@@ -379,7 +464,29 @@ RTT_SCENARIOS: list[tuple[str, list[str], int, float]] = [
                                   "--project-id", fakecloud.DEMO_PROJECT_ID], 4, 4.3),
     ("30 days `--group-by day` (IAM lookup)", ["--from", "2026-11-01", "--to", "2026-12-01",
                                                "--group-by", "day"], 5, 5.3),
+    # Cloud Eye (issue 20): IAM 3R while the Cloud Eye (and monitor, MaaS) connections open, ListMetrics
+    # and the names call together 1R, then 1R per wave of 16 data calls (with the reconciliation's
+    # ShowStatistics windows in the same wave). 4 models: 24 series, 12 a call (10 days of hours).
+    ("Cloud Eye `--last 30d --group-by model` (4 models; 8 data calls, one wave)",
+     ["--last", "30d", "--group-by", "model"], 5, 5.3),
+    ("Cloud Eye `--last 29d --group-by model` (the same, reconciled: + ShowStatistics in the data wave)",
+     ["--last", "29d", "--group-by", "model"], 5, 5.3),
+    ("Cloud Eye `--last 150d --group-by day model` (32 data calls, two waves)",
+     ["--last", "150d", "--group-by", "day", "model"], 6, 6.3),
 ]
+# The lab's fakes, one per production host (the script keeps one connection pool per host): the port
+# and the variable that points the script at it. All serve the same grid dataset: 4 model services
+# with 3 keys each, called every hour for 160 days, so Cloud Eye and ShowStatistics reconcile.
+LAB_HOSTS: dict[str, tuple[int, str]] = {
+    "maas": (8443, "HW_MAAS_ENDPOINT"),
+    "iam": (8444, "HW_IAM_ENDPOINT"),
+    "ces": (8445, "HW_CES_ENDPOINT"),
+    "monitor": (8446, "HW_MAAS_MONITOR_ENDPOINT"),
+}
+LAB_DATASET = ["--dataset", "grid", "--grid", "4x3", "--hourly-days", "160"]
+# What each request is, from the path in a fake's --verbose line.
+LAB_CALLS = (("/v3/projects", "IAM projects"), ("show-statistics", "ShowStatistics"), ("/metrics", "ListMetrics"),
+             ("batch-query-metric-data", "batch data"), ("monitor/instances", "names"))
 RTT_TZ = ["--timezone", "Asia/Shanghai"]
 PACED_ARGV = ["--from", "2026-01-01", "--to", "2026-08-05", "--group-by", "day", *RTT_TZ, "-q"]
 PACED_RTT_MS = 300
@@ -429,6 +536,50 @@ def peak_rss_run(python: str, markdown: bool) -> tuple[float, float, int]:
     return peak_mb, wall, code
 
 
+def _times(values: list[float]) -> str:
+    """Times in round trips, equal ones (to 0.1 R) counted: ``0.0, 2.5 (x8)``."""
+    counts: dict[str, int] = {}
+    for value in sorted(values):
+        counts[f"{value:.1f}"] = counts.get(f"{value:.1f}", 0) + 1
+    return ", ".join(t + (f" (x{n})" if n > 1 else "") for t, n in counts.items()) or "-"
+
+
+def timeline(logs: Path, packets: Path, rtt_s: float) -> list[list[str]]:
+    """Per host: the connections the run opened (client SYNs in the delay line's packet log) and the
+    arrival of each kind of request at its fake (the --stamp time of its --verbose line, written as
+    the answer goes out), in round trips from the run's first SYN. The packet log's times are
+    CLOCK_MONOTONIC, as time.monotonic(); the stamps are epoch seconds."""
+    epoch_minus_monotonic = time.time() - time.monotonic()
+    ports = {port: name for name, (port, _) in LAB_HOSTS.items()}
+    syns: dict[str, list[float]] = {name: [] for name in LAB_HOSTS}
+    for line in packets.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[1] == "0" and fields[4] == "02":
+            name = ports.get(int(fields[3].rsplit(":", 1)[1]))
+            if name is not None:
+                syns[name].append(float(fields[0]))
+    if not any(syns.values()):
+        raise LabError(f"no SYN in the packet log {packets}")
+    t0 = min(t for found in syns.values() for t in found)
+    rows = []
+    for name in LAB_HOSTS:
+        arrivals: dict[str, list[float]] = {}
+        for line in (logs / f"{name}.log").read_text(errors="replace").splitlines():
+            stamp, _, rest = line.partition(" ")
+            call = next((what for part, what in LAB_CALLS if part in rest and '"' in rest), None)
+            if call is None:
+                continue
+            try:
+                arrivals.setdefault(call, []).append((float(stamp) - epoch_minus_monotonic - t0) / rtt_s)
+            except ValueError:
+                continue
+        if syns[name] or arrivals:
+            rows.append([f"{name} (:{LAB_HOSTS[name][0]})", str(len(syns[name])),
+                         _times([(t - t0) / rtt_s for t in syns[name]]),
+                         "; ".join(f"{call}: {_times(found)}" for call, found in arrivals.items()) or "-"])
+    return rows
+
+
 def rtt(markdown: bool, lab_path: str, python: str, skip_rss: bool) -> int:
     if not sys.platform.startswith("linux") or os.geteuid() != 0:
         print("bench: --rtt needs Linux and root (rtt-lab creates network namespaces)", file=sys.stderr)
@@ -449,24 +600,26 @@ def rtt(markdown: bool, lab_path: str, python: str, skip_rss: bool) -> int:
         os.chmod(tmp, 0o755)
         home = logs / "home"
         home.mkdir()
-        maas_log, iam_log, envfile = logs / "maas.log", logs / "iam.log", logs / "env"
+        maas_log, envfile, packets = logs / "maas.log", logs / "env", logs / "packets"
+        timelines: list[tuple[str, list[list[str]]]] = []
         try:
             progress(f"rtt-lab up --rtt-ms {PACED_RTT_MS}")
             _lab(lab, "down", check=False)
             _lab(lab, "up", "--rtt-ms", str(PACED_RTT_MS), "--lifetime", "1800")
-            fake = [python, str(HERE / "fakecloud.py"), "--host", "0.0.0.0", "--dataset", "hourly"]
-            _lab(lab, "server", "--bg", str(maas_log), "--stamp", "--", *fake, "--port", "8443", "--verbose")
-            _lab(lab, "server", "--bg", str(iam_log), "--", *fake, "--port", "8444")
-            maas_text = _wait_for(maas_log, "Press Ctrl-C", 120)
-            iam_text = _wait_for(iam_log, "Press Ctrl-C", 120)
+            fake = [python, str(HERE / "fakecloud.py"), "--host", "0.0.0.0", *LAB_DATASET]
+            for name, (port, _) in LAB_HOSTS.items():
+                _lab(lab, "server", "--bg", str(logs / f"{name}.log"), "--stamp", "--", *fake, "--port", str(port),
+                     "--verbose")
+            texts = [_wait_for(logs / f"{name}.log", "Press Ctrl-C", 120) for name in LAB_HOSTS]
             env_lines = [f"{m.group(1)}={m.group(2)}"
-                         for m in re.finditer(r"export (HW_[A-Za-z0-9_]+)=(\S+)", maas_text)]
-            cas = re.findall(r"export REQUESTS_CA_BUNDLE=(\S+)", maas_text + iam_text)
-            if len(cas) != 2 or not env_lines:
-                raise LabError(f"cannot read the fakes' environment from {maas_log} / {iam_log}")
+                         for m in re.finditer(r"export (HW_[A-Za-z0-9_]+)=(\S+)", texts[0])
+                         if not m.group(1).endswith("_ENDPOINT")]
+            cas = re.findall(r"export REQUESTS_CA_BUNDLE=(\S+)", "".join(texts))
+            if len(cas) != len(LAB_HOSTS) or not env_lines:
+                raise LabError(f"cannot read the fakes' environment from their logs in {logs}")
             (logs / "ca.pem").write_text("".join(Path(c).read_text() for c in cas))
-            env_lines += ["HW_IAM_ENDPOINT=https://localhost:8444", f"REQUESTS_CA_BUNDLE={logs / 'ca.pem'}",
-                          f"HOME={home}", "LANG=C.UTF-8"]
+            env_lines += [f"{var}=https://localhost:{port}" for port, var in LAB_HOSTS.values()]
+            env_lines += [f"REQUESTS_CA_BUNDLE={logs / 'ca.pem'}", f"HOME={home}", "LANG=C.UTF-8"]
             envfile.write_text("\n".join(env_lines) + "\n")
 
             for label, argv, floor, goal in RTT_SCENARIOS:
@@ -502,6 +655,24 @@ def rtt(markdown: bool, lab_path: str, python: str, skip_rss: bool) -> int:
             paced["requests"] = int(total.group(1))
             paced["most"] = int(m.group(2) or m.group(1))
             paced["arrivals_ok"] = int(proc.returncode == 0)
+
+            # One run of each Cloud Eye scenario with the delay line's packet log: when each host's
+            # connections open (SYNs) and when each request reaches its fake.
+            _lab(lab, "up", "--rtt-ms", str(PACED_RTT_MS), "--packet-log", str(packets))
+            time.sleep(0.5)
+            for label, argv, _, _ in RTT_SCENARIOS:
+                if "model" not in argv:
+                    continue
+                progress(f"timeline at RTT {PACED_RTT_MS} ms with the packet log: {label}")
+                for name in LAB_HOSTS:
+                    (logs / f"{name}.log").write_text("")
+                packets.write_text("")
+                proc = _lab(lab, "client", "--env", str(envfile), "--", python, str(SCRIPT), *argv, *RTT_TZ,
+                            timeout=120, check=False)
+                if proc.returncode != 0:
+                    raise LabError(f"{label}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
+                time.sleep(0.5)
+                timelines.append((label, timeline(logs, packets, PACED_RTT_MS / 1000)))
         except (LabError, subprocess.TimeoutExpired) as exc:
             print(f"bench: {exc}", file=sys.stderr)
             return 1
@@ -517,7 +688,8 @@ def rtt(markdown: bool, lab_path: str, python: str, skip_rss: bool) -> int:
     # -- report --------------------------------------------------------------
     ok = True
     out = [f"Machine: {platform.platform()}; {os.cpu_count()} CPUs; Python {platform.python_version()}. "
-           f"rtt-lab delay line, fakes with `--dataset hourly` (MaaS :8443, IAM :8444); "
+           f"rtt-lab delay line, one fake per host (MaaS :8443, IAM :8444, Cloud Eye :8445, MaaS monitor :8446), "
+           f"each with `{' '.join(LAB_DATASET)}`; "
            f"median of {RTT_RUNS} runs after 1 warm-up per RTT; k fitted from the two medians."]
     if markdown:
         out.append("")
@@ -541,6 +713,13 @@ def rtt(markdown: bool, lab_path: str, python: str, skip_rss: bool) -> int:
              f"{paced['most']} ({'met' if most_ok else 'MISSED'}, limit {PACED_LIMIT})"]]
     out.append(render_table(["paced run", "wall", "pacing floor 60 s + 4 RTT", "most arrivals in 60 s"],
                             rows, markdown, "lrrr"))
+    for label, rows in timelines:
+        out.append("")
+        out.append(f"Timeline at {PACED_RTT_MS} ms, one run: {label} (times in round trips from the first SYN; "
+                   "arrival = when the fake answered, 0.5 R before the client has the answer)")
+        if markdown:
+            out.append("")
+        out.append(render_table(["host", "connections", "SYNs at", "requests arrived at"], rows, markdown, "lrll"))
     if rss is not None:
         out.append("")
         peak_mb, rss_wall, code = rss
@@ -566,12 +745,32 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead: peak memory and time of a 365-day run against each hostile server")
     parser.add_argument("--rtt", action="store_true",
                         help="instead: wall time and fitted round trips across a real delay line (rtt-lab; "
-                             "root, Linux), arrivals of a paced run, peak RSS of a 365-day day-grouped run")
+                             "root, Linux), arrivals of a paced run, the Cloud Eye runs' timelines from the packet log, "
+                             "peak RSS of a 365-day day-grouped run")
     parser.add_argument("--rtt-lab", default=str(RTT_LAB_DEFAULT), help=f"with --rtt: the tool (default {RTT_LAB_DEFAULT})")
     parser.add_argument("--python", default=sys.executable,
                         help="with --rtt: the interpreter for the script and the fakes (default: this one)")
     parser.add_argument("--no-rss", action="store_true", help="with --rtt: skip the peak-RSS run")
+    parser.add_argument("--ces-memory", action="store_true",
+                        help="instead: peak memory of --last DAYSd --group-by model api-key against the grid "
+                             "dataset (every model with every key in every hour; in-process fake, no lab)")
+    parser.add_argument("--grid", default="x".join(map(str, CES_MEMORY_GRID)), metavar="MODELSxKEYS",
+                        help="with --ces-memory: model services and keys per model service (default "
+                             f"{'x'.join(map(str, CES_MEMORY_GRID))})")
+    parser.add_argument("--days", type=int, default=CES_MEMORY_DAYS,
+                        help=f"with --ces-memory: the run's --last in days (default {CES_MEMORY_DAYS})")
+    parser.add_argument("--paced", action="store_true",
+                        help="with --ces-memory: run the script as is, paced at 200 requests a minute "
+                             "(default: its waits skipped, which changes no request and no answer)")
+    parser.add_argument("--memory-cap-gb", type=float, default=CES_MEMORY_CAP_GB,
+                        help=f"with --ces-memory: the run's address-space limit (default {CES_MEMORY_CAP_GB:g} GB)")
     args = parser.parse_args(argv)
+    if args.ces_memory:
+        found = re.fullmatch(r"([1-9][0-9]*)x([1-9][0-9]*)", args.grid)
+        if found is None or not 1 <= args.days <= 155:
+            parser.error("--grid must be MODELSxKEYS and --days from 1 to 155")
+        return ces_memory(args.markdown, args.python, (int(found.group(1)), int(found.group(2))), args.days,
+                          args.paced, args.memory_cap_gb)
     if args.hostile:
         return hostile(args.markdown)
     if args.rtt:

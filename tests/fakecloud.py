@@ -469,6 +469,50 @@ def hourly_events(start_ms: int, end_ms: int) -> list[Event]:
     return events
 
 
+GRID_DEFAULT = (4, 3)  # --dataset grid: model services, API keys per model service
+
+
+def grid_model(n: int) -> tuple[str, str]:
+    """(maas_api_id, name) of the grid dataset's model service number ``n`` (from 0)."""
+    name = f"grid-model-{n + 1:02d}"
+    return _ces_id("model", name), name
+
+
+def grid_key(n: int) -> str:
+    """The name (ShowStatistics' key label) of the grid dataset's API key number ``n`` (from 0)."""
+    return f"grid-key-{n + 1:02d}"
+
+
+def grid_events(start_ms: int, end_ms: int, models: int = GRID_DEFAULT[0],
+                keys: int = GRID_DEFAULT[1]) -> list[Event]:
+    """For the benchmarks: every model service of ``models`` called with each of ``keys`` API keys in
+    every UTC hour of [start_ms, end_ms) (preset services, real time, one caller IP), so that Cloud Eye
+    has a datapoint in every hour of every series -- the most a run per model and key can receive.
+    Values are a pure function of the hour and the pair, as in hourly_events."""
+    if models < 1 or keys < 1:
+        raise ValueError("the grid needs at least one model service and one key")
+    identities = [(*grid_model(m), ces_key_id(grid_key(k)), grid_key(k)) for m in range(models) for k in range(keys)]
+    events: list[Event] = []
+    append = events.append
+    n_prompt, n_completion = len(_PROMPT_POOL), len(_COMPLETION_POOL)
+    first = -(-start_ms // HOUR_MS) * HOUR_MS
+    with _gc_paused():
+        for at in range(first, end_ms, HOUR_MS):
+            hour = at // HOUR_MS
+            diurnal = _DIURNAL[hour % 24]
+            for c, (model_id, model_name, key_id, key_name) in enumerate(identities):
+                x = ((hour * 0x9E3779B1) ^ ((c + 1) * 0x85EBCA77)) & 0xFFFFFFFF
+                x ^= x >> 15
+                x = (x * 0x2C1B3C6D) & 0xFFFFFFFF
+                x ^= x >> 12
+                requests = 1 + diurnal * (x % 37) + (x >> 9) % 5
+                prompt = _PROMPT_POOL[(x >> 3) % n_prompt]
+                completion = _COMPLETION_POOL[(x >> 17) % n_completion]
+                append(Event(at, 2, "real_time", key_name, HOURLY_IPS[0], requests, requests * ((x >> 14) % 7) // 40,
+                             prompt + completion, prompt, completion, 0, 0, model_id, model_name, key_id))
+    return events
+
+
 # ---------------------------------------------------------------------------
 # 4. JSON rendering
 # ---------------------------------------------------------------------------
@@ -2537,7 +2581,7 @@ def _print_instructions(cloud: FakeCloud, dataset: str, dataset_days: int) -> No
     else:
         counted = "all of it counts" if cloud.retention_days is None else f"the last {cloud.retention_days} count"
         lines += ["", "  python3 maas_rest_usage_stats.py --last 7d --group-by day --timezone Asia/Shanghai", "",
-                  f"The hourly dataset covers the last {dataset_days} days ({counted})."]
+                  f"The {dataset} dataset covers the last {dataset_days} days ({counted})."]
     lines += [
         f"Temporary credentials are accepted too: AK={TEMP_AK} SK={TEMP_SK}",
         f"  with header X-Security-Token={TEMP_TOKEN}",
@@ -2558,25 +2602,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--http", action="store_true", help="plain HTTP instead of HTTPS")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each answer")
-    parser.add_argument("--dataset", choices=("seed", "hourly"), default="seed",
-                        help="seed: a small real-looking sample; hourly: synthetic hourly usage")
+    parser.add_argument("--dataset", choices=("seed", "hourly", "grid"), default="seed",
+                        help="seed: a small real-looking sample; hourly: synthetic hourly usage; grid (for the "
+                             "benchmarks): every model service called with every key in every hour")
     parser.add_argument("--hourly-days", type=int, default=400,
-                        help="days of hourly data before now (with --dataset hourly)")
+                        help="days of hourly data before now (with --dataset hourly or grid)")
+    parser.add_argument("--grid", default="x".join(map(str, GRID_DEFAULT)), metavar="MODELSxKEYS",
+                        help="with --dataset grid: model services and API keys per model service "
+                             f"(default {'x'.join(map(str, GRID_DEFAULT))})")
     parser.add_argument("--no-retention", action="store_true",
                         help=f"count every event; by default, like MaaS, nothing older than {RETENTION_DAYS} "
                              f"days before now is counted, and like Cloud Eye, no hourly sum older than "
                              f"{CES_RETENTION_DAYS} days")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)
+    grid_match = re.fullmatch(r"([1-9][0-9]{0,3})x([1-9][0-9]{0,3})", args.grid)
+    if grid_match is None:
+        parser.error("--grid must be MODELSxKEYS, e.g. 4x3 (each from 1 to 9999)")
+    grid = (int(grid_match.group(1)), int(grid_match.group(2)))
 
     # Ctrl-C and `kill` both end in a clean stop.  SIGINT is set explicitly
     # because a shell starting us in the background (`... &`) ignores it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
+        end_ms = (int(time.time() * 1000) // HOUR_MS + 1) * HOUR_MS
         if args.dataset == "hourly":
-            end_ms = (int(time.time() * 1000) // HOUR_MS + 1) * HOUR_MS
             events: Iterable[Event] = hourly_events(end_ms - args.hourly_days * 24 * HOUR_MS, end_ms)
+        elif args.dataset == "grid":
+            events = grid_events(end_ms - args.hourly_days * 24 * HOUR_MS, end_ms, *grid)
         else:
             events = SEED_EVENTS
         cloud = FakeCloud(tls=not args.http, host=args.host, port=args.port, events=events,

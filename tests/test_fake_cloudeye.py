@@ -581,3 +581,33 @@ def test_standalone_prints_the_cloud_eye_and_monitor_endpoints_and_keeps_155_day
         response = requests.get(url, headers=fc.sign_request("GET", url), timeout=5,
                                 verify=exports["REQUESTS_CA_BUNDLE"])
         assert response.json()["meta_data"]["total"] == len(fc.CES_METRIC_NAMES) * (4 + 5)
+
+
+# ---------------------------------------------------------------------------
+# the benchmarks' grid dataset
+# ---------------------------------------------------------------------------
+
+
+def test_grid_calls_every_model_with_every_key_in_every_hour_and_reconciles() -> None:
+    start = HOURLY_START - HOURLY_START % HOUR
+    events = fc.grid_events(start, start + 5 * HOUR, 3, 2)
+    assert len(events) == 5 * 3 * 2
+    index = fc.CloudEyeIndex(events)
+    assert len(index.instances) == 3 * 2
+    assert {name for name, _ in index.instances.values()} == {"grid-model-01", "grid-model-02", "grid-model-03"}
+    for dims, (times, _) in index.series.items():  # a datapoint in every hour of every series
+        assert sorted(set(times)) == list(range(start, start + 5 * HOUR, HOUR)), dims
+    statistics = fc.expected_usage(events, start, start + 5 * HOUR, 2)
+    assert fc.cloud_eye_usage(events, start, start + 5 * HOUR)["total_tokens"] == statistics["total_token"] * 1000
+    assert fc.grid_events(start, start + 5 * HOUR, 3, 2) == events  # a pure function of the hours
+    with pytest.raises(ValueError):
+        fc.grid_events(start, start + HOUR, 0, 1)
+
+
+def test_standalone_grid_dataset_lists_models_times_keys() -> None:
+    with standalone("--dataset", "grid", "--grid", "2x3", "--hourly-days", "2") as (text, exports):
+        assert "dataset: grid (" in text
+        url = exports["HW_CES_ENDPOINT"] + METRICS_PATH + "?namespace=SYS.MaaS&limit=1000"
+        response = requests.get(url, headers=fc.sign_request("GET", url), timeout=5,
+                                verify=exports["REQUESTS_CA_BUNDLE"])
+        assert response.json()["meta_data"]["total"] == len(fc.CES_METRIC_NAMES) * (2 + 2 * 3)

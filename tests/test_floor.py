@@ -118,3 +118,15 @@ def test_a_run_of_216_requests_keeps_200_arrivals_in_any_60_seconds_on_its_clock
     assert most_in_any_window(arrivals) <= 200
     assert max(arrivals) - min(arrivals) >= m.RATE_PERIOD  # the last ones did wait for the minute
     assert fake_clock.sleeps and min(fake_clock.sleeps) > 0
+
+
+def test_the_client_keeps_a_pool_for_every_host_a_run_can_use():
+    """A Cloud Eye run talks to IAM, Cloud Eye, the MaaS monitor and MaaS: with fewer pools kept,
+    opening the monitor's for the names call drops another host's, and the connections opened
+    early in it (rtt-lab: the Cloud Eye pool's, so ListMetrics and the data calls opened anew)."""
+    adapter = m.watched_adapter()
+    hosts = [f"https://host{i}.example" for i in range(m.HOST_POOLS)]
+    pools = [adapter.poolmanager.connection_from_url(url) for url in hosts]
+    assert [adapter.poolmanager.connection_from_url(url) for url in hosts] == pools  # none dropped
+    calls = [value for value in vars(m).values() if isinstance(value, m.CallKind)]
+    assert len({call.endpoint for call in calls}) <= m.HOST_POOLS  # maas, iam, ces, monitor
