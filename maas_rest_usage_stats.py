@@ -3667,8 +3667,9 @@ def cloud_eye_calls_at_least(query: Query) -> int:
     return 1 + -(-(query.period.end_ms - query.period.start_ms) // (CES_MAX_HOURS * CES_PERIOD_MS))
 
 
-def ces_windows(query: Query, series: Sequence[Series]) -> list[Window]:
-    """The BatchListMetricData calls that cover every series over the (whole-hour) period."""
+def ces_windows(query: Query, series: Sequence[Series], call: CallKind = BATCH_METRIC_DATA) -> list[Window]:
+    """The BatchListMetricData calls (``call``: how their answers are read) that cover every series
+    over the (whole-hour) period."""
     start_ms, end_ms = query.period.start_ms, query.period.end_ms
     hours, per_call = ces_call_split(len(series), (end_ms - start_ms) // CES_PERIOD_MS)
     windows = []
@@ -3682,7 +3683,7 @@ def ces_windows(query: Query, series: Sequence[Series]) -> list[Window]:
             start, end = (format_instant(from_epoch_ms(ms, query.zone)) for ms in (lo, hi))
             label = f"{start} ~ {end} (series {first + 1}-{first + len(batch)} of {len(series)})"
             windows.append(Window(Period(from_epoch_ms(lo, timezone.utc), from_epoch_ms(hi, timezone.utc)), body,
-                                  label, call=BATCH_METRIC_DATA))
+                                  label, call=call))
     return windows
 
 
@@ -3792,18 +3793,19 @@ def check_cloud_eye_calls(count: int, limit: int, console: Console) -> None:
 
 
 def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
-                      statistics: Sequence[Row], console: Console, max_requests: int) -> tuple[
+                      statistics: Sequence[Row], console: Console, max_requests: int,
+                      data_call: CallKind = BATCH_METRIC_DATA) -> tuple[
                           list[Series], dict[str, str], dict[str, str], list[Window]]:
     """ListMetrics and the names in parallel (once a signed request has passed), then the data calls
-    and the reconciliation's ShowStatistics windows through ``fetch``: the series, the model and key
-    names, and the data windows filled."""
+    (``data_call``, which adds each answer up) and the reconciliation's ShowStatistics windows through
+    ``fetch``: the series, the model and key names, and the data windows filled."""
     try:
         found: dict[int, Any] = {}
         client.fan_out([lambda: listed_series(client, endpoints["ces"], project_id, query),
                         lambda: model_and_key_names(client, endpoints.get("monitor"), project_id, console)],
                        found.__setitem__)
         series, (models, key_names) = found[0], found[1]
-        windows = ces_windows(query, series)
+        windows = ces_windows(query, series, data_call)
         check_cloud_eye_calls(len(windows) + len(windows_of(statistics)), max_requests, console)
         if windows or statistics:
             fetch(client, endpoints, project_id, [*((None, window) for window in windows), *windows_of(statistics)],
@@ -3832,22 +3834,35 @@ def noted_missing(series: Sequence[Series], query: Query, console: Console) -> f
 RowKey = tuple[Optional[str], Optional[str]]  # (model id, key id) of a Cloud Eye row
 
 
-def bucket_sums(query: Query, buckets: Sequence[Period], windows: Sequence[Window]) -> dict[tuple[int, RowKey],
-                                                                                        dict[str, Decimal]]:
-    """Each metric's datapoints added up exactly per (bucket index, row key): an hour counts in the
-    bucket its start lies in."""
-    starts = [bucket.start_ms for bucket in buckets]
-    sums: dict[tuple[int, RowKey], dict[str, Decimal]] = {}
-    with localcontext() as context:
-        context.prec = 60
-        for window in windows:
-            for (name, dims), points in window.usage or ():
+class BucketSums:
+    """Cloud Eye's hours added up exactly per (bucket index, row key) as each data call answers (an
+    hour counts in the bucket its start lies in): a run holds its sums, never every datapoint, so
+    150 days of a thousand series take the memory of their rows."""
+
+    def __init__(self, query: Query, buckets: Sequence[Period]) -> None:
+        self.query, self.buckets = query, buckets
+        self.starts = [bucket.start_ms for bucket in buckets]
+        self.sums: dict[tuple[int, RowKey], dict[str, Decimal]] = {}
+        self._lock = threading.Lock()  # answers arrive in the workers' threads
+
+    def call(self) -> CallKind:
+        """BatchListMetricData whose reader adds each answer in: its windows' usage is the count of
+        hours added."""
+        return dataclasses.replace(BATCH_METRIC_DATA, read=lambda data, what, body: self.add(
+            datapoints_of(data, what, body)))
+
+    def add(self, answer: Sequence[tuple[Series, list[tuple[int, Decimal]]]]) -> int:
+        added = 0
+        with self._lock, localcontext() as context:
+            context.prec = 60
+            for (name, dims), points in answer:
                 for at, value in points:
-                    index = bisect.bisect_right(starts, at) - 1
-                    if 0 <= index and at < buckets[index].end_ms:
-                        found = sums.setdefault((index, row_key(query, dims)), {})
+                    index = bisect.bisect_right(self.starts, at) - 1
+                    if 0 <= index and at < self.buckets[index].end_ms:
+                        found = self.sums.setdefault((index, row_key(self.query, dims)), {})
                         found[name] = found.get(name, ZERO) + value
-    return sums
+                        added += 1
+        return added
 
 
 def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
@@ -3857,11 +3872,11 @@ def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id
     (and the row of what Cloud Eye did not list) when the period lies inside MaaS's 30 days, and every
     window answered (for --raw)."""
     statistics = statistics_rows(query, now)
-    series, models, key_names, windows = cloud_eye_answers(client, endpoints, project_id, query, statistics,
-                                                           console, max_requests)
-    missing = noted_missing(series, query, console)
     buckets = split_buckets(query.period, query.bucket, query.zone)
-    sums = bucket_sums(query, buckets, windows)
+    sums = BucketSums(query, buckets)
+    series, models, key_names, windows = cloud_eye_answers(client, endpoints, project_id, query, statistics,
+                                                           console, max_requests, sums.call())
+    missing = noted_missing(series, query, console)
     keys = sorted({row_key(query, dims) for _, dims in series},
                   key=lambda k: (models.get(k[0] or "", k[0] or ""), key_names.get(k[1] or "", k[1] or "")))
     rows = []
@@ -3870,7 +3885,7 @@ def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id
         for model_id, key_id in keys:
             row = Row(bucket, None, key_names.get(key_id) if key_id else None, whole, model_id=model_id,
                       model=models.get(model_id) if model_id else None, api_key_id=key_id)
-            row.cloud_eye = ces_usage(sums.get((index, (model_id, key_id)), {}), missing, BATCH_METRIC_DATA.name)
+            row.cloud_eye = ces_usage(sums.sums.get((index, (model_id, key_id)), {}), missing, BATCH_METRIC_DATA.name)
             rows.append(row)
     answers = [*windows, *(window for _, window in windows_of(statistics))]
     if not statistics:
