@@ -3764,8 +3764,10 @@ NOT_LISTED = "(not listed by Cloud Eye)"
 
 def statistics_rows(query: Query, now: datetime) -> list[Row]:
     """ShowStatistics rows for what Cloud Eye covers (types 1 and 2, real time) over the same period,
-    when it lies inside MaaS's 30 days; else none."""
-    if query.period.start < now - RETENTION:
+    when it lies inside MaaS's 30 days; else none. A period that whole hours widened past them by less
+    than an hour (``--last 30d``) is still compared: ShowStatistics may count less of that hour, never
+    more, so it can only lift Cloud Eye's share, which the line then says."""
+    if query.period.start <= now - RETENTION - timedelta(milliseconds=CES_PERIOD_MS):
         return []
     return plan_rows(dataclasses.replace(query, by_model=False, by_key=False, bucket=None, service_types=(1, 2),
                                          infer_type="real_time"), now)
@@ -3891,6 +3893,9 @@ def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id
     if not statistics:
         return rows, None, answers
     reconciliation = Reconciliation(total_of(row.total for row in statistics), total_of(row.total for row in rows))
+    if query.period.start < now - RETENTION:
+        console.note(f"the period's first hour, {format_instant(query.period.start.astimezone(query.zone))}, begins "
+                     "before MaaS's 30 days: ShowStatistics may count less of it than Cloud Eye does")
     if reconciliation.short():
         console.note(f"Cloud Eye's rows fall short of ShowStatistics by more than 1 %: the row {NOT_LISTED} "
                      "carries the difference (a model or key idle for hours drops out of Cloud Eye's lists)")

@@ -431,3 +431,20 @@ def test_the_readme_shows_the_hourly_fakes_model_rows_and_reconciliation(cli, cl
     lines = run.stdout.splitlines(keepends=True)
     reconciliation = next(i for i, line in enumerate(lines) if line.startswith("ShowStatistics, same period"))
     assert shown == "".join(lines[:reconciliation + 1])
+
+
+def test_last_30_days_widened_to_whole_hours_is_still_reconciled_with_a_note(cli, cloud):
+    """--last 30d starts mid-hour: whole hours widen it past MaaS's 30 days by minutes. The run
+    still compares (the common question), and says that ShowStatistics may count less of that hour."""
+    now = serve_at(cloud, datetime(2026, 5, 31, 12, 20, tzinfo=timezone.utc))
+    cloud.events = hourly_index(ms("2026-04-25T00:00", "UTC"), ms("2026-06-01T00:00", "UTC"))
+    run = cli("--last", "30d", "--timezone", "UTC", "--group-by", "model", "--format", "json", now=now)
+    assert run.code == 0, run.stderr
+    document = run.json()
+    assert document["period"]["start"] == "2026-05-01T12:00:00+00:00"
+    reconciliation = document["reconciliation"]
+    assert reconciliation is not None and "before MaaS's 30 days" in run.stderr
+    assert reconciliation["tokens_ratio"] >= 1.0  # ShowStatistics counts 20 minutes of the first hour at most
+    assert all(row["model"] != "(not listed by Cloud Eye)" for row in document["rows"])
+    a_day_more = cli("--last", "31d", "--timezone", "UTC", "--group-by", "model", "--format", "json", now=now)
+    assert a_day_more.code == 0 and a_day_more.json()["reconciliation"] is None
