@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import gzip
 import hashlib
 import hmac
 import importlib
@@ -93,6 +94,7 @@ INFER_TYPES = ("real_time", "batch")
 MAX_SPAN_MS = 30 * 24 * 3600 * 1000  # ShowStatistics refuses wider windows
 CLOCK_SKEW_LIMIT_S = 15 * 60  # API Gateway rejects X-Sdk-Date further off than this
 MAX_BODY_BYTES = 1 << 20
+GZIP_FROM = 1024  # JSON answers this long or longer are gzipped for a client that accepts it
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 RETENTION_DAYS = 30  # MaaS keeps statistics for 30 days; older events are no longer counted
@@ -1664,7 +1666,11 @@ class _Handler(BaseHTTPRequestHandler):
                                    lambda: self._signing_secret(self.server.cloud))
         else:
             text = render_json(payload)
-        self._send(status, text.encode("utf-8"), _JSON_TYPE, headers)
+        body = text.encode("utf-8")
+        accepted = {part.split(";")[0].strip().lower() for part in self.headers.get("Accept-Encoding", "").split(",")}
+        if "gzip" in accepted and len(body) >= GZIP_FROM:  # as gateways do; MaaS' and Cloud Eye's own habit is unknown
+            body, headers = gzip.compress(body, mtime=0), {**(headers or {}), "Content-Encoding": "gzip"}
+        self._send(status, body, _JSON_TYPE, headers)
 
     def _error(self, status: int, code: str, msg: str, *, request_id: bool = False) -> None:
         payload: dict[str, Any] = {"error_code": code, "error_msg": msg}

@@ -611,3 +611,15 @@ def test_standalone_grid_dataset_lists_models_times_keys() -> None:
         response = requests.get(url, headers=fc.sign_request("GET", url), timeout=5,
                                 verify=exports["REQUESTS_CA_BUNDLE"])
         assert response.json()["meta_data"]["total"] == len(fc.CES_METRIC_NAMES) * (2 + 2 * 3)
+
+
+def test_large_answers_are_gzipped_only_for_a_client_that_accepts_it(client: Client) -> None:
+    """As gateways commonly do (whether MaaS and Cloud Eye do is not documented): a ListMetrics page
+    of 1 KiB or more comes gzipped to a client that accepts gzip, as is to one that does not."""
+    client.session.headers["Accept-Encoding"] = "gzip"
+    compressed = list_metrics(client)
+    assert compressed.status_code == 200 and compressed.headers.get("Content-Encoding") == "gzip"
+    client.session.headers["Accept-Encoding"] = "identity"
+    plain = list_metrics(client)
+    assert plain.status_code == 200 and "Content-Encoding" not in plain.headers
+    assert compressed.json() == plain.json() and len(plain.content) >= fc.GZIP_FROM
