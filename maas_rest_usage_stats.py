@@ -4367,12 +4367,17 @@ class Budget:
         return f"the {'projected' if projected else 'used'} share ({self.share(SHARE_PLACES, projected)} %)"
 
 
-def budget_of(options: BudgetOptions, usage: Usage, period: Period, zone: tzinfo, project: bool = True) -> Budget:
+def budget_of(options: BudgetOptions, usage: Usage, period: Period, zone: tzinfo, project: bool = True,
+              now: datetime | None = None) -> Budget:
     """The budget over ``period``; a current preset's period is projected to its unit's end (the
-    unit holding the period's last instant: Cloud Eye's whole hours may widen the start)."""
+    unit holding the period's last instant: Cloud Eye's whole hours may widen the start). Its pace
+    is over the time elapsed until ``now``: whole hours may also widen the end past it, into an
+    hour not yet lived (at 00:30, a pace over one hour would halve the projection)."""
     end = None
     if project and options.unit is not None:
         end = options.unit.next(period.end - timedelta(milliseconds=1), zone)
+        if now is not None and now < period.end:
+            period = Period(period.start, now)
     return Budget(options.tokens, usage.metrics()["total_tokens"], period, end)
 
 
@@ -6534,18 +6539,18 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
             console.note(f"{store.write_failure}; the result is complete all the same")
         report.store = {"path": store.path, "days_read": store.days_read, "days_saved": store.days_saved,
                         "days_unrecorded": unrecorded, "days_other_zones": other_zones}
-    assess(report, settings, console)
+    assess(report, settings, console, now)
     return report
 
 
-def assess(report: Report, settings: Settings, console: Console) -> None:
+def assess(report: Report, settings: Settings, console: Console, now: datetime | None = None) -> None:
     """--budget and --prices: the report (and the previous period's) against the budget and the prices."""
     for each in (report, report.previous):
         if each is None:
             continue
         if settings.budget is not None:
             each.budget = budget_of(settings.budget, each.total, each.query.period, each.query.zone,
-                                    project=each is report)
+                                    project=each is report, now=now)
             if each.budget.used is None and each is report:  # never a silent pass of --fail-over
                 console.warn("--budget: the rows carry no total tokens (Cloud Eye lists no total_tokens), so the "
                              "budget cannot be checked")

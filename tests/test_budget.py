@@ -369,3 +369,19 @@ def test_without_total_tokens_the_budget_says_it_cannot_be_checked(cli, cloud):
     assert run.code == 0, run.stderr
     assert "Budget: 1.00 M tokens; used unknown (no total tokens)" in run.stdout
     assert "warning: --budget: the rows carry no total tokens" in run.stderr
+
+
+def test_a_cloud_eye_today_paces_over_the_time_lived_not_the_widened_hour(cli, cloud):
+    """At 00:30, whole hours widen Cloud Eye's period to 01:00: the pace is still the tokens over
+    the 30 minutes lived, so the day projects to 48 times them, not 24."""
+    from conftest import serve_at
+
+    now = serve_at(cloud, datetime(2026, 5, 20, 0, 30, tzinfo=timezone.utc))
+    cloud.events = hourly_index(int(datetime(2026, 5, 19, tzinfo=timezone.utc).timestamp()) * 1000,
+                                int(datetime(2026, 5, 21, tzinfo=timezone.utc).timestamp()) * 1000)
+    run = cli("--today", "--timezone", "UTC", "--group-by", "model", "--budget", "1B", "--format", "json", now=now)
+    assert run.code == 0, run.stderr
+    budget = run.json()["budget"]
+    assert run.json()["period"]["end"] == "2026-05-20T01:00:00+00:00" and budget["used"] > 0
+    assert budget["projected"] == budget["used"] * 48
+    assert budget["projected_to"].startswith("2026-05-21T00:00")
