@@ -3666,9 +3666,17 @@ def ces_call_split(series: int, hours: int) -> tuple[int, int]:
     return hours_per_call, max(1, min(CES_MAX_SERIES, CES_MAX_DATAPOINTS // hours_per_call, series))
 
 
-def cloud_eye_calls_at_least(query: Query) -> int:
-    """Cloud Eye calls a run makes whatever ListMetrics answers: itself, and a data call per 10 days."""
-    return 1 + -(-(query.period.end_ms - query.period.start_ms) // (CES_MAX_HOURS * CES_PERIOD_MS))
+CES_EXPECTED_SERIES = 4 * len(CES_METRIC_NAMES)  # a guess, 4 model services: see cloud_eye_calls_expected
+
+
+def cloud_eye_calls_expected(query: Query) -> int:
+    """The Cloud Eye calls to open connections for while IAM answers, before ListMetrics tells how
+    many series there are: itself and the data calls of CES_EXPECTED_SERIES. A guess: each data call
+    past it opens its connection after ListMetrics (2 round trips more); each short of it is a
+    handshake that carries no request."""
+    hours = (query.period.end_ms - query.period.start_ms) // CES_PERIOD_MS
+    hours_per_call, per_call = ces_call_split(CES_EXPECTED_SERIES, hours)
+    return 1 + -(-hours // hours_per_call) * -(-CES_EXPECTED_SERIES // per_call)
 
 
 def ces_windows(query: Query, series: Sequence[Series], call: CallKind = BATCH_METRIC_DATA) -> list[Window]:
@@ -6485,7 +6493,7 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
             # in a pool of its own, or one they share)
             wanted: dict[tuple[str, str], tuple[Endpoint, int]] = {}
             for endpoint, count in ((settings.monitor, 1), (settings.maas, len(windows_of(statistics_rows(query, now)))),
-                                    (settings.ces, cloud_eye_calls_at_least(query))):
+                                    (settings.ces, cloud_eye_calls_expected(query))):
                 if endpoint is not None and count:
                     host = (endpoint.scheme, endpoint.netloc)
                     wanted[host] = (endpoint, wanted.get(host, (endpoint, 0))[1] + count)

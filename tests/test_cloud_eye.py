@@ -448,3 +448,19 @@ def test_last_30_days_widened_to_whole_hours_is_still_reconciled_with_a_note(cli
     assert all(row["model"] != "(not listed by Cloud Eye)" for row in document["rows"])
     a_day_more = cli("--last", "31d", "--timezone", "UTC", "--group-by", "model", "--format", "json", now=now)
     assert a_day_more.code == 0 and a_day_more.json()["reconciliation"] is None
+
+
+@pytest.mark.parametrize("hours, calls", [(24, 1 + 1), (720, 1 + 3 * 2), (721, 1 + 4 * 2), (3600, 1 + 15 * 2)])
+def test_connections_opened_while_iam_answers_match_the_calls_of_four_models(hours, calls):
+    """Before ListMetrics answers, the run opens Cloud Eye connections for the calls four model
+    services (24 series) would need: 30 days of them are 8 data calls, not the 4 of one a slice."""
+    import maas_rest_usage_stats as script
+
+    start = datetime(2026, 5, 1, tzinfo=timezone.utc)
+    period = script.Period(start, start + timedelta(hours=hours))
+    query = type("Q", (), {"period": period})()
+    assert script.cloud_eye_calls_expected(query) == calls
+    per_model = [(name, (("maas_api_id", f"m{i}"),)) for i in range(4) for name in script.CES_METRIC_NAMES]
+    assert len(per_model) == script.CES_EXPECTED_SERIES
+    later = type("Q", (), {"period": period, "zone": timezone.utc})()
+    assert 1 + len(script.ces_windows(later, per_model)) == calls
