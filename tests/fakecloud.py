@@ -435,6 +435,27 @@ _HOURLY_IDENTITIES: tuple[tuple[tuple[tuple[str, str], ...], str], ...] = tuple(
 )
 
 
+def _hours(start_ms: int, end_ms: int) -> Iterator[tuple[int, int, int]]:
+    """Each UTC hour boundary in [start_ms, end_ms): (its epoch ms, the hour number, its diurnal weight)."""
+    for at in range(-(-start_ms // HOUR_MS) * HOUR_MS, end_ms, HOUR_MS):
+        yield at, at // HOUR_MS, _DIURNAL[(at // HOUR_MS) % 24]
+
+
+def _hour_values(x: int, diurnal: int) -> tuple[int, int, Decimal, Decimal]:
+    """An hour's requests, errors, prompt and completion (thousands) from its mixed seed."""
+    requests = 1 + diurnal * (x % 37) + (x >> 9) % 5
+    return (requests, requests * ((x >> 14) % 7) // 40, _PROMPT_POOL[(x >> 3) % len(_PROMPT_POOL)],
+            _COMPLETION_POOL[(x >> 17) % len(_COMPLETION_POOL)])
+
+
+def _mixed(hour: int, c: int) -> int:
+    """Cheap integer mixing of (hour, combination): every value of that hour's event comes from it."""
+    x = ((hour * 0x9E3779B1) ^ ((c + 1) * 0x85EBCA77)) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x2C1B3C6D) & 0xFFFFFFFF
+    return x ^ (x >> 12)
+
+
 def hourly_events(start_ms: int, end_ms: int) -> list[Event]:
     """Deterministic synthetic usage: one event per UTC hour boundary in
     [start_ms, end_ms) for every combination of service type (1, 2, 4),
@@ -443,22 +464,11 @@ def hourly_events(start_ms: int, end_ms: int) -> list[Event]:
     or 2 event goes to one of its type's CES_MODELS, chosen by the hour."""
     events: list[Event] = []
     append = events.append
-    n_prompt, n_completion = len(_PROMPT_POOL), len(_COMPLETION_POOL)
-    first = -(-start_ms // HOUR_MS) * HOUR_MS
     with _gc_paused():
-        for at in range(first, end_ms, HOUR_MS):
-            hour = at // HOUR_MS
-            diurnal = _DIURNAL[hour % 24]
+        for at, hour, diurnal in _hours(start_ms, end_ms):
             for c, (service_type, infer_type, api_key, ip) in enumerate(_HOURLY_COMBOS):
-                # Cheap integer mixing of (hour, combination).
-                x = ((hour * 0x9E3779B1) ^ ((c + 1) * 0x85EBCA77)) & 0xFFFFFFFF
-                x ^= x >> 15
-                x = (x * 0x2C1B3C6D) & 0xFFFFFFFF
-                x ^= x >> 12
-                requests = 1 + diurnal * (x % 37) + (x >> 9) % 5
-                errors = requests * ((x >> 14) % 7) // 40
-                prompt = _PROMPT_POOL[(x >> 3) % n_prompt]
-                completion = _COMPLETION_POOL[(x >> 17) % n_completion]
+                x = _mixed(hour, c)
+                requests, errors, prompt, completion = _hour_values(x, diurnal)
                 if infer_type == "batch":
                     tasks = (x >> 21) % 4
                     infer = tasks * (3 + (x >> 24) % 50)
@@ -496,21 +506,11 @@ def grid_events(start_ms: int, end_ms: int, models: int = GRID_DEFAULT[0],
     identities = [(*grid_model(m), ces_key_id(grid_key(k)), grid_key(k)) for m in range(models) for k in range(keys)]
     events: list[Event] = []
     append = events.append
-    n_prompt, n_completion = len(_PROMPT_POOL), len(_COMPLETION_POOL)
-    first = -(-start_ms // HOUR_MS) * HOUR_MS
     with _gc_paused():
-        for at in range(first, end_ms, HOUR_MS):
-            hour = at // HOUR_MS
-            diurnal = _DIURNAL[hour % 24]
+        for at, hour, diurnal in _hours(start_ms, end_ms):
             for c, (model_id, model_name, key_id, key_name) in enumerate(identities):
-                x = ((hour * 0x9E3779B1) ^ ((c + 1) * 0x85EBCA77)) & 0xFFFFFFFF
-                x ^= x >> 15
-                x = (x * 0x2C1B3C6D) & 0xFFFFFFFF
-                x ^= x >> 12
-                requests = 1 + diurnal * (x % 37) + (x >> 9) % 5
-                prompt = _PROMPT_POOL[(x >> 3) % n_prompt]
-                completion = _COMPLETION_POOL[(x >> 17) % n_completion]
-                append(Event(at, 2, "real_time", key_name, HOURLY_IPS[0], requests, requests * ((x >> 14) % 7) // 40,
+                requests, errors, prompt, completion = _hour_values(_mixed(hour, c), diurnal)
+                append(Event(at, 2, "real_time", key_name, HOURLY_IPS[0], requests, errors,
                              prompt + completion, prompt, completion, 0, 0, model_id, model_name, key_id))
     return events
 
