@@ -16,6 +16,7 @@ import io
 import json
 import math
 import os
+import signal
 import subprocess
 import threading
 import traceback
@@ -49,6 +50,16 @@ SECRET_PIECES = frozenset(
     form(secret[start:start + 8]) for secret in SECRETS for start in range(len(secret) - 7)
     for form in (str, lambda t: "".join(f"\\u{ord(c):04x}" for c in t),
                  lambda t: "".join(f"%{ord(c):02X}" for c in t)))
+
+
+# The suite tests what the script does on Ctrl-C, SIGTERM and SIGHUP. A suite started in the
+# background of a non-interactive shell (SIGINT ignored) or under nohup (SIGHUP ignored) would hand
+# the ignored signals on to every run it starts, which rightly keeps them ignored (a run under nohup
+# must survive the hang-up): each test process gives them back their defaults.
+for _signum, _default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL),
+                          (signal.SIGHUP, signal.SIG_DFL)):
+    if signal.getsignal(_signum) == signal.SIG_IGN:
+        signal.signal(_signum, _default)
 
 
 class FakeClock:
