@@ -5796,7 +5796,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "node_exporter's textfile collector (no time buckets)")
     out.add_argument("--group-by", nargs="+", action="extend", metavar="BY",
                      help="rows per hour (local clock hours, always fetched live), day, week or month, "
-                          "and/or per service-type, api-key; repeatable")
+                          "and/or per service-type, api-key (the labels of --api-keys; without it, each key "
+                          "from Cloud Eye), model (from Cloud Eye); repeatable")
     out.add_argument("--table-format", metavar="STYLE", help="a tabulate style (grid, github, plain …)")
     out.add_argument("--chart", action="store_true",
                      help=f"tables with --group-by {in_words(list(UNITS), 'or')}: "

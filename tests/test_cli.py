@@ -574,3 +574,13 @@ def test_the_readme_is_for_users_first_and_at_most_450_lines():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert len(readme.splitlines()) <= 450
     assert "<!-- pending" not in readme and "tests/README.md" in readme
+
+
+def test_help_names_every_group_by_value():
+    """--help's --group-by text names each value the flag takes (model and api-key were missing)."""
+    import maas_rest_usage_stats as m
+
+    action = next(a for a in m.build_parser()._actions if "--group-by" in a.option_strings)
+    names = {*m.UNITS, *(grouping.name for grouping in m.GROUPINGS if grouping is not m.TIME_BUCKET)}
+    assert names == {"hour", "day", "week", "month", "service-type", "api-key", "model"}
+    assert all(name in action.help for name in names), action.help
