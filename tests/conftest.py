@@ -240,3 +240,11 @@ def serve_at(cloud: fakecloud.FakeCloud, now: datetime) -> datetime:
     check allows 15 minutes of skew), and return ``now``."""
     cloud.server_time_offset = (now - datetime.now(timezone.utc)).total_seconds()
     return now
+
+
+def local_ms(text: str, zone: str) -> int:
+    """Epoch ms of a local wall time (ISO text) in an IANA zone, computed independently of the script."""
+    from zoneinfo import ZoneInfo
+
+    local = datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone))
+    return int(local.astimezone(timezone.utc).timestamp()) * 1000

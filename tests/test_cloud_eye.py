@@ -10,12 +10,11 @@ import math
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from fractions import Fraction
-from zoneinfo import ZoneInfo
 
 import pytest
 
 import fakecloud as fc
-from conftest import hourly_index, oracle_metrics, serve_at
+from conftest import hourly_index, local_ms, oracle_metrics, serve_at
 
 HOUR = fc.HOUR_MS
 DAY = fc.DAY_MS
@@ -23,8 +22,7 @@ LIMIT_SERIES, LIMIT_DATAPOINTS, LIMIT_SPAN = 500, 3000, 10 * DAY
 
 
 def ms(text: str, zone: str = "Asia/Shanghai") -> int:
-    local = datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone))
-    return int(local.astimezone(timezone.utc).timestamp()) * 1000
+    return local_ms(text, zone)
 
 
 @pytest.fixture

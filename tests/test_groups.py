@@ -5,11 +5,10 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime, timezone
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import hourly_index
+from conftest import hourly_index, local_ms
 from test_cli import expected_metrics
 
 HOUR_MS = 3_600_000
@@ -17,10 +16,7 @@ METRICS = ("total_tokens", "prompt_tokens", "completion_tokens", "total_requests
            "error_rate", "total_completion_tasks", "total_infer_count")
 
 
-def ms(text: str, zone: str) -> int:
-    """Epoch ms of a local wall time, computed independently of the script."""
-    local = datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone))
-    return int(local.astimezone(timezone.utc).timestamp()) * 1000
+ms = local_ms
 
 
 @pytest.fixture
