@@ -23,11 +23,12 @@ CHECKOUT = "/opt/maas-usage"
 TEXTFILE = "/var/lib/node_exporter/textfile"
 
 
-def cron_lines() -> list[str]:
+def cron_lines(block: int = 0) -> list[str]:
+    """The crontab lines of the README's cron block number ``block`` (the recipes', then the budget's)."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"```cron\n(.*?)```", readme, re.S)
-    assert block, "the README has a cron block"
-    return [line for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")]
+    blocks = re.findall(r"```cron\n(.*?)```", readme, re.S)
+    assert len(blocks) == 2, "the README has the recipes' cron block and the budget's"
+    return [line for line in blocks[block].splitlines() if line.strip() and not line.startswith("#")]
 
 
 def as_cron_runs_it(line: str, checkout: Path, textfile: Path) -> str:
@@ -87,3 +88,27 @@ def test_each_readme_cron_line_works_under_env_i(cron_setup, index):
         assert document["store"]["days_saved"] >= 28 and (checkout / "usage.db").is_file()
     else:
         assert 'maas_usage_tokens{region="cn-southwest-2"' in text and "maas_usage_complete{" in text
+
+
+def test_the_budget_cron_line_mails_on_exit_4_and_only_then(cron_setup, tmp_path):
+    """The README's budget line under env -i: over the budget's pace the run exits 4 and the line
+    mails the month's table (a stub ``mail`` writes what it would send); within it, no mail."""
+    checkout, textfile, env = cron_setup
+    (line,) = cron_lines(1)
+    assert "--fail-over 90" in line and "|| mail -s" in line
+    sent = tmp_path / "sent.txt"
+    stub = tmp_path / "mail"
+    stub.write_text(f"#!/bin/sh\ncat > {sent}\n")
+    stub.chmod(0o755)
+    for budget, mailed in (("130M", True), ("100B", False)):
+        command = as_cron_runs_it(line.replace("--budget 130M", f"--budget {budget}"), checkout, textfile)
+        command = command.replace("|| mail -s", f"|| {stub} -s")
+        done = subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in env.items()), "/bin/sh", "-c", command],
+                              capture_output=True, text=True, timeout=120, cwd=str(checkout))
+        assert done.returncode == 0, done.stderr
+        assert sent.exists() == mailed, budget
+        if mailed:
+            text = sent.read_text(encoding="utf-8")
+            assert "Budget: 130.00 M tokens" in text and "At this pace" in text
+            assert "--fail-over 90 %: exit 4" in done.stderr  # -q keeps the warning: cron mails it too
+            sent.unlink()
