@@ -2683,11 +2683,7 @@ class Client:
         self._session.mount("https://", self._adapter)
         self._session.mount("http://", self._adapter)
         self._session.headers["User-Agent"] = f"maas_rest_usage_stats/{__version__}"
-        # A Cloud Eye data answer is ~140 KB of JSON, ~20 KB gzipped: on a fresh connection TCP's first
-        # window (~14 KB) makes that 3 round trips fewer, if the service compresses (not documented).
-        # read_body decodes gzip within MAX_BODY_BYTES; requests would also accept deflate, which
-        # servers send in two incompatible forms.
-        self._session.headers["Accept-Encoding"] = "gzip"
+        self._session.headers["Accept-Encoding"] = "identity"  # read_body still caps a compressed answer
 
     def close(self) -> None:
         self._workers.close()
