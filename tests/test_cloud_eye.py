@@ -205,8 +205,7 @@ def test_the_dry_run_plans_list_metrics_and_says_the_data_calls_depend_on_it(cli
 
 
 def test_coverage_uses_cloud_eyes_155_days(cli, hourly):
-    now = datetime(2026, 10, 1, tzinfo=timezone.utc)
-    serve_at(hourly, now)
+    now = serve_at(hourly, datetime(2026, 10, 1, tzinfo=timezone.utc))
     run = cli("--from", "2026-04-20", "--to", "2026-05-20", "--timezone", "UTC", "--group-by", "model",
               "--format", "json", now=now)
     assert run.code == 0, run.stderr
@@ -248,9 +247,7 @@ def test_names_failing_leave_ids_and_a_note_and_the_run_succeeds(cli, hourly):
 @pytest.fixture
 def late_may(hourly):
     """Runs on 2026-05-25 (the fake's clock too, so signatures match): May 8-21 lies within MaaS's 30 days."""
-    now = datetime(2026, 5, 25, tzinfo=timezone.utc)
-    serve_at(hourly, now)
-    return now
+    return serve_at(hourly, datetime(2026, 5, 25, tzinfo=timezone.utc))
 
 
 def test_reconciliation_with_show_statistics_of_types_1_and_2(cli, hourly, late_may):
@@ -383,8 +380,7 @@ def test_raw_shows_every_answer_a_cloud_eye_run_read(cli, hourly, late_may):
 
 
 def test_prometheus_complete_is_about_cloud_eyes_155_days(cli, hourly):
-    now = datetime(2026, 6, 20, tzinfo=timezone.utc)
-    serve_at(hourly, now)
+    now = serve_at(hourly, datetime(2026, 6, 20, tzinfo=timezone.utc))
     run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model",
               "--format", "prometheus", now=now)
     assert run.code == 0, run.stderr
@@ -418,8 +414,7 @@ def test_the_readme_shows_the_hourly_fakes_model_rows_and_reconciliation(cli, cl
     from conftest import ROOT
 
     cloud.events = hourly_index(ms("2026-11-01T00:00", "UTC"), ms("2026-12-01T00:00", "UTC"))
-    now = datetime(2026, 12, 2, 12, tzinfo=timezone.utc)
-    serve_at(cloud, now)
+    now = serve_at(cloud, datetime(2026, 12, 2, 12, tzinfo=timezone.utc))
     args = ("--from", "2026-11-23", "--to", "2026-11-30", "--timezone", "Asia/Shanghai", "--group-by", "model")
     run = cli(*args, "-q", now=now)
     assert run.code == 0, run.stderr
