@@ -6208,8 +6208,6 @@ def resolve_project_id(given: str | None, credentials: Credentials | None,
 def check_request_count(query: Query, limit: int) -> None:
     """--max-requests: refuse a plan larger than ``limit``, saying how long it would take and how to
     narrow it. Counted, not built: a plan of millions of requests is refused at once."""
-    if limit < 1:
-        raise UsageError("--max-requests must be at least 1")
     needed = request_count(query)
     if needed <= limit:
         return
@@ -6245,6 +6243,8 @@ def settings_from(args: argparse.Namespace, env: Mapping[str, str], now: datetim
     check_no_empty_values(args)
     check_flag_rules(flags_given(args, env))
     query = cloud_eye_query(_query_filters(args, *_range_and_zone(args, env, now, console), console), console)
+    if args.max_requests < 1:  # every run's bound, Cloud Eye's (checked once ListMetrics answers) too
+        raise UsageError("--max-requests must be at least 1")
     if not args.check and not query.cloud_eye:  # the check plans no query; Cloud Eye's calls need its list
         check_request_count(query, args.max_requests)
     project_id, maas, iam, ces = _endpoints(args, env)
@@ -6497,8 +6497,7 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
             for endpoint, count in wanted.values():
                 connected().preopen(endpoint, min(count, concurrency))
         elif store is None:  # while IAM answers, open the MaaS connections the windows will need
-            planned = sum(len(windows_of(plan_rows(q, now))) for q in (query, previous_query) if q is not None)
-            connected().preopen(settings.maas, min(planned, concurrency))
+            connected().preopen(settings.maas, min(request_count(query), concurrency))
         return lookup_project_id(connected(), settings.iam, query.region)
 
     try:

@@ -267,10 +267,12 @@ def test_max_requests_counts_exactly_what_the_plan_sends(cli, tmp_path, args, co
     assert refused.code == 2 and f"needs {count:,} requests, more than --max-requests {count - 1}" in refused.stderr
 
 
+@pytest.mark.parametrize("group_by", [(), ("--group-by", "model")])  # Cloud Eye's calls are counted later
 @pytest.mark.parametrize("value", ["0", "-5"])
-def test_max_requests_must_be_positive(cli, value):
-    run = cli("--last", "1d", "--max-requests", value, "--dry-run")
+def test_max_requests_must_be_positive(cli, cloud, value, group_by):
+    run = cli("--last", "1d", *group_by, "--max-requests", value, "--dry-run")
     assert run.code == 2 and "--max-requests must be at least 1" in run.stderr
+    assert cloud.log == []
 
 
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "America/Havana", "America/Sao_Paulo", "America/Santiago",
