@@ -2652,13 +2652,26 @@ class Workers:
                 self._alive -= 1
 
 
+def new_session(env: Mapping[str, str]) -> Any:
+    """A requests session as every exchange of a run uses it: the run's environment, not the
+    process's (no ~/.netrc, which would replace the signed Authorization header; proxies and the
+    CA bundle from ``env`` only), and answers asked for uncompressed (read_body still caps one)."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or True
+    session.headers["User-Agent"] = f"maas_rest_usage_stats/{__version__}"
+    session.headers["Accept-Encoding"] = "identity"
+    return session
+
+
 class Client:
     """Sends any ApiCall: owns the HTTP session, the signer, pacing, retries and the fan-out."""
 
     def __init__(self, credentials: Credentials, options: ClientOptions, console: Console, clock: Clock,
                  env: Mapping[str, str]) -> None:
-        # Imported here: --help, --version, --dry-run and usage errors never pay for them.
-        import requests
+        # Imported here: --help, --version, --dry-run and usage errors never pay for it (nor for requests).
         from huaweicloudsdkcore.signer.signer import Signer
 
         self._credentials = credentials
@@ -2674,16 +2687,10 @@ class Client:
         limit_thread_memory()
         self._workers = Workers(options.concurrency)
         self._timer = DeadlineTimer()
-        self._session = requests.Session()
-        # The run's environment, not the process's: no ~/.netrc (it would replace the signed
-        # Authorization header), proxies and the CA bundle from ``env`` only.
-        self._session.trust_env = False
-        self._session.verify = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or True
+        self._session = new_session(env)
         self._adapter = watched_adapter()
         self._session.mount("https://", self._adapter)
         self._session.mount("http://", self._adapter)
-        self._session.headers["User-Agent"] = f"maas_rest_usage_stats/{__version__}"
-        self._session.headers["Accept-Encoding"] = "identity"  # read_body still caps a compressed answer
 
     def close(self) -> None:
         self._workers.close()
@@ -5295,7 +5302,7 @@ def check_account(settings: Settings, env: Mapping[str, str], clock: Clock, cons
     steps = [credentials_step]
     given = settings.project_id or (credentials.project_id if credentials is not None else None)
     endpoints = {"maas": settings.maas, "iam": None if given else settings.iam, "ces": settings.ces}
-    session = probe_session(env)
+    session = new_session(env)
     try:
         probed: dict[str, CheckStep] = {}
         checked = {name: check_endpoint(ENDPOINT_STEPS[name], endpoint, probed, session, env, timeout)
@@ -5344,18 +5351,6 @@ def check_credentials(settings: Settings, env: Mapping[str, str],
         return CheckStep("credentials", "warn", f"{detail}: readable by other users",
                          f"run: chmod 600 {credentials.path}"), credentials
     return CheckStep("credentials", "ok", detail), credentials
-
-
-def probe_session(env: Mapping[str, str]) -> Any:
-    """A requests session for the unsigned probes, set up as the Client's: CA bundle and proxies
-    from ``env`` only, no ~/.netrc."""
-    import requests
-
-    session = requests.Session()
-    session.trust_env = False
-    session.verify = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or True
-    session.headers["User-Agent"] = f"maas_rest_usage_stats/{__version__}"
-    return session
 
 
 def within(seconds: float, task: Callable[[], Any]) -> Any:

@@ -434,3 +434,10 @@ def test_readme_shows_the_checklist_as_the_standalone_fake_cloud_prints_it(home)
     port = exports["HW_CES_ENDPOINT"].rsplit(":", 1)[1]
     shown = run.stdout.replace(f"localhost:{port}", "localhost:8443")
     assert "$ python3 maas_rest_usage_stats.py --check\n" + shown + "```\n" in section
+
+
+def test_the_checks_probes_ask_for_uncompressed_answers_like_every_request(check, cloud):
+    """The contract's Accept-Encoding: identity holds for --check's unsigned clock probe too."""
+    checked = check()
+    assert checked.run.code == 0
+    assert cloud.log and {entry.headers.get("Accept-Encoding") for entry in cloud.log} == {"identity"}
