@@ -5447,15 +5447,6 @@ def probe_host(endpoint: Endpoint, proxy: str | None, session: Any, timeout: flo
     return f"{found}; {version}, certificate verified"
 
 
-def _exception_chain(exc: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    while exc is not None and exc not in chain:
-        chain.append(exc)
-        reason = getattr(exc, "reason", None)  # urllib3's MaxRetryError keeps the cause here
-        exc = exc.__cause__ or exc.__context__ or (reason if isinstance(reason, BaseException) else None)
-    return chain
-
-
 def describe_probe_failure(exc: BaseException, timeout: float, endpoint: Endpoint) -> tuple[str, str]:
     """What went wrong below HTTP in a probe, and what to do."""
     import socket
@@ -5464,7 +5455,7 @@ def describe_probe_failure(exc: BaseException, timeout: float, endpoint: Endpoin
     import requests
     import urllib3
 
-    chain = _exception_chain(exc)
+    chain = exception_chain(exc)
     for cause in chain:
         if isinstance(cause, ssl.SSLCertVerificationError):
             return (f"the certificate is not trusted ({printable(cause.verify_message or str(cause), 120)})",
