@@ -6435,17 +6435,28 @@ def plan(settings: Settings, store: Store | None, project_id: str | None, consol
         return plan_rows(query, now)
 
 
+def plan_periods(settings: Settings, store: Store | None, project_id: str | None, console: Console,
+                 now: datetime) -> tuple[list[Row], list[Row], list[str] | None, dict[str, int]]:
+    """The rows of the query and of its previous period (--compare; else none), as a run or a dry
+    run plans them, with what planning tells: the retention note (and the days a store could not
+    record), and the store's days of this query in other zones."""
+    query, previous_query = settings.query, settings.query.previous_query()
+    rows = plan(settings, store, project_id, console, now, query)
+    previous = plan(settings, store, project_id, console, now, previous_query)
+    unrecorded = unrecorded_days(query, rows + previous, now) if store else None
+    warn_about_retention(query, unrecorded, console, now)
+    other_zones = (other_zone_counts(store, project_id, [(query, rows), (previous_query, previous)], console)
+                   if store is not None and project_id is not None else {})
+    return rows, previous, unrecorded, other_zones
+
+
 def dry_run(settings: Settings, store: Store | None, console: Console, now: datetime) -> str:
     query = settings.query
     project_id = resolve_project_id(settings.project_id, None, None)
     if project_id is None:
         console.note("no project id given: the URLs show {project_id}"
                      + ("; without it the store cannot be matched, so the whole range is planned" if store else ""))
-    rows = plan(settings, store, project_id, console, now, query)
-    previous = plan(settings, store, project_id, console, now, query.previous_query())
-    warn_about_retention(query, unrecorded_days(query, rows + previous, now) if store else None, console, now)
-    if store is not None and project_id is not None:
-        other_zone_counts(store, project_id, [(query, rows), (query.previous_query(), previous)], console)
+    rows, previous, _, _ = plan_periods(settings, store, project_id, console, now)
     coverage = coverage_of(query, rows, now)
     first = cloud_eye_plan(settings, project_id, console) if query.cloud_eye else []
     return render_plan(query, project_id, settings.endpoints, rows, coverage, settings.output.format, previous, first)
@@ -6489,12 +6500,7 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
     try:
         project_id = resolve_project_id(settings.project_id, credentials, looked_up)
         assert project_id is not None  # the lookup always answers or raises
-        rows = plan(settings, store, project_id, console, now, query)
-        previous_rows = plan(settings, store, project_id, console, now, previous_query)
-        unrecorded = unrecorded_days(query, rows + previous_rows, now) if store else None
-        warn_about_retention(query, unrecorded, console, now)
-        other_zones = other_zone_counts(store, project_id, [(query, rows), (previous_query, previous_rows)],
-                                        console) if store else {}
+        rows, previous_rows, unrecorded, other_zones = plan_periods(settings, store, project_id, console, now)
         windows = windows_of(rows + previous_rows)  # the previous period's after the current ones
         note = long_run_note(len(windows))
         if note:
