@@ -108,12 +108,11 @@ LIST_METRICS_PATH = "/V1.0/{project_id}/metrics"  # Cloud Eye API reference, Lis
 # MaaS calls per model service (dimension maas_api_id) and key: MaaS user guide, usermanual_maas_0068.
 CES_NAMESPACE = "SYS.MaaS"
 BATCH_METRIC_DATA_PATH = "/V1.0/{project_id}/batch-query-metric-data"  # Cloud Eye API reference, BatchListMetricData
-# huaweicloudsdkces' BatchListMetricDataRequestBody docstrings: metrics "[1,500]"; with period 3600, a
-# to - from over 10 days moves from forward; the API reference: series x (to - from) / period <= 3000,
-# else from moves forward too. Both silently: every call keeps within all three.
+# huaweicloudsdkces' BatchListMetricDataRequestBody docstrings: metrics "[1,500]"; a to - from over a
+# period's span (CES_ROLLUPS) moves from forward; the API reference: series x (to - from) / period <=
+# 3000, else from moves forward too. All silently: every call keeps within all three.
 CES_MAX_SERIES = 500
 CES_MAX_DATAPOINTS = 3000
-CES_MAX_HOURS = 10 * 24
 CES_LIST_LIMIT = 1000  # ListMetrics: limit in [1, 1000]
 CES_RETENTION = timedelta(days=155)  # Cloud Eye FAQ "How Long Is Metric Data Retained?": hourly sums, 155 days
 MONITOR_ENDPOINT_TEMPLATE = "https://maas.{region}.myhuaweicloud.com"  # cloudeye-exporter's default (unverified)
@@ -3505,7 +3504,6 @@ class Report:
 # ----------------------------------------------------------------------------------------------
 
 CES_MODEL_DIMENSION, CES_KEY_DIMENSION = "maas_api_id", "maas_key_id"
-CES_PERIOD_MS = 3600 * 1000  # period "3600": hourly sums, each stamped with its hour's start (UTC ms)
 # Cloud Eye's SYS.MaaS metrics (cloudeye-exporter's table) that make each sum of a Usage, and the
 # actual units per Usage unit (tokens are per token in Cloud Eye, in thousands in a Usage).
 CES_SUMS = {"tokens_k": ("total_tokens",), "prompt_k": ("prompt_tokens",), "completion_k": ("completion_tokens",),
@@ -3610,8 +3608,8 @@ def model_and_key_names(client: Client, endpoint: Endpoint | None, project_id: s
 
 def whole_hours(period: Period) -> Period:
     """The period widened to whole UTC hours (start down, end up): Cloud Eye sums whole hours."""
-    start_ms = period.start_ms - period.start_ms % CES_PERIOD_MS
-    end_ms = -(-period.end_ms // CES_PERIOD_MS) * CES_PERIOD_MS
+    start_ms = period.start_ms - period.start_ms % CES_HOURLY.ms
+    end_ms = -(-period.end_ms // CES_HOURLY.ms) * CES_HOURLY.ms
     return Period(from_epoch_ms(start_ms, timezone.utc), from_epoch_ms(end_ms, timezone.utc))
 
 
@@ -3662,44 +3660,160 @@ def listed_series(client: Client, endpoint: Endpoint, project_id: str, query: Qu
             return sorted(set(found))
 
 
-def ces_call_split(series: int, hours: int) -> tuple[int, int]:
-    """Hours and series per call within Cloud Eye's limits: at most 10 days, 500 series, and
-    series x hours <= 3000."""
-    hours_per_call = max(1, min(CES_MAX_HOURS, hours))
-    return hours_per_call, max(1, min(CES_MAX_SERIES, CES_MAX_DATAPOINTS // hours_per_call, series))
+@dataclass(frozen=True)
+class Rollup:
+    """A Cloud Eye rollup period (BatchListMetricData's ``period``): sums of the calls in each period,
+    stamped with the period's start, and how long a span one call may ask for."""
+
+    name: str
+    seconds: int
+    max_days: int  # the SDK docstring of ``from``: a longer to - from moves from forward
+
+    @property
+    def ms(self) -> int:
+        return self.seconds * 1000
 
 
+# The rollups a run reads (Cloud Eye FAQ "What Is Rollup?": 5 and 20 minutes, 1 hour, 4 hours, 1 day;
+# spans from the SDK docstring of ``from``). Hourly sums make every row; a 4-hour or daily sum stands
+# for the hours it holds where they lie whole inside one row's bucket, for an answer a quarter or a
+# 24th of the size. The API reference says Cloud Eye rounds ``from`` down to the period; that 4-hour
+# and daily periods start at multiples of their length since the epoch (UTC midnight) is not said:
+# every answer is checked, and one stamped otherwise is read again as hours.
+CES_HOURLY = Rollup("hourly", 3600, 10)
+CES_ROLLUPS = (Rollup("daily", 86400, 180), Rollup("4-hour", 14400, 30), CES_HOURLY)
+# Coarser sums only for periods that ended this long ago: MaaS calls take 1 to 2 hours to reach the
+# statistics (the skill's troubleshooting), and the hours are where the newest calls show first.
+CES_SETTLE = timedelta(hours=2)
+# A data call's answer is about 60 bytes a datapoint: ~200 fit the first flight of a new TCP connection
+# (Linux's initial window of 10 segments, ~14 KB). While they fit in one wave of calls, answers are
+# kept that small: a larger one waits a round trip for each doubling of the window.
+CES_QUICK_DATAPOINTS = 200
 CES_EXPECTED_SERIES = 4 * len(CES_METRIC_NAMES)  # a guess, 4 model services: see cloud_eye_calls_expected
+Span = tuple[Rollup, int, int]  # (rollup, from, to): epoch ms, whole periods of the rollup
+CesCall = tuple[Rollup, int, int, int, int]  # (rollup, from, to, first series, series count)
 
 
-def cloud_eye_calls_expected(query: Query) -> int:
+def ces_rollups(query: Query) -> tuple[Rollup, ...]:
+    """The rollups whose periods never straddle two rows: every boundary between the query's buckets
+    is a multiple of the period (days in UTC: all three; in Asia/Shanghai: 4-hour and hourly)."""
+    inner = [bucket.start_ms for bucket in split_buckets(query.period, query.bucket, query.zone)[1:]]
+    return tuple(rollup for rollup in CES_ROLLUPS if all(ms % rollup.ms == 0 for ms in inner))
+
+
+def aligned_spans(lo: int, hi: int, rollups: Sequence[Rollup]) -> list[Span]:
+    """[lo, hi) in the coarsest whole periods that fit, finer ones at the edges (hours last)."""
+    if lo >= hi:
+        return []
+    rollup, finer = rollups[0], rollups[1:]
+    if not finer:
+        return [(rollup, lo, hi)]
+    first, last = -(-lo // rollup.ms) * rollup.ms, hi // rollup.ms * rollup.ms
+    if first >= last:
+        return aligned_spans(lo, hi, finer)
+    return [*aligned_spans(lo, first, finer), (rollup, first, last), *aligned_spans(last, hi, finer)]
+
+
+def ces_spans(query: Query, now: datetime) -> list[Span]:
+    """The (whole-hour) period in rollup spans: coarser sums only inside the hourly sums' 155 days
+    and CES_SETTLE before now, hours elsewhere; neighbouring spans of one rollup joined."""
+    lo, hi, hour = query.period.start_ms, query.period.end_ms, CES_HOURLY.ms
+    coarse_lo = min(hi, max(lo, -(-to_epoch_ms(now - CES_RETENTION) // hour) * hour))
+    coarse_hi = max(coarse_lo, min(hi, to_epoch_ms(now - CES_SETTLE) // hour * hour))
+    spans: list[Span] = []
+    for rollup, start, end in [(CES_HOURLY, lo, coarse_lo), *aligned_spans(coarse_lo, coarse_hi, ces_rollups(query)),
+                               (CES_HOURLY, coarse_hi, hi)]:
+        if start < end and spans and spans[-1][0] == rollup and spans[-1][2] == start:
+            spans[-1] = (rollup, spans[-1][1], end)
+        elif start < end:
+            spans.append((rollup, start, end))
+    return spans
+
+
+def ces_split(spans: Sequence[Span], series: int, datapoints: int) -> list[CesCall]:
+    """The calls that cover every series over the spans, each within Cloud Eye's limits (its
+    rollup's span, 500 series) and ``datapoints`` (at most 3,000)."""
+    calls = []
+    for rollup, lo, hi in spans:
+        periods, per_call = span_split(series, (hi - lo) // rollup.ms, rollup.max_days * 86400 // rollup.seconds,
+                                       datapoints)
+        calls += [(rollup, start, min(hi, start + periods * rollup.ms), first, min(per_call, series - first))
+                  for start in range(lo, hi, periods * rollup.ms) for first in range(0, series, per_call)]
+    return calls
+
+
+def span_split(series: int, periods: int, max_periods: int, datapoints: int) -> tuple[int, int]:
+    """Periods and series per call for one span: the fewest calls of at most ``datapoints`` each."""
+    best: tuple[int, int, int] | None = None
+    for batches in range(1, series + 1):
+        per_call = min(CES_MAX_SERIES, -(-series // batches))
+        length = min(max_periods, periods, datapoints // per_call)
+        if length < 1 or (best is not None and per_call == best[2]):
+            continue
+        calls = -(-series // per_call) * -(-periods // length)
+        if best is None or calls < best[0]:
+            best = (calls, length, per_call)
+    if best is None:  # one series a call is more than ``datapoints``: its periods are the limit
+        return max(1, min(max_periods, periods, datapoints)), 1
+    _, length, per_call = best
+    return -(-periods // -(-periods // length)), -(-series // -(-series // per_call))  # evened out
+
+
+def ces_calls(query: Query, now: datetime, series: int, wave: int) -> list[CesCall]:
+    """The data calls for ``series`` series: as few as Cloud Eye's limits allow, or, while they fit
+    in one ``wave`` of concurrent calls, as many as keep each answer near CES_QUICK_DATAPOINTS."""
+    spans = ces_spans(query, now)
+    if not series:
+        return []
+    total = sum((hi - lo) // rollup.ms for rollup, lo, hi in spans) * series
+    datapoints = max(CES_QUICK_DATAPOINTS, -(-total // max(1, wave)))
+    while datapoints < CES_MAX_DATAPOINTS:
+        calls = ces_split(spans, series, datapoints)
+        if len(calls) <= wave:
+            return calls
+        datapoints += -(-datapoints // 4)
+    return ces_split(spans, series, CES_MAX_DATAPOINTS)
+
+
+def ces_wave(concurrency: int, max_requests: int, statistics: int) -> int:
+    """How many data calls go out at once beside the reconciliation's ``statistics`` windows."""
+    return max(1, min(concurrency, max_requests) - statistics)
+
+
+def cloud_eye_calls_expected(query: Query, now: datetime, wave: int) -> int:
     """The Cloud Eye calls to open connections for while IAM answers, before ListMetrics tells how
     many series there are: itself and the data calls of CES_EXPECTED_SERIES. A guess: each data call
     past it opens its connection after ListMetrics (2 round trips more); each short of it is a
     handshake that carries no request."""
-    hours = (query.period.end_ms - query.period.start_ms) // CES_PERIOD_MS
-    hours_per_call, per_call = ces_call_split(CES_EXPECTED_SERIES, hours)
-    return 1 + -(-hours // hours_per_call) * -(-CES_EXPECTED_SERIES // per_call)
+    return 1 + len(ces_calls(query, now, CES_EXPECTED_SERIES, wave))
 
 
-def ces_windows(query: Query, series: Sequence[Series], call: CallKind = BATCH_METRIC_DATA) -> list[Window]:
+def ces_windows(query: Query, series: Sequence[Series], now: datetime, wave: int,
+                call: CallKind = BATCH_METRIC_DATA) -> list[Window]:
     """The BatchListMetricData calls (``call``: how their answers are read) that cover every series
     over the (whole-hour) period."""
-    start_ms, end_ms = query.period.start_ms, query.period.end_ms
-    hours, per_call = ces_call_split(len(series), (end_ms - start_ms) // CES_PERIOD_MS)
-    windows = []
-    for lo in range(start_ms, end_ms, hours * CES_PERIOD_MS):
-        hi = min(end_ms, lo + hours * CES_PERIOD_MS)
-        for first in range(0, len(series), per_call):
-            batch = series[first:first + per_call]
-            body = {"metrics": [{"namespace": CES_NAMESPACE, "metric_name": name,
-                                 "dimensions": [{"name": n, "value": v} for n, v in dims]} for name, dims in batch],
-                    "from": lo, "to": hi, "period": "3600", "filter": "sum"}
-            start, end = (format_instant(from_epoch_ms(ms, query.zone)) for ms in (lo, hi))
-            label = f"{start} ~ {end} (series {first + 1}-{first + len(batch)} of {len(series)})"
-            windows.append(Window(Period(from_epoch_ms(lo, timezone.utc), from_epoch_ms(hi, timezone.utc)), body,
-                                  label, call=call))
-    return windows
+    return [ces_window(query, rollup, lo, hi, series[first:first + count], f"series {first + 1}-{first + count} "
+                       f"of {len(series)}", call) for rollup, lo, hi, first, count in
+            ces_calls(query, now, len(series), wave)]
+
+
+def ces_window(query: Query, rollup: Rollup, lo: int, hi: int, batch: Sequence[Series], which: str,
+               call: CallKind) -> Window:
+    body = {"metrics": [{"namespace": CES_NAMESPACE, "metric_name": name,
+                         "dimensions": [{"name": n, "value": v} for n, v in dims]} for name, dims in batch],
+            "from": lo, "to": hi, "period": str(rollup.seconds), "filter": "sum"}
+    start, end = (format_instant(from_epoch_ms(ms, query.zone)) for ms in (lo, hi))
+    return Window(Period(from_epoch_ms(lo, timezone.utc), from_epoch_ms(hi, timezone.utc)), body,
+                  f"{start} ~ {end} ({rollup.name} sums, {which})", call=call)
+
+
+def hourly_again(query: Query, window: Window, call: CallKind) -> list[Window]:
+    """A coarser call read again as hourly sums (its answer was not stamped as documented)."""
+    names = {(m["metric_name"], tuple((d["name"], d["value"]) for d in m["dimensions"])) for m in window.body["metrics"]}
+    batch = sorted(names)
+    return [ces_window(query, rollup, lo, hi, batch[first:first + count], f"{count} series, again", call)
+            for rollup, lo, hi, first, count in ces_split([(CES_HOURLY, window.body["from"], window.body["to"])],
+                                                          len(batch), CES_MAX_DATAPOINTS)]
 
 
 def row_key(query: Query, dims: tuple[tuple[str, str], ...]) -> tuple[str | None, str | None]:
@@ -3782,7 +3896,7 @@ def statistics_rows(query: Query, now: datetime) -> list[Row]:
     when it lies inside MaaS's 30 days; else none. A period that whole hours widened past them by less
     than an hour (``--last 30d``) is still compared: ShowStatistics may count less of that hour, never
     more, so it can only lift Cloud Eye's share, which the line then says."""
-    if query.period.start <= now - RETENTION - timedelta(milliseconds=CES_PERIOD_MS):
+    if query.period.start <= now - RETENTION - timedelta(milliseconds=CES_HOURLY.ms):
         return []
     return plan_rows(dataclasses.replace(query, by_model=False, by_key=False, bucket=None, service_types=(1, 2),
                                          infer_type="real_time"), now)
@@ -3810,23 +3924,33 @@ def check_cloud_eye_calls(count: int, limit: int, console: Console) -> None:
 
 
 def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
-                      statistics: Sequence[Row], console: Console, max_requests: int,
-                      data_call: CallKind = BATCH_METRIC_DATA) -> tuple[
+                      statistics: Sequence[Row], console: Console, max_requests: int, now: datetime,
+                      data_call: CallKind, misaligned: Callable[[], Sequence[dict]]) -> tuple[
                           list[Series], dict[str, str], dict[str, str], list[Window]]:
     """ListMetrics and the names in parallel (once a signed request has passed), then the data calls
     (``data_call``, which adds each answer up) and the reconciliation's ShowStatistics windows through
-    ``fetch``: the series, the model and key names, and the data windows filled."""
+    ``fetch``, then hourly calls again for the coarser answers ``misaligned`` names: the series, the
+    model and key names, and the data windows filled."""
     try:
         found: dict[int, Any] = {}
         client.fan_out([lambda: listed_series(client, endpoints["ces"], project_id, query),
                         lambda: model_and_key_names(client, endpoints.get("monitor"), project_id, console)],
                        found.__setitem__)
         series, (models, key_names) = found[0], found[1]
-        windows = ces_windows(query, series, data_call)
+        wave = ces_wave(client.options.concurrency, max_requests, len(windows_of(statistics)))
+        windows = ces_windows(query, series, now, wave, data_call)
         check_cloud_eye_calls(len(windows) + len(windows_of(statistics)), max_requests, console)
         if windows or statistics:
             fetch(client, endpoints, project_id, [*((None, window) for window in windows), *windows_of(statistics)],
                   console, save=None)
+        again = [hourly for window in windows if any(window.body is body for body in misaligned())
+                 for hourly in hourly_again(query, window, data_call)]
+        if again:
+            console.note("Cloud Eye's 4-hour or daily sums are not stamped at multiples of their period since "
+                         "the epoch, as the run assumes: those periods are read again as hourly sums")
+            check_cloud_eye_calls(len(windows) + len(windows_of(statistics)) + len(again), max_requests, console)
+            fetch(client, endpoints, project_id, [(None, window) for window in again], console, save=None)
+            windows += again
     except AuthRejected as exc:
         if not str(exc).startswith("Cloud Eye"):  # ShowStatistics' own refusal keeps its hint
             raise
@@ -3860,16 +3984,24 @@ class BucketSums:
         self.query, self.buckets = query, buckets
         self.starts = [bucket.start_ms for bucket in buckets]
         self.sums: dict[tuple[int, RowKey], dict[str, Decimal]] = {}
+        self.misaligned: list[dict] = []  # bodies of coarser calls whose sums were not stamped as assumed
         self._lock = threading.Lock()  # answers arrive in the workers' threads
 
     def call(self) -> CallKind:
         """BatchListMetricData whose reader adds each answer in: its windows' usage is the count of
-        hours added."""
+        periods added."""
         return dataclasses.replace(BATCH_METRIC_DATA, read=lambda data, what, body: self.add(
-            datapoints_of(data, what, body)))
+            datapoints_of(data, what, body), int(body["period"]) * 1000, body))
 
-    def add(self, answer: Sequence[tuple[Series, list[tuple[int, Decimal]]]]) -> int:
+    def add(self, answer: Sequence[tuple[Series, list[tuple[int, Decimal]]]], period_ms: int = CES_HOURLY.ms,
+            body: dict | None = None) -> int:
+        """Add an answer's sums; a coarser answer with a sum not stamped at a multiple of its period
+        adds nothing and is kept in ``misaligned`` (its hours are asked for again)."""
         added = 0
+        if period_ms != CES_HOURLY.ms and any(at % period_ms for _, points in answer for at, _ in points):
+            with self._lock:
+                self.misaligned.append(body or {})
+            return added
         with self._lock, localcontext() as context:
             context.prec = 60
             for (name, dims), points in answer:
@@ -3891,8 +4023,8 @@ def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id
     statistics = statistics_rows(query, now)
     buckets = split_buckets(query.period, query.bucket, query.zone)
     sums = BucketSums(query, buckets)
-    series, models, key_names, windows = cloud_eye_answers(client, endpoints, project_id, query, statistics,
-                                                           console, max_requests, sums.call())
+    series, models, key_names, windows = cloud_eye_answers(client, endpoints, project_id, query, statistics, console,
+                                                           max_requests, now, sums.call(), lambda: sums.misaligned)
     missing = noted_missing(series, query, console)
     keys = sorted({row_key(query, dims) for _, dims in series},
                   key=lambda k: (models.get(k[0] or "", k[0] or ""), key_names.get(k[1] or "", k[1] or "")))
@@ -6486,8 +6618,10 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
             # names beside ListMetrics, then the reconciliation's windows beside the data calls (per host:
             # in a pool of its own, or one they share)
             wanted: dict[tuple[str, str], tuple[Endpoint, int]] = {}
-            for endpoint, count in ((settings.monitor, 1), (settings.maas, len(windows_of(statistics_rows(query, now)))),
-                                    (settings.ces, cloud_eye_calls_expected(query))):
+            statistics = len(windows_of(statistics_rows(query, now)))
+            wave = ces_wave(concurrency, settings.max_requests, statistics)
+            for endpoint, count in ((settings.monitor, 1), (settings.maas, statistics),
+                                    (settings.ces, cloud_eye_calls_expected(query, now, wave))):
                 if endpoint is not None and count:
                     host = (endpoint.scheme, endpoint.netloc)
                     wanted[host] = (endpoint, wanted.get(host, (endpoint, 0))[1] + count)

@@ -4,6 +4,7 @@ filters Cloud Eye cannot apply, permissions and missing metrics."""
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import math
@@ -12,6 +13,8 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fakecloud as fc
 from conftest import hourly_index, local_ms, oracle_metrics, serve_at
@@ -104,8 +107,9 @@ def test_model_and_key_rows_by_hour_in_csv(cli, hourly):
         assert int(line["total_requests"]) == expected["total_requests"]
 
 
-def test_thirty_days_of_24_series_take_6_calls_within_cloud_eyes_limits(cli, hourly):
-    """The fake moves `from` forward, silently, when a call is too big: exact sums prove none was."""
+def test_thirty_days_of_20_series_go_in_one_wave_of_calls_within_cloud_eyes_limits(cli, hourly):
+    """The fake moves `from` forward, silently, when a call is too big: exact sums prove none was.
+    Older than 155 days, the run reads hours (what the fake keeps without its retention)."""
     start, end = ms("2026-04-20T00:00", "UTC"), ms("2026-05-20T00:00", "UTC")
     models = {model for model, _ in hourly.cloud_eye_instances()}
     hourly.ces.missing_metrics = {"req_count_5xx", "completion_tokens"}  # 4 metrics x models
@@ -113,10 +117,8 @@ def test_thirty_days_of_24_series_take_6_calls_within_cloud_eyes_limits(cli, hou
               "--format", "json")
     assert run.code == 0, run.stderr
     calls = data_calls(hourly)
-    series = 4 * len(models)
-    hours_per_call = 240
-    per_call = min(500, 3000 // hours_per_call)
-    assert len(calls) == 3 * -(-series // per_call)
+    assert 6 <= len(calls) <= 16  # as many as keep answers small, in one wave of 16
+    assert sum(len(body["metrics"]) * (body["to"] - body["from"]) // HOUR for body in calls) == 4 * len(models) * 720
     for body in calls:
         assert len(body["metrics"]) <= LIMIT_SERIES and body["to"] - body["from"] <= LIMIT_SPAN
         assert len(body["metrics"]) * (body["to"] - body["from"]) // HOUR <= LIMIT_DATAPOINTS
@@ -127,12 +129,14 @@ def test_thirty_days_of_24_series_take_6_calls_within_cloud_eyes_limits(cli, hou
         assert row["total_requests"] == expected["total_requests"]
 
 
-def test_the_call_split_is_240_hours_and_12_series_a_call():
+def test_a_span_is_split_into_the_fewest_calls_within_the_limits():
     import maas_rest_usage_stats as m
 
-    assert m.ces_call_split(24, 30 * 24) == (240, 12)
-    assert m.ces_call_split(2000, 5) == (5, 500)
-    assert m.ces_call_split(3, 2) == (2, 3)
+    assert m.span_split(24, 30 * 24, 240, 3000) == (120, 24)  # 6 calls of 24 series, 120 hours
+    assert m.span_split(2000, 5, 240, 3000) == (5, 500)
+    assert m.span_split(3, 2, 240, 3000) == (2, 3)
+    assert m.span_split(24, 898, 180, 1361) == (113, 12)  # 16 calls: 150 days of 4-hour sums, 2 x 8
+    assert m.span_split(1, 5000, 240, 200) == (200, 1)
 
 
 def test_a_metric_cloud_eye_does_not_list_is_null_never_0(cli, hourly):
@@ -443,17 +447,131 @@ def test_last_30_days_widened_to_whole_hours_is_still_reconciled_with_a_note(cli
     assert a_day_more.code == 0 and a_day_more.json()["reconciliation"] is None
 
 
-@pytest.mark.parametrize("hours, calls", [(24, 1 + 1), (720, 1 + 3 * 2), (721, 1 + 4 * 2), (3600, 1 + 15 * 2)])
+@pytest.mark.parametrize("hours, calls", [(24, 1 + 3), (720, 1 + 16), (721, 1 + 13), (3600, 1 + 29)])
 def test_connections_opened_while_iam_answers_match_the_calls_of_four_models(hours, calls):
     """Before ListMetrics answers, the run opens Cloud Eye connections for the calls four model
-    services (24 series) would need: 30 days of them are 8 data calls, not the 4 of one a slice."""
+    services (24 series) would need: the same count as the data calls those series then take."""
     import maas_rest_usage_stats as script
 
     start = datetime(2026, 5, 1, tzinfo=timezone.utc)
     period = script.Period(start, start + timedelta(hours=hours))
-    query = type("Q", (), {"period": period})()
-    assert script.cloud_eye_calls_expected(query) == calls
+    query = type("Q", (), {"period": period, "bucket": None, "zone": timezone.utc})()
+    later = start + timedelta(days=400)  # past the hourly sums' 155 days: hours only
+    assert script.cloud_eye_calls_expected(query, later, 16) == calls
     per_model = [(name, (("maas_api_id", f"m{i}"),)) for i in range(4) for name in script.CES_METRIC_NAMES]
     assert len(per_model) == script.CES_EXPECTED_SERIES
-    later = type("Q", (), {"period": period, "zone": timezone.utc})()
-    assert 1 + len(script.ces_windows(later, per_model)) == calls
+    assert 1 + len(script.ces_windows(query, per_model, later, 16)) == calls
+
+
+# ----------------------------------------------------------------------------------------------
+# Rollups: 4-hour and daily sums where they lie whole inside a row, hours elsewhere
+# ----------------------------------------------------------------------------------------------
+
+RUN_AT = datetime(2026, 5, 31, 12, 20, tzinfo=timezone.utc)
+
+
+def query_of(start: datetime, end: datetime, zone: str = "UTC", bucket: str | None = None):
+    import zoneinfo
+
+    import maas_rest_usage_stats as script
+
+    period = script.whole_hours(script.Period(start, end))
+    return type("Q", (), {"period": period, "bucket": script.UNITS[bucket] if bucket else None,
+                          "zone": zoneinfo.ZoneInfo(zone)})()
+
+
+def spans_of(query, now: datetime) -> list[tuple[str, int]]:
+    import maas_rest_usage_stats as script
+
+    return [(rollup.name, (hi - lo) // rollup.ms) for rollup, lo, hi in script.ces_spans(query, now)]
+
+
+@pytest.mark.parametrize("days, zone, bucket, spans", [
+    (30, "Asia/Shanghai", None, [("4-hour", 3), ("daily", 29), ("4-hour", 2), ("hourly", 5)]),
+    (30, "UTC", "day", [("4-hour", 3), ("daily", 29), ("4-hour", 2), ("hourly", 5)]),
+    (30, "Asia/Shanghai", "day", [("4-hour", 179), ("hourly", 5)]),  # its days start at 16:00 UTC
+    (30, "America/Chicago", "day", [("hourly", 721)]),  # at 05:00 UTC
+    (30, "UTC", "hour", [("hourly", 721)]),
+    (200, "UTC", None, [("hourly", 1084), ("4-hour", 2), ("daily", 154), ("4-hour", 2), ("hourly", 5)]),
+])
+def test_coarser_sums_stand_for_whole_periods_inside_a_row_and_the_hourly_retention(days, zone, bucket, spans):
+    """Daily and 4-hour sums only where a row's buckets hold them whole, within the 155 days that
+    hourly sums are kept and ending 2 hours before now; hours at every edge."""
+    assert spans_of(query_of(RUN_AT - timedelta(days=days), RUN_AT, zone, bucket), RUN_AT) == spans
+
+
+ZONES = ("UTC", "Asia/Shanghai", "America/New_York", "America/Chicago", "Europe/London")
+
+
+@settings(max_examples=150, deadline=None)
+@given(start_hours=st.integers(0, 250 * 24), hours=st.integers(1, 200 * 24), zone=st.sampled_from(ZONES),
+       bucket=st.sampled_from([None, "hour", "day", "week", "month"]), series=st.integers(1, 60),
+       wave=st.integers(1, 16))
+def test_the_calls_cover_every_series_hour_once_within_the_limits(start_hours, hours, zone, bucket, series, wave):
+    import maas_rest_usage_stats as script
+
+    start = RUN_AT.replace(minute=0) - timedelta(hours=start_hours)
+    query = query_of(start, start + timedelta(hours=hours), zone, bucket)
+    buckets = script.split_buckets(query.period, query.bucket, query.zone)
+    starts = [b.start_ms for b in buckets]
+    calls = script.ces_calls(query, RUN_AT, series, wave)
+    spans = script.ces_spans(query, RUN_AT)
+    assert len(calls) <= max(wave, len(script.ces_split(spans, series, LIMIT_DATAPOINTS)))
+    covered: dict[int, list[tuple[int, int]]] = {}
+    for rollup, lo, hi, first, count in calls:
+        assert 1 <= count <= LIMIT_SERIES and lo % rollup.ms == 0 and (hi - lo) % rollup.ms == 0
+        assert count * (hi - lo) // rollup.ms <= LIMIT_DATAPOINTS and hi - lo <= rollup.max_days * DAY
+        if rollup.seconds != 3600:
+            assert to_ms(RUN_AT - timedelta(days=155)) <= lo and hi <= to_ms(RUN_AT - timedelta(hours=2))
+            for at in range(lo, hi, rollup.ms):  # each coarser sum lies inside one row
+                assert bisect.bisect_right(starts, at) == bisect.bisect_right(starts, at + rollup.ms - 1)
+        for index in range(first, first + count):
+            covered.setdefault(index, []).append((lo, hi))
+    assert sorted(covered) == list(range(series))
+    for parts in covered.values():
+        parts.sort()
+        assert parts[0][0] == query.period.start_ms and parts[-1][1] == query.period.end_ms
+        assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def periods_asked(cloud) -> set[str]:
+    return {body["period"] for body in data_calls(cloud)}
+
+
+@pytest.mark.parametrize("zone, periods", [("UTC", {"3600", "14400", "86400"}), ("Asia/Shanghai", {"3600", "14400"}),
+                                           ("America/Chicago", {"3600"})])
+def test_rows_from_coarser_sums_are_the_exact_sums_of_their_hours(cli, cloud, zone, periods):
+    now = serve_at(cloud, RUN_AT)
+    cloud.events = hourly_index(ms("2026-04-25T00:00", "UTC"), ms("2026-06-01T00:00", "UTC"))
+    run = cli("--last", "20d", "--timezone", zone, "--group-by", "day", "model", "--format", "json", now=now)
+    assert run.code == 0, run.stderr
+    assert periods_asked(cloud) == periods
+    rows = run.json()["rows"]
+    assert rows and all(row["source"] == "cloud_eye" for row in rows)
+    for row in rows:
+        start, end = (int(datetime.fromisoformat(row[edge]).timestamp() * 1000) for edge in ("start", "end"))
+        assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"])), row["start"]
+
+
+def test_coarser_sums_stamped_off_their_period_are_read_again_as_hours(cli, cloud):
+    """Were Cloud Eye's days to start at UTC+8 midnight, the run would not add them: it says so and
+    reads those periods as hours; the rows stay exact."""
+    now = serve_at(cloud, RUN_AT)
+    cloud.events = hourly_index(ms("2026-04-25T00:00", "UTC"), ms("2026-06-01T00:00", "UTC"))
+    cloud.ces.rollup_offset = 8 * HOUR
+    run = cli("--last", "20d", "--timezone", "UTC", "--group-by", "model", "--format", "json", now=now)
+    assert run.code == 0, run.stderr
+    assert "are read again as hourly sums" in run.stderr
+    bodies = data_calls(cloud)
+    daily = [body for body in bodies if body["period"] == "86400"]  # 4-hour sums at UTC+8 are still aligned
+    assert daily and all(any(again["period"] == "3600" and again["from"] == body["from"] for again in bodies)
+                         for body in daily)
+    document = run.json()
+    start, end = (int(datetime.fromisoformat(document["period"][edge]).timestamp() * 1000) for edge in ("start", "end"))
+    for row in document["rows"]:
+        assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"]))
+    assert document["reconciliation"]["tokens_ratio"] == 1.0

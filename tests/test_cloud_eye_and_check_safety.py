@@ -239,7 +239,8 @@ def test_cloud_eye_sums_holding_digits_of_the_key_print_exactly(cli, cloud, digi
         "namespace": "SYS.MaaS", "metric_name": "total_tokens", "unit": "count",
         "dimensions": [{"name": "maas_api_id", "value": fc.CES_MODELS[2][0][0]}],
         "datapoints": [{"sum": digits, "timestamp": ms("2026-05-08T00:00")}]}]})
-    run = cli(*DAYS, "--group-by", "model", "--format", "json", "--retries", "0", env=digit_keys)
+    run = cli(*DAYS, "--group-by", "model", "--format", "json", "--retries", "0", "--concurrency", "1",
+              env=digit_keys)  # one data call: the one the fault answers
     assert run.code == 0, run.stderr
     assert run.json()["totals"]["total_tokens"] == digits and "***" not in run.stdout
 
