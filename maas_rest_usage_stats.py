@@ -43,6 +43,7 @@ import argparse  # noqa: E402
 import bisect  # noqa: E402
 import dataclasses  # noqa: E402
 import errno  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import re  # noqa: E402
@@ -3645,19 +3646,25 @@ def ces_dimensions(query: Query) -> tuple[str, ...]:
     return (CES_MODEL_DIMENSION, CES_KEY_DIMENSION) if query.by_key else (CES_MODEL_DIMENSION,)
 
 
-def listed_series(client: Client, endpoint: Endpoint, project_id: str, query: Query) -> list[Series]:
-    """Every SYS.MaaS series ListMetrics lists with the query's dimension set and a metric it reads,
-    page after page (``start`` is the marker of the page before)."""
+def list_params(metric: str, marker: str = "") -> tuple[tuple[str, str], ...]:
+    """ListMetrics' query for one SYS.MaaS metric (its series alone: a small answer, whatever else
+    the namespace holds), after the page whose marker is ``marker``."""
+    return (("namespace", CES_NAMESPACE), ("metric_name", metric), ("limit", str(CES_LIST_LIMIT)),
+            *((("start", marker),) if marker else ()))
+
+
+def listed_series(client: Client, endpoint: Endpoint, project_id: str, query: Query, metric: str) -> list[Series]:
+    """Every series of ``metric`` that ListMetrics lists with the query's dimension set, page after
+    page (``start`` is the marker of the page before)."""
     wanted, found, marker, seen = set(ces_dimensions(query)), [], "", 0
     while True:
-        params = (("namespace", CES_NAMESPACE), ("limit", str(CES_LIST_LIMIT)),
-                  *((("start", marker),) if marker else ()))
-        data, (page, series) = CES_LIST.answer(client, endpoint, project_id, CES_NAMESPACE, params=params)
-        found += [s for s in series if s[0] in CES_METRIC_NAMES and {name for name, _ in s[1]} == wanted]
+        data, (page, series) = CES_LIST.answer(client, endpoint, project_id, f"{CES_NAMESPACE} {metric}",
+                                               params=list_params(metric, marker))
+        found += [s for s in series if s[0] == metric and {name for name, _ in s[1]} == wanted]
         seen += page.metrics
         marker = data["meta_data"].get("marker", "")
         if not page.metrics or not marker or seen >= page.total:
-            return sorted(set(found))
+            return found
 
 
 @dataclass(frozen=True)
@@ -3782,10 +3789,10 @@ def ces_wave(concurrency: int, max_requests: int, statistics: int) -> int:
 
 def cloud_eye_calls_expected(query: Query, now: datetime, wave: int) -> int:
     """The Cloud Eye calls to open connections for while IAM answers, before ListMetrics tells how
-    many series there are: itself and the data calls of CES_EXPECTED_SERIES. A guess: each data call
+    many series there are: its calls (one a metric) and the data calls of CES_EXPECTED_SERIES. A guess: each data call
     past it opens its connection after ListMetrics (2 round trips more); each short of it is a
     handshake that carries no request."""
-    return 1 + len(ces_calls(query, now, CES_EXPECTED_SERIES, wave))
+    return len(CES_METRIC_NAMES) + len(ces_calls(query, now, CES_EXPECTED_SERIES, wave))
 
 
 def ces_windows(query: Query, series: Sequence[Series], now: datetime, wave: int,
@@ -3851,9 +3858,9 @@ def missing_metrics(series: Sequence[Series]) -> frozenset[str]:
 
 def cloud_eye_plan(settings: Settings, project_id: str | None, console: Console) -> list[dict[str, Any]]:
     """A dry run's Cloud Eye calls: ListMetrics' first page; the data calls depend on its answer."""
-    console.note("the Cloud Eye data calls (BatchListMetricData) depend on ListMetrics' answer: only it is planned")
-    params = (("namespace", CES_NAMESPACE), ("limit", str(CES_LIST_LIMIT)))
-    return [CES_LIST.planned(settings.ces, project_id, None, params)]
+    console.note("the Cloud Eye data calls (BatchListMetricData) depend on ListMetrics' answers: only they are "
+                 "planned")
+    return [CES_LIST.planned(settings.ces, project_id, None, list_params(metric)) for metric in CES_METRIC_NAMES]
 
 
 @dataclass(frozen=True)
@@ -3933,10 +3940,12 @@ def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project
     model and key names, and the data windows filled."""
     try:
         found: dict[int, Any] = {}
-        client.fan_out([lambda: listed_series(client, endpoints["ces"], project_id, query),
+        client.fan_out([*(functools.partial(listed_series, client, endpoints["ces"], project_id, query, metric)
+                          for metric in CES_METRIC_NAMES),
                         lambda: model_and_key_names(client, endpoints.get("monitor"), project_id, console)],
                        found.__setitem__)
-        series, (models, key_names) = found[0], found[1]
+        series = sorted({s for index in range(len(CES_METRIC_NAMES)) for s in found[index]})
+        models, key_names = found[len(CES_METRIC_NAMES)]
         wave = ces_wave(client.options.concurrency, max_requests, len(windows_of(statistics)))
         windows = ces_windows(query, series, now, wave, data_call)
         check_cloud_eye_calls(len(windows) + len(windows_of(statistics)), max_requests, console)

@@ -204,8 +204,10 @@ def test_a_403_from_cloud_eye_names_its_permissions(cli, hourly):
 def test_the_dry_run_plans_list_metrics_and_says_the_data_calls_depend_on_it(cli, cloud):
     run = cli("--last", "2d", "--group-by", "model", "--dry-run", "--project-id", fc.DEMO_PROJECT_ID)
     assert run.code == 0, run.stderr
-    assert run.stdout.startswith(f"GET {cloud.url}/V1.0/{fc.DEMO_PROJECT_ID}/metrics?namespace=SYS.MaaS&limit=1000")
-    assert "depend on ListMetrics" in run.stderr and cloud.log == []
+    assert run.stdout.splitlines() == [
+        f"GET {cloud.url}/V1.0/{fc.DEMO_PROJECT_ID}/metrics?namespace=SYS.MaaS&metric_name={metric}&limit=1000"
+        for metric in ("total_tokens", "prompt_tokens", "completion_tokens", "rpm", "req_count_4xx", "req_count_5xx")]
+    assert "depend on ListMetrics' answers" in run.stderr and cloud.log == []
 
 
 def test_coverage_uses_cloud_eyes_155_days(cli, hourly):
@@ -316,9 +318,11 @@ def test_list_metrics_pages_are_followed(cli, hourly):
 def test_the_json_dry_run_plans_list_metrics(cli, cloud):
     run = cli("--last", "2d", "--group-by", "api-key", "--dry-run", "--format", "json")
     assert run.code == 0, run.stderr
-    (request,) = run.json()["requests"]
-    assert request["method"] == "GET" and request["body"] is None
-    assert request["url"].endswith("/V1.0/{project_id}/metrics?namespace=SYS.MaaS&limit=1000")
+    requests = run.json()["requests"]
+    assert all(request["method"] == "GET" and request["body"] is None for request in requests)
+    assert [request["url"].split("/V1.0/", 1)[1] for request in requests] == [
+        f"{{project_id}}/metrics?namespace=SYS.MaaS&metric_name={metric}&limit=1000"
+        for metric in ("total_tokens", "prompt_tokens", "completion_tokens", "rpm", "req_count_4xx", "req_count_5xx")]
 
 
 def test_nothing_listed_is_zero_rows_and_a_note(cli, cloud):
@@ -447,7 +451,7 @@ def test_last_30_days_widened_to_whole_hours_is_still_reconciled_with_a_note(cli
     assert a_day_more.code == 0 and a_day_more.json()["reconciliation"] is None
 
 
-@pytest.mark.parametrize("hours, calls", [(24, 1 + 3), (720, 1 + 16), (721, 1 + 13), (3600, 1 + 29)])
+@pytest.mark.parametrize("hours, calls", [(24, 6 + 3), (720, 6 + 16), (721, 6 + 13), (3600, 6 + 29)])
 def test_connections_opened_while_iam_answers_match_the_calls_of_four_models(hours, calls):
     """Before ListMetrics answers, the run opens Cloud Eye connections for the calls four model
     services (24 series) would need: the same count as the data calls those series then take."""
@@ -460,7 +464,7 @@ def test_connections_opened_while_iam_answers_match_the_calls_of_four_models(hou
     assert script.cloud_eye_calls_expected(query, later, 16) == calls
     per_model = [(name, (("maas_api_id", f"m{i}"),)) for i in range(4) for name in script.CES_METRIC_NAMES]
     assert len(per_model) == script.CES_EXPECTED_SERIES
-    assert 1 + len(script.ces_windows(query, per_model, later, 16)) == calls
+    assert 6 + len(script.ces_windows(query, per_model, later, 16)) == calls  # 6 ListMetrics, one a metric
 
 
 # ----------------------------------------------------------------------------------------------
