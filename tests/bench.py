@@ -465,14 +465,18 @@ RTT_SCENARIOS: list[tuple[str, list[str], int, float]] = [
     ("30 days `--group-by day` (IAM lookup)", ["--from", "2026-11-01", "--to", "2026-12-01",
                                                "--group-by", "day"], 5, 5.3),
     # Cloud Eye (issue 20): IAM 3R while the Cloud Eye (and monitor, MaaS) connections open, ListMetrics
-    # and the names call together 1R, then 1R per wave of 16 data calls (with the reconciliation's
-    # ShowStatistics windows in the same wave). 4 models: 24 series, 12 a call (10 days of hours).
-    ("Cloud Eye `--last 30d --group-by model` (4 models; 8 data calls, one wave)",
+    # (one call a metric) and the names call together 1R, then 1R per wave of 16 data calls (with the
+    # reconciliation's ShowStatistics windows in the same wave). 4 models: 24 series. Asia/Shanghai
+    # (the runs' zone unless one names its own): 30 days of daily sums with 4-hour and hourly edges;
+    # its days start at 16:00 UTC, so day rows take 4-hour sums; UTC days take daily sums.
+    ("Cloud Eye `--last 30d --group-by model` (4 models; 6 ListMetrics, 7 data calls)",
      ["--last", "30d", "--group-by", "model"], 5, 5.3),
     ("Cloud Eye `--last 29d --group-by model` (the same, reconciled: + ShowStatistics in the data wave)",
      ["--last", "29d", "--group-by", "model"], 5, 5.3),
-    ("Cloud Eye `--last 150d --group-by day model` (32 data calls, two waves)",
+    ("Cloud Eye `--last 150d --group-by day model` (4-hour sums, 1.3 MB: 15 data calls)",
      ["--last", "150d", "--group-by", "day", "model"], 6, 6.3),
+    ("Cloud Eye `--last 150d --group-by day model --timezone UTC` (daily sums: 15 data calls)",
+     ["--last", "150d", "--group-by", "day", "model", "--timezone", "UTC"], 6, 6.3),
 ]
 # The lab's fakes, one per production host (the script keeps one connection pool per host): the port
 # and the variable that points the script at it. All serve the same grid dataset: 4 model services
@@ -625,7 +629,7 @@ def rtt(markdown: bool, lab_path: str, python: str, skip_rss: bool) -> int:
             for label, argv, floor, goal in RTT_SCENARIOS:
                 progress(f"rtt-lab time --rtt-ms {','.join(map(str, RTT_MS))} -n {RTT_RUNS}: {label}")
                 proc = _lab(lab, "time", "--rtt-ms", ",".join(map(str, RTT_MS)), "-n", str(RTT_RUNS),
-                            "--env", str(envfile), "--", python, str(SCRIPT), *argv, *RTT_TZ)
+                            "--env", str(envfile), "--", python, str(SCRIPT), *RTT_TZ, *argv)
                 medians = {int(float(m.group(1))): float(m.group(2))
                            for m in map(_TIME_LINE.match, proc.stdout.splitlines()) if m}
                 fit = next((m for m in map(_FIT_LINE.match, proc.stdout.splitlines()) if m), None)
@@ -667,7 +671,7 @@ def rtt(markdown: bool, lab_path: str, python: str, skip_rss: bool) -> int:
                 for name in LAB_HOSTS:
                     (logs / f"{name}.log").write_text("")
                 packets.write_text("")
-                proc = _lab(lab, "client", "--env", str(envfile), "--", python, str(SCRIPT), *argv, *RTT_TZ,
+                proc = _lab(lab, "client", "--env", str(envfile), "--", python, str(SCRIPT), *RTT_TZ, *argv,
                             timeout=120, check=False)
                 if proc.returncode != 0:
                     raise LabError(f"{label}: exit {proc.returncode}\n{proc.stderr[-2000:]}")
