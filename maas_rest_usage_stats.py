@@ -3767,11 +3767,18 @@ def span_split(series: int, periods: int, max_periods: int, datapoints: int) -> 
 
 
 def ces_calls(query: Query, now: datetime, series: int, wave: int) -> list[CesCall]:
-    """The data calls for ``series`` series: as few as Cloud Eye's limits allow, or, while they fit
-    in one ``wave`` of concurrent calls, as many as keep each answer near CES_QUICK_DATAPOINTS."""
-    spans = ces_spans(query, now)
+    """The data calls for ``series`` series: coarser sums where they fit (ces_spans), else hours alone
+    when that takes fewer calls than one ``wave`` of concurrent calls allows (each span is a call at
+    least); as few calls as Cloud Eye's limits allow, or, while they fit in the wave, as many as keep
+    each answer near CES_QUICK_DATAPOINTS."""
     if not series:
         return []
+    plans = [spread_calls(spans, series, wave) for spans in (
+        ces_spans(query, now), [(CES_HOURLY, query.period.start_ms, query.period.end_ms)])]
+    return min(plans, key=lambda calls: (len(calls) > wave, len(calls) if len(calls) > wave else 0))
+
+
+def spread_calls(spans: Sequence[Span], series: int, wave: int) -> list[CesCall]:
     total = sum((hi - lo) // rollup.ms for rollup, lo, hi in spans) * series
     datapoints = max(CES_QUICK_DATAPOINTS, -(-total // max(1, wave)))
     while datapoints < CES_MAX_DATAPOINTS:

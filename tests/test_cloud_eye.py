@@ -520,7 +520,9 @@ def test_the_calls_cover_every_series_hour_once_within_the_limits(start_hours, h
     starts = [b.start_ms for b in buckets]
     calls = script.ces_calls(query, RUN_AT, series, wave)
     spans = script.ces_spans(query, RUN_AT)
-    assert len(calls) <= max(wave, len(script.ces_split(spans, series, LIMIT_DATAPOINTS)))
+    hours = [(script.CES_HOURLY, query.period.start_ms, query.period.end_ms)]
+    fewest = min(len(script.ces_split(plan, series, LIMIT_DATAPOINTS)) for plan in (spans, hours))
+    assert len(calls) <= max(wave, fewest)  # never more than the wave, or than the fewest calls possible
     covered: dict[int, list[tuple[int, int]]] = {}
     for rollup, lo, hi, first, count in calls:
         assert 1 <= count <= LIMIT_SERIES and lo % rollup.ms == 0 and (hi - lo) % rollup.ms == 0
@@ -579,3 +581,25 @@ def test_coarser_sums_stamped_off_their_period_are_read_again_as_hours(cli, clou
     for row in document["rows"]:
         assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"]))
     assert document["reconciliation"]["tokens_ratio"] == 1.0
+
+
+@pytest.mark.parametrize("max_requests", ["3", "4", "9"])
+def test_small_answers_never_cost_more_requests_than_max_requests_allows(cli, cloud, max_requests):
+    """Splitting calls for small answers stays within --max-requests (with the reconciliation's 2
+    ShowStatistics windows): a run the plain split allows is never refused for it."""
+    now = serve_at(cloud, RUN_AT)
+    cloud.events = hourly_index(ms("2026-05-20T00:00", "UTC"), ms("2026-06-01T00:00", "UTC"))
+    run = cli("--last", "3d", "--timezone", "UTC", "--group-by", "model", "--format", "json",
+              "--max-requests", max_requests, now=now)
+    assert run.code == 0, run.stderr
+    assert len(data_calls(cloud)) + len(cloud.requests_of("maas")) <= int(max_requests)
+    assert len(data_calls(cloud)) > 1 or max_requests == "3"
+    assert run.json()["reconciliation"]["tokens_ratio"] == 1.0
+
+
+def test_raw_names_each_data_calls_rollup(cli, cloud):
+    now = serve_at(cloud, RUN_AT)
+    cloud.events = hourly_index(ms("2026-05-20T00:00", "UTC"), ms("2026-06-01T00:00", "UTC"))
+    run = cli("--last", "5d", "--timezone", "UTC", "--group-by", "model", "--raw", now=now)
+    assert run.code == 0, run.stderr
+    assert "(daily sums, series 1-" in run.stdout and "(hourly sums, series 1-" in run.stdout
