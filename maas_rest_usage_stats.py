@@ -58,7 +58,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from datetime import date, datetime, timedelta, timezone, tzinfo  # noqa: E402
 from decimal import ROUND_HALF_UP, Decimal, localcontext  # noqa: E402
 from functools import lru_cache  # noqa: E402
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence  # noqa: E402
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union  # noqa: E402
 from urllib.parse import quote, urlsplit  # noqa: E402
 
 __version__ = "1.0.0"
@@ -1943,11 +1943,15 @@ class CallKind:
 
     def answer(self, client: Client, endpoint: Endpoint, project_id: str | None, label: str,
                body: Mapping[str, Any] | None = None, params: tuple[tuple[str, str], ...] = (),
-               keep: bool = True) -> tuple[Any, Any]:
-        """Send one call: its raw JSON answer (None unless ``keep``) and what its reader makes of it."""
+               keep: Keep = True) -> tuple[Any, Any]:
+        """Send one call: its raw JSON answer (None unless ``keep``; what ``keep`` makes of it when it is
+        a function) and what its reader makes of it."""
         call = self.request(endpoint, project_id, label, body, params)
         return client.send(call, lambda data: self.read(data, call.what, body if body is not None else dict(params)),
                            keep)
+
+
+Keep = Union[bool, Callable[[Any], Any]]  # keep an answer's data (True), or what the function makes of it
 
 
 @dataclass(frozen=True)
@@ -2706,9 +2710,10 @@ class Client:
     def _cancelled_error(self, call: ApiCall) -> ApiError:
         return ApiError(f"{call.what}: cancelled after another request failed")
 
-    def send(self, call: ApiCall, read: Callable[[Any], Any] | None = None, keep: bool = True) -> Any:
+    def send(self, call: ApiCall, read: Callable[[Any], Any] | None = None, keep: Keep = True) -> Any:
         """The JSON data of the call's answer: paced, signed afresh and retried per attempt. With
-        ``read``: (the data, or None unless ``keep``; what ``read`` makes of it)."""
+        ``read``: (the data, or what ``keep`` makes of it, or None unless ``keep``; what ``read``
+        makes of it)."""
         retries = self.options.retries
         failure, retry_after = "", None
         for attempt in range(retries + 1):
@@ -2733,17 +2738,17 @@ class Client:
                        hint="the service may be overloaded or unreachable; try again later, "
                             "or raise --retries/--timeout")
 
-    def _parsed(self, reply: Reply, call: ApiCall, read: Callable[[Any], Any] | None, keep: bool) -> Any:
+    def _parsed(self, reply: Reply, call: ApiCall, read: Callable[[Any], Any] | None, keep: Keep) -> Any:
         """A final reply's data, its strings masked, and what ``read`` makes of it. Large answers are
-        parsed and read one at a time, and their data let go unless kept: sixteen parsed 1 MiB
-        answers of tiny objects at once would take hundreds of MB, and parsing (CPU, under the GIL)
-        gains nothing from threads."""
+        parsed and read one at a time, and their data let go unless kept (or kept as ``keep`` makes
+        it, --raw's text): sixteen parsed 1 MiB answers of tiny objects at once would take hundreds
+        of MB, and parsing (CPU, under the GIL) gains nothing from threads."""
         with LARGE_ANSWERS if len(reply.text) > LARGE_ANSWER else contextlib.nullcontext():
             data = redact_data(checked_data(reply, call.what, call.not_found_hint), self._credentials.secrets())
             if read is None:
                 return data
             value = read(data)
-            return (data if keep else None), value
+            return ((keep(data) if callable(keep) else data) if keep else None), value
 
     def _attempt(self, call: ApiCall) -> Reply | str:
         """One signed exchange within --timeout as a whole: the reply, or a retryable failure."""
@@ -5051,7 +5056,7 @@ def render_table(report: Report, table_format: str | None, raw: bool, chart: str
     if raw:
         parts.append("Raw responses:")
         parts += [f"{window.label if row else f'{window.call.name} for {window.label}'}: "
-                  f"{json.dumps(_exact_json(window.response))}" for row, window in report.raw_windows()]
+                  f"{window.response or 'null'}" for row, window in report.raw_windows()]
     return "\n".join(parts) + "\n"
 
 
@@ -5184,19 +5189,39 @@ def render_json(report: Report, raw: bool) -> str:
         document["store"] = report.store
     if query.cloud_eye:
         document["reconciliation"] = None if report.reconciliation is None else report.reconciliation.json()
-    if raw:
-        document["windows"] = [_json_window(row, window) for row, window in report.raw_windows()]
-    return json_document(document, indent=2) + "\n"
+    if not raw:
+        return json_document(document, indent=2) + "\n"
+    # Each window's answer goes in as the text it is kept as, parsed again one at a time: the parsed
+    # answers of a hostile server (1 MiB of empty objects each) never all sit in memory together.
+    marker = f"raw-answer-{os.urandom(8).hex()}-"
+    windows = report.raw_windows()
+    document["windows"] = [_json_window(row, window, f"{marker}{index}") for index, (row, window) in enumerate(windows)]
+    text = json_document(document, indent=2)
+    parts, at = [], 0
+    for index, (_, window) in enumerate(windows):
+        found = text.index(f'"{marker}{index}"', at)
+        indent = " " * (found - text.rindex("\n", 0, found) - 1 - len('"response": '))
+        answer = json_document(json.loads(window.response or "null"), indent=2).replace("\n", "\n" + indent)
+        parts += [text[at:found], answer]
+        at = found + len(f'"{marker}{index}"')
+    return "".join([*parts, text[at:], "\n"])
 
 
-def _json_window(row: Row | None, window: Window) -> dict[str, Any]:
-    """--raw: one answered window. A Cloud Eye run's windows (no row of their own) name their call."""
+def raw_text(data: Any) -> str:
+    """An answer as --raw keeps it until printed: JSON text (a few bytes an item, where parsed items
+    take a hundred), its numbers as the API sent them."""
+    return json.dumps(_exact_json(data))
+
+
+def _json_window(row: Row | None, window: Window, response: str) -> dict[str, Any]:
+    """--raw: one answered window (``response``: a stand-in for its answer). A Cloud Eye run's
+    windows (no row of their own) name their call."""
     document = {"start_ms": window.period.start_ms, "end_ms": window.period.end_ms,
                 "service_type": row.service_type if row else window.body.get("service_type"),
                 "api_key": row.api_key if row else None}
     if row is None:
         document["call"] = window.call.name
-    document["response"] = _exact_json(window.response)
+    document["response"] = response
     return document
 
 
@@ -6740,7 +6765,7 @@ def fetch(client: Client, endpoints: Mapping[str, Endpoint], project_id: str,
     def task(window: Window) -> Callable[[], tuple[Any, Any]]:
         endpoint = endpoints[window.call.endpoint]
         return lambda: window.call.answer(client, endpoint, project_id, window.label, window.body,
-                                          keep=client.options.keep_answers)
+                                          keep=raw_text if client.options.keep_answers else False)
 
     if not client.warm and windows:  # the first window goes alone: open the connections for the rest meanwhile
         client.preopen(endpoints[windows[0][1].call.endpoint], min(len(windows), client.options.concurrency) - 1)

@@ -57,11 +57,13 @@ def make_query(*, zone=SHANGHAI, zone_name="Asia/Shanghai", start=date(2026, 5, 
 
 
 def make_result(query: m.Query, responses_for=lambda window: m.parse_json_text(SEED_TEXT, "x")) -> m.Report:
-    """A report as a run builds it: planned rows whose windows are filled with parsed answers."""
+    """A report as a run builds it: planned rows whose windows are filled with what their parsed
+    answers make, and the answers as --raw keeps them (their text)."""
     rows = m.plan_rows(query, NOW)
     for _, window in m.windows_of(rows):
-        window.response = responses_for(window)
-        window.usage = m.Usage.from_response(window.response, window.label, query.batch)
+        answer = responses_for(window)
+        window.usage = m.Usage.from_response(answer, window.label, query.batch)
+        window.response = m.raw_text(answer)
     return m.Report(query, PROJECT, rows, m.coverage_of(query, rows, NOW))
 
 
