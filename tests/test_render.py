@@ -798,3 +798,18 @@ def test_api_failure_message_names_the_apis_own_error(body, detail):
     reply = m.Reply(502, body, "req-1", {})
     assert m.api_failure_message("IAM project lookup", reply) == f"IAM project lookup failed: HTTP 502{detail} " \
                                                                  "(X-Request-Id: req-1)"
+
+
+def test_json_raw_splices_each_kept_answer_as_if_it_were_rendered_in_place():
+    """--raw keeps answers as text and splices them in indented: the output is the one document
+    with every answer inside, byte for byte (the old way, one parsed answer each, is the oracle)."""
+    query = make_query(start=date(2026, 3, 1), end=date(2026, 5, 1), service_types=(2, 4),
+                       api_keys=("k1", "k2\u202e"), by_key=True)
+    nested = SEED_TEXT[:-1] + ', "extra": [{}, {"a": [1, 2.25, "\\u4e2d\\u0007"]}, []], "e": 1e400}'
+    report = make_result(query, lambda window: m.parse_json_text(nested, "x"))
+    text = m.render_json(report, True)
+    document = json.loads(text)
+    answer = json.loads(m.raw_text(m.parse_json_text(nested, "x")))
+    expected = dict(document, windows=[dict(window, response=answer) for window in document["windows"]])
+    assert text == m.json_document(expected, indent=2) + "\n"
+    assert all(window["response"]["extra"][1]["a"][2] == "\u4e2d\u0007" for window in document["windows"])
