@@ -2423,9 +2423,12 @@ class Resolver:
             except BaseException as exc:  # handed to whichever attempt waits for it
                 lookup.set_exception(exc)
 
-        try:
-            threading.Thread(target=look_up, daemon=True).start()
-        except RuntimeError:  # no thread left: look it up in this one, unbounded, rather than fail
+        import _thread
+
+        try:  # not threading.Thread, whose start() can wait for ever (see start_thread): a thread that
+            # dies before it looks up leaves the attempt to end at --timeout, like a slow lookup
+            _thread.start_new_thread(look_up, ())
+        except (RuntimeError, MemoryError):  # no thread left: look it up in this one, unbounded, rather than fail
             look_up()
         return lookup
 

@@ -259,3 +259,20 @@ def test_a_404_from_show_statistics_hints_that_the_project_id_may_not_belong_to_
     hint = next(line for line in run.stderr.splitlines() if line.startswith("hint:"))
     assert "project id may not belong to the region" in hint and "--project-id" in hint
     assert len(cloud.maas_requests()) == 1
+
+
+@pytest.mark.parametrize("failure", [RuntimeError("can't start new thread"), MemoryError()])
+def test_a_lookup_without_a_thread_of_its_own_is_made_in_the_calling_thread(resolver, monkeypatch, failure):
+    """The lookup thread is started without threading.Thread's unbounded wait for it; when none can
+    start, the name is looked up in the caller's thread (unbounded, as before a --timeout existed)."""
+    import _thread
+
+    import maas_rest_usage_stats as m
+
+    def refuse(*args, **kwargs):
+        raise failure
+
+    resolver.names.add("maas.example")
+    monkeypatch.setattr(_thread, "start_new_thread", refuse)
+    assert m.Resolver().addresses("maas.example", 443, 5.0) == ["127.0.0.1"]
+    assert resolver.calls["maas.example"] == 1
