@@ -2041,6 +2041,12 @@ def setup_problem(chain: Sequence[BaseException], timeout: float, expired: bool,
     import urllib3
     from urllib3.util.ssl_match_hostname import CertificateError
 
+    unreadable = next((e for e in chain if isinstance(e, OSError) and not isinstance(e, ssl.SSLError) and e.errno
+                       and raised_in(e, "ssl_wrap_socket") and not handshake), None)
+    if unreadable is not None:  # this client's CA file (REQUESTS_CA_BUNDLE) missing or unreadable
+        return NetworkProblem("cannot load the TLS certificates to trust "
+                              f"({printable(unreadable.strerror or str(unreadable), 120)})", retry=False,
+                              hint="check that REQUESTS_CA_BUNDLE names a readable PEM file of CA certificates")
     certificate = _first(chain, ssl.SSLCertVerificationError, CertificateError)
     if certificate is not None:
         reason = getattr(certificate, "verify_message", None) or str(certificate.args[-1] if certificate.args else "")
@@ -5623,37 +5629,16 @@ def probe_host(endpoint: Endpoint, proxy: str | None, session: Any, timeout: flo
     return f"{found}; {version}, certificate verified"
 
 
-def describe_probe_failure(exc: BaseException, timeout: float, endpoint: Endpoint) -> tuple[str, str]:
-    """What went wrong below HTTP in a probe, and what to do."""
-    import socket
-    import ssl
-
-    import requests
-    import urllib3
-
-    chain = exception_chain(exc)
-    for cause in chain:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return (f"the certificate is not trusted ({printable(cause.verify_message or str(cause), 120)})",
-                    "the server's certificate does not verify: for a private CA set REQUESTS_CA_BUNDLE to its "
-                    "PEM file; a proxy that intercepts TLS needs its CA there too")
-        if isinstance(cause, ssl.SSLError):
-            return (f"the TLS handshake failed ({printable(cause.reason or str(cause), 120)})",
-                    "the host may not speak TLS on this port, or a middlebox interferes: check the URL")
-        if isinstance(cause, (socket.gaierror, urllib3.exceptions.NameResolutionError)):
-            return (f"{endpoint.host} cannot be resolved",
-                    f"check the host name ({endpoint.source}) and this machine's DNS")
-    for cause in chain:
-        if isinstance(cause, (TimeoutError, socket.timeout, urllib3.exceptions.TimeoutError,
-                              requests.exceptions.Timeout)):
-            return f"no answer within {timeout:g} s (--timeout)", NETWORK_HINT
-        if isinstance(cause, ConnectionRefusedError):
-            return f"connection to {endpoint.address} refused", f"check the port in the URL; {NETWORK_HINT}"
-    cause = chain[-1]
-    if isinstance(cause, OSError) and not cause.errno and "CA certificate bundle" in str(cause):
-        return printable(str(cause), 200), "check that REQUESTS_CA_BUNDLE names a readable PEM file"
-    reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else printable(str(cause), 200)
-    return f"cannot connect ({reason or type(cause).__name__})", NETWORK_HINT
+def describe_probe_failure(exc: Exception, timeout: float, endpoint: Endpoint) -> tuple[str, str]:
+    """What went wrong below HTTP in a probe, read as a run reads it (describe_network_error), and
+    what to do."""
+    bundle = exception_chain(exc)[-1]  # requests' own OSError for an unreadable REQUESTS_CA_BUNDLE
+    if isinstance(bundle, OSError) and not bundle.errno and "CA certificate bundle" in str(bundle):
+        return printable(str(bundle), 200), "check that REQUESTS_CA_BUNDLE names a readable PEM file"
+    problem = describe_network_error(exc, timeout)
+    hints = {"the host name cannot be resolved": f"check the host name ({endpoint.source}) and this machine's DNS",
+             "connection refused": f"check the port in the URL; {NETWORK_HINT}"}
+    return problem.text, problem.hint or hints.get(problem.text, NETWORK_HINT)
 
 
 def check_clock(endpoint: Endpoint | None, session: Any, env: Mapping[str, str], timeout: float,

@@ -170,6 +170,12 @@ CASES = {
                                      statuses={"MaaS endpoint": "FAIL", "IAM endpoint": "FAIL",
                                                "Cloud Eye endpoint": "FAIL", "clock": "skip", **SKIPPED_UNSIGNED},
                                      code=1, says={"MaaS endpoint": ("TLS", "not trusted", "REQUESTS_CA_BUNDLE")}),
+    "a CA bundle that does not exist": Case(env={"REQUESTS_CA_BUNDLE": "/nonexistent/ca.pem"},
+                                            statuses={"MaaS endpoint": "FAIL", "IAM endpoint": "FAIL",
+                                                      "Cloud Eye endpoint": "FAIL", "clock": "skip", **SKIPPED_UNSIGNED},
+                                            code=1, says={step: ("cannot load the TLS certificates to trust",
+                                                                 "No such file", "REQUESTS_CA_BUNDLE")
+                                                          for step in ("MaaS endpoint",)}),
     "a host that never finishes the handshake": Case(setup=_silent_host,
                                                      statuses={"Cloud Eye endpoint": "FAIL",
                                                                "Cloud Eye metrics": "skip"}, code=1,
