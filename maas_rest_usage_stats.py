@@ -58,7 +58,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from datetime import date, datetime, timedelta, timezone, tzinfo  # noqa: E402
 from decimal import ROUND_HALF_UP, Decimal, localcontext  # noqa: E402
 from functools import lru_cache  # noqa: E402
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union  # noqa: E402
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union  # noqa: E402
 from urllib.parse import quote, urlsplit  # noqa: E402
 
 __version__ = "1.0.0"
@@ -3699,8 +3699,10 @@ class Rollup:
 # spans from the SDK docstring of ``from``). Hourly sums make every row; a 4-hour or daily sum stands
 # for the hours it holds where they lie whole inside one row's bucket, for an answer a quarter or a
 # 24th of the size. The API reference says Cloud Eye rounds ``from`` down to the period; that 4-hour
-# and daily periods start at multiples of their length since the epoch (UTC midnight) is not said:
-# every answer is checked, and one stamped otherwise is read again as hours.
+# and daily periods start at multiples of their length since the epoch (UTC midnight) and sum the
+# same calls as their hours is not said. So every run checks: each coarser answer's stamps, and its
+# first period of every series against that period's hours (asked for beside it, in the same wave).
+# A rollup that fails either is read again as hours, with a note.
 CES_HOURLY = Rollup("hourly", 3600, 10)
 CES_ROLLUPS = (Rollup("daily", 86400, 180), Rollup("4-hour", 14400, 30), CES_HOURLY)
 # Coarser sums only for periods that ended this long ago: MaaS calls take 1 to 2 hours to reach the
@@ -3712,7 +3714,18 @@ CES_SETTLE = timedelta(hours=2)
 CES_QUICK_DATAPOINTS = 200
 CES_EXPECTED_SERIES = 4 * len(CES_METRIC_NAMES)  # a guess, 4 model services: see cloud_eye_calls_expected
 Span = tuple[Rollup, int, int]  # (rollup, from, to): epoch ms, whole periods of the rollup
-CesCall = tuple[Rollup, int, int, int, int]  # (rollup, from, to, first series, series count)
+
+
+class CesCall(NamedTuple):
+    """One data call: a span of one rollup for a slice of the series; ``checks``: its hours check the
+    first period of that rollup (it adds nothing to the rows)."""
+
+    rollup: Rollup
+    start: int
+    end: int
+    first: int
+    count: int
+    checks: bool = False
 
 
 def ces_rollups(query: Query) -> tuple[Rollup, ...]:
@@ -3751,15 +3764,18 @@ def ces_spans(query: Query, now: datetime) -> list[Span]:
     return spans
 
 
-def ces_split(spans: Sequence[Span], series: int, datapoints: int) -> list[CesCall]:
+def ces_split(spans: Sequence[Span], series: int, datapoints: int, checks: bool = False) -> list[CesCall]:
     """The calls that cover every series over the spans, each within Cloud Eye's limits (its
     rollup's span, 500 series) and ``datapoints`` (at most 3,000)."""
     calls = []
     for rollup, lo, hi in spans:
         periods, per_call = span_split(series, (hi - lo) // rollup.ms, rollup.max_days * 86400 // rollup.seconds,
                                        datapoints)
-        calls += [(rollup, start, min(hi, start + periods * rollup.ms), first, min(per_call, series - first))
-                  for start in range(lo, hi, periods * rollup.ms) for first in range(0, series, per_call)]
+        if checks:  # a checked period's hours stay in one call per series: its reader knows them by their span
+            periods = (hi - lo) // rollup.ms
+            per_call = -(-series // -(-series // max(1, min(CES_MAX_SERIES, datapoints // periods, series))))
+        calls += [CesCall(rollup, start, min(hi, start + periods * rollup.ms), first, min(per_call, series - first),
+                          checks) for start in range(lo, hi, periods * rollup.ms) for first in range(0, series, per_call)]
     return calls
 
 
@@ -3780,27 +3796,36 @@ def span_split(series: int, periods: int, max_periods: int, datapoints: int) -> 
     return -(-periods // -(-periods // length)), -(-series // -(-series // per_call))  # evened out
 
 
+def checked_periods(spans: Sequence[Span]) -> list[Span]:
+    """For each coarser rollup among the spans, its first period, to be read as hours too."""
+    first: dict[Rollup, int] = {}
+    for rollup, lo, _ in spans:
+        if rollup != CES_HOURLY:
+            first.setdefault(rollup, lo)
+    return [(CES_HOURLY, lo, lo + rollup.ms) for rollup, lo in first.items()]
+
+
 def ces_calls(query: Query, now: datetime, series: int, wave: int) -> list[CesCall]:
-    """The data calls for ``series`` series: coarser sums where they fit (ces_spans), else hours alone
-    when that takes fewer calls than one ``wave`` of concurrent calls allows (each span is a call at
-    least); as few calls as Cloud Eye's limits allow, or, while they fit in the wave, as many as keep
-    each answer near CES_QUICK_DATAPOINTS."""
+    """The data calls for ``series`` series: coarser sums where they fit (ces_spans) with the hours
+    that check them, else hours alone when that takes fewer calls than one ``wave`` of concurrent
+    calls allows (each span is a call at least); as few calls as Cloud Eye's limits allow, or, while
+    they fit in the wave, as many as keep each answer near CES_QUICK_DATAPOINTS."""
     if not series:
         return []
-    plans = [spread_calls(spans, series, wave) for spans in (
-        ces_spans(query, now), [(CES_HOURLY, query.period.start_ms, query.period.end_ms)])]
+    spans = ces_spans(query, now)
+    plans = [spread_calls(spans, checked_periods(spans), series, wave),
+             spread_calls([(CES_HOURLY, query.period.start_ms, query.period.end_ms)], [], series, wave)]
     return min(plans, key=lambda calls: (len(calls) > wave, len(calls) if len(calls) > wave else 0))
 
 
-def spread_calls(spans: Sequence[Span], series: int, wave: int) -> list[CesCall]:
-    total = sum((hi - lo) // rollup.ms for rollup, lo, hi in spans) * series
-    datapoints = max(CES_QUICK_DATAPOINTS, -(-total // max(1, wave)))
-    while datapoints < CES_MAX_DATAPOINTS:
-        calls = ces_split(spans, series, datapoints)
-        if len(calls) <= wave:
+def spread_calls(spans: Sequence[Span], checks: Sequence[Span], series: int, wave: int) -> list[CesCall]:
+    total = sum((hi - lo) // rollup.ms for rollup, lo, hi in [*spans, *checks]) * series
+    datapoints = min(CES_MAX_DATAPOINTS, max(CES_QUICK_DATAPOINTS, -(-total // max(1, wave))))
+    while True:
+        calls = ces_split(spans, series, datapoints) + ces_split(checks, series, datapoints, checks=True)
+        if len(calls) <= wave or datapoints >= CES_MAX_DATAPOINTS:
             return calls
-        datapoints += -(-datapoints // 4)
-    return ces_split(spans, series, CES_MAX_DATAPOINTS)
+        datapoints = min(CES_MAX_DATAPOINTS, datapoints + -(-datapoints // 4))
 
 
 def ces_wave(concurrency: int, max_requests: int, statistics: int) -> int:
@@ -3816,13 +3841,18 @@ def cloud_eye_calls_expected(query: Query, now: datetime, wave: int) -> int:
     return len(CES_METRIC_NAMES) + len(ces_calls(query, now, CES_EXPECTED_SERIES, wave))
 
 
-def ces_windows(query: Query, series: Sequence[Series], now: datetime, wave: int,
-                call: CallKind = BATCH_METRIC_DATA) -> list[Window]:
-    """The BatchListMetricData calls (``call``: how their answers are read) that cover every series
-    over the (whole-hour) period."""
-    return [ces_window(query, rollup, lo, hi, series[first:first + count], f"series {first + 1}-{first + count} "
-                       f"of {len(series)}", call) for rollup, lo, hi, first, count in
-            ces_calls(query, now, len(series), wave)]
+def ces_windows(query: Query, series: Sequence[Series], now: datetime, wave: int, sums: BucketSums) -> list[Window]:
+    """The BatchListMetricData calls that cover every series over the (whole-hour) period, read into
+    ``sums``, and the hours that check each coarser rollup's first period."""
+    calls = ces_calls(query, now, len(series), wave)
+    sums.checked.update((call.end - call.start, call.start) for call in calls if call.checks)
+    return [ces_window(query, call.rollup, call.start, call.end, series[call.first:call.first + call.count],
+                       f"series {call.first + 1}-{call.first + call.count} of {len(series)}"
+                       + (f", checking the {CES_ROLLUP_NAMES[call.end - call.start]} sums" if call.checks else ""),
+                       sums.check_call() if call.checks else sums.call()) for call in calls]
+
+
+CES_ROLLUP_NAMES = {rollup.ms: rollup.name for rollup in CES_ROLLUPS}
 
 
 def ces_window(query: Query, rollup: Rollup, lo: int, hi: int, batch: Sequence[Series], which: str,
@@ -3836,12 +3866,13 @@ def ces_window(query: Query, rollup: Rollup, lo: int, hi: int, batch: Sequence[S
 
 
 def hourly_again(query: Query, window: Window, call: CallKind) -> list[Window]:
-    """A coarser call read again as hourly sums (its answer was not stamped as documented)."""
+    """A coarser call read again as hourly sums (its rollup's sums did not stand for their hours)."""
     names = {(m["metric_name"], tuple((d["name"], d["value"]) for d in m["dimensions"])) for m in window.body["metrics"]}
     batch = sorted(names)
-    return [ces_window(query, rollup, lo, hi, batch[first:first + count], f"{count} series, again", call)
-            for rollup, lo, hi, first, count in ces_split([(CES_HOURLY, window.body["from"], window.body["to"])],
-                                                          len(batch), CES_MAX_DATAPOINTS)]
+    return [ces_window(query, CES_HOURLY, again.start, again.end, batch[again.first:again.first + again.count],
+                       f"{again.count} series, again", call)
+            for again in ces_split([(CES_HOURLY, window.body["from"], window.body["to"])], len(batch),
+                                   CES_MAX_DATAPOINTS)]
 
 
 def row_key(query: Query, dims: tuple[tuple[str, str], ...]) -> tuple[str | None, str | None]:
@@ -3953,12 +3984,11 @@ def check_cloud_eye_calls(count: int, limit: int, console: Console) -> None:
 
 def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
                       statistics: Sequence[Row], console: Console, max_requests: int, now: datetime,
-                      data_call: CallKind, misaligned: Callable[[], Sequence[dict]]) -> tuple[
-                          list[Series], dict[str, str], dict[str, str], list[Window]]:
+                      sums: BucketSums) -> tuple[list[Series], dict[str, str], dict[str, str], list[Window]]:
     """ListMetrics and the names in parallel (once a signed request has passed), then the data calls
-    (``data_call``, which adds each answer up) and the reconciliation's ShowStatistics windows through
-    ``fetch``, then hourly calls again for the coarser answers ``misaligned`` names: the series, the
-    model and key names, and the data windows filled."""
+    (each answer added into ``sums``) and the reconciliation's ShowStatistics windows through
+    ``fetch``, then hourly calls again for a coarser rollup whose sums did not stand for their hours:
+    the series, the model and key names, and the data windows filled."""
     try:
         found: dict[int, Any] = {}
         client.fan_out([*(functools.partial(listed_series, client, endpoints["ces"], project_id, query, metric)
@@ -3968,16 +3998,19 @@ def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project
         series = sorted({s for index in range(len(CES_METRIC_NAMES)) for s in found[index]})
         models, key_names = found[len(CES_METRIC_NAMES)]
         wave = ces_wave(client.options.concurrency, max_requests, len(windows_of(statistics)))
-        windows = ces_windows(query, series, now, wave, data_call)
+        windows = ces_windows(query, series, now, wave, sums)
         check_cloud_eye_calls(len(windows) + len(windows_of(statistics)), max_requests, console)
         if windows or statistics:
             fetch(client, endpoints, project_id, [*((None, window) for window in windows), *windows_of(statistics)],
                   console, save=None)
-        again = [hourly for window in windows if any(window.body is body for body in misaligned())
-                 for hourly in hourly_again(query, window, data_call)]
+        rejected = sums.rejected_rollups()
+        again = [hourly for window in windows if int(window.body["period"]) * 1000 in rejected
+                 for hourly in hourly_again(query, window, sums.call())]
         if again:
-            console.note("Cloud Eye's 4-hour or daily sums are not stamped at multiples of their period since "
-                         "the epoch, as the run assumes: those periods are read again as hourly sums")
+            names = in_words(sorted(CES_ROLLUP_NAMES[ms] for ms in rejected))
+            console.note(f"Cloud Eye's {names} sums do not stand for their hours here (stamped off their UTC start, "
+                         "or not the sum of the hours checked beside them): those periods are read again as hourly "
+                         "sums")
             check_cloud_eye_calls(len(windows) + len(windows_of(statistics)) + len(again), max_requests, console)
             fetch(client, endpoints, project_id, [(None, window) for window in again], console, save=None)
             windows += again
@@ -4006,42 +4039,85 @@ RowKey = tuple[Optional[str], Optional[str]]  # (model id, key id) of a Cloud Ey
 
 
 class BucketSums:
-    """Cloud Eye's hours added up exactly per (bucket index, row key) as each data call answers (an
-    hour counts in the bucket its start lies in): a run holds its sums, never every datapoint, so
-    150 days of a thousand series take the memory of their rows."""
+    """Cloud Eye's sums added up exactly per (bucket index, row key) as each data call answers (a
+    period counts in the bucket its start lies in), apart per rollup until its check has passed: a
+    run holds its sums, never every datapoint, so 150 days of a thousand series take the memory of
+    their rows.
+
+    The check of a coarser rollup: its sums carry stamps at multiples of its period, and its first
+    period (``checked``) holds, for every series, what the hours of that period add up to."""
 
     def __init__(self, query: Query, buckets: Sequence[Period]) -> None:
         self.query, self.buckets = query, buckets
         self.starts = [bucket.start_ms for bucket in buckets]
-        self.sums: dict[tuple[int, RowKey], dict[str, Decimal]] = {}
-        self.misaligned: list[dict] = []  # bodies of coarser calls whose sums were not stamped as assumed
+        self.partial: dict[int, dict[tuple[int, RowKey], dict[str, Decimal]]] = {}  # per rollup (ms)
+        self.checked: dict[int, int] = {}  # coarser rollup (ms) -> the start of its checked period
+        self.coarse: dict[tuple[int, Series], Decimal] = {}  # (rollup, series) -> its checked period's sum
+        self.hours: dict[tuple[int, Series], tuple[Decimal, int]] = {}  # -> that period's hours: sum, count
+        self.misstamped: set[int] = set()  # rollups with a sum stamped off a multiple of their period
         self._lock = threading.Lock()  # answers arrive in the workers' threads
 
     def call(self) -> CallKind:
         """BatchListMetricData whose reader adds each answer in: its windows' usage is the count of
         periods added."""
         return dataclasses.replace(BATCH_METRIC_DATA, read=lambda data, what, body: self.add(
-            datapoints_of(data, what, body), int(body["period"]) * 1000, body))
+            datapoints_of(data, what, body), int(body["period"]) * 1000))
 
-    def add(self, answer: Sequence[tuple[Series, list[tuple[int, Decimal]]]], period_ms: int = CES_HOURLY.ms,
-            body: dict | None = None) -> int:
-        """Add an answer's sums; a coarser answer with a sum not stamped at a multiple of its period
-        adds nothing and is kept in ``misaligned`` (its hours are asked for again)."""
+    def check_call(self) -> CallKind:
+        """BatchListMetricData for the hours of a checked period: kept beside the rollup's sum."""
+        return dataclasses.replace(BATCH_METRIC_DATA, read=lambda data, what, body: self.add_check(
+            datapoints_of(data, what, body), body["to"] - body["from"]))
+
+    def add(self, answer: Sequence[tuple[Series, list[tuple[int, Decimal]]]], period_ms: int = CES_HOURLY.ms) -> int:
         added = 0
-        if period_ms != CES_HOURLY.ms and any(at % period_ms for _, points in answer for at, _ in points):
-            with self._lock:
-                self.misaligned.append(body or {})
-            return added
+        checked = self.checked.get(period_ms)
         with self._lock, localcontext() as context:
             context.prec = 60
+            if period_ms != CES_HOURLY.ms and any(at % period_ms for _, points in answer for at, _ in points):
+                self.misstamped.add(period_ms)
+                return added
+            sums = self.partial.setdefault(period_ms, {})
             for (name, dims), points in answer:
                 for at, value in points:
+                    if at == checked:
+                        self.coarse[(period_ms, (name, dims))] = value
                     index = bisect.bisect_right(self.starts, at) - 1
                     if 0 <= index and at < self.buckets[index].end_ms:
-                        found = self.sums.setdefault((index, row_key(self.query, dims)), {})
+                        found = sums.setdefault((index, row_key(self.query, dims)), {})
                         found[name] = found.get(name, ZERO) + value
                         added += 1
         return added
+
+    def add_check(self, answer: Sequence[tuple[Series, list[tuple[int, Decimal]]]], period_ms: int) -> int:
+        with self._lock, localcontext() as context:
+            context.prec = 60
+            for series, points in answer:
+                self.hours[(period_ms, series)] = (sum((value for _, value in points), ZERO), len(points))
+        return 0
+
+    def rejected_rollups(self) -> set[int]:
+        """The coarser rollups whose sums do not stand for their hours: stamped off their period, or
+        a checked period's sum unlike its hours' (by more than Cloud Eye's rounding: it cuts each sum
+        after 2 decimals, so sums of whole numbers must match exactly)."""
+        rejected = set(self.misstamped)
+        for (period_ms, series), (hours, count) in self.hours.items():
+            if abs(self.coarse.get((period_ms, series), ZERO) - hours) > Decimal("0.01") * (count + 1):
+                rejected.add(period_ms)
+        return rejected
+
+    def sums(self) -> dict[tuple[int, RowKey], dict[str, Decimal]]:
+        """The sums of every rollup that passed its check (hours always do)."""
+        rejected, total = self.rejected_rollups(), {}
+        with localcontext() as context:
+            context.prec = 60
+            for period_ms, sums in self.partial.items():
+                if period_ms in rejected:
+                    continue
+                for key, values in sums.items():
+                    found = total.setdefault(key, {})
+                    for name, value in values.items():
+                        found[name] = found.get(name, ZERO) + value
+        return total
 
 
 def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
@@ -4054,7 +4130,8 @@ def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id
     buckets = split_buckets(query.period, query.bucket, query.zone)
     sums = BucketSums(query, buckets)
     series, models, key_names, windows = cloud_eye_answers(client, endpoints, project_id, query, statistics, console,
-                                                           max_requests, now, sums.call(), lambda: sums.misaligned)
+                                                           max_requests, now, sums)
+    totals = sums.sums()
     missing = noted_missing(series, query, console)
     keys = sorted({row_key(query, dims) for _, dims in series},
                   key=lambda k: (models.get(k[0] or "", k[0] or ""), key_names.get(k[1] or "", k[1] or "")))
@@ -4064,7 +4141,7 @@ def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id
         for model_id, key_id in keys:
             row = Row(bucket, None, key_names.get(key_id) if key_id else None, whole, model_id=model_id,
                       model=models.get(model_id) if model_id else None, api_key_id=key_id)
-            row.cloud_eye = ces_usage(sums.sums.get((index, (model_id, key_id)), {}), missing, BATCH_METRIC_DATA.name)
+            row.cloud_eye = ces_usage(totals.get((index, (model_id, key_id)), {}), missing, BATCH_METRIC_DATA.name)
             rows.append(row)
     answers = [*windows, *(window for _, window in windows_of(statistics))]
     if not statistics:

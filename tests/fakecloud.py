@@ -1015,9 +1015,10 @@ class CloudEyeIndex:
         return self.series[dims][0][-1]
 
     def datapoints(self, dims: Dims, metric: str, start_ms: int, end_ms: int, period_ms: int,
-                   how: str, offset: int = 0) -> list[tuple[int, Decimal]]:
+                   how: str, offset: int = 0, shift: int = 0) -> list[tuple[int, Decimal]]:
         """(period start, value) of every period with calls at start_ms <= at < end_ms, in order
-        (periods start ``offset`` ms after multiples of ``period_ms``)."""
+        (periods start ``offset`` ms after multiples of ``period_ms``; a call at ``at`` counts in the
+        period that holds ``at - shift``)."""
         found = self.series.get(dims)
         if found is None:
             return []
@@ -1027,7 +1028,8 @@ class CloudEyeIndex:
         with localcontext(_EXACT):
             for i in range(bisect_left(times, start_ms), bisect_left(times, end_ms)):
                 at = times[i]
-                minutes = periods.setdefault(at - (at - offset) % period_ms, {})
+                moved = at - shift
+                minutes = periods.setdefault(moved - (moved - offset) % period_ms, {})
                 minute = at - at % 60_000
                 minutes[minute] = minutes.get(minute, 0) + values[i][column]
         return [(start, _rollup([Decimal(v) for v in minutes.values()], how))
@@ -1053,6 +1055,9 @@ class CloudEyeSettings:
     # 4-hour and daily sums start this many ms after multiples of their period since the epoch (28,800,000:
     # days at UTC+8 midnight), not at them as the fake's default and the script assume (not documented).
     rollup_offset: int = 0
+    # 4-hour and daily sums hold the calls of the period that starts this many ms later than their stamp
+    # says (-28,800,000: a day at UTC+8 midnight stamped at UTC midnight): stamps right, sums not.
+    rollup_shift: int = 0
     # maas_api_id / maas_key_id values the monitor's instances call does not name (deleted services).
     nameless: set[str] = field(default_factory=set)
 
@@ -1223,8 +1228,8 @@ def ces_batch_answer(index: CloudEyeIndex, q: BatchQuery, settings: CloudEyeSett
         known = (namespace == CES_NAMESPACE and metric in CES_METRIC_NAMES and metric not in settings.missing_metrics
                  and len(set(names)) == len(names) and set(names) <= set(_CES_DIM_ORDER))
         series = tuple(sorted(dims, key=lambda d: _CES_DIM_ORDER.index(d[0]))) if known else ()
-        offset = settings.rollup_offset if period.ms > HOUR_MS else 0
-        points = index.datapoints(series, metric, start, end, period.ms, q.filter, offset) if known else []
+        offset, shift = (settings.rollup_offset, settings.rollup_shift) if period.ms > HOUR_MS else (0, 0)
+        points = index.datapoints(series, metric, start, end, period.ms, q.filter, offset, shift) if known else []
         answer.append({"namespace": namespace, "metric_name": metric, "dimensions": _ces_dimensions(dims),
                        "datapoints": [{q.filter: value, "timestamp": at} for at, value in points],
                        "unit": _CES_UNITS[metric] if known else ""})

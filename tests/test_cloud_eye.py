@@ -464,7 +464,8 @@ def test_connections_opened_while_iam_answers_match_the_calls_of_four_models(hou
     assert script.cloud_eye_calls_expected(query, later, 16) == calls
     per_model = [(name, (("maas_api_id", f"m{i}"),)) for i in range(4) for name in script.CES_METRIC_NAMES]
     assert len(per_model) == script.CES_EXPECTED_SERIES
-    assert 6 + len(script.ces_windows(query, per_model, later, 16)) == calls  # 6 ListMetrics, one a metric
+    sums = script.BucketSums(query, script.split_buckets(query.period, None, timezone.utc))
+    assert 6 + len(script.ces_windows(query, per_model, later, 16, sums)) == calls  # 6 ListMetrics, one a metric
 
 
 # ----------------------------------------------------------------------------------------------
@@ -521,11 +522,19 @@ def test_the_calls_cover_every_series_hour_once_within_the_limits(start_hours, h
     calls = script.ces_calls(query, RUN_AT, series, wave)
     spans = script.ces_spans(query, RUN_AT)
     hours = [(script.CES_HOURLY, query.period.start_ms, query.period.end_ms)]
-    fewest = min(len(script.ces_split(plan, series, LIMIT_DATAPOINTS)) for plan in (spans, hours))
+    fewest = min(len(script.ces_split(spans, series, LIMIT_DATAPOINTS))  # coarser sums need their check too
+                 + len(script.ces_split(script.checked_periods(spans), series, LIMIT_DATAPOINTS, checks=True)),
+                 len(script.ces_split(hours, series, LIMIT_DATAPOINTS)))
     assert len(calls) <= max(wave, fewest)  # never more than the wave, or than the fewest calls possible
     covered: dict[int, list[tuple[int, int]]] = {}
-    for rollup, lo, hi, first, count in calls:
+    checked: dict[int, list[tuple[int, int, int]]] = {}
+    for rollup, lo, hi, first, count, checks in calls:
         assert 1 <= count <= LIMIT_SERIES and lo % rollup.ms == 0 and (hi - lo) % rollup.ms == 0
+        if checks:  # the hours of a coarser rollup's first period: every series, beside the data calls
+            assert rollup.seconds == 3600 and any(c.rollup.ms == hi - lo and c.start == lo and not c.checks
+                                                  for c in calls)
+            checked.setdefault(hi - lo, []).append((lo, first, count))
+            continue
         assert count * (hi - lo) // rollup.ms <= LIMIT_DATAPOINTS and hi - lo <= rollup.max_days * DAY
         if rollup.seconds != 3600:
             assert to_ms(RUN_AT - timedelta(days=155)) <= lo and hi <= to_ms(RUN_AT - timedelta(hours=2))
@@ -534,6 +543,10 @@ def test_the_calls_cover_every_series_hour_once_within_the_limits(start_hours, h
         for index in range(first, first + count):
             covered.setdefault(index, []).append((lo, hi))
     assert sorted(covered) == list(range(series))
+    assert set(checked) == {c.rollup.ms for c in calls if c.rollup.seconds != 3600}
+    for parts in checked.values():
+        assert len({lo for lo, _, _ in parts}) == 1 and sorted(i for _, f, n in parts for i in range(f, f + n)) \
+            == list(range(series))
     for parts in covered.values():
         parts.sort()
         assert parts[0][0] == query.period.start_ms and parts[-1][1] == query.period.end_ms
@@ -603,3 +616,37 @@ def test_raw_names_each_data_calls_rollup(cli, cloud):
     run = cli("--last", "5d", "--timezone", "UTC", "--group-by", "model", "--raw", now=now)
     assert run.code == 0, run.stderr
     assert "(daily sums, series 1-" in run.stdout and "(hourly sums, series 1-" in run.stdout
+
+
+def test_coarser_sums_that_are_not_the_sum_of_their_hours_are_read_again_as_hours(cli, cloud):
+    """Were Cloud Eye's days stamped at UTC midnight but to hold UTC+8 days, the stamps would pass:
+    the hours read beside each rollup's first period catch it, and the rows stay exact."""
+    now = serve_at(cloud, RUN_AT)
+    cloud.events = hourly_index(ms("2026-04-25T00:00", "UTC"), ms("2026-06-01T00:00", "UTC"))
+    cloud.ces.rollup_shift = -8 * HOUR
+    run = cli("--last", "20d", "--timezone", "UTC", "--group-by", "day", "model", "--format", "json", now=now)
+    assert run.code == 0, run.stderr
+    assert "Cloud Eye's 4-hour and daily sums do not stand for their hours here" in run.stderr
+    bodies = data_calls(cloud)
+    checks = [body for body in bodies if body["period"] == "3600" and body["to"] - body["from"] in (DAY, 4 * HOUR)
+              and any(other["period"] != "3600" and other["from"] == body["from"] for other in bodies)]
+    assert checks  # the hours of each rollup's first period, asked for beside it
+    for row in run.json()["rows"]:
+        start, end = (int(datetime.fromisoformat(row[edge]).timestamp() * 1000) for edge in ("start", "end"))
+        assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"])), row["start"]
+    assert run.json()["reconciliation"]["tokens_ratio"] == 1.0
+
+
+def test_a_passed_check_adds_the_checked_hours_once(cli, cloud):
+    """The check's hours are compared, never added: the rows are the sums of each hour once."""
+    now = serve_at(cloud, RUN_AT)
+    cloud.events = hourly_index(ms("2026-04-25T00:00", "UTC"), ms("2026-06-01T00:00", "UTC"))
+    run = cli("--last", "20d", "--timezone", "UTC", "--group-by", "model", "--format", "json", now=now)
+    assert run.code == 0, run.stderr
+    assert "do not stand for their hours" not in run.stderr
+    assert {body["period"] for body in data_calls(cloud)} == {"3600", "14400", "86400"}
+    assert run.json()["reconciliation"]["tokens_ratio"] == 1.0
+    document = run.json()
+    start, end = (int(datetime.fromisoformat(document["period"][edge]).timestamp() * 1000) for edge in ("start", "end"))
+    for row in document["rows"]:
+        assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"]))
