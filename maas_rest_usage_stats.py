@@ -3775,7 +3775,8 @@ def ces_split(spans: Sequence[Span], series: int, datapoints: int, checks: bool 
             periods = (hi - lo) // rollup.ms
             per_call = -(-series // -(-series // max(1, min(CES_MAX_SERIES, datapoints // periods, series))))
         calls += [CesCall(rollup, start, min(hi, start + periods * rollup.ms), first, min(per_call, series - first),
-                          checks) for start in range(lo, hi, periods * rollup.ms) for first in range(0, series, per_call)]
+                          checks)
+                  for start in range(lo, hi, periods * rollup.ms) for first in range(0, series, per_call)]
     return calls
 
 
@@ -3829,15 +3830,17 @@ def spread_calls(spans: Sequence[Span], checks: Sequence[Span], series: int, wav
 
 
 def ces_wave(concurrency: int, max_requests: int, statistics: int) -> int:
-    """How many data calls go out at once beside the reconciliation's ``statistics`` windows."""
-    return max(1, min(concurrency, max_requests) - statistics)
+    """How many data calls go out at once: the connections that open while IAM answers, beside the
+    reconciliation's ``statistics`` windows and the names call's (each early connection takes one of
+    the ``concurrency`` workers; a call past them waits 2 round trips for a connection of its own)."""
+    return max(1, min(concurrency - 1, max_requests) - statistics)
 
 
 def cloud_eye_calls_expected(query: Query, now: datetime, wave: int) -> int:
     """The Cloud Eye calls to open connections for while IAM answers, before ListMetrics tells how
-    many series there are: its calls (one a metric) and the data calls of CES_EXPECTED_SERIES. A guess: each data call
-    past it opens its connection after ListMetrics (2 round trips more); each short of it is a
-    handshake that carries no request."""
+    many series there are: its calls (one a metric) and the data calls of CES_EXPECTED_SERIES. A
+    guess: each data call past it opens its connection after ListMetrics (2 round trips more); each
+    short of it is a handshake that carries no request."""
     return len(CES_METRIC_NAMES) + len(ces_calls(query, now, CES_EXPECTED_SERIES, wave))
 
 
@@ -3867,8 +3870,8 @@ def ces_window(query: Query, rollup: Rollup, lo: int, hi: int, batch: Sequence[S
 
 def hourly_again(query: Query, window: Window, call: CallKind) -> list[Window]:
     """A coarser call read again as hourly sums (its rollup's sums did not stand for their hours)."""
-    names = {(m["metric_name"], tuple((d["name"], d["value"]) for d in m["dimensions"])) for m in window.body["metrics"]}
-    batch = sorted(names)
+    batch = sorted({(m["metric_name"], tuple((d["name"], d["value"]) for d in m["dimensions"]))
+                    for m in window.body["metrics"]})
     return [ces_window(query, CES_HOURLY, again.start, again.end, batch[again.first:again.first + again.count],
                        f"{again.count} series, again", call)
             for again in ces_split([(CES_HOURLY, window.body["from"], window.body["to"])], len(batch),

@@ -474,11 +474,11 @@ RTT_SCENARIOS: list[tuple[str, list[str], int, float]] = [
     # reconciliation's ShowStatistics windows in the same wave). 4 models: 24 series. Asia/Shanghai
     # (the runs' zone unless one names its own): 30 days of daily sums with 4-hour and hourly edges;
     # its days start at 16:00 UTC, so day rows take 4-hour sums; UTC days take daily sums.
-    ("Cloud Eye `--last 30d --group-by model` (4 models; 6 ListMetrics, 7 data calls)",
+    ("Cloud Eye `--last 30d --group-by model` (4 models: 6 ListMetrics, then 11 data calls)",
      ["--last", "30d", "--group-by", "model"], 5, 5.3),
     ("Cloud Eye `--last 29d --group-by model` (the same, reconciled: + ShowStatistics in the data wave)",
      ["--last", "29d", "--group-by", "model"], 5, 5.3),
-    ("Cloud Eye `--last 150d --group-by day model` (4-hour sums, 1.3 MB: 15 data calls)",
+    ("Cloud Eye `--last 150d --group-by day model` (4-hour sums, 1.3 MB: 16 data calls)",
      ["--last", "150d", "--group-by", "day", "model"], 6, 6.3),
     ("Cloud Eye `--last 150d --group-by day model --timezone UTC` (daily sums: 15 data calls)",
      ["--last", "150d", "--group-by", "day", "model", "--timezone", "UTC"], 6, 6.3),
