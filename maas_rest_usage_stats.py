@@ -3158,6 +3158,7 @@ class Query:
     by_key: bool
     previous: Period | None = None  # --compare: the period the report is compared with
     by_model: bool = False
+    one_service_type_asked: bool = False  # --service-type 1 or 2 alone: what Cloud Eye cannot tell apart
 
     @property
     def batch(self) -> bool:
@@ -3637,14 +3638,18 @@ def cloud_eye_query(query: Query, console: Console) -> Query:
     refusals = [(query.batch, "--infer-type batch"), (query.ips is not None, "--ips"),
                 (4 in query.service_types, "service type 4: it does not cover custom endpoints (--service-type 4 "
                  "or all, or --group-by service-type, ask for them)"),
+                (query.one_service_type_asked, f"--service-type {query.service_types[0]}: it counts preset "
+                 "services and My Services together"),
                 (query.previous is not None, "--compare")]
     for refused, flag in refusals:
         if refused:
             raise UsageError(f"{grouping} reads Cloud Eye, which cannot apply {flag}",
                              hint="leave it out, or group without model and key (ShowStatistics)")
     period = whole_hours(query.period)
-    if query.bucket is not None:
-        for moment in (query.period.start, query.period.end):
+    if query.bucket is not None:  # the offset at each end, and every boundary between buckets (Lord Howe
+        # moves by half an hour for summer)
+        inner = [bucket.start for bucket in split_buckets(query.period, query.bucket, query.zone)[1:]]
+        for moment in (query.period.start, query.period.end, *inner):
             if moment.astimezone(query.zone).utcoffset() % timedelta(hours=1):
                 raise UsageError(f"the time zone {query.zone_name} is not a whole number of hours from UTC: "
                                  f"Cloud Eye's hourly sums cannot make its {query.bucket.name}s",
@@ -3927,21 +3932,25 @@ class Reconciliation:
 
     @property
     def tokens_ratio(self) -> Decimal | None:
-        if not self.statistics.tokens_k:
+        """Cloud Eye's share of ShowStatistics' tokens; None when either has none to compare."""
+        if not self.statistics.tokens_k or "total_tokens" in self.cloud_eye.missing:
             return None
         return (self.cloud_eye.tokens_k / self.statistics.tokens_k).quantize(Decimal("0.0001"), ROUND_HALF_UP)
 
     def short(self) -> bool:
-        """Whether Cloud Eye's rows fall short by more than 1 % of tokens or of requests."""
-        return any(theirs - ours > theirs / 100 for theirs, ours in (
-            (self.statistics.tokens_k, self.cloud_eye.tokens_k),
-            (Decimal(self.statistics.requests), Decimal(self.cloud_eye.requests))))
+        """Whether Cloud Eye's rows fall short by more than 1 % of tokens or of requests (of the two,
+        those Cloud Eye lists: a metric it lacks is unknown, not short)."""
+        return any(theirs - ours > theirs / 100 for name, theirs, ours in (
+            ("total_tokens", self.statistics.tokens_k, self.cloud_eye.tokens_k),
+            ("total_requests", Decimal(self.statistics.requests), Decimal(self.cloud_eye.requests)))
+            if name not in self.cloud_eye.missing)
 
     def line(self) -> str:
         statistics, cloud_eye = self.statistics.metrics(), self.cloud_eye.metrics()
         ratio = self.tokens_ratio
+        tokens = "-" if cloud_eye["total_tokens"] is None else format_tokens(cloud_eye["total_tokens"])
         return (f"ShowStatistics, same period, preset + my services: {format_tokens(statistics['total_tokens'])}, "
-                f"{statistics['total_requests']:,} requests; Cloud Eye rows: {format_tokens(cloud_eye['total_tokens'])}"
+                f"{statistics['total_requests']:,} requests; Cloud Eye rows: {tokens}"
                 + (f" ({ratio * 100:.2f} %)" if ratio is not None else ""))
 
     def json(self) -> dict[str, Any]:
@@ -3977,8 +3986,10 @@ def not_listed_row(query: Query, reconciliation: Reconciliation) -> Row:
 def check_cloud_eye_calls(count: int, limit: int, console: Console) -> None:
     """--max-requests and the long-run note for the calls ListMetrics' answer makes necessary."""
     if count > limit:
-        raise UsageError(f"Cloud Eye lists series that need {count:,} requests, more than --max-requests {limit}: "
-                         f"at {RATE_LIMIT} per minute that takes about {format_duration(pacing_seconds(count))}",
+        seconds = pacing_seconds(count)
+        raise UsageError(f"Cloud Eye lists series that need {count:,} requests, more than --max-requests {limit}"
+                         + (f": at {RATE_LIMIT} per minute that takes about {format_duration(seconds)}"
+                            if seconds >= 1 else "") + " (only ListMetrics and the names call were sent)",
                          hint="narrow it: a shorter range, or group by model or by key alone; or raise --max-requests")
     note = long_run_note(count)
     if note:
@@ -3988,24 +3999,28 @@ def check_cloud_eye_calls(count: int, limit: int, console: Console) -> None:
 def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
                       statistics: Sequence[Row], console: Console, max_requests: int, now: datetime,
                       sums: BucketSums) -> tuple[list[Series], dict[str, str], dict[str, str], list[Window]]:
-    """ListMetrics and the names in parallel (once a signed request has passed), then the data calls
-    (each answer added into ``sums``) and the reconciliation's ShowStatistics windows through
-    ``fetch``, then hourly calls again for a coarser rollup whose sums did not stand for their hours:
-    the series, the model and key names, and the data windows filled."""
+    """ListMetrics, the names and the reconciliation's ShowStatistics windows in parallel (once a
+    signed request has passed), then the data calls through ``fetch`` (each answer added into
+    ``sums``), then hourly calls again for a coarser rollup whose sums did not stand for their
+    hours: the series, the model and key names, and the data windows filled."""
     try:
         found: dict[int, Any] = {}
+        reconciled = [window for _, window in windows_of(statistics)]
+        check_cloud_eye_calls(len(reconciled), max_requests, console)
         client.fan_out([*(functools.partial(listed_series, client, endpoints["ces"], project_id, query, metric)
                           for metric in CES_METRIC_NAMES),
-                        lambda: model_and_key_names(client, endpoints.get("monitor"), project_id, console)],
+                        lambda: model_and_key_names(client, endpoints.get("monitor"), project_id, console),
+                        *(window_task(client, endpoints, project_id, window) for window in reconciled)],
                        found.__setitem__)
         series = sorted({s for index in range(len(CES_METRIC_NAMES)) for s in found[index]})
         models, key_names = found[len(CES_METRIC_NAMES)]
-        wave = ces_wave(client.options.concurrency, max_requests, len(windows_of(statistics)))
+        for index, window in enumerate(reconciled, start=len(CES_METRIC_NAMES) + 1):
+            window.response, window.usage = found[index]
+        wave = ces_wave(client.options.concurrency, max_requests, len(reconciled))
         windows = ces_windows(query, series, now, wave, sums)
-        check_cloud_eye_calls(len(windows) + len(windows_of(statistics)), max_requests, console)
-        if windows or statistics:
-            fetch(client, endpoints, project_id, [*((None, window) for window in windows), *windows_of(statistics)],
-                  console, save=None)
+        check_cloud_eye_calls(len(windows) + len(reconciled), max_requests, console)
+        if windows:
+            fetch(client, endpoints, project_id, [(None, window) for window in windows], console, save=None)
         rejected = sums.rejected_rollups()
         again = [hourly for window in windows if int(window.body["period"]) * 1000 in rejected
                  for hourly in hourly_again(query, window, sums.call())]
@@ -4032,9 +4047,10 @@ def noted_missing(series: Sequence[Series], query: Query, console: Console) -> f
         return frozenset()
     missing = missing_metrics(series)
     if missing:
+        listed = {name for name, _ in series}
         console.note("Cloud Eye lists no " + in_words(sorted(
-            name for metric in SUMS if metric.name in missing for name in CES_SUMS[metric.field or ""]))
-            + f": {in_words(sorted(missing))} show as -")
+            name for metric in SUMS if metric.name in missing for name in CES_SUMS[metric.field or ""]
+            if name not in listed)) + f": {in_words(sorted(missing))} show as -")
     return missing
 
 
@@ -6536,11 +6552,13 @@ def _query_filters(args: argparse.Namespace, zone_name: str, zone: tzinfo, perio
     bucket = UNITS[unit] if unit else None
     if args.record:  # --record saves (and shows) days
         bucket = DAY
+    service_types = parse_service_types(args.service_type, by_type)
     return Query(region=args.region, zone_name=zone_name, zone=zone, period=period, infer_type=args.infer_type,
-                 service_types=parse_service_types(args.service_type, by_type),
+                 service_types=service_types,
                  api_keys=given_keys or None,  # a bare --api-keys means all keys, as the original skill script took it
                  ips=parse_ips(args.ips), bucket=bucket, by_key=by_key, previous=previous,
-                 by_model="model" in group_by_words(args.group_by))
+                 by_model="model" in group_by_words(args.group_by),
+                 one_service_type_asked=args.service_type is not None and set(service_types) < {1, 2})
 
 
 def _endpoints(args: argparse.Namespace,
@@ -6826,14 +6844,19 @@ def other_zone_counts(store: Store, project_id: str, planned: Sequence[tuple[Que
     return counts
 
 
+def window_task(client: Client, endpoints: Mapping[str, Endpoint], project_id: str,
+                window: Window) -> Callable[[], tuple[Any, Any]]:
+    """A window's call, to run in a worker: (its answer as --raw keeps it, what its reader makes of it)."""
+    endpoint = endpoints[window.call.endpoint]
+    return lambda: window.call.answer(client, endpoint, project_id, window.label, window.body,
+                                      keep=raw_text if client.options.keep_answers else False)
+
+
 def fetch(client: Client, endpoints: Mapping[str, Endpoint], project_id: str,
           windows: Sequence[tuple[Row | None, Window]], console: Console,
           save: Callable[[Row, Window], None] | None) -> None:
     """Fill every window with its call's answer; ``save`` keeps each whole final day as it arrives."""
-    def task(window: Window) -> Callable[[], tuple[Any, Any]]:
-        endpoint = endpoints[window.call.endpoint]
-        return lambda: window.call.answer(client, endpoint, project_id, window.label, window.body,
-                                          keep=raw_text if client.options.keep_answers else False)
+    task = functools.partial(window_task, client, endpoints, project_id)
 
     if not client.warm and windows:  # the first window goes alone: open the connections for the rest meanwhile
         client.preopen(endpoints[windows[0][1].call.endpoint], min(len(windows), client.options.concurrency) - 1)

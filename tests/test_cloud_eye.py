@@ -650,3 +650,42 @@ def test_a_passed_check_adds_the_checked_hours_once(cli, cloud):
     start, end = (int(datetime.fromisoformat(document["period"][edge]).timestamp() * 1000) for edge in ("start", "end"))
     for row in document["rows"]:
         assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"]))
+
+
+@pytest.mark.parametrize("missing", [{"total_tokens"}, {"rpm"}, {"total_tokens", "rpm"}, {"req_count_5xx", "completion_tokens"}])
+def test_a_metric_cloud_eye_does_not_list_is_unknown_in_the_reconciliation_not_short(cli, cloud, missing):
+    """Within MaaS's 30 days: a metric Cloud Eye lacks is `-` in the line and null in JSON, never a
+    shortfall (no "(not listed by Cloud Eye)" row of zeros); the note names only what is not listed."""
+    now = serve_at(cloud, RUN_AT)
+    cloud.events = hourly_index(ms("2026-05-20T00:00", "UTC"), ms("2026-06-01T00:00", "UTC"))
+    cloud.ces.missing_metrics = set(missing)
+    table = cli("--last", "3d", "--timezone", "UTC", "--group-by", "model", now=now)
+    assert table.code == 0, table.stderr
+    line = next(text for text in table.stdout.splitlines() if text.startswith("ShowStatistics, same period"))
+    assert line.endswith("Cloud Eye rows: -") == ("total_tokens" in missing), line
+    run = cli("--last", "3d", "--timezone", "UTC", "--group-by", "model", "--format", "json", now=now)
+    assert run.code == 0, run.stderr
+    document = run.json()
+    assert (document["reconciliation"]["tokens_ratio"] is None) == ("total_tokens" in missing)
+    assert all(row["model"] != "(not listed by Cloud Eye)" for row in document["rows"]) and "fall short" not in run.stderr
+    note = next(text for text in run.stderr.splitlines() if "Cloud Eye lists no" in text)
+    assert all(name in note for name in missing) and "req_count_4xx" not in note
+
+
+@pytest.mark.parametrize("service_type", ["1", "2"])
+def test_one_service_type_alone_is_refused_cloud_eye_counts_both_together(cli, cloud, service_type):
+    run = cli("--last", "3d", "--group-by", "model", "--service-type", service_type)
+    assert run.code == 2 and run.stdout == "" and cloud.log == []
+    assert f"--service-type {service_type}: it counts preset services and My Services together" in run.stderr
+    both = cli("--last", "3d", "--group-by", "model", "--service-type", "1", "2", "--format", "json")
+    assert both.code == 0, both.stderr
+
+
+def test_a_zone_that_is_whole_hours_off_utc_only_at_the_ends_is_refused_for_buckets(cli, cloud):
+    """Lord Howe is UTC+11 in summer, UTC+10:30 in winter: its months between cannot be made of hours."""
+    run = cli("--from", "2025-03-01", "--to", "2025-11-01", "--timezone", "Australia/Lord_Howe",
+              "--group-by", "model", "month")
+    assert run.code == 2 and "Australia/Lord_Howe is not a whole number of hours from UTC" in run.stderr
+    assert cloud.log == []
+    whole = cli("--from", "2025-03-01", "--to", "2025-11-01", "--timezone", "Australia/Lord_Howe", "--group-by", "model")
+    assert whole.code == 0, whole.stderr  # without a time bucket, whole hours still sum the range
