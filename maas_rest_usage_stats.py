@@ -3803,25 +3803,39 @@ def span_split(series: int, periods: int, max_periods: int, datapoints: int) -> 
 
 
 def checked_periods(spans: Sequence[Span]) -> list[Span]:
-    """For each coarser rollup among the spans, its first period, to be read as hours too."""
-    first: dict[Rollup, int] = {}
-    for rollup, lo, _ in spans:
+    """For each coarser rollup among the spans, its newest period (the likeliest to have calls, and
+    the first to lag if Cloud Eye rolls up late), to be read as hours too."""
+    last: dict[Rollup, int] = {}
+    for rollup, _, hi in spans:
         if rollup != CES_HOURLY:
-            first.setdefault(rollup, lo)
-    return [(CES_HOURLY, lo, lo + rollup.ms) for rollup, lo in first.items()]
+            last[rollup] = hi
+    return [(CES_HOURLY, hi - rollup.ms, hi) for rollup, hi in last.items()]
 
 
-def ces_calls(query: Query, now: datetime, series: int, wave: int) -> list[CesCall]:
+def coarse_fallback(spans: Sequence[Span], series: int) -> int:
+    """The most calls a plan of these spans can add after its wave: a second check of each coarser
+    rollup, and its spans read again as hours."""
+    coarse = [(CES_HOURLY, lo, hi) for rollup, lo, hi in spans if rollup != CES_HOURLY]
+    return len({rollup for rollup, _, _ in spans if rollup != CES_HOURLY}) + len(
+        ces_split(coarse, series, CES_MAX_DATAPOINTS))
+
+
+def ces_calls(query: Query, now: datetime, series: int, wave: int, budget: int | None = None) -> list[CesCall]:
     """The data calls for ``series`` series: coarser sums where they fit (ces_spans) with the hours
     that check them, else hours alone when that takes fewer calls than one ``wave`` of concurrent
-    calls allows (each span is a call at least); as few calls as Cloud Eye's limits allow, or, while
-    they fit in the wave, as many as keep each answer near CES_QUICK_DATAPOINTS."""
+    calls allows (each span is a call at least), or when the coarser plan could need more than
+    ``budget`` requests in all (--max-requests) should its check fail; as few calls as Cloud Eye's
+    limits allow, or, while they fit in the wave, as many as keep each answer near CES_QUICK_DATAPOINTS."""
     if not series:
         return []
     spans = ces_spans(query, now)
-    plans = [spread_calls(spans, checked_periods(spans), series, wave),
-             spread_calls([(CES_HOURLY, query.period.start_ms, query.period.end_ms)], [], series, wave)]
-    return min(plans, key=lambda calls: (len(calls) > wave, len(calls) if len(calls) > wave else 0))
+    hours = spread_calls([(CES_HOURLY, query.period.start_ms, query.period.end_ms)], [], series, wave)
+    if all(rollup == CES_HOURLY for rollup, _, _ in spans):
+        return hours
+    coarse = spread_calls(spans, checked_periods(spans), series, wave)
+    if budget is not None and len(coarse) + coarse_fallback(spans, series) > budget:
+        return hours
+    return min([coarse, hours], key=lambda calls: (len(calls) > wave, len(calls) if len(calls) > wave else 0))
 
 
 def spread_calls(spans: Sequence[Span], checks: Sequence[Span], series: int, wave: int) -> list[CesCall]:
@@ -3849,10 +3863,11 @@ def cloud_eye_calls_expected(query: Query, now: datetime, wave: int) -> int:
     return len(CES_METRIC_NAMES) + len(ces_calls(query, now, CES_EXPECTED_SERIES, wave))
 
 
-def ces_windows(query: Query, series: Sequence[Series], now: datetime, wave: int, sums: BucketSums) -> list[Window]:
+def ces_windows(query: Query, series: Sequence[Series], now: datetime, wave: int, sums: BucketSums,
+                budget: int | None = None) -> list[Window]:
     """The BatchListMetricData calls that cover every series over the (whole-hour) period, read into
-    ``sums``, and the hours that check each coarser rollup's first period."""
-    calls = ces_calls(query, now, len(series), wave)
+    ``sums``, and the hours that check each coarser rollup's newest period."""
+    calls = ces_calls(query, now, len(series), wave, budget)
     sums.checked.update((call.end - call.start, call.start) for call in calls if call.checks)
     return [ces_window(query, call.rollup, call.start, call.end, series[call.first:call.first + call.count],
                        f"series {call.first + 1}-{call.first + call.count} of {len(series)}"
@@ -3873,14 +3888,19 @@ def ces_window(query: Query, rollup: Rollup, lo: int, hi: int, batch: Sequence[S
                   f"{start} ~ {end} ({rollup.name} sums, {which})", call=call)
 
 
-def hourly_again(query: Query, window: Window, call: CallKind) -> list[Window]:
-    """A coarser call read again as hourly sums (its rollup's sums did not stand for their hours)."""
-    batch = sorted({(m["metric_name"], tuple((d["name"], d["value"]) for d in m["dimensions"]))
-                    for m in window.body["metrics"]})
-    return [ces_window(query, CES_HOURLY, again.start, again.end, batch[again.first:again.first + again.count],
-                       f"{again.count} series, again", call)
-            for again in ces_split([(CES_HOURLY, window.body["from"], window.body["to"])], len(batch),
-                                   CES_MAX_DATAPOINTS)]
+def hours_again(query: Query, series: Sequence[Series], windows: Sequence[Window], rejected: set[int],
+                sums: BucketSums) -> list[Window]:
+    """The spans of the rejected rollups' calls, read again as hourly sums of every series."""
+    ranges = sorted({(w.body["from"], w.body["to"]) for w in windows if int(w.body["period"]) * 1000 in rejected})
+    spans: list[Span] = []
+    for lo, hi in ranges:
+        if spans and spans[-1][2] >= lo:
+            spans[-1] = (CES_HOURLY, spans[-1][1], max(spans[-1][2], hi))
+        else:
+            spans.append((CES_HOURLY, lo, hi))
+    return [ces_window(query, CES_HOURLY, call.start, call.end, series[call.first:call.first + call.count],
+                       f"series {call.first + 1}-{call.first + call.count} of {len(series)}, again", sums.call())
+            for call in ces_split(spans, len(series), CES_MAX_DATAPOINTS)]
 
 
 def row_key(query: Query, dims: tuple[tuple[str, str], ...]) -> tuple[str | None, str | None]:
@@ -4017,19 +4037,23 @@ def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project
         for index, window in enumerate(reconciled, start=len(CES_METRIC_NAMES) + 1):
             window.response, window.usage = found[index]
         wave = ces_wave(client.options.concurrency, max_requests, len(reconciled))
-        windows = ces_windows(query, series, now, wave, sums)
+        windows = ces_windows(query, series, now, wave, sums, max_requests - len(reconciled))
         check_cloud_eye_calls(len(windows) + len(reconciled), max_requests, console)
         if windows:
             fetch(client, endpoints, project_id, [(None, window) for window in windows], console, save=None)
+        seconds = [ces_window(query, CES_HOURLY, at, at + period_ms, [largest], "checking the "
+                              f"{CES_ROLLUP_NAMES[period_ms]} sums by their largest", sums.second_call())
+                   for period_ms, (at, largest) in sums.unproven().items()]
+        if seconds:  # a round trip more, only when the newest period had no calls to compare
+            fetch(client, endpoints, project_id, [(None, window) for window in seconds], console, save=None)
+            windows += seconds
         rejected = sums.rejected_rollups()
-        again = [hourly for window in windows if int(window.body["period"]) * 1000 in rejected
-                 for hourly in hourly_again(query, window, sums.call())]
+        again = hours_again(query, series, windows, rejected, sums) if rejected else []
         if again:
             names = in_words(sorted(CES_ROLLUP_NAMES[ms] for ms in rejected))
-            console.note(f"Cloud Eye's {names} sums do not stand for their hours here (stamped off their UTC start, "
-                         "or not the sum of the hours checked beside them): those periods are read again as hourly "
-                         "sums")
-            check_cloud_eye_calls(len(windows) + len(windows_of(statistics)) + len(again), max_requests, console)
+            console.note(f"Cloud Eye's {names} sums could not stand for their hours here (stamped off their UTC "
+                         "start, not the sum of the hours checked beside them, or no calls to check them by): "
+                         "those periods are read again as hourly sums")
             fetch(client, endpoints, project_id, [(None, window) for window in again], console, save=None)
             windows += again
     except AuthRejected as exc:
@@ -4063,8 +4087,10 @@ class BucketSums:
     run holds its sums, never every datapoint, so 150 days of a thousand series take the memory of
     their rows.
 
-    The check of a coarser rollup: its sums carry stamps at multiples of its period, and its first
-    period (``checked``) holds, for every series, what the hours of that period add up to."""
+    The check of a coarser rollup: its sums carry stamps at multiples of its period, and its newest
+    period (``checked``) holds, for every series, what the hours of that period add up to. When
+    no series had calls then, its largest sum is checked against its hours instead (``second``); a
+    rollup with no calls at all cannot be checked, and is read as hours."""
 
     def __init__(self, query: Query, buckets: Sequence[Period]) -> None:
         self.query, self.buckets = query, buckets
@@ -4073,6 +4099,8 @@ class BucketSums:
         self.checked: dict[int, int] = {}  # coarser rollup (ms) -> the start of its checked period
         self.coarse: dict[tuple[int, Series], Decimal] = {}  # (rollup, series) -> its checked period's sum
         self.hours: dict[tuple[int, Series], tuple[Decimal, int]] = {}  # -> that period's hours: sum, count
+        self.largest: dict[int, tuple[Decimal, int, Series]] = {}  # rollup -> its largest sum: value, start, series
+        self.second: dict[int, tuple[Decimal, int]] = {}  # rollup -> hours of its largest sum's period: sum, count
         self.misstamped: set[int] = set()  # rollups with a sum stamped off a multiple of their period
         self._lock = threading.Lock()  # answers arrive in the workers' threads
 
@@ -4087,6 +4115,11 @@ class BucketSums:
         return dataclasses.replace(BATCH_METRIC_DATA, read=lambda data, what, body: self.add_check(
             datapoints_of(data, what, body), body["to"] - body["from"]))
 
+    def second_call(self) -> CallKind:
+        """BatchListMetricData for the hours of a rollup's largest sum (its second check)."""
+        return dataclasses.replace(BATCH_METRIC_DATA, read=lambda data, what, body: self.add_second(
+            datapoints_of(data, what, body), body["to"] - body["from"]))
+
     def add(self, answer: Sequence[tuple[Series, list[tuple[int, Decimal]]]], period_ms: int = CES_HOURLY.ms) -> int:
         added = 0
         checked = self.checked.get(period_ms)
@@ -4098,8 +4131,11 @@ class BucketSums:
             sums = self.partial.setdefault(period_ms, {})
             for (name, dims), points in answer:
                 for at, value in points:
-                    if at == checked:
-                        self.coarse[(period_ms, (name, dims))] = value
+                    if checked is not None:
+                        if at == checked:
+                            self.coarse[(period_ms, (name, dims))] = value
+                        if value > self.largest.get(period_ms, (ZERO,))[0]:
+                            self.largest[period_ms] = (value, at, (name, dims))
                     index = bisect.bisect_right(self.starts, at) - 1
                     if 0 <= index and at < self.buckets[index].end_ms:
                         found = sums.setdefault((index, row_key(self.query, dims)), {})
@@ -4114,13 +4150,42 @@ class BucketSums:
                 self.hours[(period_ms, series)] = (sum((value for _, value in points), ZERO), len(points))
         return 0
 
+    def add_second(self, answer: Sequence[tuple[Series, list[tuple[int, Decimal]]]], period_ms: int) -> int:
+        with self._lock, localcontext() as context:
+            context.prec = 60
+            points = [value for _, found in answer for _, value in found]
+            self.second[period_ms] = (sum(points, ZERO), len(points))
+        return 0
+
+    @staticmethod
+    def _differ(coarse: Decimal, hours: Decimal, count: int) -> bool:
+        """More apart than Cloud Eye's rounding allows: it cuts each sum after 2 decimals, so sums of
+        whole numbers must match exactly."""
+        return abs(coarse - hours) > Decimal("0.01") * (count + 1)
+
+    def unproven(self) -> dict[int, tuple[int, Series]]:
+        """The coarser rollups whose checked period had no calls, though other periods did: the start
+        and series of their largest sum, to check against its hours."""
+        return {period_ms: (at, series) for period_ms, (_, at, series) in self.largest.items()
+                if period_ms not in self.misstamped and self._vacuous(period_ms)}
+
+    def _vacuous(self, period_ms: int) -> bool:
+        return not any(value for (ms, _), value in self.coarse.items() if ms == period_ms) \
+            and not any(hours for (ms, _), (hours, _) in self.hours.items() if ms == period_ms)
+
     def rejected_rollups(self) -> set[int]:
-        """The coarser rollups whose sums do not stand for their hours: stamped off their period, or
-        a checked period's sum unlike its hours' (by more than Cloud Eye's rounding: it cuts each sum
-        after 2 decimals, so sums of whole numbers must match exactly)."""
+        """The coarser rollups whose sums do not stand for their hours: stamped off their period, a
+        checked period's sum unlike its hours', a largest sum unlike its hours' (the second check),
+        or no calls at all to check them by."""
         rejected = set(self.misstamped)
         for (period_ms, series), (hours, count) in self.hours.items():
-            if abs(self.coarse.get((period_ms, series), ZERO) - hours) > Decimal("0.01") * (count + 1):
+            if self._differ(self.coarse.get((period_ms, series), ZERO), hours, count):
+                rejected.add(period_ms)
+        for period_ms in self.checked:
+            if period_ms in rejected or not self._vacuous(period_ms):
+                continue
+            if period_ms not in self.largest or period_ms not in self.second \
+                    or self._differ(self.largest[period_ms][0], *self.second[period_ms]):
                 rejected.add(period_ms)
         return rejected
 

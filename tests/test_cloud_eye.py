@@ -531,8 +531,9 @@ def test_the_calls_cover_every_series_hour_once_within_the_limits(start_hours, h
     for rollup, lo, hi, first, count, checks in calls:
         assert 1 <= count <= LIMIT_SERIES and lo % rollup.ms == 0 and (hi - lo) % rollup.ms == 0
         if checks:  # the hours of a coarser rollup's first period: every series, beside the data calls
-            assert rollup.seconds == 3600 and any(c.rollup.ms == hi - lo and c.start == lo and not c.checks
-                                                  for c in calls)
+            assert rollup.seconds == 3600 and any(c.rollup.ms == hi - lo and c.start <= lo and hi <= c.end
+                                                  and not c.checks for c in calls)
+            assert not any(c.rollup.ms == hi - lo and c.end > hi and not c.checks for c in calls)  # the newest
             checked.setdefault(hi - lo, []).append((lo, first, count))
             continue
         assert count * (hi - lo) // rollup.ms <= LIMIT_DATAPOINTS and hi - lo <= rollup.max_days * DAY
@@ -626,10 +627,11 @@ def test_coarser_sums_that_are_not_the_sum_of_their_hours_are_read_again_as_hour
     cloud.ces.rollup_shift = -8 * HOUR
     run = cli("--last", "20d", "--timezone", "UTC", "--group-by", "day", "model", "--format", "json", now=now)
     assert run.code == 0, run.stderr
-    assert "Cloud Eye's 4-hour and daily sums do not stand for their hours here" in run.stderr
+    assert "Cloud Eye's 4-hour and daily sums could not stand for their hours here" in run.stderr
     bodies = data_calls(cloud)
     checks = [body for body in bodies if body["period"] == "3600" and body["to"] - body["from"] in (DAY, 4 * HOUR)
-              and any(other["period"] != "3600" and other["from"] == body["from"] for other in bodies)]
+              and any(other["period"] != "3600" and other["from"] <= body["from"] and body["to"] <= other["to"]
+                      for other in bodies)]
     assert checks  # the hours of each rollup's first period, asked for beside it
     for row in run.json()["rows"]:
         start, end = (int(datetime.fromisoformat(row[edge]).timestamp() * 1000) for edge in ("start", "end"))
@@ -689,3 +691,60 @@ def test_a_zone_that_is_whole_hours_off_utc_only_at_the_ends_is_refused_for_buck
     assert cloud.log == []
     whole = cli("--from", "2025-03-01", "--to", "2025-11-01", "--timezone", "Australia/Lord_Howe", "--group-by", "model")
     assert whole.code == 0, whole.stderr  # without a time bucket, whole hours still sum the range
+
+
+def exact_rows(cloud, document: dict) -> None:
+    for row in document["rows"]:
+        start, end = (int(datetime.fromisoformat(row[edge]).timestamp() * 1000) for edge in ("start", "end"))
+        assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"])), row["start"]
+
+
+def test_a_check_of_a_period_without_calls_is_made_again_on_the_largest_sum(cli, cloud):
+    """The newest day and 4 hours had no calls (the models went quiet): comparing 0 with 0 proves
+    nothing, so each rollup's largest sum is checked against its hours in one more round trip."""
+    now = serve_at(cloud, RUN_AT)
+    cloud.events = hourly_index(ms("2026-04-25T00:00", "UTC"), ms("2026-05-25T00:00", "UTC"))
+    cloud.ces.rollup_shift = -8 * HOUR
+    run = cli("--last", "20d", "--timezone", "UTC", "--group-by", "day", "model", "--format", "json", now=now)
+    assert run.code == 0, run.stderr
+    assert "could not stand for their hours" in run.stderr
+    seconds = [body for body in data_calls(cloud) if len(body["metrics"]) == 1 and body["period"] == "3600"
+               and body["to"] - body["from"] in (DAY, 4 * HOUR)]
+    assert {body["to"] - body["from"] for body in seconds} == {DAY, 4 * HOUR}
+    exact_rows(cloud, run.json())
+    cloud.ces.rollup_shift = 0  # the same quiet end, sums right: the second check passes
+    sound = cli("--last", "20d", "--timezone", "UTC", "--group-by", "day", "model", "--format", "json", now=now)
+    assert sound.code == 0 and "could not stand" not in sound.stderr
+    exact_rows(cloud, sound.json())
+
+
+def test_coarser_sums_with_no_calls_to_check_them_by_are_read_as_hours(cli, cloud):
+    """Calls only in the newest hours: the coarser sums are all empty, which cannot tell a quiet
+    period from a rollup Cloud Eye does not keep, so those periods are read as hours."""
+    now = serve_at(cloud, RUN_AT)
+    cloud.events = hourly_index(ms("2026-05-31T11:00", "UTC"), ms("2026-06-01T00:00", "UTC"))
+    run = cli("--last", "10d", "--timezone", "UTC", "--group-by", "model", "--format", "json", now=now)
+    assert run.code == 0, run.stderr
+    assert "no calls to check them by" in run.stderr
+    document = run.json()
+    start, end = (int(datetime.fromisoformat(document["period"][edge]).timestamp() * 1000) for edge in ("start", "end"))
+    assert document["rows"]
+    for row in document["rows"]:
+        assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"]))
+
+
+@pytest.mark.parametrize("max_requests", ["8", "10", "12"])
+def test_a_max_requests_too_small_for_a_failed_check_takes_hours_from_the_start(cli, cloud, max_requests):
+    """Coarser sums are planned only when their check's worst case (a second check, then hours)
+    still fits --max-requests: else hours alone, and no run fails midway for it."""
+    now = serve_at(cloud, RUN_AT)
+    cloud.events = hourly_index(ms("2026-04-25T00:00", "UTC"), ms("2026-06-01T00:00", "UTC"))
+    cloud.ces.rollup_shift = -8 * HOUR
+    run = cli("--last", "20d", "--timezone", "UTC", "--group-by", "model", "--format", "json",
+              "--max-requests", max_requests, now=now)
+    assert run.code == 0, run.stderr
+    assert len(data_calls(cloud)) + len(cloud.requests_of("maas")) <= int(max_requests)
+    exact = run.json()
+    start, end = (int(datetime.fromisoformat(exact["period"][edge]).timestamp() * 1000) for edge in ("start", "end"))
+    for row in exact["rows"]:
+        assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"]))
