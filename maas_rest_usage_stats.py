@@ -3639,8 +3639,7 @@ def cloud_eye_query(query: Query, console: Console) -> Query:
                 (4 in query.service_types, "service type 4: it does not cover custom endpoints (--service-type 4 "
                  "or all, or --group-by service-type, ask for them)"),
                 (query.one_service_type_asked, f"--service-type {query.service_types[0]}: it counts preset "
-                 "services and My Services together"),
-                (query.previous is not None, "--compare")]
+                 "services and My Services together")]
     for refused, flag in refusals:
         if refused:
             raise UsageError(f"{grouping} reads Cloud Eye, which cannot apply {flag}",
@@ -3657,7 +3656,8 @@ def cloud_eye_query(query: Query, console: Console) -> Query:
     if period != query.period:
         start, end = (format_instant(moment.astimezone(query.zone)) for moment in (period.start, period.end))
         console.note(f"Cloud Eye sums whole hours: the period is widened to {start} ~ {end}")
-    return dataclasses.replace(query, period=period, service_types=(1, 2))
+    return dataclasses.replace(query, period=period, service_types=(1, 2),
+                               previous=whole_hours(query.previous) if query.previous else None)
 
 
 def ces_dimensions(query: Query) -> tuple[str, ...]:
@@ -4009,7 +4009,7 @@ def check_cloud_eye_calls(count: int, limit: int, console: Console) -> None:
         seconds = pacing_seconds(count)
         raise UsageError(f"Cloud Eye lists series that need {count:,} requests, more than --max-requests {limit}"
                          + (f": at {RATE_LIMIT} per minute that takes about {format_duration(seconds)}"
-                            if seconds >= 1 else "") + " (only ListMetrics and the names call were sent)",
+                            if seconds >= 1 else "") + " (what was sent so far only listed them)",
                          hint="narrow it: a shorter range, or group by model or by key alone; or raise --max-requests")
     note = long_run_note(count)
     if note:
@@ -6835,10 +6835,14 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
             fetch(connected(), settings.endpoints, project_id, windows, console,
                   save=None if store is None else lambda row, window: save_day(store, query, project_id, row,
                                                                                 window, now))
-        reconciliation, answers = None, []
+        reconciliation, answers, previous_answers = None, [], []
         if query.cloud_eye:
             rows, reconciliation, answers = cloud_eye_rows(connected(), settings.endpoints, project_id, query, console, now,
-                                                  settings.max_requests)
+                                                           settings.max_requests)
+            if previous_query is not None:  # --compare: the previous period's rows, summed the same way
+                previous_rows, _, previous_answers = cloud_eye_rows(
+                    connected(), settings.endpoints, project_id, previous_query, console, now,
+                    settings.max_requests - len(answers))
     finally:
         if client is not None:
             client.close()
@@ -6847,7 +6851,8 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
                     answers=answers)
     if previous_query is not None:
         shown = printed_labels(previous_query, previous_rows, credentials.secrets())
-        report.previous = Report(shown, project_id, previous_rows, coverage_of(shown, previous_rows, now))
+        report.previous = Report(shown, project_id, previous_rows,
+                                 coverage_of(shown, previous_rows, now, previous_answers), answers=previous_answers)
     for anomaly in report.coverage.anomalies + (report.previous.coverage.anomalies if report.previous else ()):
         console.note(f"the answer for {anomaly.source} cannot be right ({anomaly.broken}); "
                      "it is summed as sent (JSON: coverage.anomalies)")

@@ -748,3 +748,30 @@ def test_a_max_requests_too_small_for_a_failed_check_takes_hours_from_the_start(
     start, end = (int(datetime.fromisoformat(exact["period"][edge]).timestamp() * 1000) for edge in ("start", "end"))
     for row in exact["rows"]:
         assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"]))
+
+
+def test_compare_gives_the_previous_periods_cloud_eye_rows_and_the_totals_change(cli, cloud):
+    """--compare with a Cloud Eye grouping: the previous period (whole hours too) read the same way,
+    its rows in JSON and CSV, Previous and Change on the totals."""
+    now = serve_at(cloud, RUN_AT)
+    cloud.events = hourly_index(ms("2026-05-01T00:00", "UTC"), ms("2026-06-01T00:00", "UTC"))
+    run = cli("--from", "2026-05-20", "--to", "2026-05-27", "--timezone", "UTC", "--group-by", "model", "--compare",
+              "--format", "json", now=now)
+    assert run.code == 0, run.stderr
+    document = run.json()
+    previous = document["previous"]
+    assert previous["period"]["start"] == "2026-05-13T00:00:00+00:00" and previous["period"]["end"].startswith("2026-05-20")
+    assert previous["rows"] and all(row["source"] == "cloud_eye" for row in previous["rows"])
+    exact_rows(cloud, {"rows": previous["rows"]})
+    exact_rows(cloud, document)
+    tokens, before = document["totals"]["total_tokens"], previous["totals"]["total_tokens"]
+    assert document["change"]["total_tokens"] == float((Decimal(tokens - before) * 100 / before).quantize(
+        Decimal("0.1"), rounding="ROUND_HALF_UP"))
+    table = cli("--from", "2026-05-20", "--to", "2026-05-27", "--timezone", "UTC", "--group-by", "model", "--compare",
+                now=now)
+    assert table.code == 0, table.stderr
+    assert "Previous" in table.stdout and "Change" in table.stdout and "Previous: 2026-05-13 00:00:00" in table.stdout
+    csv_run = cli("--from", "2026-05-20", "--to", "2026-05-27", "--timezone", "UTC", "--group-by", "model",
+                  "--compare", "--format", "csv", now=now)
+    starts = {line["start"][:10] for line in csv.DictReader(io.StringIO(csv_run.stdout))}
+    assert starts == {"2026-05-20", "2026-05-13"}

@@ -138,10 +138,14 @@ def test_compare_estimates_the_previous_period_too(cli, cloud, prices_file):
     assert f"; previous period {cents(exact):,} CNY (" in table.stdout
 
 
-def test_cloud_eye_rows_still_refuse_compare_with_prices(cli, cloud, prices_file):
-    run = cli(*MODEL_RANGE, "--group-by", "model", "--compare", "--prices", prices_file(HEADER + "*,1,1,1000,CNY\n"))
-    assert run.code == 2 and "cannot apply --compare" in run.stderr
-    assert cloud.log == []
+def test_cloud_eye_rows_compared_estimate_the_previous_period_too(cli, hourly, prices_file):
+    run = cli(*MODEL_RANGE, "--group-by", "model", "--compare", "--format", "json",
+              "--prices", prices_file(HEADER + "*,1,1,1000,CNY\n"))
+    assert run.code == 0, run.stderr
+    previous = run.json()["previous"]
+    assert previous["rows"] and all(row["source"] == "cloud_eye" and row["cost"] is not None for row in previous["rows"])
+    exact = oracle_cost(previous["totals"]["prompt_tokens"], previous["totals"]["completion_tokens"], ("1", "1", 1000))
+    assert json_cents(previous["cost"]["total"]) == cents(exact)
 
 
 def test_the_chart_keeps_its_token_bars(cli, cloud, prices_file):
