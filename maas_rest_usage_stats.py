@@ -3599,6 +3599,12 @@ def names_of(data: Any, what: str, body: Mapping[str, Any]) -> Names:
 MONITOR_INSTANCES = CallKind("MaaS monitor instances", "POST", "monitor", MONITOR_INSTANCES_PATH, names_of)
 
 
+def names_body(start: int) -> dict[str, Any]:
+    """The monitor's instances call for a page of model and key names (cloudeye-exporter's query)."""
+    return {"namespace": CES_NAMESPACE, "start": start, "limit": MONITOR_PAGE,
+            "query": [{"dim_name": CES_MODEL_DIMENSION}, {"dim_name": CES_KEY_DIMENSION}]}
+
+
 def model_and_key_names(client: Client, endpoint: Endpoint | None, project_id: str,
                         console: Console) -> tuple[dict[str, str], dict[str, str]]:
     """Names by id, best effort: when the call fails in any way, a note says why and rows keep their ids."""
@@ -3609,9 +3615,7 @@ def model_and_key_names(client: Client, endpoint: Endpoint | None, project_id: s
     start = 0
     try:
         while True:
-            body = {"namespace": CES_NAMESPACE, "start": start, "limit": MONITOR_PAGE,
-                    "query": [{"dim_name": CES_MODEL_DIMENSION}, {"dim_name": CES_KEY_DIMENSION}]}
-            page = MONITOR_INSTANCES.answer(client, endpoint, project_id, "model and key names", body)[1]
+            page = MONITOR_INSTANCES.answer(client, endpoint, project_id, "model and key names", names_body(start))[1]
             models.update(page.models)
             keys.update(page.keys)
             start += page.count
@@ -3936,11 +3940,21 @@ def missing_metrics(series: Sequence[Series]) -> frozenset[str]:
                      if any(name not in listed for name in CES_SUMS.get(metric.field or "", ())))
 
 
-def cloud_eye_plan(settings: Settings, project_id: str | None, console: Console) -> list[dict[str, Any]]:
-    """A dry run's Cloud Eye calls: ListMetrics' first page; the data calls depend on its answer."""
-    console.note("the Cloud Eye data calls (BatchListMetricData) depend on ListMetrics' answers: only they are "
-                 "planned")
-    return [CES_LIST.planned(settings.ces, project_id, None, list_params(metric)) for metric in CES_METRIC_NAMES]
+def cloud_eye_plan(settings: Settings, project_id: str | None, console: Console, now: datetime) -> list[dict[str, Any]]:
+    """A dry run's Cloud Eye calls, per period (--compare: the previous one after): the first page of
+    ListMetrics for each metric and of the names, and the reconciliation's ShowStatistics windows;
+    the data calls depend on ListMetrics' answers."""
+    console.note("the Cloud Eye data calls (BatchListMetricData) depend on ListMetrics' answers: they are not planned")
+    planned = []
+    for query in (settings.query, settings.query.previous_query()):
+        if query is None:
+            continue
+        planned += [CES_LIST.planned(settings.ces, project_id, None, list_params(metric)) for metric in CES_METRIC_NAMES]
+        if settings.monitor is not None:
+            planned.append(MONITOR_INSTANCES.planned(settings.monitor, project_id, names_body(0)))
+        planned += [window.call.planned(settings.endpoints[window.call.endpoint], project_id, window.body)
+                    for _, window in windows_of(statistics_rows(query, now))]
+    return planned
 
 
 @dataclass(frozen=True)
@@ -6782,7 +6796,7 @@ def dry_run(settings: Settings, store: Store | None, console: Console, now: date
                      + ("; without it the store cannot be matched, so the whole range is planned" if store else ""))
     rows, previous, _, _ = plan_periods(settings, store, project_id, console, now)
     coverage = coverage_of(query, rows, now)
-    first = cloud_eye_plan(settings, project_id, console) if query.cloud_eye else []
+    first = cloud_eye_plan(settings, project_id, console, now) if query.cloud_eye else []
     return render_plan(query, project_id, settings.endpoints, rows, coverage, settings.output.format, previous, first)
 
 

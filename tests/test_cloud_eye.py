@@ -204,10 +204,15 @@ def test_a_403_from_cloud_eye_names_its_permissions(cli, hourly):
 def test_the_dry_run_plans_list_metrics_and_says_the_data_calls_depend_on_it(cli, cloud):
     run = cli("--last", "2d", "--group-by", "model", "--dry-run", "--project-id", fc.DEMO_PROJECT_ID)
     assert run.code == 0, run.stderr
-    assert run.stdout.splitlines() == [
+    lines = run.stdout.splitlines()
+    assert lines[:6] == [
         f"GET {cloud.url}/V1.0/{fc.DEMO_PROJECT_ID}/metrics?namespace=SYS.MaaS&metric_name={metric}&limit=1000"
         for metric in ("total_tokens", "prompt_tokens", "completion_tokens", "rpm", "req_count_4xx", "req_count_5xx")]
+    assert lines[6].startswith(f"POST {cloud.url}/v1/{fc.DEMO_PROJECT_ID}/maas/monitor/instances ")
+    assert len(lines) == 9 and all("/maas/monitoring/show-statistics " in line for line in lines[7:])
     assert "depend on ListMetrics' answers" in run.stderr and cloud.log == []
+    compared = cli("--last", "2d", "--group-by", "model", "--dry-run", "--project-id", fc.DEMO_PROJECT_ID, "--compare")
+    assert compared.code == 0 and compared.stdout.splitlines()[:9] == lines and len(compared.stdout.splitlines()) == 18
 
 
 def test_coverage_uses_cloud_eyes_155_days(cli, hourly):
@@ -319,10 +324,15 @@ def test_the_json_dry_run_plans_list_metrics(cli, cloud):
     run = cli("--last", "2d", "--group-by", "api-key", "--dry-run", "--format", "json")
     assert run.code == 0, run.stderr
     requests = run.json()["requests"]
-    assert all(request["method"] == "GET" and request["body"] is None for request in requests)
-    assert [request["url"].split("/V1.0/", 1)[1] for request in requests] == [
+    listings, (names, *statistics) = requests[:6], requests[6:]
+    assert all(request["method"] == "GET" and request["body"] is None for request in listings)
+    assert [request["url"].split("/V1.0/", 1)[1] for request in listings] == [
         f"{{project_id}}/metrics?namespace=SYS.MaaS&metric_name={metric}&limit=1000"
         for metric in ("total_tokens", "prompt_tokens", "completion_tokens", "rpm", "req_count_4xx", "req_count_5xx")]
+    assert names["method"] == "POST" and names["url"].endswith("/v1/{project_id}/maas/monitor/instances")
+    assert names["body"]["start"] == 0 and names["body"]["namespace"] == "SYS.MaaS"
+    # the reconciliation: ShowStatistics for preset and My Services over the same (whole-hour) period
+    assert sorted(request["body"]["service_type"] for request in statistics) == [1, 2]
 
 
 def test_nothing_listed_is_zero_rows_and_a_note(cli, cloud):
