@@ -1009,6 +1009,11 @@ class CloudEyeIndex:
         for dims, rows in grouped.items():
             rows.sort(key=itemgetter(0))
             self.series[dims] = ([at for at, _ in rows], [values for _, values in rows])
+        # Answers already computed: the index never changes (new events make a new index), so the same
+        # question has the same answer. The benchmarks' repeated runs then time the client and the
+        # network, not this fake summing 150 days of events again (a real Cloud Eye answers in ms).
+        self._answered: dict[tuple[Any, ...], list[tuple[int, Decimal]]] = {}
+        self._answered_lock = threading.Lock()
 
     def newest(self, dims: Dims) -> int:
         """When the series last had a call (epoch ms)."""
@@ -1019,6 +1024,19 @@ class CloudEyeIndex:
         """(period start, value) of every period with calls at start_ms <= at < end_ms, in order
         (periods start ``offset`` ms after multiples of ``period_ms``; a call at ``at`` counts in the
         period that holds ``at - shift``)."""
+        key = (dims, metric, start_ms, end_ms, period_ms, how, offset, shift)
+        with self._answered_lock:
+            answered = self._answered.get(key)
+        if answered is None:
+            answered = self._datapoints(dims, metric, start_ms, end_ms, period_ms, how, offset, shift)
+            with self._answered_lock:
+                if len(self._answered) > 100_000:  # a long-lived standalone fake stays bounded
+                    self._answered.clear()
+                self._answered[key] = answered
+        return list(answered)
+
+    def _datapoints(self, dims: Dims, metric: str, start_ms: int, end_ms: int, period_ms: int,
+                    how: str, offset: int, shift: int) -> list[tuple[int, Decimal]]:
         found = self.series.get(dims)
         if found is None:
             return []
