@@ -3545,14 +3545,19 @@ def datapoints_of(data: Any, what: str, body: Mapping[str, Any]) -> list[tuple[S
     metrics = data.get("metrics") if isinstance(data, dict) else None
     if not isinstance(metrics, list):
         raise MalformedResponse(f"malformed response from {what}: no 'metrics' list")
-    answer = []
+    answer, seen = [], set()
     for number, metric in enumerate(metrics, start=1):
         try:
             series = (metric["metric_name"], tuple((d["name"], d["value"]) for d in metric["dimensions"]))
             points = [(point["timestamp"], point[body["filter"]]) for point in metric.get("datapoints") or []]
+            twice = series in seen or len({at for at, _ in points}) < len(points)
+            seen.add(series)
         except (KeyError, TypeError):
             raise MalformedResponse(f"malformed response from {what}: metric {number} lacks a metric_name, "
                                     "dimensions or datapoints with a timestamp and a sum") from None
+        if twice:  # which one would count? Summing both would count the period twice
+            raise MalformedResponse(f"malformed response from {what}: metric {number} repeats a series or a "
+                                    "datapoint's timestamp")
         for at, value in points:
             if isinstance(at, bool) or not isinstance(at, int) or isinstance(value, bool) \
                     or not isinstance(value, (int, Decimal)) or not Decimal(value).is_finite() or value < 0:

@@ -332,3 +332,18 @@ def test_echo_in_numbers_prints_every_number_exactly(cli, cloud, digit_keys):  #
 def test_reshaping_faults_refuse_bad_params(cloud, kind, params):
     with pytest.raises(ValueError):
         cloud.add_fault(kind, **params)
+
+
+@pytest.mark.parametrize("shape", ["a timestamp twice", "a series twice"])
+def test_a_cloud_eye_answer_that_repeats_a_datapoint_or_a_series_is_malformed(cli, cloud, shape):
+    """Summing both would count an hour twice, and taking one would be a guess: exit 1, no numbers."""
+    dims = [{"name": "maas_api_id", "value": fc.CES_MODELS[2][0][0]}]
+    point = {"sum": 1000, "timestamp": ms("2026-05-08T00:00")}
+    metrics = ([{"namespace": "SYS.MaaS", "metric_name": "total_tokens", "unit": "count", "dimensions": dims,
+                 "datapoints": [point, dict(point, sum=5)]}] if shape == "a timestamp twice" else
+               [{"namespace": "SYS.MaaS", "metric_name": "total_tokens", "unit": "count", "dimensions": dims,
+                 "datapoints": [point]}] * 2)
+    cloud.add_fault("json", path="ces_data", body={"metrics": metrics}, times=100)
+    run = cli(*DAYS, "--group-by", "model", "--format", "json", "--retries", "0")
+    assert run.code == 1 and run.stdout == ""
+    assert "repeats a series or a datapoint's timestamp" in run.stderr
