@@ -4035,19 +4035,30 @@ def check_cloud_eye_calls(count: int, limit: int, console: Console) -> None:
         console.note(note)
 
 
-def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
-                      statistics: Sequence[Row], console: Console, max_requests: int, now: datetime,
-                      sums: BucketSums) -> tuple[list[Series], dict[str, str], dict[str, str], list[Window]]:
+@dataclass
+class CloudEyePeriod:
+    """A period a Cloud Eye run reads (--compare: two, one ListMetrics and names for both): its
+    query, its reconciliation's ShowStatistics rows, its sums and its data windows."""
+
+    query: Query
+    statistics: list[Row]
+    sums: BucketSums
+    windows: list[Window] = field(default_factory=list)
+
+
+def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project_id: str,
+                      periods: Sequence[CloudEyePeriod], console: Console, max_requests: int,
+                      now: datetime) -> tuple[list[Series], dict[str, str], dict[str, str]]:
     """ListMetrics, the names and the reconciliation's ShowStatistics windows in parallel (once a
-    signed request has passed), then the data calls through ``fetch`` (each answer added into
-    ``sums``), then hourly calls again for a coarser rollup whose sums did not stand for their
-    hours: the series, the model and key names, and the data windows filled."""
+    signed request has passed), then every period's data calls together through ``fetch`` (each
+    answer added into its sums), then hourly calls again for a coarser rollup whose sums did not
+    stand for their hours: the series, the model and key names; the periods' windows filled."""
     try:
         found: dict[int, Any] = {}
-        reconciled = [window for _, window in windows_of(statistics)]
+        reconciled = [window for period in periods for _, window in windows_of(period.statistics)]
         check_cloud_eye_calls(len(reconciled), max_requests, console)
-        client.fan_out([*(functools.partial(listed_series, client, endpoints["ces"], project_id, query, metric)
-                          for metric in CES_METRIC_NAMES),
+        client.fan_out([*(functools.partial(listed_series, client, endpoints["ces"], project_id, periods[0].query,
+                                            metric) for metric in CES_METRIC_NAMES),
                         lambda: model_and_key_names(client, endpoints.get("monitor"), project_id, console),
                         *(window_task(client, endpoints, project_id, window) for window in reconciled)],
                        found.__setitem__)
@@ -4056,30 +4067,43 @@ def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project
         for index, window in enumerate(reconciled, start=len(CES_METRIC_NAMES) + 1):
             window.response, window.usage = found[index]
         wave = ces_wave(client.options.concurrency, max_requests, len(reconciled))
-        windows = ces_windows(query, series, now, wave, sums, max_requests - len(reconciled))
-        check_cloud_eye_calls(len(windows) + len(reconciled), max_requests, console)
-        if windows:
-            fetch(client, endpoints, project_id, [(None, window) for window in windows], console, save=None)
-        seconds = [ces_window(query, CES_HOURLY, at, at + period_ms, [largest], "checking the "
-                              f"{CES_ROLLUP_NAMES[period_ms]} sums by their largest", sums.second_call())
-                   for period_ms, (at, largest) in sums.unproven().items()]
-        if seconds:  # a round trip more, only when the newest period had no calls to compare
-            fetch(client, endpoints, project_id, [(None, window) for window in seconds], console, save=None)
-            windows += seconds
-        rejected = sums.rejected_rollups()
-        again = hours_again(query, series, windows, rejected, sums) if rejected else []
-        if again:
-            names = in_words(sorted(CES_ROLLUP_NAMES[ms] for ms in rejected))
-            console.note(f"Cloud Eye's {names} sums could not stand for their hours here (stamped off their UTC "
-                         "start, not the sum of the hours checked beside them, or no calls to check them by): "
-                         "those periods are read again as hourly sums")
-            fetch(client, endpoints, project_id, [(None, window) for window in again], console, save=None)
-            windows += again
+        for period in periods:  # the wave and --max-requests shared between the periods
+            period.windows = ces_windows(period.query, series, now, max(1, wave // len(periods)), period.sums,
+                                         (max_requests - len(reconciled)) // len(periods))
+        check_cloud_eye_calls(sum(len(period.windows) for period in periods) + len(reconciled), max_requests, console)
+        fetch_each(client, endpoints, project_id, [window for period in periods for window in period.windows], console)
+        seconds = {id(period): [ces_window(period.query, CES_HOURLY, at, at + period_ms, [largest], "checking the "
+                                           f"{CES_ROLLUP_NAMES[period_ms]} sums by their largest",
+                                           period.sums.second_call())
+                                for period_ms, (at, largest) in period.sums.unproven().items()] for period in periods}
+        # a round trip more, only when a newest period had no calls to compare
+        fetch_each(client, endpoints, project_id, [window for found in seconds.values() for window in found], console)
+        again: dict[int, list[Window]] = {}
+        rejected_names: set[str] = set()
+        for period in periods:
+            period.windows += seconds[id(period)]
+            rejected = period.sums.rejected_rollups()
+            again[id(period)] = hours_again(period.query, series, period.windows, rejected, period.sums)
+            rejected_names |= {CES_ROLLUP_NAMES[ms] for ms in rejected}
+        if rejected_names:
+            console.note(f"Cloud Eye's {in_words(sorted(rejected_names))} sums could not stand for their hours here "
+                         "(stamped off their UTC start, not the sum of the hours checked beside them, or no calls to "
+                         "check them by): those periods are read again as hourly sums")
+        fetch_each(client, endpoints, project_id, [window for found in again.values() for window in found], console)
+        for period in periods:
+            period.windows += again[id(period)]
     except AuthRejected as exc:
         if not str(exc).startswith("Cloud Eye"):  # ShowStatistics' own refusal keeps its hint
             raise
         raise AuthRejected(str(exc), hint=CES_PERMISSION_HINT) from None
-    return series, models, key_names, windows
+    return series, models, key_names
+
+
+def fetch_each(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, windows: Sequence[Window],
+               console: Console) -> None:
+    """Cloud Eye's windows (no row of their own) through ``fetch``; none is nothing sent."""
+    if windows:
+        fetch(client, endpoints, project_id, [(None, window) for window in windows], console, save=None)
 
 
 def noted_missing(series: Sequence[Series], query: Query, console: Console) -> frozenset[str]:
@@ -4223,30 +4247,35 @@ class BucketSums:
         return total
 
 
-def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, query: Query,
-                   console: Console, now: datetime,
-                   max_requests: int = MAX_REQUESTS) -> tuple[list[Row], Reconciliation | None, list[Window]]:
-    """One row per bucket and listed model/key, summed from Cloud Eye's hours; with the reconciliation
-    (and the row of what Cloud Eye did not list) when the period lies inside MaaS's 30 days, and every
-    window answered (for --raw)."""
-    statistics = statistics_rows(query, now)
-    buckets = split_buckets(query.period, query.bucket, query.zone)
-    sums = BucketSums(query, buckets)
-    series, models, key_names, windows = cloud_eye_answers(client, endpoints, project_id, query, statistics, console,
-                                                           max_requests, now, sums)
-    totals = sums.sums()
-    missing = noted_missing(series, query, console)
+def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, queries: Sequence[Query],
+                   console: Console, now: datetime, max_requests: int = MAX_REQUESTS
+                   ) -> list[tuple[list[Row], Reconciliation | None, list[Window]]]:
+    """For each query (--compare: the period and the one before), one row per bucket and listed
+    model/key, summed from Cloud Eye's sums; with the reconciliation (and the row of what Cloud Eye
+    did not list) when the period lies inside MaaS's 30 days, and every window answered (for --raw)."""
+    periods = [CloudEyePeriod(query, statistics_rows(query, now),
+                              BucketSums(query, split_buckets(query.period, query.bucket, query.zone)))
+               for query in queries]
+    series, models, key_names = cloud_eye_answers(client, endpoints, project_id, periods, console, max_requests, now)
+    missing = noted_missing(series, queries[0], console)
+    return [period_rows(period, series, models, key_names, missing, console, now) for period in periods]
+
+
+def period_rows(period: CloudEyePeriod, series: Sequence[Series], models: Mapping[str, str],
+                key_names: Mapping[str, str], missing: frozenset[str], console: Console,
+                now: datetime) -> tuple[list[Row], Reconciliation | None, list[Window]]:
+    query, statistics, totals = period.query, period.statistics, period.sums.sums()
     keys = sorted({row_key(query, dims) for _, dims in series},
                   key=lambda k: (models.get(k[0] or "", k[0] or ""), key_names.get(k[1] or "", k[1] or "")))
     rows = []
-    for index, bucket in enumerate(buckets):
+    for index, bucket in enumerate(period.sums.buckets):
         whole = calendar_bucket(bucket.start, query.bucket, query.zone) if query.bucket else None
         for model_id, key_id in keys:
             row = Row(bucket, None, key_names.get(key_id) if key_id else None, whole, model_id=model_id,
                       model=models.get(model_id) if model_id else None, api_key_id=key_id)
             row.cloud_eye = ces_usage(totals.get((index, (model_id, key_id)), {}), missing, BATCH_METRIC_DATA.name)
             rows.append(row)
-    answers = [*windows, *(window for _, window in windows_of(statistics))]
+    answers = [*period.windows, *(window for _, window in windows_of(statistics))]
     if not statistics:
         return rows, None, answers
     reconciliation = Reconciliation(total_of(row.total for row in statistics), total_of(row.total for row in rows))
@@ -4254,7 +4283,9 @@ def cloud_eye_rows(client: Client, endpoints: Mapping[str, Endpoint], project_id
         console.note(f"the period's first hour, {format_instant(query.period.start.astimezone(query.zone))}, begins "
                      "before MaaS's 30 days: ShowStatistics may count less of it than Cloud Eye does")
     if reconciliation.short():
-        console.note(f"Cloud Eye's rows fall short of ShowStatistics by more than 1 %: the row {NOT_LISTED} "
+        console.note(f"Cloud Eye's rows fall short of ShowStatistics by more than 1 % for "
+                     f"{format_instant(query.period.start.astimezone(query.zone))} ~ "
+                     f"{format_instant(query.period.end.astimezone(query.zone))}: the row {NOT_LISTED} "
                      "carries the difference (a model or key idle for hours drops out of Cloud Eye's lists)")
         rows.append(not_listed_row(query, reconciliation))
     return rows, reconciliation, answers
@@ -6855,13 +6886,13 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
                   save=None if store is None else lambda row, window: save_day(store, query, project_id, row,
                                                                                 window, now))
         reconciliation, answers, previous_answers = None, [], []
-        if query.cloud_eye:
-            rows, reconciliation, answers = cloud_eye_rows(connected(), settings.endpoints, project_id, query, console, now,
-                                                           settings.max_requests)
-            if previous_query is not None:  # --compare: the previous period's rows, summed the same way
-                previous_rows, _, previous_answers = cloud_eye_rows(
-                    connected(), settings.endpoints, project_id, previous_query, console, now,
-                    settings.max_requests - len(answers))
+        if query.cloud_eye:  # --compare: the previous period's rows too, summed the same way, in the same calls
+            read = cloud_eye_rows(connected(), settings.endpoints, project_id,
+                                  [query, *([previous_query] if previous_query is not None else [])], console, now,
+                                  settings.max_requests)
+            rows, reconciliation, answers = read[0]
+            if previous_query is not None:
+                previous_rows, _, previous_answers = read[1]
     finally:
         if client is not None:
             client.close()

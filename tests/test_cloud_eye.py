@@ -768,6 +768,7 @@ def test_compare_gives_the_previous_periods_cloud_eye_rows_and_the_totals_change
     run = cli("--from", "2026-05-20", "--to", "2026-05-27", "--timezone", "UTC", "--group-by", "model", "--compare",
               "--format", "json", now=now)
     assert run.code == 0, run.stderr
+    assert len(cloud.requests_of("ces_metrics")) == 6 and len(cloud.requests_of("monitor")) == 1  # one listing
     document = run.json()
     previous = document["previous"]
     assert previous["period"]["start"] == "2026-05-13T00:00:00+00:00" and previous["period"]["end"].startswith("2026-05-20")
