@@ -3946,19 +3946,17 @@ def missing_metrics(series: Sequence[Series]) -> frozenset[str]:
 
 
 def cloud_eye_plan(settings: Settings, project_id: str | None, console: Console, now: datetime) -> list[dict[str, Any]]:
-    """A dry run's Cloud Eye calls, per period (--compare: the previous one after): the first page of
-    ListMetrics for each metric and of the names, and the reconciliation's ShowStatistics windows;
-    the data calls depend on ListMetrics' answers."""
+    """A dry run's Cloud Eye calls: the first page of ListMetrics for each metric and of the names
+    (one for both periods of --compare), then each period's reconciliation windows; the data calls
+    depend on ListMetrics' answers."""
     console.note("the Cloud Eye data calls (BatchListMetricData) depend on ListMetrics' answers: they are not planned")
-    planned = []
+    planned = [CES_LIST.planned(settings.ces, project_id, None, list_params(metric)) for metric in CES_METRIC_NAMES]
+    if settings.monitor is not None:
+        planned.append(MONITOR_INSTANCES.planned(settings.monitor, project_id, names_body(0)))
     for query in (settings.query, settings.query.previous_query()):
-        if query is None:
-            continue
-        planned += [CES_LIST.planned(settings.ces, project_id, None, list_params(metric)) for metric in CES_METRIC_NAMES]
-        if settings.monitor is not None:
-            planned.append(MONITOR_INSTANCES.planned(settings.monitor, project_id, names_body(0)))
-        planned += [window.call.planned(settings.endpoints[window.call.endpoint], project_id, window.body)
-                    for _, window in windows_of(statistics_rows(query, now))]
+        if query is not None:
+            planned += [window.call.planned(settings.endpoints[window.call.endpoint], project_id, window.body)
+                        for _, window in windows_of(statistics_rows(query, now))]
     return planned
 
 

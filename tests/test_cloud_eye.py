@@ -212,7 +212,7 @@ def test_the_dry_run_plans_list_metrics_and_says_the_data_calls_depend_on_it(cli
     assert len(lines) == 9 and all("/maas/monitoring/show-statistics " in line for line in lines[7:])
     assert "depend on ListMetrics' answers" in run.stderr and cloud.log == []
     compared = cli("--last", "2d", "--group-by", "model", "--dry-run", "--project-id", fc.DEMO_PROJECT_ID, "--compare")
-    assert compared.code == 0 and compared.stdout.splitlines()[:9] == lines and len(compared.stdout.splitlines()) == 18
+    assert compared.code == 0 and compared.stdout.splitlines()[:9] == lines and len(compared.stdout.splitlines()) == 11
 
 
 def test_coverage_uses_cloud_eyes_155_days(cli, hourly):
