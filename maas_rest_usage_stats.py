@@ -3548,7 +3548,8 @@ def datapoints_of(data: Any, what: str, body: Mapping[str, Any]) -> list[tuple[S
     answer, seen = [], set()
     for number, metric in enumerate(metrics, start=1):
         try:
-            series = (metric["metric_name"], tuple((d["name"], d["value"]) for d in metric["dimensions"]))
+            # dimensions in name order: the same series reads the same in every answer, whatever order it comes in
+            series = (metric["metric_name"], tuple(sorted((d["name"], d["value"]) for d in metric["dimensions"])))
             points = [(point["timestamp"], point[body["filter"]]) for point in metric.get("datapoints") or []]
             twice = series in seen or len({at for at, _ in points}) < len(points)
             seen.add(series)

@@ -786,3 +786,15 @@ def test_compare_gives_the_previous_periods_cloud_eye_rows_and_the_totals_change
                   "--compare", "--format", "csv", now=now)
     starts = {line["start"][:10] for line in csv.DictReader(io.StringIO(csv_run.stdout))}
     assert starts == {"2026-05-20", "2026-05-13"}
+
+
+def test_a_series_reads_the_same_whatever_order_its_dimensions_come_in():
+    """A coarser sum and the hours that check it must meet under one key (else a sound rollup would be
+    rejected): dimensions are read in name order."""
+    import maas_rest_usage_stats as script
+
+    body = {"from": 0, "to": 2 * HOUR, "filter": "sum"}
+    dims = [{"name": "maas_key_id", "value": "k"}, {"name": "maas_api_id", "value": "m"}]
+    answer = script.datapoints_of({"metrics": [{"metric_name": "rpm", "dimensions": dims,
+                                                "datapoints": [{"timestamp": 0, "sum": 3}]}]}, "x", body)
+    assert answer == [(("rpm", (("maas_api_id", "m"), ("maas_key_id", "k"))), [(0, Decimal(3))])]
