@@ -2041,9 +2041,12 @@ def setup_problem(chain: Sequence[BaseException], timeout: float, expired: bool,
     import urllib3
     from urllib3.util.ssl_match_hostname import CertificateError
 
-    unreadable = next((e for e in chain if isinstance(e, OSError) and not isinstance(e, ssl.SSLError) and e.errno
-                       and raised_in(e, "ssl_wrap_socket") and not handshake), None)
-    if unreadable is not None:  # this client's CA file (REQUESTS_CA_BUNDLE) missing or unreadable
+    # This client's CA file (REQUESTS_CA_BUNDLE) missing or unreadable: found by urllib3 as it sets up
+    # TLS, or by requests before it connects (an OSError of its own, no errno).
+    unreadable = next((e for e in chain if isinstance(e, OSError) and not isinstance(e, ssl.SSLError) and (
+        (e.errno and raised_in(e, "ssl_wrap_socket") and not handshake)
+        or (not e.errno and "CA certificate bundle" in str(e)))), None)
+    if unreadable is not None:
         return NetworkProblem("cannot load the TLS certificates to trust "
                               f"({printable(unreadable.strerror or str(unreadable), 120)})", retry=False,
                               hint="check that REQUESTS_CA_BUNDLE names a readable PEM file of CA certificates")
@@ -3632,10 +3635,19 @@ def model_and_key_names(client: Client, endpoint: Endpoint | None, project_id: s
         return {}, {}
 
 
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def evened(total: int, size: int) -> int:
+    """The size of the even parts that split ``total`` into as many parts as ``size`` needs."""
+    return ceil_div(total, ceil_div(total, size))
+
+
 def whole_hours(period: Period) -> Period:
     """The period widened to whole UTC hours (start down, end up): Cloud Eye sums whole hours."""
     start_ms = period.start_ms - period.start_ms % CES_HOURLY.ms
-    end_ms = -(-period.end_ms // CES_HOURLY.ms) * CES_HOURLY.ms
+    end_ms = ceil_div(period.end_ms, CES_HOURLY.ms) * CES_HOURLY.ms
     return Period(from_epoch_ms(start_ms, timezone.utc), from_epoch_ms(end_ms, timezone.utc))
 
 
@@ -3715,9 +3727,9 @@ class Rollup:
 # for the hours it holds where they lie whole inside one row's bucket, for an answer a quarter or a
 # 24th of the size. The API reference says Cloud Eye rounds ``from`` down to the period; that 4-hour
 # and daily periods start at multiples of their length since the epoch (UTC midnight) and sum the
-# same calls as their hours is not said. So every run checks: each coarser answer's stamps, and its
-# first period of every series against that period's hours (asked for beside it, in the same wave).
-# A rollup that fails either is read again as hours, with a note.
+# same calls as their hours is not said. So every run checks them (BucketSums): each coarser answer's
+# stamps, and its newest period of every series against that period's hours (asked for beside it, in
+# the same wave). A rollup that fails is read again as hours, with a note.
 CES_HOURLY = Rollup("hourly", 3600, 10)
 CES_ROLLUPS = (Rollup("daily", 86400, 180), Rollup("4-hour", 14400, 30), CES_HOURLY)
 # Coarser sums only for periods that ended this long ago: MaaS calls take 1 to 2 hours to reach the
@@ -3733,7 +3745,7 @@ Span = tuple[Rollup, int, int]  # (rollup, from, to): epoch ms, whole periods of
 
 class CesCall(NamedTuple):
     """One data call: a span of one rollup for a slice of the series; ``checks``: its hours check the
-    first period of that rollup (it adds nothing to the rows)."""
+    newest period of a coarser rollup (it adds nothing to the rows)."""
 
     rollup: Rollup
     start: int
@@ -3757,7 +3769,7 @@ def aligned_spans(lo: int, hi: int, rollups: Sequence[Rollup]) -> list[Span]:
     rollup, finer = rollups[0], rollups[1:]
     if not finer:
         return [(rollup, lo, hi)]
-    first, last = -(-lo // rollup.ms) * rollup.ms, hi // rollup.ms * rollup.ms
+    first, last = ceil_div(lo, rollup.ms) * rollup.ms, hi // rollup.ms * rollup.ms
     if first >= last:
         return aligned_spans(lo, hi, finer)
     return [*aligned_spans(lo, first, finer), (rollup, first, last), *aligned_spans(last, hi, finer)]
@@ -3767,16 +3779,21 @@ def ces_spans(query: Query, now: datetime) -> list[Span]:
     """The (whole-hour) period in rollup spans: coarser sums only inside the hourly sums' 155 days
     and CES_SETTLE before now, hours elsewhere; neighbouring spans of one rollup joined."""
     lo, hi, hour = query.period.start_ms, query.period.end_ms, CES_HOURLY.ms
-    coarse_lo = min(hi, max(lo, -(-to_epoch_ms(now - CES_RETENTION) // hour) * hour))
+    coarse_lo = min(hi, max(lo, ceil_div(to_epoch_ms(now - CES_RETENTION), hour) * hour))
     coarse_hi = max(coarse_lo, min(hi, to_epoch_ms(now - CES_SETTLE) // hour * hour))
-    spans: list[Span] = []
-    for rollup, start, end in [(CES_HOURLY, lo, coarse_lo), *aligned_spans(coarse_lo, coarse_hi, ces_rollups(query)),
-                               (CES_HOURLY, coarse_hi, hi)]:
-        if start < end and spans and spans[-1][0] == rollup and spans[-1][2] == start:
-            spans[-1] = (rollup, spans[-1][1], end)
+    return joined([(CES_HOURLY, lo, coarse_lo), *aligned_spans(coarse_lo, coarse_hi, ces_rollups(query)),
+                   (CES_HOURLY, coarse_hi, hi)])
+
+
+def joined(spans: Iterable[Span]) -> list[Span]:
+    """The spans in order without empty ones, neighbours of one rollup made one."""
+    out: list[Span] = []
+    for rollup, start, end in spans:
+        if start < end and out and out[-1][0] == rollup and out[-1][2] == start:
+            out[-1] = (rollup, out[-1][1], end)
         elif start < end:
-            spans.append((rollup, start, end))
-    return spans
+            out.append((rollup, start, end))
+    return out
 
 
 def ces_split(spans: Sequence[Span], series: int, datapoints: int, checks: bool = False) -> list[CesCall]:
@@ -3788,7 +3805,7 @@ def ces_split(spans: Sequence[Span], series: int, datapoints: int, checks: bool 
                                        datapoints)
         if checks:  # a checked period's hours stay in one call per series: its reader knows them by their span
             periods = (hi - lo) // rollup.ms
-            per_call = -(-series // -(-series // max(1, min(CES_MAX_SERIES, datapoints // periods, series))))
+            per_call = evened(series, max(1, min(CES_MAX_SERIES, datapoints // periods, series)))
         calls += [CesCall(rollup, start, min(hi, start + periods * rollup.ms), first, min(per_call, series - first),
                           checks)
                   for start in range(lo, hi, periods * rollup.ms) for first in range(0, series, per_call)]
@@ -3799,17 +3816,17 @@ def span_split(series: int, periods: int, max_periods: int, datapoints: int) -> 
     """Periods and series per call for one span: the fewest calls of at most ``datapoints`` each."""
     best: tuple[int, int, int] | None = None
     for batches in range(1, series + 1):
-        per_call = min(CES_MAX_SERIES, -(-series // batches))
+        per_call = min(CES_MAX_SERIES, ceil_div(series, batches))
         length = min(max_periods, periods, datapoints // per_call)
         if length < 1 or (best is not None and per_call == best[2]):
             continue
-        calls = -(-series // per_call) * -(-periods // length)
+        calls = ceil_div(series, per_call) * ceil_div(periods, length)
         if best is None or calls < best[0]:
             best = (calls, length, per_call)
     if best is None:  # one series a call is more than ``datapoints``: its periods are the limit
         return max(1, min(max_periods, periods, datapoints)), 1
     _, length, per_call = best
-    return -(-periods // -(-periods // length)), -(-series // -(-series // per_call))  # evened out
+    return evened(periods, length), evened(series, per_call)
 
 
 def checked_periods(spans: Sequence[Span]) -> list[Span]:
@@ -3850,12 +3867,12 @@ def ces_calls(query: Query, now: datetime, series: int, wave: int, budget: int |
 
 def spread_calls(spans: Sequence[Span], checks: Sequence[Span], series: int, wave: int) -> list[CesCall]:
     total = sum((hi - lo) // rollup.ms for rollup, lo, hi in [*spans, *checks]) * series
-    datapoints = min(CES_MAX_DATAPOINTS, max(CES_QUICK_DATAPOINTS, -(-total // max(1, wave))))
+    datapoints = min(CES_MAX_DATAPOINTS, max(CES_QUICK_DATAPOINTS, ceil_div(total, max(1, wave))))
     while True:
         calls = ces_split(spans, series, datapoints) + ces_split(checks, series, datapoints, checks=True)
         if len(calls) <= wave or datapoints >= CES_MAX_DATAPOINTS:
             return calls
-        datapoints = min(CES_MAX_DATAPOINTS, datapoints + -(-datapoints // 4))
+        datapoints = min(CES_MAX_DATAPOINTS, datapoints + ceil_div(datapoints, 4))
 
 
 def ces_wave(concurrency: int, max_requests: int, statistics: int) -> int:
@@ -3898,19 +3915,14 @@ def ces_window(query: Query, rollup: Rollup, lo: int, hi: int, batch: Sequence[S
                   f"{start} ~ {end} ({rollup.name} sums, {which})", call=call)
 
 
-def hours_again(query: Query, series: Sequence[Series], windows: Sequence[Window], rejected: set[int],
-                sums: BucketSums) -> list[Window]:
-    """The spans of the rejected rollups' calls, read again as hourly sums of every series."""
-    ranges = sorted({(w.body["from"], w.body["to"]) for w in windows if int(w.body["period"]) * 1000 in rejected})
-    spans: list[Span] = []
-    for lo, hi in ranges:
-        if spans and spans[-1][2] >= lo:
-            spans[-1] = (CES_HOURLY, spans[-1][1], max(spans[-1][2], hi))
-        else:
-            spans.append((CES_HOURLY, lo, hi))
-    return [ces_window(query, CES_HOURLY, call.start, call.end, series[call.first:call.first + call.count],
-                       f"series {call.first + 1}-{call.first + call.count} of {len(series)}, again", sums.call())
-            for call in ces_split(spans, len(series), CES_MAX_DATAPOINTS)]
+def hours_again(period: CloudEyePeriod, series: Sequence[Series]) -> list[Window]:
+    """The spans of a period's rejected rollups, read again as hourly sums of every series."""
+    rejected = period.sums.rejected_rollups()
+    spans = joined(sorted({(CES_HOURLY, w.body["from"], w.body["to"]) for w in period.windows
+                           if int(w.body["period"]) * 1000 in rejected}))
+    return [ces_window(period.query, CES_HOURLY, call.start, call.end, series[call.first:call.first + call.count],
+                       f"series {call.first + 1}-{call.first + call.count} of {len(series)}, again",
+                       period.sums.call()) for call in ces_split(spans, len(series), CES_MAX_DATAPOINTS)]
 
 
 def row_key(query: Query, dims: tuple[tuple[str, str], ...]) -> tuple[str | None, str | None]:
@@ -4071,26 +4083,14 @@ def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project
                                          (max_requests - len(reconciled)) // len(periods))
         check_cloud_eye_calls(sum(len(period.windows) for period in periods) + len(reconciled), max_requests, console)
         fetch_each(client, endpoints, project_id, [window for period in periods for window in period.windows], console)
-        seconds = {id(period): [ces_window(period.query, CES_HOURLY, at, at + period_ms, [largest], "checking the "
-                                           f"{CES_ROLLUP_NAMES[period_ms]} sums by their largest",
-                                           period.sums.second_call())
-                                for period_ms, (at, largest) in period.sums.unproven().items()] for period in periods}
         # a round trip more, only when a newest period had no calls to compare
-        fetch_each(client, endpoints, project_id, [window for found in seconds.values() for window in found], console)
-        again: dict[int, list[Window]] = {}
-        rejected_names: set[str] = set()
-        for period in periods:
-            period.windows += seconds[id(period)]
-            rejected = period.sums.rejected_rollups()
-            again[id(period)] = hours_again(period.query, series, period.windows, rejected, period.sums)
-            rejected_names |= {CES_ROLLUP_NAMES[ms] for ms in rejected}
-        if rejected_names:
-            console.note(f"Cloud Eye's {in_words(sorted(rejected_names))} sums could not stand for their hours here "
+        read_more(client, endpoints, project_id, periods, second_checks, console)
+        rejected = {CES_ROLLUP_NAMES[ms] for period in periods for ms in period.sums.rejected_rollups()}
+        if rejected:
+            console.note(f"Cloud Eye's {in_words(sorted(rejected))} sums could not stand for their hours here "
                          "(stamped off their UTC start, not the sum of the hours checked beside them, or no calls to "
                          "check them by): those periods are read again as hourly sums")
-        fetch_each(client, endpoints, project_id, [window for found in again.values() for window in found], console)
-        for period in periods:
-            period.windows += again[id(period)]
+        read_more(client, endpoints, project_id, periods, lambda period: hours_again(period, series), console)
     except AuthRejected as exc:
         if not str(exc).startswith("Cloud Eye"):  # ShowStatistics' own refusal keeps its hint
             raise
@@ -4103,6 +4103,22 @@ def fetch_each(client: Client, endpoints: Mapping[str, Endpoint], project_id: st
     """Cloud Eye's windows (no row of their own) through ``fetch``; none is nothing sent."""
     if windows:
         fetch(client, endpoints, project_id, [(None, window) for window in windows], console, save=None)
+
+
+def read_more(client: Client, endpoints: Mapping[str, Endpoint], project_id: str, periods: Sequence[CloudEyePeriod],
+              more: Callable[[CloudEyePeriod], list[Window]], console: Console) -> None:
+    """The windows ``more`` adds to each period, fetched together and kept with their period."""
+    added = [more(period) for period in periods]
+    fetch_each(client, endpoints, project_id, [window for windows in added for window in windows], console)
+    for period, windows in zip(periods, added):
+        period.windows += windows
+
+
+def second_checks(period: CloudEyePeriod) -> list[Window]:
+    """The hours of each unproven rollup's largest sum (BucketSums.unproven): one series, one period."""
+    return [ces_window(period.query, CES_HOURLY, at, at + period_ms, [largest],
+                       f"checking the {CES_ROLLUP_NAMES[period_ms]} sums by their largest", period.sums.second_call())
+            for period_ms, (at, largest) in period.sums.unproven().items()]
 
 
 def noted_missing(series: Sequence[Series], query: Query, console: Console) -> frozenset[str]:
@@ -5842,9 +5858,6 @@ def probe_host(endpoint: Endpoint, proxy: str | None, session: Any, timeout: flo
 def describe_probe_failure(exc: Exception, timeout: float, endpoint: Endpoint) -> tuple[str, str]:
     """What went wrong below HTTP in a probe, read as a run reads it (describe_network_error), and
     what to do."""
-    bundle = exception_chain(exc)[-1]  # requests' own OSError for an unreadable REQUESTS_CA_BUNDLE
-    if isinstance(bundle, OSError) and not bundle.errno and "CA certificate bundle" in str(bundle):
-        return printable(str(bundle), 200), "check that REQUESTS_CA_BUNDLE names a readable PEM file"
     problem = describe_network_error(exc, timeout)
     hints = {"the host name cannot be resolved": f"check the host name ({endpoint.source}) and this machine's DNS",
              "connection refused": f"check the port in the URL; {NETWORK_HINT}"}

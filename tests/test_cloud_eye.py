@@ -568,6 +568,13 @@ def to_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def exact_rows(cloud, document: dict) -> None:
+    """Each Cloud Eye row against the fake's own sums over its start and end."""
+    for row in document["rows"]:
+        start, end = (int(datetime.fromisoformat(row[edge]).timestamp() * 1000) for edge in ("start", "end"))
+        assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"])), row["start"]
+
+
 def periods_asked(cloud) -> set[str]:
     return {body["period"] for body in data_calls(cloud)}
 
@@ -582,9 +589,7 @@ def test_rows_from_coarser_sums_are_the_exact_sums_of_their_hours(cli, cloud, zo
     assert periods_asked(cloud) == periods
     rows = run.json()["rows"]
     assert rows and all(row["source"] == "cloud_eye" for row in rows)
-    for row in rows:
-        start, end = (int(datetime.fromisoformat(row[edge]).timestamp() * 1000) for edge in ("start", "end"))
-        assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"])), row["start"]
+    exact_rows(cloud, run.json())
 
 
 def test_coarser_sums_stamped_off_their_period_are_read_again_as_hours(cli, cloud):
@@ -601,9 +606,7 @@ def test_coarser_sums_stamped_off_their_period_are_read_again_as_hours(cli, clou
     assert daily and all(any(again["period"] == "3600" and again["from"] == body["from"] for again in bodies)
                          for body in daily)
     document = run.json()
-    start, end = (int(datetime.fromisoformat(document["period"][edge]).timestamp() * 1000) for edge in ("start", "end"))
-    for row in document["rows"]:
-        assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"]))
+    exact_rows(cloud, document)
     assert document["reconciliation"]["tokens_ratio"] == 1.0
 
 
@@ -631,7 +634,7 @@ def test_raw_names_each_data_calls_rollup(cli, cloud):
 
 def test_coarser_sums_that_are_not_the_sum_of_their_hours_are_read_again_as_hours(cli, cloud):
     """Were Cloud Eye's days stamped at UTC midnight but to hold UTC+8 days, the stamps would pass:
-    the hours read beside each rollup's first period catch it, and the rows stay exact."""
+    the hours read beside each rollup's newest period catch it, and the rows stay exact."""
     now = serve_at(cloud, RUN_AT)
     cloud.events = hourly_index(ms("2026-04-25T00:00", "UTC"), ms("2026-06-01T00:00", "UTC"))
     cloud.ces.rollup_shift = -8 * HOUR
@@ -642,10 +645,8 @@ def test_coarser_sums_that_are_not_the_sum_of_their_hours_are_read_again_as_hour
     checks = [body for body in bodies if body["period"] == "3600" and body["to"] - body["from"] in (DAY, 4 * HOUR)
               and any(other["period"] != "3600" and other["from"] <= body["from"] and body["to"] <= other["to"]
                       for other in bodies)]
-    assert checks  # the hours of each rollup's first period, asked for beside it
-    for row in run.json()["rows"]:
-        start, end = (int(datetime.fromisoformat(row[edge]).timestamp() * 1000) for edge in ("start", "end"))
-        assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"])), row["start"]
+    assert checks  # the hours of each rollup's newest period, asked for beside it
+    exact_rows(cloud, run.json())
     assert run.json()["reconciliation"]["tokens_ratio"] == 1.0
 
 
@@ -659,9 +660,7 @@ def test_a_passed_check_adds_the_checked_hours_once(cli, cloud):
     assert {body["period"] for body in data_calls(cloud)} == {"3600", "14400", "86400"}
     assert run.json()["reconciliation"]["tokens_ratio"] == 1.0
     document = run.json()
-    start, end = (int(datetime.fromisoformat(document["period"][edge]).timestamp() * 1000) for edge in ("start", "end"))
-    for row in document["rows"]:
-        assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"]))
+    exact_rows(cloud, document)
 
 
 @pytest.mark.parametrize("missing", [{"total_tokens"}, {"rpm"}, {"total_tokens", "rpm"}, {"req_count_5xx", "completion_tokens"}])
@@ -703,12 +702,6 @@ def test_a_zone_that_is_whole_hours_off_utc_only_at_the_ends_is_refused_for_buck
     assert whole.code == 0, whole.stderr  # without a time bucket, whole hours still sum the range
 
 
-def exact_rows(cloud, document: dict) -> None:
-    for row in document["rows"]:
-        start, end = (int(datetime.fromisoformat(row[edge]).timestamp() * 1000) for edge in ("start", "end"))
-        assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"])), row["start"]
-
-
 def test_a_check_of_a_period_without_calls_is_made_again_on_the_largest_sum(cli, cloud):
     """The newest day and 4 hours had no calls (the models went quiet): comparing 0 with 0 proves
     nothing, so each rollup's largest sum is checked against its hours in one more round trip."""
@@ -737,10 +730,8 @@ def test_coarser_sums_with_no_calls_to_check_them_by_are_read_as_hours(cli, clou
     assert run.code == 0, run.stderr
     assert "no calls to check them by" in run.stderr
     document = run.json()
-    start, end = (int(datetime.fromisoformat(document["period"][edge]).timestamp() * 1000) for edge in ("start", "end"))
     assert document["rows"]
-    for row in document["rows"]:
-        assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"]))
+    exact_rows(cloud, document)
 
 
 @pytest.mark.parametrize("max_requests", ["8", "10", "12"])
@@ -755,9 +746,7 @@ def test_a_max_requests_too_small_for_a_failed_check_takes_hours_from_the_start(
     assert run.code == 0, run.stderr
     assert len(data_calls(cloud)) + len(cloud.requests_of("maas")) <= int(max_requests)
     exact = run.json()
-    start, end = (int(datetime.fromisoformat(exact["period"][edge]).timestamp() * 1000) for edge in ("start", "end"))
-    for row in exact["rows"]:
-        assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"]))
+    exact_rows(cloud, exact)
 
 
 def test_compare_gives_the_previous_periods_cloud_eye_rows_and_the_totals_change(cli, cloud):
