@@ -108,6 +108,7 @@ CES_ENDPOINT_TEMPLATE = "https://ces.{region}.myhuaweicloud.com"
 LIST_METRICS_PATH = "/V1.0/{project_id}/metrics"  # Cloud Eye API reference, ListMetrics
 # MaaS calls per model service (dimension maas_api_id) and key: MaaS user guide, usermanual_maas_0068.
 CES_NAMESPACE = "SYS.MaaS"
+CES_MODEL_DIMENSION, CES_KEY_DIMENSION = "maas_api_id", "maas_key_id"
 BATCH_METRIC_DATA_PATH = "/V1.0/{project_id}/batch-query-metric-data"  # Cloud Eye API reference, BatchListMetricData
 # huaweicloudsdkces' BatchListMetricDataRequestBody docstrings: metrics "[1,500]"; a to - from over a
 # period's span (CES_ROLLUPS) moves from forward; the API reference: series x (to - from) / period <=
@@ -2980,6 +2981,9 @@ def lookup_project_id(client: Client, iam: Endpoint, region: str) -> str:
     return IAM_PROJECTS.answer(client, iam, None, region, params=(("name", region),))[1]
 
 
+Series = tuple[str, tuple[tuple[str, str], ...]]  # (metric name, ((dimension, value), ...))
+
+
 @dataclass(frozen=True)
 class MetricList:
     """What one page of Cloud Eye's ListMetrics holds: its metrics and the model services they cover."""
@@ -2987,6 +2991,7 @@ class MetricList:
     metrics: int
     models: frozenset[str]  # the distinct maas_api_id dimension values
     total: int  # meta_data.total: more than ``metrics`` when further pages exist
+    series: tuple[Series, ...] = ()  # the page's SYS.MaaS entries: (metric, dimensions as listed)
 
 
 def metric_list_of(data: Any, what: str, params: Mapping[str, Any]) -> MetricList:
@@ -3008,7 +3013,7 @@ def metric_list_of(data: Any, what: str, params: Mapping[str, Any]) -> MetricLis
     if not isinstance(meta, dict) or not count(meta.get("count")) or not count(meta.get("total")) \
             or not text(meta.get("marker", "")):
         raise malformed("no 'meta_data' with a count, a total and a marker")
-    models = set()
+    models, series = set(), []
     for number, metric in enumerate(metrics, start=1):
         dimensions = metric.get("dimensions") if isinstance(metric, dict) else None
         if not (isinstance(dimensions, list) and text(metric.get("namespace")) and text(metric.get("metric_name"))
@@ -3017,9 +3022,11 @@ def metric_list_of(data: Any, what: str, params: Mapping[str, Any]) -> MetricLis
         for dimension in dimensions:
             if not (isinstance(dimension, dict) and text(dimension.get("name")) and text(dimension.get("value"))):
                 raise malformed(f"metric {number} has a dimension without a name and a value")
-            if dimension["name"] == "maas_api_id":
+            if dimension["name"] == CES_MODEL_DIMENSION:
                 models.add(dimension["value"])
-    return MetricList(len(metrics), frozenset(models), max(meta["total"], len(metrics)))
+        if metric["namespace"] == CES_NAMESPACE:
+            series.append((metric["metric_name"], tuple((d["name"], d["value"]) for d in dimensions)))
+    return MetricList(len(metrics), frozenset(models), max(meta["total"], len(metrics)), tuple(series))
 
 
 LIST_METRICS = CallKind("Cloud Eye ListMetrics", "GET", "ces", LIST_METRICS_PATH, metric_list_of)
@@ -3522,7 +3529,6 @@ class Report:
 # Cloud Eye: per model and per key
 # ----------------------------------------------------------------------------------------------
 
-CES_MODEL_DIMENSION, CES_KEY_DIMENSION = "maas_api_id", "maas_key_id"
 # Cloud Eye's SYS.MaaS metrics (cloudeye-exporter's table) that make each sum of a Usage, and the
 # actual units per Usage unit (tokens are per token in Cloud Eye, in thousands in a Usage).
 CES_SUMS = {"tokens_k": ("total_tokens",), "prompt_k": ("prompt_tokens",), "completion_k": ("completion_tokens",),
@@ -3531,15 +3537,6 @@ CES_METRIC_NAMES = tuple(name for names in CES_SUMS.values() for name in names)
 CES_PLAUSIBLE_MAX = _PLAUSIBLE_MAX * max(metric.api_unit for metric in SUMS)  # tokens are tokens in Cloud Eye
 CES_PERMISSION_HINT = ("the credentials lack a Cloud Eye permission: the IAM user needs ces:metrics:list and "
                        "ces:metricData:list (CES ReadOnlyAccess)")
-Series = tuple[str, tuple[tuple[str, str], ...]]  # (metric name, ((dimension, value), ...))
-
-
-def ces_series_of(data: Any, what: str, params: Mapping[str, Any]) -> tuple[MetricList, list[Series]]:
-    """A ListMetrics page: the checked MetricList and its (metric, dimensions) entries in SYS.MaaS."""
-    listed = metric_list_of(data, what, params)
-    series = [(m["metric_name"], tuple((d["name"], d["value"]) for d in m["dimensions"]))
-              for m in data["metrics"] if m["namespace"] == CES_NAMESPACE]
-    return listed, series
 
 
 def datapoints_of(data: Any, what: str, body: Mapping[str, Any]) -> list[tuple[Series, list[tuple[int, Decimal]]]]:
@@ -3576,7 +3573,6 @@ def datapoints_of(data: Any, what: str, body: Mapping[str, Any]) -> list[tuple[S
 
 
 BATCH_METRIC_DATA = CallKind("Cloud Eye BatchListMetricData", "POST", "ces", BATCH_METRIC_DATA_PATH, datapoints_of)
-CES_LIST = dataclasses.replace(LIST_METRICS, read=ces_series_of)
 
 
 @dataclass(frozen=True)
@@ -3699,9 +3695,9 @@ def listed_series(client: Client, endpoint: Endpoint, project_id: str, query: Qu
     page (``start`` is the marker of the page before)."""
     wanted, found, marker, seen = set(ces_dimensions(query)), [], "", 0
     while True:
-        data, (page, series) = CES_LIST.answer(client, endpoint, project_id, f"{CES_NAMESPACE} {metric}",
-                                               params=list_params(metric, marker))
-        found += [s for s in series if s[0] == metric and {name for name, _ in s[1]} == wanted]
+        data, page = LIST_METRICS.answer(client, endpoint, project_id, f"{CES_NAMESPACE} {metric}",
+                                         params=list_params(metric, marker))
+        found += [s for s in page.series if s[0] == metric and {name for name, _ in s[1]} == wanted]
         seen += page.metrics
         marker = data["meta_data"].get("marker", "")
         if not page.metrics or not marker or seen >= page.total:
@@ -3963,7 +3959,7 @@ def cloud_eye_plan(settings: Settings, project_id: str | None, console: Console,
     (one for both periods of --compare), then each period's reconciliation windows; the data calls
     depend on ListMetrics' answers."""
     console.note("the Cloud Eye data calls (BatchListMetricData) depend on ListMetrics' answers: they are not planned")
-    planned = [CES_LIST.planned(settings.ces, project_id, None, list_params(metric)) for metric in CES_METRIC_NAMES]
+    planned = [LIST_METRICS.planned(settings.ces, project_id, None, list_params(metric)) for metric in CES_METRIC_NAMES]
     if settings.monitor is not None:
         planned.append(MONITOR_INSTANCES.planned(settings.monitor, project_id, names_body(0)))
     for query in (settings.query, settings.query.previous_query()):
@@ -5994,7 +5990,7 @@ def check_cloud_eye(step: str, settings: Settings, client: Client, project_id: s
                   "and per API key need it")
     try:
         found = LIST_METRICS.answer(client, settings.ces, project_id, CES_NAMESPACE,
-                                    params=(("namespace", CES_NAMESPACE), ("limit", "1000")))[1]
+                                    params=(("namespace", CES_NAMESPACE), ("limit", str(CES_LIST_LIMIT))))[1]
     except ToolError as exc:
         # After a signature that passed, a 401 from Cloud Eye is its permission rather than the key's.
         return call_failure(step, exc, {403: permission, **({401: permission} if client.warm else {})})
