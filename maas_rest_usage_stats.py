@@ -5820,6 +5820,7 @@ def probe_host(endpoint: Endpoint, proxy: str | None, session: Any, timeout: flo
     import socket
 
     import requests
+    import urllib3
 
     if proxy is None:
         port = int(endpoint.address.rsplit(":", 1)[1])
@@ -5843,8 +5844,10 @@ def probe_host(endpoint: Endpoint, proxy: str | None, session: Any, timeout: flo
         connection.timeout = timeout
         connection.connect()
         version = getattr(connection.sock, "version", lambda: None)() or "TLS"
-    except BaseException:
+    except BaseException as exc:
         connection.close()
+        if isinstance(exc, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError)):
+            phase[0] = "TCP"  # urllib3 raises these from the socket's connect, before any TLS
         raise
     finally:
         put(connection)

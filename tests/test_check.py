@@ -132,6 +132,14 @@ def _silent_host(cloud, tmp_path):
     return ("--ces-endpoint", f"https://127.0.0.1:{listener.getsockname()[1]}", "--timeout", "1")
 
 
+def _closed_port(cloud, tmp_path):
+    """A port nothing listens on: the TCP connection is refused before any TLS."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return ("--ces-endpoint", f"https://127.0.0.1:{port}")
+
+
 def _echo_secret(cloud, tmp_path):
     cloud.add_fault("echo_secret", path="iam", encoding="cut")
     return ()
@@ -180,6 +188,10 @@ CASES = {
                                                      statuses={"Cloud Eye endpoint": "FAIL",
                                                                "Cloud Eye metrics": "skip"}, code=1,
                                                      says={"Cloud Eye endpoint": ("TLS", "no answer within 1 s")}),
+    "a port nothing listens on": Case(setup=_closed_port,
+                                      statuses={"Cloud Eye endpoint": "FAIL", "Cloud Eye metrics": "skip"}, code=1,
+                                      says={"Cloud Eye endpoint": ("from --ces-endpoint", ": TCP: connection refused",
+                                                                   "check the port")}),
     "a clock 5 minutes behind": Case(setup=_offset(5 * 60), statuses={"clock": "warn"},
                                      says={"clock": (about("5 min", "behind"), "NTP")}),
     "a clock 20 minutes behind": Case(setup=_offset(20 * 60), statuses={"clock": "FAIL", **SKIPPED_UNSIGNED},
