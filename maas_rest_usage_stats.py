@@ -3886,11 +3886,9 @@ def cloud_eye_calls_expected(query: Query, now: datetime, wave: int) -> int:
     return len(CES_METRIC_NAMES) + len(ces_calls(query, now, CES_EXPECTED_SERIES, wave))
 
 
-def ces_windows(query: Query, series: Sequence[Series], now: datetime, wave: int, sums: BucketSums,
-                budget: int | None = None) -> list[Window]:
-    """The BatchListMetricData calls that cover every series over the (whole-hour) period, read into
-    ``sums``, and the hours that check each coarser rollup's newest period."""
-    calls = ces_calls(query, now, len(series), wave, budget)
+def ces_windows(query: Query, series: Sequence[Series], calls: Sequence[CesCall], sums: BucketSums) -> list[Window]:
+    """The BatchListMetricData calls (ces_calls) that cover every series over the (whole-hour)
+    period, read into ``sums``, and the hours that check each coarser rollup's newest period."""
     sums.checked.update((call.end - call.start, call.start) for call in calls if call.checks)
     return [ces_window(query, call.rollup, call.start, call.end, series[call.first:call.first + call.count],
                        f"series {call.first + 1}-{call.first + call.count} of {len(series)}"
@@ -4074,10 +4072,12 @@ def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project
         for index, window in enumerate(reconciled, start=len(CES_METRIC_NAMES) + 1):
             window.response, window.usage = found[index]
         wave = ces_wave(client.options.concurrency, max_requests, len(reconciled))
-        for period in periods:  # the wave and --max-requests shared between the periods
-            period.windows = ces_windows(period.query, series, now, max(1, wave // len(periods)), period.sums,
-                                         (max_requests - len(reconciled)) // len(periods))
-        check_cloud_eye_calls(sum(len(period.windows) for period in periods) + len(reconciled), max_requests, console)
+        # the wave and --max-requests shared between the periods; the calls counted before any is built
+        plans = [ces_calls(period.query, now, len(series), max(1, wave // len(periods)),
+                           (max_requests - len(reconciled)) // len(periods)) for period in periods]
+        check_cloud_eye_calls(sum(map(len, plans)) + len(reconciled), max_requests, console)
+        for period, calls in zip(periods, plans):
+            period.windows = ces_windows(period.query, series, calls, period.sums)
         fetch_each(client, endpoints, project_id, [window for period in periods for window in period.windows], console)
         # a round trip more, only when a newest period had no calls to compare
         read_more(client, endpoints, project_id, periods, second_checks, console)

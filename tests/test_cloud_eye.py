@@ -357,6 +357,20 @@ def test_max_requests_counts_the_calls_listmetrics_makes_necessary(cli, hourly):
     assert hourly.requests_of("ces_data") == [] and len(hourly.requests_of("ces_metrics")) >= 1
 
 
+def test_a_cloud_eye_plan_too_large_is_refused_before_any_call_is_built(cli, hourly, monkeypatch):
+    """The count comes from the plan's arithmetic (ces_calls), not from its bodies: refusing a plan of
+    thousands of series builds none of them (it took gigabytes when it did)."""
+    def never(*args, **kwargs):
+        raise AssertionError("a data call was built")
+
+    import maas_rest_usage_stats as script
+
+    monkeypatch.setattr(script, "ces_window", never)
+    run = cli("--from", "2026-04-20", "--to", "2026-05-20", "--timezone", "UTC", "--group-by", "model",
+              "--max-requests", "3")
+    assert run.code == 2 and "more than --max-requests 3" in run.stderr, run.stderr
+
+
 
 def test_sums_stay_exact_when_cloud_eye_also_answers_the_hour_of_to_and_calls_are_retried(cli, hourly):
     hourly.ces.to_inclusive = True
@@ -475,7 +489,8 @@ def test_connections_opened_while_iam_answers_match_the_calls_of_four_models(hou
     per_model = [(name, (("maas_api_id", f"m{i}"),)) for i in range(4) for name in script.CES_METRIC_NAMES]
     assert len(per_model) == script.CES_EXPECTED_SERIES
     sums = script.BucketSums(query, script.split_buckets(query.period, None, timezone.utc))
-    assert 6 + len(script.ces_windows(query, per_model, later, 16, sums)) == calls  # 6 ListMetrics, one a metric
+    windows = script.ces_windows(query, per_model, script.ces_calls(query, later, len(per_model), 16), sums)
+    assert 6 + len(windows) == calls  # 6 ListMetrics, one a metric
 
 
 # ----------------------------------------------------------------------------------------------
