@@ -116,10 +116,15 @@ BATCH_METRIC_DATA_PATH = "/V1.0/{project_id}/batch-query-metric-data"  # Cloud E
 CES_MAX_SERIES = 500
 CES_MAX_DATAPOINTS = 3000
 CES_LIST_LIMIT = 1000  # ListMetrics: limit in [1, 1000]
+CES_MAX_DIMENSION_VALUE = 256  # huaweicloudsdkces MetricsDimension.value: "长度为[1,256]个字符"
+# Not Cloud Eye's: the most series a run lists and keeps (10,000 model-key pairs of 6 metrics; with
+# Cloud Eye's longest ids, under 60 MB), so that whatever ListMetrics answers, memory stays bounded.
+CES_MAX_LISTED = 60_000
 CES_RETENTION = timedelta(days=155)  # Cloud Eye FAQ "How Long Is Metric Data Retained?": hourly sums, 155 days
 MONITOR_ENDPOINT_TEMPLATE = "https://maas.{region}.myhuaweicloud.com"  # cloudeye-exporter's default (unverified)
 MONITOR_INSTANCES_PATH = "/v1/{project_id}/maas/monitor/instances"  # cloudeye-exporter, collector/maas*.go
 MONITOR_PAGE = 100
+MONITOR_MAX_PAGES = 100  # not the monitor's: names of the first 10,000 instances, then ids (a note)
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
 MAX_WINDOW = timedelta(days=30)  # API rejects end_time - start_time > 30 days
@@ -3020,12 +3025,14 @@ def metric_list_of(data: Any, what: str, params: Mapping[str, Any]) -> MetricLis
                 and text(metric.get("unit", ""))):
             raise malformed(f"metric {number} lacks a namespace, a metric_name or a dimensions list")
         for dimension in dimensions:
-            if not (isinstance(dimension, dict) and text(dimension.get("name")) and text(dimension.get("value"))):
-                raise malformed(f"metric {number} has a dimension without a name and a value")
+            if not (isinstance(dimension, dict) and text(dimension.get("name")) and text(dimension.get("value"))
+                    and 0 < len(dimension["value"]) <= CES_MAX_DIMENSION_VALUE):
+                raise malformed(f"metric {number} has a dimension without a name and a value of 1 to "
+                                f"{CES_MAX_DIMENSION_VALUE} characters")
             if dimension["name"] == CES_MODEL_DIMENSION:
                 models.add(dimension["value"])
-        if metric["namespace"] == CES_NAMESPACE:
-            series.append((metric["metric_name"], tuple((d["name"], d["value"]) for d in dimensions)))
+        if metric["namespace"] == CES_NAMESPACE:  # dimensions in name order, as data answers are read
+            series.append((metric["metric_name"], tuple(sorted((d["name"], d["value"]) for d in dimensions))))
     return MetricList(len(metrics), frozenset(models), max(meta["total"], len(metrics)), tuple(series))
 
 
@@ -3619,13 +3626,16 @@ def model_and_key_names(client: Client, endpoint: Endpoint | None, project_id: s
         return models, keys
     start = 0
     try:
-        while True:
+        for _ in range(MONITOR_MAX_PAGES):
             page = MONITOR_INSTANCES.answer(client, endpoint, project_id, "model and key names", names_body(start))[1]
             models.update(page.models)
             keys.update(page.keys)
             start += page.count
             if not page.count or start >= page.total:
                 return models, keys
+        console.note(f"model and key names are read for the first {start:,} instances the MaaS monitor lists "
+                     f"({MONITOR_MAX_PAGES} pages): others show Cloud Eye's ids")
+        return models, keys
     except ToolError as exc:
         console.note(f"model and key names are not available ({exc}): rows show Cloud Eye's ids")
         return {}, {}
@@ -3690,18 +3700,50 @@ def list_params(metric: str, marker: str = "") -> tuple[tuple[str, str], ...]:
             *((("start", marker),) if marker else ()))
 
 
-def listed_series(client: Client, endpoint: Endpoint, project_id: str, query: Query, metric: str) -> list[Series]:
+class Listing:
+    """What the ListMetrics pages of a run have cost so far, across the metrics listed in parallel.
+    A page after each metric's first is a request, and every series listed needs a share of a data
+    call (500 at most in one): once those alone pass --max-requests, or the series pass
+    CES_MAX_LISTED, listing stops with the refusal, whatever pages a server would go on answering."""
+
+    def __init__(self, limit: int, counted: int) -> None:
+        self.limit, self.requests, self.series = limit, counted, 0
+        self._lock = threading.Lock()
+
+    def page(self, listed: int, first: bool) -> None:
+        with self._lock:
+            self.requests += not first
+            self.series += listed
+            needed = self.requests + ceil_div(self.series, CES_MAX_SERIES)
+        if self.series > CES_MAX_LISTED:
+            raise UsageError(f"Cloud Eye lists more than {CES_MAX_LISTED:,} {CES_NAMESPACE} series for this grouping, "
+                             "more than a run keeps", hint="group by model alone: it reads a series per model, "
+                             "not per model and key")
+        if needed > self.limit:
+            raise UsageError(f"Cloud Eye lists series that need at least {needed:,} requests, more than "
+                             f"--max-requests {self.limit} (what was sent so far only listed them)",
+                             hint="narrow it: a shorter range, or group by model or by key alone; or raise --max-requests")
+
+
+def listed_series(client: Client, endpoint: Endpoint, project_id: str, query: Query, metric: str,
+                  listing: Listing) -> list[Series]:
     """Every series of ``metric`` that ListMetrics lists with the query's dimension set, page after
-    page (``start`` is the marker of the page before)."""
-    wanted, found, marker, seen = set(ces_dimensions(query)), [], "", 0
+    page (``start`` is the marker of the page before; a marker seen before is malformed: its pages
+    would go round for ever), each page counted in ``listing``."""
+    wanted, found, marker, seen, markers = set(ces_dimensions(query)), [], "", 0, set()
     while True:
         data, page = LIST_METRICS.answer(client, endpoint, project_id, f"{CES_NAMESPACE} {metric}",
                                          params=list_params(metric, marker))
+        listing.page(page.metrics, first=not markers and not marker)
         found += [s for s in page.series if s[0] == metric and {name for name, _ in s[1]} == wanted]
         seen += page.metrics
         marker = data["meta_data"].get("marker", "")
         if not page.metrics or not marker or seen >= page.total:
-            return found
+            return sorted(set(found))
+        if marker in markers:
+            raise MalformedResponse(f"malformed response from {LIST_METRICS.name} ({CES_NAMESPACE} {metric}): "
+                                    "its pages go round (a page marker came back)")
+        markers.add(marker)
 
 
 @dataclass(frozen=True)
@@ -4062,8 +4104,9 @@ def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project
         found: dict[int, Any] = {}
         reconciled = [window for period in periods for _, window in windows_of(period.statistics)]
         check_cloud_eye_calls(len(reconciled), max_requests, console)
+        listing = Listing(max_requests, len(reconciled))
         client.fan_out([*(functools.partial(listed_series, client, endpoints["ces"], project_id, periods[0].query,
-                                            metric) for metric in CES_METRIC_NAMES),
+                                            metric, listing) for metric in CES_METRIC_NAMES),
                         lambda: model_and_key_names(client, endpoints.get("monitor"), project_id, console),
                         *(window_task(client, endpoints, project_id, window) for window in reconciled)],
                        found.__setitem__)

@@ -1,0 +1,104 @@
+"""Cloud Eye answers that would make a run go on for ever, grow without bound, or count a figure
+twice: listings that page round or never end, more series than a run keeps, series listed twice or
+answered unasked, hourly stamps off the hour, and a reconciliation that Cloud Eye exceeds."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+import fakecloud as fc
+from conftest import hourly_index, local_ms
+from test_cloud_eye import data_calls, metrics_of, oracle
+
+RANGE = ("--from", "2026-05-08", "--to", "2026-05-10", "--timezone", "UTC")
+
+
+@pytest.fixture
+def hourly(cloud):
+    cloud.events = hourly_index(local_ms("2026-04-01T00:00", "UTC"), local_ms("2026-06-01T00:00", "UTC"))
+    return cloud
+
+
+def exact(cloud, document: dict) -> None:
+    """Each row against the fake's own sums of its events (per model and, when split so, per key)."""
+    assert document["rows"]
+    for row in document["rows"]:
+        start, end = (int(datetime.fromisoformat(row[edge]).timestamp() * 1000) for edge in ("start", "end"))
+        assert metrics_of(row) == oracle(cloud.cloud_eye_usage(start, end, model_id=row["model_id"],
+                                                               key_id=row["api_key_id"])), row
+
+
+def listing(cloud, now_ms: int) -> dict:
+    """The fake's whole SYS.MaaS listing (every metric), as one ListMetrics page."""
+    return fc.ces_list_metrics(cloud.index.cloud_eye, fc.ListMetricsQuery(namespace=fc.CES_NAMESPACE), cloud.ces,
+                               now_ms)
+
+
+# -- listings that do not end ---------------------------------------------------------------------
+
+def test_a_page_marker_that_comes_back_is_malformed_not_a_loop(cli, hourly):
+    page = listing(hourly, local_ms("2026-05-10T00:00", "UTC"))
+    page["meta_data"] = {"count": len(page["metrics"]), "marker": "the-same", "total": 10 ** 12}
+    hourly.add_fault("json", path="ces_metrics", times=1000, body=page)
+    run = cli(*RANGE, "--group-by", "model")
+    assert run.code == 1 and run.stdout == ""
+    assert "its pages go round (a page marker came back)" in run.stderr, run.stderr
+    assert len(hourly.requests_of("ces_metrics")) <= 12  # two pages a metric, then the answer is refused
+    assert hourly.requests_of("ces_data") == []
+
+
+def test_pages_that_never_end_are_refused_by_max_requests(cli, hourly):
+    """One series a page (a server ignoring limit) and a total that keeps the listing going: each page
+    after a metric's first is a request, and --max-requests stops the listing, not the server."""
+    hourly.ces.page_limit = 1
+    run = cli(*RANGE, "--group-by", "model", "api-key", "--max-requests", "8")
+    assert run.code == 2 and run.stdout == ""
+    assert "Cloud Eye lists series that need at least" in run.stderr and "--max-requests 8" in run.stderr
+    assert len(hourly.requests_of("ces_metrics")) <= 6 + 8 + 6  # each listing may have a page in flight
+    assert hourly.requests_of("ces_data") == []
+
+
+def test_more_series_than_a_run_keeps_are_refused(cli, hourly, monkeypatch):
+    import maas_rest_usage_stats as script
+
+    monkeypatch.setattr(script, "CES_MAX_LISTED", 20)  # the hourly fake lists 5 models x 6 metrics
+    run = cli(*RANGE, "--group-by", "model")
+    assert run.code == 2 and run.stdout == ""
+    assert "Cloud Eye lists more than 20 SYS.MaaS series" in run.stderr
+    assert "hint: group by model alone" in run.stderr
+    assert hourly.requests_of("ces_data") == []
+
+
+def test_a_dimension_value_longer_than_cloud_eye_allows_is_malformed(cli, hourly):
+    page = listing(hourly, local_ms("2026-05-10T00:00", "UTC"))
+    page["metrics"][0]["dimensions"][0]["value"] = "m" * 257
+    hourly.add_fault("json", path="ces_metrics", times=6, body=page)
+    run = cli(*RANGE, "--group-by", "model")
+    assert run.code == 1 and "a value of 1 to 256 characters" in run.stderr, run.stderr
+
+
+def test_names_that_never_end_stop_after_a_bounded_number_of_pages(cli, hourly, monkeypatch):
+    import maas_rest_usage_stats as script
+
+    monkeypatch.setattr(script, "MONITOR_MAX_PAGES", 3)
+    hourly.add_fault("json", path="monitor", times=1000,
+                     body={"instances": [{"maas_api_id": {"id": "x", "name": "x"}}], "total": 10 ** 12})
+    run = cli(*RANGE, "--group-by", "model", "--format", "json")
+    assert run.code == 0, run.stderr
+    assert len(hourly.requests_of("monitor")) == 3
+    assert "names are read for the first 3 instances" in run.stderr
+    exact(hourly, run.json())
+
+
+# -- a figure counted twice -------------------------------------------------------------------------
+
+def test_a_series_listed_twice_in_either_dimension_order_is_read_once(cli, hourly):
+    page = listing(hourly, local_ms("2026-05-10T00:00", "UTC"))
+    page["metrics"] += [{**metric, "dimensions": metric["dimensions"][::-1]} for metric in page["metrics"]]
+    page["meta_data"] = {"count": len(page["metrics"]), "marker": "", "total": len(page["metrics"])}
+    hourly.add_fault("json", path="ces_metrics", times=6, body=page)
+    run = cli(*RANGE, "--group-by", "model", "api-key", "--format", "json")
+    assert run.code == 0, run.stderr
+    exact(hourly, run.json())
