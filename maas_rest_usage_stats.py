@@ -3552,6 +3552,9 @@ def datapoints_of(data: Any, what: str, body: Mapping[str, Any]) -> list[tuple[S
     metrics = data.get("metrics") if isinstance(data, dict) else None
     if not isinstance(metrics, list):
         raise MalformedResponse(f"malformed response from {what}: no 'metrics' list")
+    asked = {(m["metric_name"], tuple(sorted((d["name"], d["value"]) for d in m["dimensions"])))
+             for m in body["metrics"]}
+    hourly = int(body["period"]) * 1000 == CES_HOURLY.ms
     answer, seen = [], set()
     for number, metric in enumerate(metrics, start=1):
         try:
@@ -3566,6 +3569,9 @@ def datapoints_of(data: Any, what: str, body: Mapping[str, Any]) -> list[tuple[S
         if twice:  # which one would count? Summing both would count the period twice
             raise MalformedResponse(f"malformed response from {what}: metric {number} repeats a series or a "
                                     "datapoint's timestamp")
+        if series not in asked:  # another call's, or a series summed twice under another name
+            raise MalformedResponse(f"malformed response from {what}: metric {number} is a series it was not "
+                                    "asked for")
         for at, value in points:
             if isinstance(at, bool) or not isinstance(at, int) or isinstance(value, bool) \
                     or not isinstance(value, (int, Decimal)) or not Decimal(value).is_finite() or value < 0:
@@ -3574,6 +3580,10 @@ def datapoints_of(data: Any, what: str, body: Mapping[str, Any]) -> list[tuple[S
             if value > CES_PLAUSIBLE_MAX:  # the bound of ShowStatistics' fields, in Cloud Eye's units
                 raise MalformedResponse(f"malformed response from {what}: metric {number} has a datapoint "
                                         "out of range")
+            if hourly and at % CES_HOURLY.ms:  # an hour's sum is stamped with its start; any other stamp
+                # would count calls twice (a coarser rollup off its grid is rejected and read as hours instead)
+                raise MalformedResponse(f"malformed response from {what}: metric {number} has a datapoint "
+                                        "stamped off the start of an hour")
         # A datapoint outside [from, to) belongs to another call (Cloud Eye may answer the hour of ``to``).
         answer.append((series, [(at, Decimal(value)) for at, value in points if body["from"] <= at < body["to"]]))
     return answer

@@ -797,8 +797,9 @@ def test_a_series_reads_the_same_whatever_order_its_dimensions_come_in():
     rejected): dimensions are read in name order."""
     import maas_rest_usage_stats as script
 
-    body = {"from": 0, "to": 2 * HOUR, "filter": "sum"}
     dims = [{"name": "maas_key_id", "value": "k"}, {"name": "maas_api_id", "value": "m"}]
+    body = {"from": 0, "to": 2 * HOUR, "filter": "sum", "period": "3600",
+            "metrics": [{"namespace": "SYS.MaaS", "metric_name": "rpm", "dimensions": dims[::-1]}]}
     answer = script.datapoints_of({"metrics": [{"metric_name": "rpm", "dimensions": dims,
                                                 "datapoints": [{"timestamp": 0, "sum": 3}]}]}, "x", body)
     assert answer == [(("rpm", (("maas_api_id", "m"), ("maas_key_id", "k"))), [(0, Decimal(3))])]

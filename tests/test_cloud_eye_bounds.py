@@ -102,3 +102,43 @@ def test_a_series_listed_twice_in_either_dimension_order_is_read_once(cli, hourl
     run = cli(*RANGE, "--group-by", "model", "api-key", "--format", "json")
     assert run.code == 0, run.stderr
     exact(hourly, run.json())
+
+
+def answered(points: list, dims: list, period: str = "3600", asked: list | None = None):
+    import maas_rest_usage_stats as script
+
+    body = {"from": 0, "to": 8 * fc.HOUR_MS, "filter": "sum", "period": period,
+            "metrics": [{"namespace": fc.CES_NAMESPACE, "metric_name": "rpm", "dimensions": d}
+                        for d in (asked or [[{"name": "maas_api_id", "value": "m"}]])]}
+    return script.datapoints_of({"metrics": [{"metric_name": "rpm", "dimensions": dims,
+                                              "datapoints": [{"timestamp": at, "sum": 1} for at in points]}]},
+                                "Cloud Eye BatchListMetricData (a window)", body)
+
+
+MODEL = [{"name": "maas_api_id", "value": "m"}]
+
+
+@pytest.mark.parametrize("stamps", [[0, 1], [2, fc.HOUR_MS + 2], [fc.HOUR_MS // 2]])
+def test_an_hourly_sum_stamped_off_its_hour_is_malformed(stamps):
+    """Copies of an hour at t+1 ms would pass the repeated-timestamp check and count the hour twice."""
+    import maas_rest_usage_stats as script
+
+    with pytest.raises(script.MalformedResponse, match="stamped off the start of an hour"):
+        answered(stamps, MODEL)
+
+
+def test_a_coarser_sum_off_its_grid_is_read_for_the_check_to_reject():
+    """A 4-hour or daily sum off its UTC grid is not malformed: BucketSums rejects the rollup and the
+    run reads its hours (test_cloud_eye's rollup_offset tests)."""
+    assert answered([fc.HOUR_MS], MODEL, period="14400")[0][1] == [(fc.HOUR_MS, 1)]
+
+
+@pytest.mark.parametrize("dims", [
+    MODEL + [{"name": "zz_extra", "value": "x"}],  # the asked series again under another dimension set
+    [{"name": "maas_api_id", "value": "other"}],  # a series of another call
+])
+def test_a_series_not_asked_for_is_malformed(dims):
+    import maas_rest_usage_stats as script
+
+    with pytest.raises(script.MalformedResponse, match="a series it was not asked for"):
+        answered([0], dims)
