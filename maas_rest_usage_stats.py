@@ -3121,6 +3121,13 @@ class Usage:
             return Usage(self.missing | other.missing,
                          **{name: value + other.sums[name] for name, value in self.sums.items()})
 
+    def at_least(self, other: Usage) -> Usage:
+        """Each sum no less than ``other``'s, and ``other``'s where this one lacks the metric (totals
+        that are never less than ShowStatistics')."""
+        return Usage(self.missing & other.missing, **{
+            m.field: other.sums[m.field] if m.name in self.missing else max(self.sums[m.field], other.sums[m.field])
+            for m in SUMS})
+
     def anomalies(self) -> list[str]:
         """The bounds of METRICS these exact sums break: ``total_errors 12 > total_requests 3``."""
         values = self.metrics()
@@ -3525,7 +3532,10 @@ class Report:
 
     @property
     def total(self) -> Usage:
-        return total_of(row.total for row in self.rows)
+        total = total_of(row.total for row in self.rows)
+        if self.reconciliation is not None and self.reconciliation.short():  # ShowStatistics', never less
+            return total.at_least(self.reconciliation.statistics)
+        return total
 
     def raw_windows(self) -> list[tuple[Row | None, Window]]:
         """--raw: every window answered, the rows' own (ShowStatistics) first, then a Cloud Eye run's."""
@@ -4031,15 +4041,29 @@ class Reconciliation:
         """Cloud Eye's share of ShowStatistics' tokens; None when either has none to compare."""
         if not self.statistics.tokens_k or "total_tokens" in self.cloud_eye.missing:
             return None
-        return (self.cloud_eye.tokens_k / self.statistics.tokens_k).quantize(Decimal("0.0001"), ROUND_HALF_UP)
+        with localcontext() as context:
+            context.prec = 60
+            ratio = self.cloud_eye.tokens_k / self.statistics.tokens_k
+            if ratio.adjusted() > 6:  # over 10 million %: ShowStatistics counts next to nothing, no share to speak of
+                return None
+            return ratio.quantize(Decimal("0.0001"), ROUND_HALF_UP)
+
+    def _compared(self) -> list[tuple[str, Decimal, Decimal]]:
+        """(what, ShowStatistics', Cloud Eye's) for tokens and requests, of those Cloud Eye lists (a
+        metric it lacks is unknown: neither short nor over)."""
+        return [(word, theirs, ours) for word, metric, theirs, ours in (
+            ("tokens", "total_tokens", self.statistics.tokens_k, self.cloud_eye.tokens_k),
+            ("requests", "total_requests", Decimal(self.statistics.requests), Decimal(self.cloud_eye.requests)))
+            if metric not in self.cloud_eye.missing]
 
     def short(self) -> bool:
-        """Whether Cloud Eye's rows fall short by more than 1 % of tokens or of requests (of the two,
-        those Cloud Eye lists: a metric it lacks is unknown, not short)."""
-        return any(theirs - ours > theirs / 100 for name, theirs, ours in (
-            ("total_tokens", self.statistics.tokens_k, self.cloud_eye.tokens_k),
-            ("total_requests", Decimal(self.statistics.requests), Decimal(self.cloud_eye.requests)))
-            if name not in self.cloud_eye.missing)
+        """Whether Cloud Eye's rows fall short by more than 1 % of tokens or of requests."""
+        return any(theirs - ours > theirs / 100 for _, theirs, ours in self._compared())
+
+    def exceeds(self) -> list[str]:
+        """What (tokens, requests) Cloud Eye's rows exceed ShowStatistics' by more than 1 %: the same
+        calls cannot be more in one than in the other, so one of them counts something twice."""
+        return [word for word, theirs, ours in self._compared() if ours - theirs > theirs / 100]
 
     def line(self) -> str:
         statistics, cloud_eye = self.statistics.metrics(), self.cloud_eye.metrics()
@@ -4071,8 +4095,10 @@ def statistics_rows(query: Query, now: datetime) -> list[Row]:
 
 def not_listed_row(query: Query, reconciliation: Reconciliation) -> Row:
     """What ShowStatistics counts beyond Cloud Eye's rows, so that the totals are never less."""
+    # Per metric: where Cloud Eye counts more (requests short, tokens over, say), nothing is left to carry
     difference = Usage(reconciliation.cloud_eye.missing, **{
-        name: value - reconciliation.cloud_eye.sums[name] for name, value in reconciliation.statistics.sums.items()})
+        name: max(value - reconciliation.cloud_eye.sums[name], 0 * value)
+        for name, value in reconciliation.statistics.sums.items()})
     row = Row(query.period, None, NOT_LISTED if not query.by_model else None, None,
               model=NOT_LISTED if query.by_model else None)
     row.cloud_eye = difference
@@ -4352,6 +4378,12 @@ def period_rows(period: CloudEyePeriod, series: Sequence[Series], models: Mappin
                      f"{format_instant(query.period.end.astimezone(query.zone))}: the row {NOT_LISTED} "
                      "carries the difference (a model or key idle for hours drops out of Cloud Eye's lists)")
         rows.append(not_listed_row(query, reconciliation))
+    over = reconciliation.exceeds()
+    if over:
+        console.note(f"Cloud Eye's rows exceed ShowStatistics by more than 1 % of {in_words(over)} for "
+                     f"{format_instant(query.period.start.astimezone(query.zone))} ~ "
+                     f"{format_instant(query.period.end.astimezone(query.zone))}: the same calls cannot be more in "
+                     "one than the other, so one of them counts some twice; the rows are Cloud Eye's as it answered")
     return rows, reconciliation, answers
 
 

@@ -5,6 +5,7 @@ answered unasked, hourly stamps off the hour, and a reconciliation that Cloud Ey
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 import pytest
 
@@ -142,3 +143,70 @@ def test_a_series_not_asked_for_is_malformed(dims):
 
     with pytest.raises(script.MalformedResponse, match="a series it was not asked for"):
         answered([0], dims)
+
+
+# -- the reconciliation: never negative, never less, and an excess said --------------------------------
+
+def ms(text: str) -> int:
+    return local_ms(text, "Asia/Shanghai")
+
+
+WEEK = ("--from", "2026-05-08", "--to", "2026-05-15", "--timezone", "Asia/Shanghai", "--group-by", "model")
+
+
+@pytest.fixture
+def late_may(hourly):
+    from conftest import serve_at
+
+    return serve_at(hourly, datetime.fromisoformat("2026-05-25T00:00:00+00:00"))
+
+
+def test_totals_are_show_statistics_also_for_a_metric_cloud_eye_lacks(cli, hourly, late_may):
+    """Cloud Eye short (a model unlisted) and without req_count_5xx: the totals are ShowStatistics',
+    errors too, while the rows, which cannot know their errors, show -."""
+    from test_cloud_eye import statistics_of_types_1_and_2
+
+    hourly.ces.unlisted = {fc.CES_MODELS[2][1][0]}
+    hourly.ces.missing_metrics = {"req_count_5xx"}
+    run = cli(*WEEK, "--format", "json", now=late_may)
+    assert run.code == 0, run.stderr
+    document = run.json()
+    assert document["totals"] == statistics_of_types_1_and_2(hourly, ms("2026-05-08T00:00"), ms("2026-05-15T00:00"))
+    assert all(row["total_errors"] is None for row in document["rows"])
+    table = cli(*WEEK, now=late_may)
+    total = next(line for line in table.stdout.splitlines() if line.startswith("| Total "))
+    assert " - " not in total, total
+
+
+def test_cloud_eye_over_show_statistics_leaves_no_negative_and_is_said(cli, hourly, late_may):
+    """ShowStatistics with twice Cloud Eye's tokens but half its requests and no errors: the row
+    (not listed by Cloud Eye) carries the tokens only (never a negative count), the totals are never
+    less than either, and a note says that Cloud Eye counts more requests than ShowStatistics."""
+    start, end = ms("2026-05-08T00:00"), ms("2026-05-15T00:00")
+    ours = oracle(hourly.cloud_eye_usage(start, end))
+    each = {"total_token": Decimal(ours["total_tokens"]) / 1000,  # per service type: the sum is twice
+            "total_prompt_token": Decimal(ours["prompt_tokens"]) / 1000,
+            "total_completion_token": Decimal(ours["completion_tokens"]) / 1000,
+            "total_request_count": ours["total_requests"] // 4, "total_error_count": 0}
+    hourly.add_fault("json", path="maas", times=2, body=each)
+    run = cli(*WEEK, "--format", "json", now=late_may)
+    assert run.code == 0, run.stderr
+    document = run.json()
+    (extra,) = [row for row in document["rows"] if row["model"] == "(not listed by Cloud Eye)"]
+    assert extra["total_tokens"] == ours["total_tokens"]
+    assert extra["total_requests"] == 0 and extra["total_errors"] == 0
+    assert all(row[name] >= 0 for row in document["rows"] for name in ("total_requests", "total_errors"))
+    totals = document["totals"]
+    assert totals["total_tokens"] == 2 * ours["total_tokens"]
+    assert totals["total_requests"] == ours["total_requests"] and totals["total_errors"] == ours["total_errors"]
+    assert "Cloud Eye's rows exceed ShowStatistics by more than 1 % of requests" in run.stderr
+
+
+def test_a_show_statistics_total_of_next_to_nothing_gives_no_share_not_a_traceback(cli, hourly, late_may):
+    hourly.add_fault("json", path="maas", times=2,
+                     body={"total_token": Decimal("1E-20"), "total_prompt_token": 0, "total_completion_token": 0,
+                           "total_request_count": 0, "total_error_count": 0})
+    run = cli(*WEEK, "--format", "json", now=late_may)
+    assert run.code == 0, run.stderr
+    assert run.json()["reconciliation"]["tokens_ratio"] is None
+    assert "Traceback" not in run.stderr
