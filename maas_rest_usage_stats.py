@@ -3183,6 +3183,7 @@ class Query:
     previous: Period | None = None  # --compare: the period the report is compared with
     by_model: bool = False
     one_service_type_asked: bool = False  # --service-type 1 or 2 alone: what Cloud Eye cannot tell apart
+    by_service_type: bool = False  # --group-by service-type: what Cloud Eye cannot split by either
 
     @property
     def batch(self) -> bool:
@@ -3684,6 +3685,8 @@ def cloud_eye_query(query: Query, console: Console) -> Query:
         return query
     grouping = "--group-by model" if query.by_model else "--group-by api-key without --api-keys"
     refusals = [(query.batch, "--infer-type batch"), (query.ips is not None, "--ips"),
+                (query.by_service_type, "--group-by service-type: it counts preset services and My Services "
+                 "together"),
                 (4 in query.service_types, "service type 4: it does not cover custom endpoints (--service-type 4 "
                  "or all, or --group-by service-type, ask for them)"),
                 (query.one_service_type_asked, f"--service-type {query.service_types[0]}: it counts preset "
@@ -3704,8 +3707,11 @@ def cloud_eye_query(query: Query, console: Console) -> Query:
     if period != query.period:
         start, end = (format_instant(moment.astimezone(query.zone)) for moment in (period.start, period.end))
         console.note(f"Cloud Eye sums whole hours: the period is widened to {start} ~ {end}")
-    return dataclasses.replace(query, period=period, service_types=(1, 2),
-                               previous=whole_hours(query.previous) if query.previous else None)
+    previous = whole_hours(query.previous) if query.previous else None
+    if query.previous and query.previous.end == query.period.start:  # the span just before: of the widened
+        # length, ending where the widened period starts (widened on its own, it would share an hour with it)
+        previous = Period(period.start - (period.end - period.start), period.start)
+    return dataclasses.replace(query, period=period, service_types=(1, 2), previous=previous)
 
 
 def ces_dimensions(query: Query) -> tuple[str, ...]:
@@ -4998,7 +5004,10 @@ class CostEstimate:
     rows: tuple[Decimal | None, ...]
 
     @property
-    def total(self) -> Decimal:
+    def total(self) -> Decimal | None:
+        """The sum of the rows that have a cost; None (``-``, null) when rows exist and none has one."""
+        if self.rows and all(cost is None for cost in self.rows):
+            return None
         with localcontext() as context:
             context.prec = 80
             return sum((cost for cost in self.rows if cost is not None), ZERO)
@@ -6769,7 +6778,8 @@ def _query_filters(args: argparse.Namespace, zone_name: str, zone: tzinfo, perio
                  api_keys=given_keys or None,  # a bare --api-keys means all keys, as the original skill script took it
                  ips=parse_ips(args.ips), bucket=bucket, by_key=by_key, previous=previous,
                  by_model="model" in group_by_words(args.group_by),
-                 one_service_type_asked=args.service_type is not None and set(service_types) < {1, 2})
+                 one_service_type_asked=args.service_type is not None and set(service_types) < {1, 2},
+                 by_service_type=by_type)
 
 
 def _endpoints(args: argparse.Namespace,
@@ -7024,9 +7034,13 @@ def assess(report: Report, settings: Settings, console: Console, now: datetime |
         if settings.budget is not None:
             each.budget = budget_of(settings.budget, each.total, each.query.period, each.query.zone,
                                     project=each is report, now=now)
-            if each.budget.used is None and each is report:  # never a silent pass of --fail-over
-                console.warn("--budget: the rows carry no total tokens (Cloud Eye lists no total_tokens), so the "
-                             "budget cannot be checked")
+            if each.budget.used is None and each is report:
+                unchecked = "the rows carry no total tokens (Cloud Eye lists no total_tokens)"
+                if settings.budget.fail_over is not None:  # never a silent pass of --fail-over
+                    raise ApiError(f"--fail-over cannot be checked: {unchecked}",
+                                   hint="group without model and key (ShowStatistics counts the tokens), or check "
+                                        "in the console whether Cloud Eye lists total_tokens for SYS.MaaS")
+                console.warn(f"--budget: {unchecked}, so the budget cannot be checked")
         if settings.prices is not None:
             each.costs = estimate_costs(settings.prices, each.rows, console if each is report else None)
 

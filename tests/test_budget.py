@@ -364,11 +364,15 @@ def test_without_total_tokens_the_budget_says_it_cannot_be_checked(cli, cloud):
     from conftest import hourly_index as index
     cloud.events = index(ms(datetime(2026, 4, 1, tzinfo=UTC)), ms(datetime(2026, 6, 1, tzinfo=UTC)))
     cloud.ces.missing_metrics = {"total_tokens"}
-    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model",
-              "--budget", "1M", "--fail-over", "1")
+    args = ("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "model", "--budget", "1M")
+    run = cli(*args)
     assert run.code == 0, run.stderr
     assert "Budget: 1.00 M tokens; used unknown (no total tokens)" in run.stdout
     assert "warning: --budget: the rows carry no total tokens" in run.stderr
+    # a cron alarm must not pass because it could not look: --fail-over unchecked is an error
+    alarm = cli(*args, "--fail-over", "1")
+    assert alarm.code == 1 and alarm.stdout == ""
+    assert "\nerror: --fail-over cannot be checked: the rows carry no total tokens" in alarm.stderr
 
 
 def test_a_cloud_eye_today_paces_over_the_time_lived_not_the_widened_hour(cli, cloud):

@@ -177,6 +177,8 @@ def test_kolkata_days_are_not_whole_hours_of_cloud_eye(cli, hourly):
     ("--group-by", "api-key", "--service-type", "all"),
     ("--group-by", "model", "--api-keys", "key-alpha"),
     ("--group-by", "api-key", "--infer-type", "batch"),
+    ("--group-by", "model", "service-type", "--service-type", "1", "2"),  # it would be silently one row a model
+    ("--group-by", "api-key", "service-type"),
 ])
 def test_filters_cloud_eye_cannot_apply_are_usage_errors(cli, cloud, args):
     run = cli("--last", "2d", *args)

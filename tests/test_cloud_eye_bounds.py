@@ -210,3 +210,18 @@ def test_a_show_statistics_total_of_next_to_nothing_gives_no_share_not_a_traceba
     assert run.code == 0, run.stderr
     assert run.json()["reconciliation"]["tokens_ratio"] is None
     assert "Traceback" not in run.stderr
+
+
+# -- --compare: the previous period shares no hour with the current one ------------------------------
+
+def test_compare_off_whole_hours_gives_a_previous_period_of_the_same_widened_length_just_before(cli, hourly):
+    from conftest import serve_at
+
+    now = serve_at(hourly, datetime.fromisoformat("2026-05-25T07:58:00+00:00"))
+    run = cli("--last", "1d", "--timezone", "UTC", "--group-by", "model", "--compare", "--format", "json", now=now)
+    assert run.code == 0, run.stderr
+    document = run.json()
+    current, previous = document["period"], document["previous"]["period"]
+    assert (current["start"], current["end"]) == ("2026-05-24T07:00:00+00:00", "2026-05-25T08:00:00+00:00")
+    assert (previous["start"], previous["end"]) == ("2026-05-23T06:00:00+00:00", "2026-05-24T07:00:00+00:00")
+    exact(hourly, document["previous"])

@@ -182,6 +182,18 @@ def test_every_format_labels_the_cost_estimated(cli, cloud, prices_file):
     assert prometheus.count('maas_usage_estimated_cost{') == 3 and 'currency="CNY"' in prometheus
 
 
+def test_no_row_with_a_cost_is_no_total_cost_never_0(cli, hourly, prices_file):
+    """Cloud Eye without prompt_tokens: no row can be costed, so the total is unknown (-, null), not 0.00."""
+    hourly.ces.missing_metrics = {"prompt_tokens"}
+    path = prices_file(HEADER + "*,0.002,0.008,1000,CNY\n")
+    document = cli(*MODEL_RANGE, "--group-by", "model", "--prices", path, "--format", "json").json()
+    assert document["rows"] and all(row["cost"] is None for row in document["rows"])
+    assert document["cost"]["total"] is None and document["cost"]["complete"] is False
+    table = cli(*MODEL_RANGE, "--group-by", "model", "--prices", path)
+    assert table.code == 0 and "Estimated cost: - (from --prices" in table.stdout, table.stdout
+    assert "0.00" not in table.stdout
+
+
 def test_csv_row_costs_add_up_to_the_json_total(cli, cloud, prices_file):
     path = prices_file(HEADER + "*,0.002,0.008,1000,CNY\n")
     lines = list(csv.DictReader(io.StringIO(cli(*SEED, "--service-type", "all", "--prices", path,
