@@ -7285,7 +7285,7 @@ def replace_file(path: str, output: str, signals: Signals) -> None:
         with file:
             if old is not None:
                 keep_owner_and_mode(file.fileno(), temporary, old)
-            file.write(output.encode("utf-8"))
+            file.write(utf8(output))
             file.flush()
             os.fsync(file.fileno())  # the rename must never publish data still only in the page cache
         os.replace(temporary, path)
@@ -7319,6 +7319,12 @@ def keep_owner_and_mode(fd: int, path: str, old: os.stat_result) -> None:
         os.chmod(path, stat.S_IMODE(old.st_mode))
 
 
+def utf8(output: str) -> bytes:
+    """The result as UTF-8. A lone surrogate, which no UTF-8 can hold (a server's name may be the valid
+    JSON ``"\\ud83d"``; CSV and Prometheus keep labels as they came), is written as its escape."""
+    return output.encode("utf-8", "backslashreplace")
+
+
 def write_result(stdout: Any, output: str, console: Console) -> int:
     """Write the result (UTF-8 whatever the locale: key labels may be any text), all of it. Every
     failure to write it (a closed stdout, a full disk, a reader gone away or stuck) is exit 1 with
@@ -7330,10 +7336,10 @@ def write_result(stdout: Any, output: str, console: Console) -> int:
         buffer = getattr(stdout, "buffer", None)
         if fd is not None:
             stdout.flush()
-            write_all(fd, output.encode("utf-8"))
+            write_all(fd, utf8(output))
         elif buffer is not None:
             stdout.flush()
-            buffer.write(output.encode("utf-8"))
+            buffer.write(utf8(output))
             buffer.flush()
         else:
             stdout.write(output)

@@ -225,3 +225,18 @@ def test_compare_off_whole_hours_gives_a_previous_period_of_the_same_widened_len
     assert (current["start"], current["end"]) == ("2026-05-24T07:00:00+00:00", "2026-05-25T08:00:00+00:00")
     assert (previous["start"], previous["end"]) == ("2026-05-23T06:00:00+00:00", "2026-05-24T07:00:00+00:00")
     exact(hourly, document["previous"])
+
+
+# -- a name no UTF-8 can hold --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("output_format", ["csv", "prometheus", "table", "json"])
+def test_a_name_with_a_lone_surrogate_is_written_as_its_escape(cli_process, hourly, output_format):
+    """"na\\ud83dme" is valid JSON but no UTF-8 string: names are best effort, so the run still succeeds,
+    in every format, the name written with the escape."""
+    model_id = fc.CES_MODELS[2][0][0]
+    hourly.add_fault("json", path="monitor", times=10,
+                     body='{"instances": [{"maas_api_id": {"id": "%s", "name": "na\\ud83dme"}}], "total": 1}'
+                          % model_id)
+    run = cli_process(*RANGE, "--group-by", "model", "--format", output_format)
+    assert run.code == 0, run.stderr
+    assert "na\\ud83dme" in run.stdout or "na\\\\ud83dme" in run.stdout, run.stdout
