@@ -5208,16 +5208,16 @@ KEY_LABEL_WIDTH = 16  # a longer key label is cut to 15 characters and "…" in 
 BAR_EIGHTHS = "▏▎▍▌▋▊▉█"  # 1/8 to 8/8 of a character: a bar's length to an eighth
 
 
-def _table_style(name: str | None, narrow: bool = False) -> Any:
+def _table_style(name: str | None, gap: int = 0) -> Any:
     # Imported here: only table output pays for tabulate.
     import tabulate
 
     if name:
         return name
-    if narrow:  # the same frame, two spaces between columns instead of " | ": 1 column each saved
-        line = tabulate.Line("+-", "-", "--", "-+")
-        row = tabulate.DataRow("| ", "  ", " |")
-        return tabulate.TableFormat(lineabove=line, linebelowheader=tabulate.Line("+=", "=", "==", "=+"),
+    if gap:  # the same frame, ``gap`` spaces between columns instead of " | ": 3 - gap columns each saved
+        line = tabulate.Line("+-", "-", "-" * gap, "-+")
+        row = tabulate.DataRow("| ", " " * gap, " |")
+        return tabulate.TableFormat(lineabove=line, linebelowheader=tabulate.Line("+=", "=", "=" * gap, "=+"),
                                     linebetweenrows=None, linebelow=line, headerrow=row, datarow=row,
                                     padding=0, with_header_hide=None)
     # The original skill's layout: a grid with a rule under the header and none between rows.
@@ -5261,10 +5261,11 @@ def widest_line(text: str) -> int:
 
 def grouped_table(report: Report, table_format: str | None) -> str:
     """One row per group and a Total row, in 80 columns: the full layout when it fits, else shorter
-    headers and compact numbers, else (in the default style) also lighter column rules."""
+    headers and compact numbers, else (in the default style) also lighter column rules: two spaces
+    between columns, then one (an hour's 16-column label beside a 16-column key or model label)."""
     layouts = [(False, _table_style(table_format)), (True, _table_style(table_format))]
     if not table_format:
-        layouts.append((True, _table_style(None, narrow=True)))
+        layouts += [(True, _table_style(None, gap=2)), (True, _table_style(None, gap=1))]
     for narrow, style in layouts:
         text = _grouped_table(report, style, narrow)
         if widest_line(text) <= TABLE_WIDTH:

@@ -76,6 +76,17 @@ def test_a_month_of_days_by_sixteen_character_keys_fits_in_80_columns(cli, cloud
     assert {row[1] for row in rows} == set(LONG_KEYS)  # whole: 16 characters are never cut
 
 
+def test_a_day_of_hours_by_sixteen_character_keys_fits_in_80_columns(cli, cloud):
+    """An hour's label is 16 columns: beside a 16-column key the table takes one space between columns."""
+    cloud.events = renamed_keys_index(LONG_KEYS)
+    run = cli("--from", "2026-05-08", "--to", "2026-05-09", "--timezone", "UTC", "--group-by", "hour", "api-key",
+              "--api-keys", *LONG_KEYS)
+    assert run.code == 0, run.stderr
+    assert_fits_80_columns(run.stdout)
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| 2026-05-08 ")]
+    assert len(rows) == 24 * 3 and {line.split()[3] for line in rows} == set(LONG_KEYS)
+
+
 def test_a_partial_month_of_days_by_keys_fits_in_80_columns(cli, cloud):
     cloud.events = renamed_keys_index(LONG_KEYS)
     run = cli("--from", "2026-05-01 12:00", "--to", "2026-05-31 12:00", "--timezone", "UTC",

@@ -240,3 +240,13 @@ def test_a_name_with_a_lone_surrogate_is_written_as_its_escape(cli_process, hour
     run = cli_process(*RANGE, "--group-by", "model", "--format", output_format)
     assert run.code == 0, run.stderr
     assert "na\\ud83dme" in run.stdout or "na\\\\ud83dme" in run.stdout, run.stdout
+
+
+def test_a_day_of_hours_per_model_fits_in_80_columns(cli, hourly):
+    """Hour labels (16 columns) beside model names cut to 16 columns (CJK ones too)."""
+    import maas_rest_usage_stats as script
+
+    run = cli(*RANGE, "--group-by", "hour", "model")
+    assert run.code == 0, run.stderr
+    table = [line for line in run.stdout.splitlines() if line[:1] in "|+"]
+    assert len(table) > 48 and max(map(script.display_width, table)) <= 80
