@@ -638,7 +638,9 @@ _DATE_RE = re.compile(r"^(\d{4})(-?)(\d{2})\2(\d{2})$", re.ASCII)  # YYYY-MM-DD 
 _TIME_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[ Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,6}))?)?"
                       r"(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)?$", re.ASCII)
 _LAST_RE = re.compile(r"^(\d+)([dh])$", re.ASCII)
-MIN_YEAR, MAX_YEAR = 1970, 9000  # epoch milliseconds; far from datetime's overflow at year 9999
+# Epoch milliseconds; far from datetime's overflow at year 9999. 1969: a local time on its last day may
+# be after the epoch in UTC (New York's 1969-12-31 20:00); the range's own check refuses the rest.
+MIN_YEAR, MAX_YEAR = 1969, 9000
 MAX_LAST_DAYS = 3660  # ten years: a longer --last is a typo, and long before the API kept any data
 
 
@@ -1013,8 +1015,10 @@ def parse_day(text: str, zone: tzinfo, now: datetime) -> date | None:
 
 
 def _check_year(year: int, text: str) -> None:
-    if not MIN_YEAR <= year <= MAX_YEAR:
-        raise UsageError(f"{text!r} is outside the years {MIN_YEAR}-{MAX_YEAR}")
+    if year < MIN_YEAR:
+        raise UsageError(f"{text!r} is before 1970-01-01 00:00:00 UTC, where the API's time begins")
+    if year > MAX_YEAR:
+        raise UsageError(f"{text!r} is after the year {MAX_YEAR}")
 
 
 def parse_when(text: str, zone: tzinfo, now: datetime) -> datetime:

@@ -432,6 +432,12 @@ def test_a_range_before_1970_utc_is_a_usage_error(zone, flags):
     assert caught.value.exit_code == 2
 
 
+@pytest.mark.parametrize("start", ["1968-12-31", "1900-01-01 00:00"])
+def test_a_year_before_1969_is_named_before_the_epoch(start):
+    with pytest.raises(m.UsageError, match="before 1970-01-01 00:00:00 UTC, where the API's time begins"):
+        resolve(ZUTC, start=start, to="1970-01-02")
+
+
 def test_a_long_last_before_1970_is_a_usage_error():
     with pytest.raises(m.UsageError, match="before 1970"):
         resolve(ZUTC, now=datetime(1975, 1, 1, tzinfo=UTC), last="3660d")
@@ -441,7 +447,9 @@ def test_a_long_last_before_1970_is_a_usage_error():
     (ZUTC, dict(start="1970-01-01", to="1970-01-02")),
     (ZoneInfo("Asia/Tokyo"), dict(start="1970-01-01T09:00:00+09:00", to="1970-01-02")),
     (NEW_YORK, dict(start="1970-01-01T00:00:00Z", to="1970-01-01T00:00:00.001Z")),
-], ids=["utc-midnight", "tokyo-instant", "one-millisecond"])
+    (NEW_YORK, dict(start="1969-12-31 19:00", to="1970-01-02")),  # local 1969, UTC 1970: the instant decides
+    (ZUTC, dict(start="1969-12-31T22:00:00-02:00", to="1970-01-02")),
+], ids=["utc-midnight", "tokyo-instant", "one-millisecond", "local-1969", "offset-1969"])
 def test_a_range_starting_at_the_epoch_itself_is_accepted(zone, flags):
     assert resolve(zone, **flags).start_ms == 0
 
