@@ -5259,6 +5259,33 @@ def row_labels(row: Row, query: Query) -> list[str]:
     return [grouping.label(row, query) for grouping in query.groupings]
 
 
+TABLE_ROW_LABELS = ("Total", NOT_LISTED)  # the rows a table adds itself
+
+
+def table_labels(report: Report) -> list[list[str]]:
+    """Each row's labels in the table and the chart, where Cloud Eye's names (from the monitor, any
+    text) must not hide one id behind another: a model or key label shared by several ids (the same
+    name, or names cut to the same 16 columns) or one that reads as the table's own Total or
+    (not listed by Cloud Eye) row ends in ``#`` and the last 6 characters of its id."""
+    query = report.query
+    labels = [row_labels(row, query) for row in report.rows]
+    reserved = {printable(label, KEY_LABEL_WIDTH) for label in TABLE_ROW_LABELS}
+    for column, grouping in enumerate(query.groupings):
+        id_of = {MODEL: lambda row: row.model_id, API_KEY: lambda row: row.api_key_id}.get(grouping)
+        if id_of is None:
+            continue
+        ids: dict[str, set[str]] = {}
+        for row, label in zip(report.rows, labels):
+            if id_of(row) is not None:
+                ids.setdefault(label[column], set()).add(id_of(row))
+        for row, label in zip(report.rows, labels):
+            shown, found = label[column], id_of(row)
+            if found is not None and (len(ids[shown]) > 1 or shown in reserved):
+                tail = printable(found[-6:])
+                label[column] = cut_to_width(shown, KEY_LABEL_WIDTH - display_width(tail) - 1) + "#" + tail
+    return labels
+
+
 def widest_line(text: str) -> int:
     return max(map(display_width, text.splitlines()), default=0)
 
@@ -5298,7 +5325,7 @@ def _grouped_table(report: Report, style: Any, narrow: bool) -> str:
             return narrow_cells(usage, query.batch)
         return [value for _, value in metric_lines(usage, query.batch, compact=True)]
 
-    rows = [row_labels(row, query) + cells(row.total) for row in report.rows]
+    rows = [labels + cells(row.total) for row, labels in zip(report.rows, table_labels(report))]
     rows.append(["Total"] + [""] * (label_columns - 1) + cells(report.total))
     if report.costs is not None:  # the estimated cost of each row, and of all; narrow: no thousands separator
         headers.append(f"Est.{report.costs.currency}" if narrow else f"Est. {report.costs.currency}")
@@ -5342,7 +5369,7 @@ def bar(tokens: int, most: int, width: int, blocks: str) -> str:
 
 def token_chart(report: Report, blocks: str) -> list[str]:
     """Total tokens per grouped row as bars in 80 columns (label, bar, value), the largest row's full."""
-    parts = [row_labels(row, report.query) for row in report.rows]
+    parts = table_labels(report)
     widths = [max(map(display_width, column)) for column in zip(*parts)]
     labels = [" ".join(padded(part, width) for part, width in zip(row, widths)).rstrip() for row in parts]
     tokens = [row.total.metrics()["total_tokens"] for row in report.rows]

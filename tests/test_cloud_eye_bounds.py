@@ -250,3 +250,24 @@ def test_a_day_of_hours_per_model_fits_in_80_columns(cli, hourly):
     assert run.code == 0, run.stderr
     table = [line for line in run.stdout.splitlines() if line[:1] in "|+"]
     assert len(table) > 48 and max(map(script.display_width, table)) <= 80
+
+
+# -- names that would hide one id behind another ---------------------------------------------------------
+
+def test_names_that_collide_or_read_as_the_tables_own_rows_carry_their_ids(cli, hourly):
+    """Two ids named glm-5, two names cut to the same 16 columns, a model named Total and one named
+    (not listed by Cloud Eye): each label ends in # and its id's last 6 characters; JSON keeps the names."""
+    ids = [model_id for models in fc.CES_MODELS.values() for model_id, _ in models]
+    names = ["glm-5", "glm-5", "qwen3-235b-a22b-instruct-A", "qwen3-235b-a22b-instruct-B", "Total"]
+    body = {"instances": [{"maas_api_id": {"id": i, "name": n}} for i, n in zip(ids, names)], "total": len(names)}
+    hourly.add_fault("json", path="monitor", times=10, body=body)
+    run = cli(*RANGE, "--group-by", "model", "--chart", "--group-by", "day")
+    assert run.code == 0, run.stderr
+    table = run.stdout.split("Total Tokens\n")[0]
+    for model_id, name in zip(ids, names):
+        assert f"#{model_id[-6:]} " in table, (name, table)
+    assert table.count("| Total ") == 1  # the table's own, and the model's is told apart
+    chart = run.stdout.split("Total Tokens\n")[1]
+    assert all(f"#{model_id[-6:]}" in chart for model_id in ids)
+    document = cli(*RANGE, "--group-by", "model", "--format", "json").json()
+    assert sorted(row["model"] for row in document["rows"]) == sorted(names)
