@@ -78,6 +78,8 @@ REQUIREMENTS = (
 # Constants
 # ----------------------------------------------------------------------------------------------
 
+# Custom Endpoint is type 4, not 3: the official page says 3, the skill's authors found the API takes only
+# 1, 2 and 4 (task-query-tokens-usage.md); 3 is refused.
 SERVICE_NAMES = {1: "My Service", 2: "Preset Service", 4: "Custom Endpoint"}
 SHORT_SERVICE_NAMES = {1: "My", 2: "Preset", 4: "Custom"}  # table columns stay narrow
 SERVICE_ALIASES = {
@@ -89,7 +91,8 @@ DEFAULT_SERVICE_TYPE = 2
 INFER_TYPES = ("real_time", "batch")
 
 DEFAULT_REGION = "cn-southwest-2"
-# The regions where the ShowStatistics API reference documents MaaS (not verified live: no account).
+# Where ShowStatistics is offered: cn-southwest-2 (the skill's task-query-tokens-usage.md, "only supports
+# cn-southwest-2"); ap-southeast-1 from the product specification only (not verified live: no account).
 STATISTICS_REGIONS = {"cn-southwest-2": "China site", "ap-southeast-1": "international site, CN-Hong Kong"}
 REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$", re.ASCII)
 PROJECT_ID_RE = re.compile(r"^[a-z0-9]{32}$")
@@ -127,9 +130,15 @@ MONITOR_PAGE = 100
 MONITOR_MAX_PAGES = 100  # not the monitor's: names of the first 10,000 instances, then ids (a note)
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
-MAX_WINDOW = timedelta(days=30)  # API rejects end_time - start_time > 30 days
-RETENTION = timedelta(days=30)  # MaaS keeps statistics for 30 days
-RATE_LIMIT = 200  # API allows 200 requests per minute per user
+MAX_WINDOW = timedelta(days=30)  # related-apis.md: end_time at most 30 days after start_time
+RETENTION = timedelta(days=30)  # task-query-tokens-usage.md: MaaS keeps statistics for 30 days
+RATE_LIMIT = 200  # related-apis.md: per user at most 200 requests a minute (1000 in all)
+TOKEN_FIELD_UNIT = 1000  # related-apis.md: token fields are in thousands (2482084.98 -> 2,482,084,980 tokens)
+# The permissions ShowStatistics and the project lookup need (the skill's SKILL.md).
+MAAS_PERMISSION, IAM_PERMISSION = "modelarts:monitoring:get", "iam:projects:get"
+# API Gateway locks an access key for 5 minutes after more than 5 consecutive failed signatures (its
+# documented rule, as the product specification states it): a run sends one signed request first.
+SIGNATURE_LOCKOUT = 5
 RATE_PERIOD = 60.0
 RATE_WAIT_STEP = 1.0  # seconds: a wait for the rate limit is told to the progress line at least this often
 # The API counts requests where they arrive. A request waits at most about 2 round trips longer
@@ -152,7 +161,9 @@ THREADS_HINT = "raise the memory limit (ulimit -v, systemd LimitAS=) or lower --
 MAX_REQUESTS = 2000  # --max-requests: about 10 minutes at the API's limit
 SIGNAL_CHECK_INTERVAL = 0.2  # seconds between the main thread's checks for Ctrl-C while requests run
 POLL_INTERVAL = 0.05  # seconds between looks at a busy store, or at a silent pipe on a clock not the machine's
-FINAL_AFTER = timedelta(hours=3)  # call data lags 1-2 hours; a day is final 3 hours after it ends
+# Call data takes 1 to 2 hours to appear (the MaaS console documentation, as the product specification
+# quotes it): a day is final 3 hours after it ends.
+FINAL_AFTER = timedelta(hours=3)
 MAX_BODY_BYTES = 1024 * 1024  # an answer is a few hundred bytes; more is malformed (and bounds memory)
 LARGE_ANSWER = 64 * 1024  # characters of answer text above which answers are parsed one at a time
 LARGE_ANSWERS = threading.Lock()
@@ -199,11 +210,11 @@ def _error_rate(values: Mapping[str, Any]) -> Decimal | None:
 # ShowStatistics' answer fields (API reference, ShowStatistics response), in the contract's METRICS order.
 # The bounds: prompt and completion tokens are parts of the total, errors are requests that failed.
 METRICS = (
-    Metric("total_tokens", "tokens_k", "total_token", 1000, "Total Tokens", ("Tokens",) * 3, "tokens",
+    Metric("total_tokens", "tokens_k", "total_token", TOKEN_FIELD_UNIT, "Total Tokens", ("Tokens",) * 3, "tokens",
            "maas_usage_tokens", "total"),
-    Metric("prompt_tokens", "prompt_k", "total_prompt_token", 1000, "Prompt Tokens", ("Prompt",) * 3, "tokens",
-           "maas_usage_tokens", "prompt", at_most="total_tokens"),
-    Metric("completion_tokens", "completion_k", "total_completion_token", 1000, "Completion Tokens",
+    Metric("prompt_tokens", "prompt_k", "total_prompt_token", TOKEN_FIELD_UNIT, "Prompt Tokens", ("Prompt",) * 3,
+           "tokens", "maas_usage_tokens", "prompt", at_most="total_tokens"),
+    Metric("completion_tokens", "completion_k", "total_completion_token", TOKEN_FIELD_UNIT, "Completion Tokens",
            ("Completion", "Compl.", "Compl."), "tokens", "maas_usage_tokens", "completion", at_most="total_tokens"),
     Metric("total_requests", "requests", "total_request_count", 1, "Total Requests", ("Requests", "Reqs", "Reqs"),
            "count", "maas_usage_requests"),
@@ -2205,8 +2216,8 @@ def auth_hint(status: int) -> str:
         return ("the signature was rejected: check that the AK and SK belong together and are active, "
                 "that a temporary AK comes with its security token, and that this machine's clock is "
                 "correct (signed requests expire after 15 minutes)")
-    return ("the credentials lack a permission: the IAM user needs modelarts:monitoring:get "
-            "(and iam:projects:get when the project id is looked up; or pass --project-id)")
+    return (f"the credentials lack a permission: the IAM user needs {MAAS_PERMISSION} "
+            f"(and {IAM_PERMISSION} when the project id is looked up; or pass --project-id)")
 
 
 def checked_data(reply: Reply, what: str, not_found_hint: str = "") -> Any:
@@ -2901,8 +2912,7 @@ class Client:
 
         pending = list(range(len(tasks)))
         if pending and not self.warm:
-            # A wrong key must cost one failed signature, not a burst: API Gateway locks a key
-            # after more than 5 consecutive failures.
+            # A wrong key must cost one failed signature, not a burst (SIGNATURE_LOCKOUT).
             on_result(0, tasks[0]())
             pending = pending[1:]
         if not pending:
@@ -3730,6 +3740,9 @@ def list_params(metric: str, marker: str = "") -> tuple[tuple[str, str], ...]:
             *((("start", marker),) if marker else ()))
 
 
+CES_NARROW_HINT = "narrow it: a shorter range, or group by model or by key alone; or raise --max-requests"
+
+
 class Listing:
     """What the ListMetrics pages of a run have cost so far, across the metrics listed in parallel.
     A page after each metric's first is a request, and every series listed needs a share of a data
@@ -3752,7 +3765,7 @@ class Listing:
         if needed > self.limit:
             raise UsageError(f"Cloud Eye lists series that need at least {needed:,} requests, more than "
                              f"--max-requests {self.limit} (what was sent so far only listed them)",
-                             hint="narrow it: a shorter range, or group by model or by key alone; or raise --max-requests")
+                             hint=CES_NARROW_HINT)
 
 
 def listed_series(client: Client, endpoint: Endpoint, project_id: str, query: Query, metric: str,
@@ -3801,7 +3814,7 @@ class Rollup:
 CES_HOURLY = Rollup("hourly", 3600, 10)
 CES_ROLLUPS = (Rollup("daily", 86400, 180), Rollup("4-hour", 14400, 30), CES_HOURLY)
 # Coarser sums only for periods that ended this long ago: MaaS calls take 1 to 2 hours to reach the
-# statistics (the skill's troubleshooting), and the hours are where the newest calls show first.
+# statistics (FINAL_AFTER's source), and the hours are where the newest calls show first.
 CES_SETTLE = timedelta(hours=2)
 # A data call's answer is about 60 bytes a datapoint: ~200 fit the first flight of a new TCP connection
 # (Linux's initial window of 10 segments, ~14 KB). While they fit in one wave of calls, answers are
@@ -4122,7 +4135,7 @@ def check_cloud_eye_calls(count: int, limit: int, console: Console) -> None:
         raise UsageError(f"Cloud Eye lists series that need {count:,} requests, more than --max-requests {limit}"
                          + (f": at {RATE_LIMIT} per minute that takes about {format_duration(seconds)}"
                             if seconds >= 1 else "") + " (what was sent so far only listed them)",
-                         hint="narrow it: a shorter range, or group by model or by key alone; or raise --max-requests")
+                         hint=CES_NARROW_HINT)
     note = long_run_note(count)
     if note:
         console.note(note)
@@ -5790,7 +5803,8 @@ CLOCK_LIMIT = timedelta(minutes=15)  # API Gateway rejects a signature whose X-S
 ENDPOINT_STEPS = {"maas": "MaaS endpoint", "iam": "IAM endpoint", "ces": "Cloud Eye endpoint"}
 SIGNATURE_HINT = ("API Gateway rejected the signature: check that the AK and SK belong together and are active, "
                   "that a temporary AK comes with its security token, and this machine's clock; the check signs "
-                  "nothing more (a key is locked for 5 minutes after more than 5 failed signatures)")
+                  f"nothing more (a key is locked for 5 minutes after more than {SIGNATURE_LOCKOUT} failed "
+                  "signatures)")
 NETWORK_HINT = "check the network, a firewall, HTTPS_PROXY/NO_PROXY, or raise --timeout"
 
 
@@ -6091,7 +6105,7 @@ def check_project(settings: Settings, credentials: Credentials, client: Client,
     try:
         project_id = lookup_project_id(client, settings.iam, region)
     except ToolError as exc:
-        return call_failure(step, exc, {403: "the key lacks iam:projects:get: grant it, or pass --project-id "
+        return call_failure(step, exc, {403: f"the key lacks {IAM_PERMISSION}: grant it, or pass --project-id "
                                              "(the console lists project ids under My Credentials)"}), None
     return CheckStep(step, "ok", f"IAM accepted the signature; project {project_id} is named {region}"), project_id
 
@@ -6105,12 +6119,12 @@ def check_permission(step: str, settings: Settings, client: Client, project_id: 
         usage = SHOW_STATISTICS.answer(client, settings.maas, project_id, "the last hour", body)[1]
     except ToolError as exc:
         return call_failure(step, exc, {
-            403: "the key lacks modelarts:monitoring:get: grant it to the IAM user (or its group)",
+            403: f"the key lacks {MAAS_PERMISSION}: grant it to the IAM user (or its group)",
             404: f"the project id may not belong to {settings.query.region}: check --region and the project id"})
     metrics = usage.metrics()
     return CheckStep(step, "ok", f"ShowStatistics for the last hour ({SERVICE_NAMES[DEFAULT_SERVICE_TYPE]}): "
                                  f"{metrics['total_requests']:,} requests, {metrics['total_tokens']:,} tokens "
-                                 "(modelarts:monitoring:get)")
+                                 f"({MAAS_PERMISSION})")
 
 
 def check_cloud_eye(step: str, settings: Settings, client: Client, project_id: str, clock: Clock) -> CheckStep:
