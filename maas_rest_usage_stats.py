@@ -6596,6 +6596,12 @@ def check_output_target(settings: Settings, env: Mapping[str, str]) -> None:
     if refusal is not None:
         raise UsageError(refusal, hint="--output replaces a regular file or creates one; for anything else "
                                        "leave out --output and redirect stdout")
+    import shlex
+
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):  # found now, not after the requests (a cron line would spend them)
+        raise UsageError(f"--output {path}: the folder {folder} does not exist",
+                         hint=f"create it first (mkdir -p {shlex.quote(printable(folder))}): --output makes no folder")
     try:
         found = os.lstat(path)
         target: tuple[int, int] | None = (found.st_dev, found.st_ino)

@@ -86,6 +86,15 @@ def test_a_directory_is_refused(cli, cloud, out):
     refused_before_any_request(run, cloud, "is a directory, not a regular file")
 
 
+@pytest.mark.parametrize("folder", ["missing", "a-file"])
+def test_a_folder_that_does_not_exist_is_refused_before_any_request(cli, cloud, tmp_path, folder):
+    """A cron line with a folder not made yet spends no request on a result it cannot write."""
+    (tmp_path / "a-file").write_text("")
+    run = cli(*SEED_RANGE, "--output", str(tmp_path / folder / "usage.csv"))
+    refused_before_any_request(run, cloud, f"the folder {tmp_path / folder} does not exist")
+    assert "hint: create it first (mkdir -p " in run.stderr and not (tmp_path / "missing").exists()
+
+
 def test_a_named_pipe_is_refused_without_waiting_for_a_reader(cli, cloud, out):
     fifo = out / "maas.prom"
     os.mkfifo(fifo)

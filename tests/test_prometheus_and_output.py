@@ -279,11 +279,11 @@ def test_output_through_a_symlink_is_a_usage_error_that_touches_nothing(cli, clo
     assert link.is_symlink() and real.read_text() == "old\n" and cloud.log == []
 
 
-def test_output_into_a_missing_folder_is_exit_1_naming_the_path(cli, out):
+def test_output_into_a_missing_folder_is_refused_naming_the_folder(cli, out):
     target = out / "missing" / "maas.prom"
     run = cli(*SEED_RANGE, "--output", str(target))
-    assert run.code == 1
-    assert f"error: cannot write {target}: No such file or directory" in run.stderr
+    assert run.code == 2  # before any request (test_output_safety)
+    assert f"error: --output {target}: the folder {out / 'missing'} does not exist" in run.stderr
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into any folder")
