@@ -363,13 +363,34 @@ def missing_packages_error(lacking: Sequence[str]) -> MissingPackages:
         name, floor = _name_and_floor(line)
         version = installed_version(name)
         names.append(f"{name} ({version} installed, needs >={floor})" if version else name)
-    return MissingPackages(
-        f"this Python ({python}, {'.'.join(map(str, sys.version_info[:3]))}) lacks packages the script "
-        f"needs: {', '.join(names)}",
-        hint=f"install them for this Python: {shlex.quote(python)} -m pip install "
-             + " ".join(shlex.quote(line) for line in lacking)
-             + "; or, if they are installed in a virtualenv, run the script with that virtualenv's python "
-               f"(/path/to/venv/bin/python {shlex.quote(os.path.abspath(__file__))} …)")
+    script = os.path.abspath(__file__)
+    requirements = " ".join(shlex.quote(line) for line in lacking)
+    message = (f"this Python ({python}, {'.'.join(map(str, sys.version_info[:3]))}) lacks packages the script "
+               f"needs: {', '.join(names)}")
+    if externally_managed():  # pip refuses to install into it (PEP 668): a virtualenv is the way
+        venv = os.path.join(os.path.dirname(script), ".venv")
+        return MissingPackages(message, hint=(
+            f"this Python is the system's (PEP 668: pip will not install into it); make a virtualenv with it "
+            f"and run the script with that one's python: {shlex.quote(python)} -m venv {shlex.quote(venv)} && "
+            f"{shlex.quote(venv)}/bin/python -m pip install {requirements} && "
+            f"{shlex.quote(venv)}/bin/python {shlex.quote(script)} …"))
+    return MissingPackages(message, hint=(
+        f"install them for this Python: {shlex.quote(python)} -m pip install {requirements}; or, if they are "
+        f"installed in a virtualenv, run the script with that virtualenv's python "
+        f"(/path/to/venv/bin/python {shlex.quote(script)} …)"))
+
+
+def externally_managed() -> bool:
+    """Whether this Python is marked as the system's, outside a virtualenv (PEP 668's EXTERNALLY-MANAGED
+    file beside its standard library): pip install then fails with externally-managed-environment."""
+    import sysconfig
+
+    if sys.prefix != getattr(sys, "base_prefix", sys.prefix):
+        return False
+    try:
+        return os.path.isfile(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))
+    except (KeyError, TypeError, OSError):
+        return False
 
 
 # ----------------------------------------------------------------------------------------------

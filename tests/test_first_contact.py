@@ -107,6 +107,20 @@ def test_a_real_run_names_what_is_missing_and_the_command_that_installs_it(tmp_p
         ["--last", "7d", "--project-id", PROJECT, "--timezone", "UTC", "--format", "json"], present, env).stderr
 
 
+def test_a_system_python_that_pip_will_not_install_into_is_told_to_make_a_virtualenv(monkeypatch):
+    """Debian's and Ubuntu's python3 (PEP 668) refuse pip install: the hint leads with a virtualenv."""
+    monkeypatch.setattr(m, "externally_managed", lambda: True)
+    hint = m.missing_packages_error(["requests>=2.32.2,<3"]).hint
+    venv = str(SCRIPT.parent / ".venv")
+    assert hint.startswith("this Python is the system's (PEP 668")
+    assert (f"{sys.executable} -m venv {venv} && {venv}/bin/python -m pip install 'requests>=2.32.2,<3' && "
+            f"{venv}/bin/python {SCRIPT}") in hint
+
+
+def test_the_virtualenv_a_run_uses_is_not_the_systems():
+    assert m.externally_managed() is False  # the suite runs in a virtualenv
+
+
 def test_a_package_below_the_floor_counts_as_missing_only_for_the_runs_that_need_it(cli_process, tmp_path):
     shadow = {"PYTHONPATH": str(fake_packages(tmp_path / "old", {"tabulate": "0.1"}))}
     table = cli_process("--last", "1d", "--timezone", "UTC", "--project-id", PROJECT, env=shadow)
