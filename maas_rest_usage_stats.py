@@ -128,6 +128,7 @@ MONITOR_ENDPOINT_TEMPLATE = "https://maas.{region}.myhuaweicloud.com"  # cloudey
 MONITOR_INSTANCES_PATH = "/v1/{project_id}/maas/monitor/instances"  # cloudeye-exporter, collector/maas*.go
 MONITOR_PAGE = 100
 MONITOR_MAX_PAGES = 100  # not the monitor's: names of the first 10,000 instances, then ids (a note)
+MONITOR_MAX_NAME = 256  # not the monitor's: characters of a name kept (the table shows 16), so names stay small
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 
 MAX_WINDOW = timedelta(days=30)  # related-apis.md: end_time at most 30 days after start_time
@@ -3659,8 +3660,9 @@ def names_of(data: Any, what: str, body: Mapping[str, Any]) -> Names:
     for instance in instances:
         for dimension, found in names.items():
             item = instance.get(dimension) if isinstance(instance, dict) else None
-            if isinstance(item, dict) and isinstance(item.get("id"), str) and isinstance(item.get("name"), str):
-                found[item["id"]] = item["name"]
+            if isinstance(item, dict) and isinstance(item.get("id"), str) and isinstance(item.get("name"), str) \
+                    and len(item["id"]) <= CES_MAX_DIMENSION_VALUE:  # a longer id is no series' (and no memory's)
+                found[item["id"]] = item["name"][:MONITOR_MAX_NAME]
     return Names(names[CES_MODEL_DIMENSION], names[CES_KEY_DIMENSION], len(instances), total)
 
 
@@ -3680,21 +3682,31 @@ def model_and_key_names(client: Client, endpoint: Endpoint | None, project_id: s
     keys: dict[str, str] = {}
     if endpoint is None:
         return models, keys
-    start = 0
-    try:
-        for _ in range(MONITOR_MAX_PAGES):
-            page = MONITOR_INSTANCES.answer(client, endpoint, project_id, "model and key names", names_body(start))[1]
-            models.update(page.models)
-            keys.update(page.keys)
-            start += page.count
-            if not page.count or start >= page.total:
-                return models, keys
-        console.note(f"model and key names are read for the first {start:,} instances the MaaS monitor lists "
-                     f"({MONITOR_MAX_PAGES} pages): others show Cloud Eye's ids")
-        return models, keys
-    except ToolError as exc:
-        console.note(f"model and key names are not available ({exc}): rows show Cloud Eye's ids")
+    def page_at(start: int) -> Names | ToolError:
+        try:
+            return MONITOR_INSTANCES.answer(client, endpoint, project_id, "model and key names", names_body(start))[1]
+        except ToolError as exc:  # returned, not raised: a failed page must not cancel the run's other calls
+            return exc
+
+    first = page_at(0)
+    pages: list[Names | ToolError] = [first]
+    if isinstance(first, Names) and 0 < first.count < first.total:
+        # The other pages together, at the first page's size (a monitor may page by fewer than asked)
+        starts = range(first.count, first.total, first.count)[:MONITOR_MAX_PAGES - 1]
+        found: dict[int, Names | ToolError] = {}
+        client.fan_out([functools.partial(page_at, start) for start in starts], found.__setitem__)
+        pages += [found[index] for index in range(len(starts))]
+        if len(starts) < ceil_div(first.total - first.count, first.count):
+            console.note(f"model and key names are read for the first {MONITOR_MAX_PAGES * first.count:,} "
+                         f"instances the MaaS monitor lists ({MONITOR_MAX_PAGES} pages): others show Cloud Eye's ids")
+    failed = next((page for page in pages if isinstance(page, ToolError)), None)
+    if failed is not None:
+        console.note(f"model and key names are not available ({failed}): rows show Cloud Eye's ids")
         return {}, {}
+    for page in pages:
+        models.update(page.models)
+        keys.update(page.keys)
+    return models, keys
 
 
 def ceil_div(a: int, b: int) -> int:

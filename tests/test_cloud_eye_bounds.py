@@ -271,3 +271,44 @@ def test_names_that_collide_or_read_as_the_tables_own_rows_carry_their_ids(cli, 
     assert all(f"#{model_id[-6:]}" in chart for model_id in ids)
     document = cli(*RANGE, "--group-by", "model", "--format", "json").json()
     assert sorted(row["model"] for row in document["rows"]) == sorted(names)
+
+
+# -- names: the pages after the first together, best effort ----------------------------------------------
+
+def test_the_names_pages_after_the_first_go_out_together(cli, hourly, monkeypatch):
+    import maas_rest_usage_stats as script
+
+    monkeypatch.setattr(script, "MONITOR_PAGE", 4)  # 15 model-key pairs: 4 pages
+    hourly.add_fault("delay", path="monitor", seconds=0.0, times=1)
+    hourly.add_fault("delay", path="monitor", seconds=2.0, times=3)  # each later page answers 2 s after it came
+    run = cli(*RANGE, "--group-by", "model", "api-key", "--format", "json")
+    assert run.code == 0, run.stderr
+    pages = sorted(hourly.requests_of("monitor"), key=lambda entry: entry.json["start"])
+    assert [entry.json["start"] for entry in pages] == [0, 4, 8, 12]
+    later = [entry.at for entry in pages[1:]]
+    assert max(later) - min(later) < 2.0  # all three in before the first of them was answered: together
+    names = {pair: names for pair, names in hourly.cloud_eye_instances().items()}
+    assert {(row["model_id"], row["api_key_id"]): (row["model"], row["api_key"])
+            for row in run.json()["rows"]} == names
+
+
+def test_a_names_page_that_fails_leaves_ids_and_the_run_whole(cli, hourly, monkeypatch):
+    import maas_rest_usage_stats as script
+
+    monkeypatch.setattr(script, "MONITOR_PAGE", 4)
+    hourly.add_fault("delay", path="monitor", seconds=0.0, times=1)  # the first page answers,
+    hourly.add_fault("status", path="monitor", status=400, times=1)  # one of the others does not
+    first = cli(*RANGE, "--group-by", "model", "api-key", "--format", "json")
+    assert first.code == 0, first.stderr
+    assert "model and key names are not available" in first.stderr
+    assert all(row["model"] is None for row in first.json()["rows"])
+    exact(hourly, first.json())
+
+
+def test_a_name_is_kept_to_256_characters_and_an_id_no_series_can_have_is_dropped():
+    import maas_rest_usage_stats as script
+
+    names = script.names_of({"instances": [{"maas_api_id": {"id": "m", "name": "n" * 10_000}},
+                                           {"maas_api_id": {"id": "x" * 257, "name": "long id"}}], "total": 2},
+                            "names", {})
+    assert names.models == {"m": "n" * 256} and names.count == 2
