@@ -3588,6 +3588,8 @@ class Report:
 CES_SUMS = {"tokens_k": ("total_tokens",), "prompt_k": ("prompt_tokens",), "completion_k": ("completion_tokens",),
             "requests": ("rpm",), "errors": ("req_count_4xx", "req_count_5xx")}
 CES_METRIC_NAMES = tuple(name for names in CES_SUMS.values() for name in names)
+# The metrics that count calls: every period's sum of them is a whole number.
+CES_COUNTS = frozenset(name for m in SUMS if m.api_unit == 1 for name in CES_SUMS.get(m.field or "", ()))
 CES_PLAUSIBLE_MAX = _PLAUSIBLE_MAX * max(metric.api_unit for metric in SUMS)  # tokens are tokens in Cloud Eye
 CES_PERMISSION_HINT = ("the credentials lack a Cloud Eye permission: the IAM user needs ces:metrics:list and "
                        "ces:metricData:list (CES ReadOnlyAccess)")
@@ -3627,6 +3629,9 @@ def datapoints_of(data: Any, what: str, body: Mapping[str, Any]) -> list[tuple[S
             if value > CES_PLAUSIBLE_MAX:  # the bound of ShowStatistics' fields, in Cloud Eye's units
                 raise MalformedResponse(f"malformed response from {what}: metric {number} has a datapoint "
                                         "out of range")
+            if series[0] in CES_COUNTS and value != int(value):
+                raise MalformedResponse(f"malformed response from {what}: metric {number} ({series[0]}) has a "
+                                        "datapoint that is not a whole number of calls")
             if hourly and at % CES_HOURLY.ms:  # an hour's sum is stamped with its start; any other stamp
                 # would count calls twice (a coarser rollup off its grid is rejected and read as hours instead)
                 raise MalformedResponse(f"malformed response from {what}: metric {number} has a datapoint "

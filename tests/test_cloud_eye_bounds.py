@@ -312,3 +312,15 @@ def test_a_name_is_kept_to_256_characters_and_an_id_no_series_can_have_is_droppe
                                            {"maas_api_id": {"id": "x" * 257, "name": "long id"}}], "total": 2},
                             "names", {})
     assert names.models == {"m": "n" * 256} and names.count == 2
+
+
+def test_a_count_that_is_not_whole_is_malformed_naming_the_window():
+    import maas_rest_usage_stats as script
+
+    with pytest.raises(script.MalformedResponse, match=r"\(a window\): metric 1 \(rpm\) has a datapoint that is "
+                                                        "not a whole number of calls"):
+        script.datapoints_of({"metrics": [{"metric_name": "rpm", "dimensions": MODEL,
+                                           "datapoints": [{"timestamp": 0, "sum": Decimal("2.5")}]}]},
+                             "Cloud Eye BatchListMetricData (a window)",
+                             {"from": 0, "to": fc.HOUR_MS, "filter": "sum", "period": "3600",
+                              "metrics": [{"namespace": fc.CES_NAMESPACE, "metric_name": "rpm", "dimensions": MODEL}]})
