@@ -1438,6 +1438,7 @@ _UNSAFE_BEYOND_C0 = r"\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066
 _UNSAFE = re.compile(rf"[\x00-\x1f{_UNSAFE_BEYOND_C0}]")
 _UNSAFE_IN_JSON = re.compile(f"[{_UNSAFE_BEYOND_C0}]")  # json.dumps escapes the C0 controls in strings itself
 _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_SURROGATES = re.compile("[\ud800-\udfff]")  # lone ones: valid in JSON text, in no UTF-8
 
 
 SECRET_PIECE = 8  # no run of this many characters of a secret may appear in any output
@@ -2955,9 +2956,11 @@ class Client:
         # waiting for requests still in flight (a hung server would otherwise hold it for --timeout).
         if not self._workers.run([job(index) for index in pending], len(pending)):
             raise ApiError("cannot start a worker thread: the machine is out of memory or threads", hint=THREADS_HINT)
+        # A task's own fan_out (the names pages) waits in a worker: it ends when the run is cancelled
+        nested = threading.current_thread() is not threading.main_thread()
         try:
             for _ in pending:
-                index, value, failure = _next_finished(finished, self._workers)
+                index, value, failure = _next_finished(finished, self._workers, self._cancelled if nested else None)
                 if failure is not None:
                     raise failure
                 on_result(index, value)
@@ -2966,17 +2969,20 @@ class Client:
             raise
 
 
-def _next_finished(finished: Any, workers: Workers) -> Any:
+def _next_finished(finished: Any, workers: Workers, cancelled: threading.Event | None = None) -> Any:
     """The next finished task, waiting in short steps: the kernel may deliver Ctrl-C to a worker
     thread blocked in a read, and then only a main thread that wakes up runs Python's handler
     (a plain blocking get would sleep through it until some request ended). A result that no
-    thread is left to deliver (one died of MemoryError) is an error, never a wait."""
+    thread is left to deliver (one died of MemoryError) is an error, never a wait; so is
+    ``cancelled`` (a wait in a worker, whose tasks a cancelled run never runs)."""
     import queue
 
     while True:
         try:
             return finished.get(timeout=SIGNAL_CHECK_INTERVAL)
         except queue.Empty:
+            if cancelled is not None and cancelled.is_set():
+                raise ApiError("cancelled: another call of the run failed") from None
             if workers.idle:
                 break
     try:  # the last worker may have delivered just before it was seen idle
@@ -3157,12 +3163,12 @@ class Usage:
             return Usage(self.missing | other.missing,
                          **{name: value + other.sums[name] for name, value in self.sums.items()})
 
-    def at_least(self, other: Usage) -> Usage:
-        """Each sum no less than ``other``'s, and ``other``'s where this one lacks the metric (totals
-        that are never less than ShowStatistics')."""
+    def completed(self, other: Usage, at_least: bool) -> Usage:
+        """``other``'s sum where this one lacks the metric, and (``at_least``) each other sum no less
+        than ``other``'s: totals that take ShowStatistics' where Cloud Eye has none or falls short."""
         return Usage(self.missing & other.missing, **{
-            m.field: other.sums[m.field] if m.name in self.missing else max(self.sums[m.field], other.sums[m.field])
-            for m in SUMS})
+            m.field: other.sums[m.field] if m.name in self.missing
+            else max(self.sums[m.field], other.sums[m.field]) if at_least else self.sums[m.field] for m in SUMS})
 
     def anomalies(self) -> list[str]:
         """The bounds of METRICS these exact sums break: ``total_errors 12 > total_requests 3``."""
@@ -3569,10 +3575,12 @@ class Report:
 
     @property
     def total(self) -> Usage:
+        """The rows' sum; with a reconciliation, a metric Cloud Eye lacks is ShowStatistics', and when
+        Cloud Eye falls short every metric is at least ShowStatistics' (never less)."""
         total = total_of(row.total for row in self.rows)
-        if self.reconciliation is not None and self.reconciliation.short():  # ShowStatistics', never less
-            return total.at_least(self.reconciliation.statistics)
-        return total
+        if self.reconciliation is None:
+            return total
+        return total.completed(self.reconciliation.statistics, at_least=self.reconciliation.short())
 
     def raw_windows(self) -> list[tuple[Row | None, Window]]:
         """--raw: every window answered, the rows' own (ShowStatistics) first, then a Cloud Eye run's."""
@@ -3696,11 +3704,18 @@ def model_and_key_names(client: Client, endpoint: Endpoint | None, project_id: s
     first = page_at(0)
     pages: list[Names | ToolError] = [first]
     if isinstance(first, Names) and 0 < first.count < first.total:
-        # The other pages together, at the first page's size (a monitor may page by fewer than asked)
+        # The other pages together, at the first page's size (a monitor may page by fewer than asked):
+        # from this worker, through the others (with one worker, none is free: one after another here)
         starts = range(first.count, first.total, first.count)[:MONITOR_MAX_PAGES - 1]
-        found: dict[int, Names | ToolError] = {}
-        client.fan_out([functools.partial(page_at, start) for start in starts], found.__setitem__)
-        pages += [found[index] for index in range(len(starts))]
+        if client.options.concurrency < 2:
+            pages += [page_at(start) for start in starts]
+        else:
+            found: dict[int, Names | ToolError] = {}
+            try:
+                client.fan_out([functools.partial(page_at, start) for start in starts], found.__setitem__)
+            except ToolError as exc:  # no thread to run them, or the run is ending
+                found = {0: exc}
+            pages += [found.get(index, ApiError("no answer")) for index in range(len(starts))]
         if len(starts) < ceil_div(first.total - first.count, first.count):
             console.note(f"model and key names are read for the first {MONITOR_MAX_PAGES * first.count:,} "
                          f"instances the MaaS monitor lists ({MONITOR_MAX_PAGES} pages): others show Cloud Eye's ids")
@@ -3760,8 +3775,9 @@ def cloud_eye_query(query: Query, console: Console) -> Query:
         start, end = (format_instant(moment.astimezone(query.zone)) for moment in (period.start, period.end))
         console.note(f"Cloud Eye sums whole hours: the period is widened to {start} ~ {end}")
     previous = whole_hours(query.previous) if query.previous else None
-    if query.previous and query.previous.end == query.period.start:  # the span just before: of the widened
-        # length, ending where the widened period starts (widened on its own, it would share an hour with it)
+    if query.previous and period != query.period and query.previous.end == query.period.start:
+        # The span just before a widened period: of its widened length, ending where it starts (widened
+        # on its own, it would share an hour with it). Whole-hour periods (--last-month) keep theirs.
         previous = Period(period.start - (period.end - period.start), period.start)
     return dataclasses.replace(query, period=period, service_types=(1, 2), previous=previous)
 
@@ -3815,8 +3831,9 @@ def listed_series(client: Client, endpoint: Endpoint, project_id: str, query: Qu
     while True:
         data, page = LIST_METRICS.answer(client, endpoint, project_id, f"{CES_NAMESPACE} {metric}",
                                          params=list_params(metric, marker))
-        listing.page(page.metrics, first=not markers and not marker)
-        found += [s for s in page.series if s[0] == metric and {name for name, _ in s[1]} == wanted]
+        kept = [s for s in page.series if s[0] == metric and {name for name, _ in s[1]} == wanted]
+        listing.page(len(kept), first=not markers and not marker)  # the series this grouping reads
+        found += kept
         seen += page.metrics
         marker = data["meta_data"].get("marker", "")
         if not page.metrics or not marker or seen >= page.total:
@@ -4105,7 +4122,7 @@ class Reconciliation:
         with localcontext() as context:
             context.prec = 60
             ratio = self.cloud_eye.tokens_k / self.statistics.tokens_k
-            if ratio.adjusted() > 6:  # over 10 million %: ShowStatistics counts next to nothing, no share to speak of
+            if ratio.adjusted() > 6:  # a billion % or more: ShowStatistics counts next to nothing
                 return None
             return ratio.quantize(Decimal("0.0001"), ROUND_HALF_UP)
 
@@ -4214,8 +4231,9 @@ def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project
         wave = ces_wave(client.options.concurrency, max_requests, len(reconciled))
         # the wave and --max-requests shared between the periods; the calls counted before any is built
         plans = [ces_calls(period.query, now, len(series), max(1, wave // len(periods)),
-                           (max_requests - len(reconciled)) // len(periods)) for period in periods]
-        check_cloud_eye_calls(sum(map(len, plans)) + len(reconciled), max_requests, console)
+                           (max_requests - listing.requests) // len(periods)) for period in periods]
+        # with the reconciliation's windows and the listing's pages after each metric's first
+        check_cloud_eye_calls(sum(map(len, plans)) + listing.requests, max_requests, console)
         for period, calls in zip(periods, plans):
             period.windows = ces_windows(period.query, series, calls, period.sums)
         fetch_each(client, endpoints, project_id, [window for period in periods for window in period.windows], console)
@@ -4440,7 +4458,7 @@ def period_rows(period: CloudEyePeriod, series: Sequence[Series], models: Mappin
                      "carries the difference (a model or key idle for hours drops out of Cloud Eye's lists)")
         rows.append(not_listed_row(query, reconciliation))
     over = reconciliation.exceeds()
-    if over:
+    if over and query.period.start >= now - RETENTION:  # else the note above says why ShowStatistics has less
         console.note(f"Cloud Eye's rows exceed ShowStatistics by more than 1 % of {in_words(over)} for "
                      f"{format_instant(query.period.start.astimezone(query.zone))} ~ "
                      f"{format_instant(query.period.end.astimezone(query.zone))}: the same calls cannot be more in "
@@ -5492,7 +5510,8 @@ def comparable(report: Report) -> bool:
 
 def metric_changes(current: Usage, previous: Usage) -> dict[str, Decimal | None]:
     """--compare: each metric's change in percent (1 decimal, half up; None when the previous value
-    is 0), a percentage's as a difference in percentage points (2 decimals; None when either is)."""
+    is 0 or either is unknown: Cloud Eye without the metric), a percentage's as a difference in
+    percentage points (2 decimals; None when either is)."""
     now, before = current.metrics(), previous.metrics()
     changes: dict[str, Decimal | None] = {}
     for metric in METRICS:
@@ -5500,7 +5519,7 @@ def metric_changes(current: Usage, previous: Usage) -> dict[str, Decimal | None]
         if metric.style == "percent":
             rates = (now[name], before[name])
             changes[name] = None if None in rates else (rates[0] - rates[1]).quantize(Decimal("0.01"), ROUND_HALF_UP)
-        elif before[name] == 0:
+        elif before[name] == 0 or now[name] is None or before[name] is None:
             changes[name] = None
         else:
             change = (Decimal(now[name]) - before[name]) * 100 / before[name]
@@ -5521,9 +5540,15 @@ def compared_lines(current: Usage, previous: Usage, batch: bool,
                    known: bool = True) -> list[tuple[str, str, str, str]]:
     """The totals table with --compare: metric, value, previous value, change (``n/a`` unless ``known``)."""
     changes, now, before = metric_changes(current, previous), current.metrics(), previous.metrics()
+    def change(metric: Metric) -> str:
+        if not known:
+            return "n/a"
+        if None in (now[metric.name], before[metric.name]):  # a metric Cloud Eye does not list: no change
+            return "-"
+        return change_text(metric, changes[metric.name], now[metric.name])
+
     return [(metric.label, metric_text(metric, now[metric.name]), metric_text(metric, before[metric.name]),
-             change_text(metric, changes[metric.name], now[metric.name]) if known else "n/a")
-            for metric in shown_metrics(batch)]
+             change(metric)) for metric in shown_metrics(batch)]
 
 
 def _json_metrics(usage: Usage) -> dict[str, Any]:
@@ -5720,7 +5745,9 @@ PROMETHEUS_HELP = {
 
 
 def prometheus_label_value(text: str) -> str:
-    """A label value as the text exposition format writes it: backslash, quote and newline escaped."""
+    """A label value as the text exposition format writes it: backslash, quote and newline escaped;
+    a lone surrogate (no UTF-8 holds it) as the text of its escape, so the collector reads ``\\ud83d``."""
+    text = _SURROGATES.sub(_escape, text)
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
@@ -6634,12 +6661,7 @@ def check_output_target(settings: Settings, env: Mapping[str, str]) -> None:
     if refusal is not None:
         raise UsageError(refusal, hint="--output replaces a regular file or creates one; for anything else "
                                        "leave out --output and redirect stdout")
-    import shlex
-
-    folder = os.path.dirname(path) or "."
-    if not os.path.isdir(folder):  # found now, not after the requests (a cron line would spend them)
-        raise UsageError(f"--output {path}: the folder {folder} does not exist",
-                         hint=f"create it first (mkdir -p {shlex.quote(printable(folder))}): --output makes no folder")
+    check_output_folder(path)
     try:
         found = os.lstat(path)
         target: tuple[int, int] | None = (found.st_dev, found.st_ino)
@@ -6655,6 +6677,28 @@ def check_output_target(settings: Settings, env: Mapping[str, str]) -> None:
         if same or os.path.realpath(other) == resolved:
             raise UsageError(f"--output {path} is {what} ({other}): the result would destroy it",
                              hint="choose another path for --output")
+
+
+def check_output_folder(path: str) -> None:
+    """--output's folder, found now rather than after the requests (a cron line would spend them):
+    a path that names a folder, a folder that does not exist or is not one, are usage errors; one
+    that cannot be searched is left to the write, which names the cause."""
+    import shlex
+
+    if path.endswith(("/", os.sep)):
+        raise UsageError(f"--output {path} names a folder, not a file", hint="name the file to write in it")
+    folder = os.path.dirname(path) or "."
+    try:
+        mode = os.stat(folder).st_mode
+    except FileNotFoundError:
+        raise UsageError(f"--output {path}: the folder {folder} does not exist",
+                         hint=f"create it first (mkdir -p {shlex.quote(folder)}): --output makes no folder") from None
+    except NotADirectoryError:
+        mode = 0
+    except OSError:
+        return
+    if not stat.S_ISDIR(mode):
+        raise UsageError(f"--output {path}: {folder} is not a folder", hint="choose a path in a folder")
 
 
 @dataclass(frozen=True)
@@ -7081,14 +7125,14 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
             fetch(connected(), settings.endpoints, project_id, windows, console,
                   save=None if store is None else lambda row, window: save_day(store, query, project_id, row,
                                                                                 window, now))
-        reconciliation, answers, previous_answers = None, [], []
+        reconciliation, answers, previous_answers, previous_reconciliation = None, [], [], None
         if query.cloud_eye:  # --compare: the previous period's rows too, summed the same way, in the same calls
             read = cloud_eye_rows(connected(), settings.endpoints, project_id,
                                   [query, *([previous_query] if previous_query is not None else [])], console, now,
                                   settings.max_requests)
             rows, reconciliation, answers = read[0]
             if previous_query is not None:
-                previous_rows, _, previous_answers = read[1]
+                previous_rows, previous_reconciliation, previous_answers = read[1]
     finally:
         if client is not None:
             client.close()
@@ -7098,7 +7142,8 @@ def query_usage(settings: Settings, store: Store | None, env: Mapping[str, str],
     if previous_query is not None:
         shown = printed_labels(previous_query, previous_rows, credentials.secrets())
         report.previous = Report(shown, project_id, previous_rows,
-                                 coverage_of(shown, previous_rows, now, previous_answers), answers=previous_answers)
+                                 coverage_of(shown, previous_rows, now, previous_answers), answers=previous_answers,
+                                 reconciliation=previous_reconciliation)  # its totals follow the same rule
     for anomaly in report.coverage.anomalies + (report.previous.coverage.anomalies if report.previous else ()):
         console.note(f"the answer for {anomaly.source} cannot be right ({anomaly.broken}); "
                      "it is summed as sent (JSON: coverage.anomalies)")

@@ -86,13 +86,24 @@ def test_a_directory_is_refused(cli, cloud, out):
     refused_before_any_request(run, cloud, "is a directory, not a regular file")
 
 
-@pytest.mark.parametrize("folder", ["missing", "a-file"])
-def test_a_folder_that_does_not_exist_is_refused_before_any_request(cli, cloud, tmp_path, folder):
+def test_a_folder_that_does_not_exist_is_refused_before_any_request(cli, cloud, tmp_path):
     """A cron line with a folder not made yet spends no request on a result it cannot write."""
+    run = cli(*SEED_RANGE, "--output", str(tmp_path / "missing" / "usage.csv"))
+    refused_before_any_request(run, cloud, f"the folder {tmp_path / 'missing'} does not exist")
+    assert f"hint: create it first (mkdir -p {tmp_path / 'missing'})" in run.stderr
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("path, says", [
+    ("a-file/usage.csv", "a-file is not a folder"),
+    ("a-file/deeper/usage.csv", "a-file/deeper is not a folder"),
+    ("new-folder/", "new-folder/ names a folder, not a file"),
+])
+def test_a_path_whose_folder_is_not_one_is_refused_before_any_request(cli, cloud, tmp_path, path, says):
     (tmp_path / "a-file").write_text("")
-    run = cli(*SEED_RANGE, "--output", str(tmp_path / folder / "usage.csv"))
-    refused_before_any_request(run, cloud, f"the folder {tmp_path / folder} does not exist")
-    assert "hint: create it first (mkdir -p " in run.stderr and not (tmp_path / "missing").exists()
+    run = cli(*SEED_RANGE, "--output", f"{tmp_path}/{path}")  # as typed: pathlib would drop the last /
+    refused_before_any_request(run, cloud, says)
+    assert "mkdir" not in run.stderr
 
 
 def test_a_named_pipe_is_refused_without_waiting_for_a_reader(cli, cloud, out):
