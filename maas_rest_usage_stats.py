@@ -5540,6 +5540,7 @@ def compared_lines(current: Usage, previous: Usage, batch: bool,
                    known: bool = True) -> list[tuple[str, str, str, str]]:
     """The totals table with --compare: metric, value, previous value, change (``n/a`` unless ``known``)."""
     changes, now, before = metric_changes(current, previous), current.metrics(), previous.metrics()
+
     def change(metric: Metric) -> str:
         if not known:
             return "n/a"

@@ -12,7 +12,7 @@ import pytest
 
 import fakecloud as fc
 from conftest import hourly_index, local_ms
-from test_cloud_eye import data_calls, metrics_of, oracle
+from test_cloud_eye import metrics_of, oracle
 
 RANGE = ("--from", "2026-05-08", "--to", "2026-05-10", "--timezone", "UTC")
 
