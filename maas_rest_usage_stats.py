@@ -2956,11 +2956,9 @@ class Client:
         # waiting for requests still in flight (a hung server would otherwise hold it for --timeout).
         if not self._workers.run([job(index) for index in pending], len(pending)):
             raise ApiError("cannot start a worker thread: the machine is out of memory or threads", hint=THREADS_HINT)
-        # A task's own fan_out (the names pages) waits in a worker: it ends when the run is cancelled
-        nested = threading.current_thread() is not threading.main_thread()
         try:
             for _ in pending:
-                index, value, failure = _next_finished(finished, self._workers, self._cancelled if nested else None)
+                index, value, failure = _next_finished(finished, self._workers)
                 if failure is not None:
                     raise failure
                 on_result(index, value)
@@ -2969,20 +2967,17 @@ class Client:
             raise
 
 
-def _next_finished(finished: Any, workers: Workers, cancelled: threading.Event | None = None) -> Any:
+def _next_finished(finished: Any, workers: Workers) -> Any:
     """The next finished task, waiting in short steps: the kernel may deliver Ctrl-C to a worker
     thread blocked in a read, and then only a main thread that wakes up runs Python's handler
     (a plain blocking get would sleep through it until some request ended). A result that no
-    thread is left to deliver (one died of MemoryError) is an error, never a wait; so is
-    ``cancelled`` (a wait in a worker, whose tasks a cancelled run never runs)."""
+    thread is left to deliver (one died of MemoryError) is an error, never a wait."""
     import queue
 
     while True:
         try:
             return finished.get(timeout=SIGNAL_CHECK_INTERVAL)
         except queue.Empty:
-            if cancelled is not None and cancelled.is_set():
-                raise ApiError("cancelled: another call of the run failed") from None
             if workers.idle:
                 break
     try:  # the last worker may have delivered just before it was seen idle
@@ -3688,44 +3683,47 @@ def names_body(start: int) -> dict[str, Any]:
             "query": [{"dim_name": CES_MODEL_DIMENSION}, {"dim_name": CES_KEY_DIMENSION}]}
 
 
-def model_and_key_names(client: Client, endpoint: Endpoint | None, project_id: str,
-                        console: Console) -> tuple[dict[str, str], dict[str, str]]:
-    """Names by id, best effort: when the call fails in any way, a note says why and rows keep their ids."""
-    models: dict[str, str] = {}
-    keys: dict[str, str] = {}
+def names_page(client: Client, endpoint: Endpoint | None, project_id: str, start: int) -> Names | ToolError | None:
+    """One page of the monitor's names; its failure returned, not raised (names are best effort: a
+    failed page must not cancel the run's other calls); None without a monitor endpoint."""
     if endpoint is None:
-        return models, keys
-    def page_at(start: int) -> Names | ToolError:
-        try:
-            return MONITOR_INSTANCES.answer(client, endpoint, project_id, "model and key names", names_body(start))[1]
-        except ToolError as exc:  # returned, not raised: a failed page must not cancel the run's other calls
-            return exc
+        return None
+    try:
+        return MONITOR_INSTANCES.answer(client, endpoint, project_id, "model and key names", names_body(start))[1]
+    except ToolError as exc:
+        return exc
 
-    first = page_at(0)
-    pages: list[Names | ToolError] = [first]
-    if isinstance(first, Names) and 0 < first.count < first.total:
-        # The other pages together, at the first page's size (a monitor may page by fewer than asked):
-        # from this worker, through the others (with one worker, none is free: one after another here)
-        starts = range(first.count, first.total, first.count)[:MONITOR_MAX_PAGES - 1]
-        if client.options.concurrency < 2:
-            pages += [page_at(start) for start in starts]
-        else:
-            found: dict[int, Names | ToolError] = {}
-            try:
-                client.fan_out([functools.partial(page_at, start) for start in starts], found.__setitem__)
-            except ToolError as exc:  # no thread to run them, or the run is ending
-                found = {0: exc}
-            pages += [found.get(index, ApiError("no answer")) for index in range(len(starts))]
-        if len(starts) < ceil_div(first.total - first.count, first.count):
+
+def more_names_pages(first: Names | ToolError | None) -> range:
+    """The starts of the pages after the first, at its size (a monitor may page by fewer than asked),
+    at most MONITOR_MAX_PAGES in all."""
+    if not isinstance(first, Names) or not 0 < first.count < first.total:
+        return range(0)
+    return range(first.count, first.total, first.count)[:MONITOR_MAX_PAGES - 1]
+
+
+def model_and_key_names(client: Client, endpoint: Endpoint | None, project_id: str, first: Names | ToolError | None,
+                        console: Console) -> tuple[dict[str, str], dict[str, str]]:
+    """Names by id from the first page and the others (fetched together, from the main thread), best
+    effort: when any page fails, a note says why and rows keep their ids."""
+    starts = more_names_pages(first)
+    found: dict[int, Names | ToolError | None] = {}
+    if starts:
+        client.fan_out([functools.partial(names_page, client, endpoint, project_id, start) for start in starts],
+                       found.__setitem__)
+        if isinstance(first, Names) and len(starts) < ceil_div(first.total - first.count, first.count):
             console.note(f"model and key names are read for the first {MONITOR_MAX_PAGES * first.count:,} "
                          f"instances the MaaS monitor lists ({MONITOR_MAX_PAGES} pages): others show Cloud Eye's ids")
+    pages = [first, *(found[index] for index in range(len(starts)))]
     failed = next((page for page in pages if isinstance(page, ToolError)), None)
     if failed is not None:
         console.note(f"model and key names are not available ({failed}): rows show Cloud Eye's ids")
-        return {}, {}
-    for page in pages:
-        models.update(page.models)
-        keys.update(page.keys)
+    models: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    for page in pages if failed is None else ():
+        if isinstance(page, Names):
+            models.update(page.models)
+            keys.update(page.keys)
     return models, keys
 
 
@@ -3775,10 +3773,11 @@ def cloud_eye_query(query: Query, console: Console) -> Query:
         start, end = (format_instant(moment.astimezone(query.zone)) for moment in (period.start, period.end))
         console.note(f"Cloud Eye sums whole hours: the period is widened to {start} ~ {end}")
     previous = whole_hours(query.previous) if query.previous else None
-    if query.previous and period != query.period and query.previous.end == query.period.start:
-        # The span just before a widened period: of its widened length, ending where it starts (widened
-        # on its own, it would share an hour with it). Whole-hour periods (--last-month) keep theirs.
-        previous = Period(period.start - (period.end - period.start), period.start)
+    if query.previous and query.previous.end == query.period.start:  # the span just before: it ends where
+        # the widened period starts (widened on its own, it would share an hour with it); the same length
+        # when it had the same length (--last 1d), else its own start (--last-month, a month cut short)
+        same = query.previous.end - query.previous.start == query.period.end - query.period.start
+        previous = Period(period.start - (period.end - period.start) if same else previous.start, period.start)
     return dataclasses.replace(query, period=period, service_types=(1, 2), previous=previous)
 
 
@@ -4210,10 +4209,11 @@ class CloudEyePeriod:
 def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project_id: str,
                       periods: Sequence[CloudEyePeriod], console: Console, max_requests: int,
                       now: datetime) -> tuple[list[Series], dict[str, str], dict[str, str]]:
-    """ListMetrics, the names and the reconciliation's ShowStatistics windows in parallel (once a
-    signed request has passed), then every period's data calls together through ``fetch`` (each
-    answer added into its sums), then hourly calls again for a coarser rollup whose sums did not
-    stand for their hours: the series, the model and key names; the periods' windows filled."""
+    """ListMetrics, the names' first page and the reconciliation's ShowStatistics windows in parallel
+    (once a signed request has passed), then every period's data calls together through ``fetch``
+    (each answer added into its sums), then hourly calls again for a coarser rollup whose sums did
+    not stand for their hours, then the names' other pages together: the series, the model and key
+    names; the periods' windows filled."""
     try:
         found: dict[int, Any] = {}
         reconciled = [window for period in periods for _, window in windows_of(period.statistics)]
@@ -4221,11 +4221,11 @@ def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project
         listing = Listing(max_requests, len(reconciled))
         client.fan_out([*(functools.partial(listed_series, client, endpoints["ces"], project_id, periods[0].query,
                                             metric, listing) for metric in CES_METRIC_NAMES),
-                        lambda: model_and_key_names(client, endpoints.get("monitor"), project_id, console),
+                        lambda: names_page(client, endpoints.get("monitor"), project_id, 0),
                         *(window_task(client, endpoints, project_id, window) for window in reconciled)],
                        found.__setitem__)
         series = sorted({s for index in range(len(CES_METRIC_NAMES)) for s in found[index]})
-        models, key_names = found[len(CES_METRIC_NAMES)]
+        first_names = found[len(CES_METRIC_NAMES)]
         for index, window in enumerate(reconciled, start=len(CES_METRIC_NAMES) + 1):
             window.response, window.usage = found[index]
         wave = ces_wave(client.options.concurrency, max_requests, len(reconciled))
@@ -4245,6 +4245,8 @@ def cloud_eye_answers(client: Client, endpoints: Mapping[str, Endpoint], project
                          "(stamped off their UTC start, not the sum of the hours checked beside them, or no calls to "
                          "check them by): those periods are read again as hourly sums")
         read_more(client, endpoints, project_id, periods, lambda period: hours_again(period, series), console)
+        # names past the first page: only now, from this thread (a task's own fan-out could wait for ever)
+        models, key_names = model_and_key_names(client, endpoints.get("monitor"), project_id, first_names, console)
     except AuthRejected as exc:
         if not str(exc).startswith("Cloud Eye"):  # ShowStatistics' own refusal keeps its hint
             raise

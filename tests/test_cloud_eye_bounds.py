@@ -396,3 +396,23 @@ def test_the_series_cap_counts_the_series_the_grouping_reads(cli, hourly, monkey
 
     monkeypatch.setattr(script, "CES_MAX_LISTED", 30)  # 5 models x 6 metrics; the pairs' series are not read
     assert cli(*RANGE, "--group-by", "model").code == 0
+
+
+@pytest.mark.parametrize("now, args, start, end", [
+    # the month before is shorter: the preset cut it at its end; whole hours must not stretch it back
+    ("2026-03-30T10:30:00+00:00", ("--this-month", "--timezone", "UTC"),
+     "2026-02-01T00:00:00+00:00", "2026-03-01T00:00:00+00:00"),
+    # a zone off whole hours: April widened to whole hours, ending where May's widened period starts
+    ("2026-06-02T10:30:00+00:00", ("--last-month", "--timezone", "Asia/Kolkata"),
+     "2026-03-31T23:30:00+05:30", "2026-04-30T23:30:00+05:30"),
+])
+def test_compare_takes_the_unit_before_widened_to_whole_hours(cli, hourly, now, args, start, end):
+    from conftest import serve_at
+
+    run = cli(*args, "--group-by", "model", "--compare", "--format", "json",
+              now=serve_at(hourly, datetime.fromisoformat(now)))
+    assert run.code == 0, run.stderr
+    previous = run.json()["previous"]["period"]
+    assert (previous["start"], previous["end"]) == (start, end)
+    current = run.json()["period"]
+    assert previous["end"] == current["start"]
