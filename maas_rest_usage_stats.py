@@ -3033,7 +3033,7 @@ class MetricList:
     metrics: int
     models: frozenset[str]  # the distinct maas_api_id dimension values
     total: int  # meta_data.total: more than ``metrics`` when further pages exist
-    series: tuple[Series, ...] = ()  # the page's SYS.MaaS entries: (metric, dimensions as listed)
+    series: tuple[Series, ...] = ()  # the page's SYS.MaaS entries: (metric, dimensions in name order)
 
 
 def metric_list_of(data: Any, what: str, params: Mapping[str, Any]) -> MetricList:
@@ -3161,9 +3161,14 @@ class Usage:
     def completed(self, other: Usage, at_least: bool) -> Usage:
         """``other``'s sum where this one lacks the metric, and (``at_least``) each other sum no less
         than ``other``'s: totals that take ShowStatistics' where Cloud Eye has none or falls short."""
-        return Usage(self.missing & other.missing, **{
-            m.field: other.sums[m.field] if m.name in self.missing
-            else max(self.sums[m.field], other.sums[m.field]) if at_least else self.sums[m.field] for m in SUMS})
+        sums = {}
+        for m in SUMS:
+            mine, theirs = self.sums[m.field], other.sums[m.field]
+            if m.name in self.missing:
+                sums[m.field] = theirs
+            else:
+                sums[m.field] = max(mine, theirs) if at_least else mine
+        return Usage(self.missing & other.missing, **sums)
 
     def anomalies(self) -> list[str]:
         """The bounds of METRICS these exact sums break: ``total_errors 12 > total_requests 3``."""
@@ -3718,10 +3723,11 @@ def model_and_key_names(client: Client, endpoint: Endpoint | None, project_id: s
     failed = next((page for page in pages if isinstance(page, ToolError)), None)
     if failed is not None:
         console.note(f"model and key names are not available ({failed}): rows show Cloud Eye's ids")
+        return {}, {}
     models: dict[str, str] = {}
     keys: dict[str, str] = {}
-    for page in pages if failed is None else ():
-        if isinstance(page, Names):
+    for page in pages:
+        if isinstance(page, Names):  # None: no monitor endpoint
             models.update(page.models)
             keys.update(page.keys)
     return models, keys

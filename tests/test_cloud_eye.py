@@ -649,14 +649,21 @@ def test_raw_names_each_data_calls_rollup(cli, cloud):
     assert "(daily sums, series 1-" in run.stdout and "(hourly sums, series 1-" in run.stdout
 
 
-def test_coarser_sums_that_are_not_the_sum_of_their_hours_are_read_again_as_hours(cli, cloud):
-    """Were Cloud Eye's days stamped at UTC midnight but to hold UTC+8 days, the stamps would pass:
-    the hours read beside each rollup's newest period catch it, and the rows stay exact."""
+def shifted_days(cli, cloud, until: str):
+    """20 days of day rows per model at RUN_AT, the fake's events until ``until`` (UTC), its coarser
+    sums filled from the hours 8 before (UTC+8 days stamped at UTC midnight)."""
     now = serve_at(cloud, RUN_AT)
-    cloud.events = hourly_index(ms("2026-04-25T00:00", "UTC"), ms("2026-06-01T00:00", "UTC"))
+    cloud.events = hourly_index(ms("2026-04-25T00:00", "UTC"), ms(until, "UTC"))
     cloud.ces.rollup_shift = -8 * HOUR
     run = cli("--last", "20d", "--timezone", "UTC", "--group-by", "day", "model", "--format", "json", now=now)
     assert run.code == 0, run.stderr
+    return run
+
+
+def test_coarser_sums_that_are_not_the_sum_of_their_hours_are_read_again_as_hours(cli, cloud):
+    """Were Cloud Eye's days stamped at UTC midnight but to hold UTC+8 days, the stamps would pass:
+    the hours read beside each rollup's newest period catch it, and the rows stay exact."""
+    run = shifted_days(cli, cloud, "2026-06-01T00:00")
     assert "Cloud Eye's 4-hour and daily sums could not stand for their hours here" in run.stderr
     bodies = data_calls(cloud)
     checks = [body for body in bodies if body["period"] == "3600" and body["to"] - body["from"] in (DAY, 4 * HOUR)
@@ -722,18 +729,14 @@ def test_a_zone_that_is_whole_hours_off_utc_only_at_the_ends_is_refused_for_buck
 def test_a_check_of_a_period_without_calls_is_made_again_on_the_largest_sum(cli, cloud):
     """The newest day and 4 hours had no calls (the models went quiet): comparing 0 with 0 proves
     nothing, so each rollup's largest sum is checked against its hours in one more round trip."""
-    now = serve_at(cloud, RUN_AT)
-    cloud.events = hourly_index(ms("2026-04-25T00:00", "UTC"), ms("2026-05-25T00:00", "UTC"))
-    cloud.ces.rollup_shift = -8 * HOUR
-    run = cli("--last", "20d", "--timezone", "UTC", "--group-by", "day", "model", "--format", "json", now=now)
-    assert run.code == 0, run.stderr
+    run = shifted_days(cli, cloud, "2026-05-25T00:00")
     assert "could not stand for their hours" in run.stderr
     seconds = [body for body in data_calls(cloud) if len(body["metrics"]) == 1 and body["period"] == "3600"
                and body["to"] - body["from"] in (DAY, 4 * HOUR)]
     assert {body["to"] - body["from"] for body in seconds} == {DAY, 4 * HOUR}
     exact_rows(cloud, run.json())
     cloud.ces.rollup_shift = 0  # the same quiet end, sums right: the second check passes
-    sound = cli("--last", "20d", "--timezone", "UTC", "--group-by", "day", "model", "--format", "json", now=now)
+    sound = cli("--last", "20d", "--timezone", "UTC", "--group-by", "day", "model", "--format", "json", now=RUN_AT)
     assert sound.code == 0 and "could not stand" not in sound.stderr
     exact_rows(cloud, sound.json())
 
